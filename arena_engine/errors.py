@@ -1,0 +1,47 @@
+"""One exception root for everything arena-engine raises on purpose.
+
+    ArenaError
+    ├── ConfigError        a config file or object is wrong (names file and key)
+    ├── DatasetError       a dataset line is wrong (names file, line and field)
+    ├── CheckpointError    a run folder cannot be used (locked, unreadable, corrupt beyond repair)
+    ├── RequestError       an endpoint request failed for good (after retries or at once)
+    │   └── FatalHTTPError 400/401/403/404/422: retrying cannot help
+    └── VerdictError       a judge answer held no usable verdict
+
+Messages say what went wrong and what to do. They never contain API keys.
+"""
+
+from __future__ import annotations
+
+
+class ArenaError(Exception):
+    """Root of every error arena-engine raises on purpose."""
+
+
+class ConfigError(ArenaError):
+    """A configuration file or object is invalid."""
+
+
+class DatasetError(ArenaError):
+    """A dataset file or line is invalid."""
+
+
+class CheckpointError(ArenaError):
+    """A run folder cannot be used."""
+
+
+class RequestError(ArenaError):
+    """A request to an endpoint failed for good."""
+
+    def __init__(self, message: str, *, status: int | None = None, reason: str = "error") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class FatalHTTPError(RequestError):
+    """The endpoint answered with a status that retrying cannot fix."""
+
+
+class VerdictError(ArenaError):
+    """A judge answer held no usable verdict."""
