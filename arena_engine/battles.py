@@ -1,0 +1,151 @@
+"""What the judge decided: one row per game, combined into battles (both orders of one query).
+
+A *game* is one judge call: assistant A against assistant B in one order. A *battle* is a candidate and
+its opponent (the baseline, or another candidate in all-pairs mode) on one query: two games, one per
+order. These rows are the bookkeeping between the request pipeline and the rating kernels; they carry
+no text (texts stay in the checkpoints) so a million of them stay small.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .judge import consistent, sample_score
+
+
+@dataclass(frozen=True, slots=True)
+class Game:
+    dataset: str
+    subset: str
+    query_id: str
+    candidate: str
+    opponent: str
+    candidate_is_a: bool
+    outcome: int | None  # from the candidate's side: 2 strong win .. -2 strong loss; None = excluded
+    reason: str | None = None  # why the game is excluded (unparseable verdict, request failed, ...)
+    judgment_key: str | None = None  # hex content key of the judgment record
+
+
+@dataclass(frozen=True, slots=True)
+class Battle:
+    dataset: str
+    subset: str
+    query_id: str
+    candidate: str
+    opponent: str
+    first: int | None  # candidate as A
+    second: int | None  # candidate as B
+    score: float | None
+    consistent: bool | None
+    keys: tuple[str | None, str | None]
+
+
+def combine(games: Iterable[Game]) -> list[Battle]:
+    """Pair each battle's two games (either may be missing or excluded)."""
+    by_battle: dict[tuple[str, str, str, str, str], list[Game | None]] = {}
+    for g in games:
+        slot = by_battle.setdefault((g.dataset, g.subset, g.query_id, g.candidate, g.opponent), [None, None])
+        slot[0 if g.candidate_is_a else 1] = g
+    out = []
+    for (dataset, subset, qid, cand, opp), (g1, g2) in by_battle.items():
+        o1 = g1.outcome if g1 else None
+        o2 = g2.outcome if g2 else None
+        out.append(
+            Battle(
+                dataset, subset, qid, cand, opp, o1, o2, sample_score(o1, o2), consistent(o1, o2),
+                (g1.judgment_key if g1 else None, g2.judgment_key if g2 else None),
+            )
+        )
+    out.sort(key=lambda b: (b.dataset, b.subset, b.candidate, b.opponent, _natural(b.query_id)))
+    return out
+
+
+def _natural(qid: str) -> tuple[int, int | str]:
+    return (0, int(qid)) if qid.isdigit() else (1, qid)
+
+
+@dataclass(frozen=True)
+class GameArrays:
+    """The rating kernels' input: one row per valid game, codes into ``models``."""
+
+    models: tuple[str, ...]
+    model_a: np.ndarray
+    model_b: np.ndarray
+    outcome: np.ndarray  # int8 from A's view
+    query: np.ndarray  # int64 cluster id: one per (dataset, subset, query id)
+    lengths: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.outcome)
+
+
+def to_arrays(games: Sequence[Game], models: Sequence[str]) -> GameArrays:
+    """Turn valid games into arrays; excluded games are left out (they are counted elsewhere)."""
+    index = {m: i for i, m in enumerate(models)}
+    clusters: dict[tuple[str, str, str], int] = {}
+    valid = [g for g in games if g.outcome is not None]
+    a = np.empty(len(valid), dtype=np.int64)
+    b = np.empty(len(valid), dtype=np.int64)
+    o = np.empty(len(valid), dtype=np.int8)
+    q = np.empty(len(valid), dtype=np.int64)
+    for i, g in enumerate(valid):
+        cand, opp = index[g.candidate], index[g.opponent]
+        assert g.outcome is not None
+        if g.candidate_is_a:
+            a[i], b[i], o[i] = cand, opp, g.outcome
+        else:
+            a[i], b[i], o[i] = opp, cand, -g.outcome
+        q[i] = clusters.setdefault((g.dataset, g.subset, g.query_id), len(clusters))
+    return GameArrays(tuple(models), a, b, o, q)
+
+
+@dataclass(frozen=True)
+class ExclusionCounts:
+    total: int
+    by_reason: dict[str, int]
+
+
+def exclusions(games: Iterable[Game]) -> dict[tuple[str, str], ExclusionCounts]:
+    """Excluded games per (dataset, subset), with their reasons."""
+    counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    for g in games:
+        if g.outcome is None:
+            counts[(g.dataset, g.subset)][_reason_kind(g.reason)] += 1
+    return {k: ExclusionCounts(sum(c.values()), dict(c)) for k, c in counts.items()}
+
+
+def _reason_kind(reason: str | None) -> str:
+    """Group reasons by their kind ("unparseable verdict: no label" -> "unparseable verdict")."""
+    if not reason:
+        return "unknown"
+    return reason.split(":", 1)[0].strip()
+
+
+def position_consistency(battles: Iterable[Battle]) -> dict[str, float]:
+    """Share of battles whose two games agree, per candidate (battles with an excluded game left out)."""
+    agree: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    for b in battles:
+        if b.consistent is not None:
+            total[b.candidate] += 1
+            agree[b.candidate] += b.consistent
+    return {c: agree[c] / total[c] for c in total}
+
+
+def position_bias(games: Iterable[Game]) -> float | None:
+    """How often assistant A wins minus how often B wins, over valid decisive games (0 = unbiased)."""
+    a_wins = b_wins = 0
+    for g in games:
+        if g.outcome is None or g.outcome == 0:
+            continue
+        a_side = g.outcome if g.candidate_is_a else -g.outcome
+        if a_side > 0:
+            a_wins += 1
+        else:
+            b_wins += 1
+    n = a_wins + b_wins
+    return None if n == 0 else (a_wins - b_wins) / n

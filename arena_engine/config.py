@@ -1,0 +1,352 @@
+"""Run configuration: small frozen value objects and a strict TOML/JSON loader.
+
+Every unknown key, wrong type and missing required key is a :class:`ConfigError` that names the file
+and the key. API keys are referenced by the name of an environment variable; their values never sit in
+a config object, a checkpoint or a report.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from .client import Endpoint, RetryPolicy, Timeouts
+from .errors import ConfigError
+from .limits import Limits
+
+Mode = Literal["baseline", "all_pairs"]
+OverallMode = Literal["pooled", "evalscope"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model that answers the queries (a candidate or the baseline)."""
+
+    name: str
+    endpoint: Endpoint
+    generation: Mapping[str, Any] = field(default_factory=dict)
+    price_in: float | None = None  # currency per 1M prompt tokens
+    price_out: float | None = None  # currency per 1M completion tokens
+    evalscope_report: Path | None = None  # answers imported from an EvalScope reports/<model> folder
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    path: Path
+    subsets: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    name: str
+    endpoint: Endpoint
+    generation: Mapping[str, Any] = field(default_factory=lambda: {"temperature": 0.0})
+    system_prompt: str | None = None  # None: arena_engine.judge.DEFAULT_SYSTEM_PROMPT
+    template: str | None = None  # None: the default template (with a reference block when the subset has one)
+    parse_retries: int = 2
+    structured_output: bool = False
+    price_in: float | None = None
+    price_out: float | None = None
+
+
+@dataclass(frozen=True)
+class RatingConfig:
+    rounds: int = 1000
+    ci: float = 0.95
+    strong_weight: int = 3
+    method: Literal["bt", "elo"] = "bt"
+    interval: Literal["bootstrap", "sandwich"] = "bootstrap"
+    overall: OverallMode = "pooled"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    output_dir: Path
+    datasets: tuple[DatasetConfig, ...]
+    models: tuple[ModelConfig, ...]
+    judge: JudgeConfig
+    baseline: str
+    seed: int = 0
+    mode: Mode = "baseline"
+    max_pairs_per_query: int | None = None
+    queries_in_flight: int | None = None  # None: derived from the endpoints' concurrency
+    rating: RatingConfig = RatingConfig()
+    fsync_interval: float = 1.0
+
+    @property
+    def candidates(self) -> tuple[ModelConfig, ...]:
+        return tuple(m for m in self.models if m.name != self.baseline)
+
+    def model(self, name: str) -> ModelConfig:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise ConfigError(f"no model named {name!r}")
+
+    def with_output_dir(self, output_dir: Path) -> RunConfig:
+        return replace(self, output_dir=output_dir)
+
+    def missing_keys(self) -> list[str]:
+        """Environment variables named for API keys that are not set."""
+        names = [m.endpoint.api_key_env for m in self.models] + [self.judge.endpoint.api_key_env]
+        return sorted({n for n in names if n and not os.environ.get(n)})
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true/false", dict: "a table", list: "a list"}
+
+
+class _Reader:
+    """Reads one table of a config file, checking keys and types, naming the file and the key path."""
+
+    def __init__(self, source: str, path: str, table: Any) -> None:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: {path or 'the top level'} must be a table")
+        self.source, self.path, self.table = source, path, table
+        self.seen: set[str] = set()
+
+    def where(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *, required: bool = False) -> Any:
+        self.seen.add(key)
+        if key not in self.table:
+            if required or default is ...:
+                raise ConfigError(f"{self.source}: missing required key '{self.where(key)}'")
+            return default
+        value = self.table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+            value = float(value)
+        if not ok:
+            want = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+            raise ConfigError(f"{self.source}: '{self.where(key)}' must be {want}, got {value!r}")
+        return value
+
+    def choice(self, key: str, options: Sequence[str], default: str) -> str:
+        value = self.get(key, str, default)
+        if value not in options:
+            raise ConfigError(f"{self.source}: '{self.where(key)}' must be one of {list(options)}, got {value!r}")
+        return str(value)
+
+    def positive(self, key: str, kind: type, default: Any) -> Any:
+        value = self.get(key, kind, default)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{self.source}: '{self.where(key)}' must be > 0, got {value!r}")
+        return value
+
+    def sub(self, key: str, *, required: bool = False) -> _Reader | None:
+        value = self.get(key, dict, None, required=required)
+        return None if value is None else _Reader(self.source, self.where(key), value)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.table) - self.seen)
+        if unknown:
+            raise ConfigError(f"{self.source}: unknown key '{self.where(unknown[0])}'" + (f" (and {unknown[1:]})" if unknown[1:] else ""))
+
+
+def _endpoint(r: _Reader, name: str) -> Endpoint:
+    api_url = r.get("api_url", str, required=True).rstrip("/")
+    if not api_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{r.source}: '{r.where('api_url')}' must start with http:// or https://, got {api_url!r}")
+    if api_url.endswith("/chat/completions"):
+        api_url = api_url[: -len("/chat/completions")]
+    if "api_key" in r.table:
+        raise ConfigError(
+            f"{r.source}: '{r.where('api_key')}' is not allowed: keys never sit in config files; "
+            f"put the key in an environment variable and name it with 'api_key_env'"
+        )
+    limits = Limits(
+        concurrency=r.positive("concurrency", int, 32),
+        rpm=r.positive("rpm", float, None),
+        tpm=r.positive("tpm", float, None),
+        adaptive=r.get("adaptive_concurrency", bool, False),
+    )
+    retry = RetryPolicy(
+        max_attempts=r.positive("max_attempts", int, RetryPolicy.max_attempts),
+        max_time=r.positive("retry_max_time", float, RetryPolicy.max_time),
+    )
+    timeouts = Timeouts(
+        connect=r.positive("connect_timeout", float, Timeouts.connect),
+        read=r.positive("read_timeout", float, Timeouts.read),
+        total=r.positive("timeout", float, Timeouts.total),
+    )
+    return Endpoint(
+        name=name,
+        api_url=api_url,
+        model=r.get("model", str, name),
+        api_key_env=r.get("api_key_env", str, None),
+        limits=limits,
+        retry=retry,
+        timeouts=timeouts,
+    )
+
+
+def _generation(r: _Reader) -> dict[str, Any]:
+    gen = r.get("generation", dict, {})
+    for banned in ("model", "messages", "stream"):
+        if banned in gen:
+            raise ConfigError(f"{r.source}: '{r.where('generation.' + banned)}' is set by arena-engine, remove it")
+    n = gen.get("n", 1)
+    if n != 1:
+        raise ConfigError(
+            f"{r.source}: '{r.where('generation.n')}' = {n!r}: arena battles judge one answer per query; "
+            "set n = 1 (or leave it out)"
+        )
+    return dict(gen)
+
+
+def _text_or_file(r: _Reader, key: str, base: Path) -> str | None:
+    value = r.get(key, str, None)
+    file_value = r.get(key + "_file", str, None)
+    if value is not None and file_value is not None:
+        raise ConfigError(f"{r.source}: set only one of '{r.where(key)}' and '{r.where(key + '_file')}'")
+    if file_value is not None:
+        path = (base / file_value).expanduser()
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{r.source}: '{r.where(key + '_file')}': cannot read {path}: {exc.strerror}") from None
+    return value
+
+
+def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_dir: Path | None = None) -> RunConfig:
+    """Build a :class:`RunConfig` from parsed TOML/JSON data, checking every key."""
+    base = base_dir or Path.cwd()
+    top = _Reader(source, "", dict(data))
+    run = top.sub("run") or _Reader(source, "run", {})
+    output_dir = Path(run.get("output_dir", str, "outputs/arena")).expanduser()
+    seed = run.get("seed", int, 0)
+    mode = run.choice("mode", ("baseline", "all_pairs"), "baseline")
+    max_pairs = run.positive("max_pairs_per_query", int, None)
+    in_flight = run.positive("queries_in_flight", int, None)
+    fsync_interval = run.positive("fsync_interval", float, 1.0)
+    run.done()
+
+    datasets = []
+    for i, raw in enumerate(top.get("datasets", list, required=True)):
+        d = _Reader(source, f"datasets[{i}]", raw)
+        path = Path(d.get("path", str, required=True)).expanduser()
+        subsets = d.get("subsets", list, None)
+        if subsets is not None and not all(isinstance(s, str) for s in subsets):
+            raise ConfigError(f"{source}: '{d.where('subsets')}' must be a list of strings")
+        datasets.append(
+            DatasetConfig(
+                name=d.get("name", str, path.name),
+                path=path if path.is_absolute() else base / path,
+                subsets=tuple(subsets) if subsets is not None else None,
+            )
+        )
+        d.done()
+    if not datasets:
+        raise ConfigError(f"{source}: 'datasets' is empty: add at least one [[datasets]] table")
+    if len({d.name for d in datasets}) != len(datasets):
+        raise ConfigError(f"{source}: two datasets share a name; give each a distinct 'name'")
+
+    models = []
+    for i, raw in enumerate(top.get("models", list, required=True)):
+        m = _Reader(source, f"models[{i}]", raw)
+        name = m.get("name", str, required=True)
+        report = m.get("evalscope_report", str, None)
+        models.append(
+            ModelConfig(
+                name=name,
+                endpoint=_endpoint(m, name) if report is None or "api_url" in m.table else _import_endpoint(m, name),
+                generation=_generation(m),
+                price_in=m.get("price_in", float, None),
+                price_out=m.get("price_out", float, None),
+                evalscope_report=(base / report) if report else None,
+            )
+        )
+        m.done()
+    if len(models) < 2:
+        raise ConfigError(f"{source}: an arena needs at least two [[models]] (a baseline and a candidate)")
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: model names must be distinct, got {names}")
+
+    arena = top.sub("arena") or _Reader(source, "arena", {})
+    baseline = arena.get("baseline", str, names[0])
+    if baseline not in names:
+        raise ConfigError(f"{source}: 'arena.baseline' = {baseline!r} is not one of the models {names}")
+    arena.done()
+
+    j = top.sub("judge", required=True)
+    assert j is not None
+    judge_name = j.get("name", str, required=True)
+    judge = JudgeConfig(
+        name=judge_name,
+        endpoint=_endpoint(j, judge_name),
+        generation=j.get("generation", dict, {"temperature": 0.0}),
+        system_prompt=_text_or_file(j, "system_prompt", base),
+        template=_text_or_file(j, "template", base),
+        parse_retries=j.get("parse_retries", int, 2),
+        structured_output=j.get("structured_output", bool, False),
+        price_in=j.get("price_in", float, None),
+        price_out=j.get("price_out", float, None),
+    )
+    if judge.template is not None:
+        for needed in ("{question}", "{answer_a}", "{answer_b}"):
+            if needed not in judge.template:
+                raise ConfigError(f"{source}: 'judge.template' lacks the placeholder {needed}")
+    j.done()
+
+    rt = top.sub("rating") or _Reader(source, "rating", {})
+    ci = rt.get("ci", float, 0.95)
+    if not 0 < ci < 1:
+        raise ConfigError(f"{source}: 'rating.ci' must be between 0 and 1, got {ci}")
+    rating = RatingConfig(
+        rounds=rt.positive("rounds", int, 1000),
+        ci=ci,
+        strong_weight=rt.positive("strong_weight", int, 3),
+        method=rt.choice("method", ("bt", "elo"), "bt"),  # type: ignore[arg-type]
+        interval=rt.choice("interval", ("bootstrap", "sandwich"), "bootstrap"),  # type: ignore[arg-type]
+        overall=rt.choice("overall", ("pooled", "evalscope"), "pooled"),  # type: ignore[arg-type]
+    )
+    rt.done()
+    top.done()
+    return RunConfig(
+        output_dir=output_dir if output_dir.is_absolute() else base / output_dir,
+        datasets=tuple(datasets),
+        models=tuple(models),
+        judge=judge,
+        baseline=baseline,
+        seed=seed,
+        mode=mode,  # type: ignore[arg-type]
+        max_pairs_per_query=max_pairs,
+        queries_in_flight=in_flight,
+        rating=rating,
+        fsync_interval=fsync_interval,
+    )
+
+
+def _import_endpoint(m: _Reader, name: str) -> Endpoint:
+    """A model whose answers come from an EvalScope run needs no endpoint; keep a placeholder."""
+    return Endpoint(name=name, api_url="http://imported.invalid/v1", model=m.get("model", str, name))
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Load a run config from a TOML or JSON file. Relative paths in it are relative to the file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = orjson.loads(raw)
+        else:
+            data = tomllib.loads(raw.decode("utf-8-sig"))
+    except (orjson.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {exc}") from None
+    return config_from_dict(data, source=str(path), base_dir=path.parent.resolve())

@@ -1,0 +1,237 @@
+"""Judge prompts, verdict parsing and the combination of a battle's two games.
+
+A battle is one query answered by a candidate and by the baseline. It is judged twice: once with the
+candidate as assistant A ("AB"), once with the baseline as A ("BA"), so position bias cancels. Each
+game's verdict is one of five labels; from the candidate's side they become strong win, win, tie, loss
+or strong loss, and the two games together give the sample score (SPEC section 1.6).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+import orjson
+
+from .errors import VerdictError
+
+
+class Verdict(enum.IntEnum):
+    """A game's outcome from assistant A's point of view (the rating kernels' int8 code)."""
+
+    A_MUCH_BETTER = 2
+    A_BETTER = 1
+    TIE = 0
+    B_BETTER = -1
+    B_MUCH_BETTER = -2
+
+    @property
+    def label(self) -> str:
+        return _LABEL_OF[self]
+
+    @classmethod
+    def from_label(cls, label: str) -> Verdict:
+        return _VERDICT_OF[label]
+
+
+_LABEL_OF = {
+    Verdict.A_MUCH_BETTER: "A>>B",
+    Verdict.A_BETTER: "A>B",
+    Verdict.TIE: "A=B",
+    Verdict.B_BETTER: "B>A",
+    Verdict.B_MUCH_BETTER: "B>>A",
+}
+_VERDICT_OF = {label: verdict for verdict, label in _LABEL_OF.items()}
+LABELS: tuple[str, ...] = tuple(_LABEL_OF.values())
+
+DEFAULT_SYSTEM_PROMPT = """\
+You are an impartial judge of AI assistants. You will see a user question and the answers of two \
+assistants, A and B. Judge which answer serves the user better: correctness first, then helpfulness, \
+relevance, depth and clarity. Do not let the order of the answers, their length or the assistants' \
+names sway you. If a reference answer is given, use it to check correctness.
+
+Think briefly, then give exactly one verdict label:
+- "A>>B": A is significantly better
+- "A>B": A is slightly better
+- "A=B": tie, relatively the same
+- "B>A": B is slightly better
+- "B>>A": B is significantly better
+
+Reply with one JSON object and nothing else: {"reasoning": "<your short reasoning>", "verdict": "<label>"}"""
+
+DEFAULT_TEMPLATE = """\
+<|User Prompt|>
+{question}
+
+<|The Start of Assistant A's Answer|>
+{answer_a}
+<|The End of Assistant A's Answer|>
+
+<|The Start of Assistant B's Answer|>
+{answer_b}
+<|The End of Assistant B's Answer|>"""
+
+DEFAULT_REFERENCE_TEMPLATE = """\
+<|User Prompt|>
+{question}
+
+<|The Start of Reference Answer|>
+{reference}
+<|The End of Reference Answer|>
+
+<|The Start of Assistant A's Answer|>
+{answer_a}
+<|The End of Assistant A's Answer|>
+
+<|The Start of Assistant B's Answer|>
+{answer_b}
+<|The End of Assistant B's Answer|>"""
+
+PLACEHOLDERS = ("question", "answer_a", "answer_b", "reference")
+_PLACEHOLDER_RE = re.compile(r"\{(question|answer_a|answer_b|reference)\}")
+
+VERDICT_SCHEMA: dict[str, object] = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "verdict",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {
+                "reasoning": {"type": "string"},
+                "verdict": {"type": "string", "enum": list(LABELS)},
+            },
+            "required": ["reasoning", "verdict"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def render_prompt(template: str, *, question: str, answer_a: str, answer_b: str, reference: str | None) -> str:
+    """Fill a judge template in one pass, so braces inside answers are never taken as placeholders."""
+    values = {"question": question, "answer_a": answer_a, "answer_b": answer_b, "reference": reference or ""}
+    return _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], template)
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+_THINK_RE = re.compile(r"<(think|thinking|reasoning)>.*?</\1>", re.DOTALL | re.IGNORECASE)
+_UNCLOSED_THINK_RE = re.compile(r"^\s*<(think|thinking|reasoning)>.*", re.DOTALL | re.IGNORECASE)
+_FENCE_RE = re.compile(r"```[a-zA-Z0-9_-]*")
+_JSON_VERDICT_RE = re.compile(r'"verdict"\s*:\s*"\s*\[*\s*([AB=<>\s]{3,8}?)\s*\]*\s*"', re.IGNORECASE)
+_BRACKET_RE = re.compile(r"\[\[\s*([AB][=<>]{1,2}[AB])\s*\]\]", re.IGNORECASE)
+_JSON_OBJECT_RE = re.compile(r"\{.*\}", re.DOTALL)
+# A run of three or more different labels close together is the instructions echoed back, not a verdict.
+_ECHO_WINDOW = 120
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedVerdict:
+    verdict: Verdict
+    reasoning: str
+
+
+def _normalise(label: str) -> str | None:
+    label = re.sub(r"\s+", "", label).upper()
+    if label in _VERDICT_OF:
+        return label
+    # judges sometimes write the mirror image: "B<A" means "A>B"
+    mirrored = {"B<A": "A>B", "B<<A": "A>>B", "A<B": "B>A", "A<<B": "B>>A", "B=A": "A=B"}
+    return mirrored.get(label)
+
+
+def _strip_echoed(hits: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Drop clusters of three or more distinct labels within a short span (an echoed label list)."""
+    keep: list[tuple[int, str]] = []
+    i = 0
+    while i < len(hits):
+        j = i
+        while j + 1 < len(hits) and hits[j + 1][0] - hits[j][0] <= _ECHO_WINDOW // 3 and hits[j + 1][0] - hits[i][0] <= _ECHO_WINDOW:
+            j += 1
+        cluster = hits[i : j + 1]
+        if len({label for _, label in cluster}) < 3:
+            keep.extend(cluster)
+        i = j + 1
+    return keep
+
+
+def parse_verdict(text: str | None) -> ParsedVerdict:
+    """Read one verdict from a judge's answer, in the JSON form or the ``[[A>B]]`` form.
+
+    Think-blocks and code fences are ignored, as are label lists echoed from the instructions. No label,
+    or two different labels, raises :class:`VerdictError` with the reason.
+    """
+    if not text or not text.strip():
+        raise VerdictError("empty judge answer")
+    body = _THINK_RE.sub(" ", text)
+    if "</think>" in body.lower():  # an opening tag lost by the server: keep what follows the last close
+        body = body[body.lower().rfind("</think>") + len("</think>") :]
+    body = _UNCLOSED_THINK_RE.sub(" ", body)
+    body = _FENCE_RE.sub(" ", body)
+
+    reasoning = ""
+    json_labels: list[str] = []
+    for match in _JSON_OBJECT_RE.finditer(body):
+        try:
+            obj = orjson.loads(match.group(0))
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("verdict"), str):
+            label = _normalise(obj["verdict"].strip("[] "))
+            if label:
+                json_labels.append(label)
+                reasoning = str(obj.get("reasoning", "")) if obj.get("reasoning") is not None else ""
+    if not json_labels:
+        json_labels = [lab for m in _JSON_VERDICT_RE.finditer(body) if (lab := _normalise(m.group(1)))]
+    if json_labels:
+        distinct = set(json_labels)
+        if len(distinct) > 1:
+            raise VerdictError(f"conflicting verdicts {sorted(distinct)}")
+        return ParsedVerdict(Verdict.from_label(json_labels[0]), reasoning)
+
+    hits = [(m.start(), lab) for m in _BRACKET_RE.finditer(body) if (lab := _normalise(m.group(1)))]
+    hits = _strip_echoed(hits)
+    distinct = {label for _, label in hits}
+    if not distinct:
+        raise VerdictError("no verdict label found")
+    if len(distinct) > 1:
+        raise VerdictError(f"conflicting verdicts {sorted(distinct)}")
+    cut = hits[0][0]
+    return ParsedVerdict(Verdict.from_label(hits[0][1]), body[:cut].strip())
+
+
+# ------------------------------------------------------------------------------------------ combination
+
+SCORE_OF_SIGN = {2: 1.0, 1: 0.75, 0: 0.5, -1: 0.25, -2: 0.0}
+
+
+def candidate_view(verdict: Verdict, candidate_is_a: bool) -> int:
+    """The game's outcome from the candidate's side: 2 strong win .. -2 strong loss."""
+    return int(verdict) if candidate_is_a else -int(verdict)
+
+
+def sample_score(first: int | None, second: int | None) -> float | None:
+    """Combine a battle's two games (candidate's view) into one score (SPEC section 1.6).
+
+    If both orders agree on win/tie/loss that is the result, strong when an agreeing game said ``>>``;
+    if they disagree the sample is a tie. A battle with an excluded game has no sample score.
+    """
+    if first is None or second is None:
+        return None
+    s1 = (first > 0) - (first < 0)
+    s2 = (second > 0) - (second < 0)
+    if s1 != s2:
+        return 0.5
+    if s1 == 0:
+        return 0.5
+    strong = abs(first) == 2 or abs(second) == 2
+    return SCORE_OF_SIGN[s1 * (2 if strong else 1)]
+
+
+def consistent(first: int | None, second: int | None) -> bool | None:
+    """Whether the two games agree on win/tie/loss (None if a game is missing)."""
+    if first is None or second is None:
+        return None
+    return ((first > 0) - (first < 0)) == ((second > 0) - (second < 0))

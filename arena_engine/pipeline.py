@@ -1,0 +1,466 @@
+"""The streaming arena pipeline: generation and judging at once, checkpointed, resumable.
+
+Queries are read lazily into a bounded stream; a pool of query workers takes them one at a time. For a
+query, every model's answer is requested at once, and each battle's two judge calls (both orders) leave
+the moment its two answers exist, while other queries are still being generated. There is no barrier
+between stages, and memory is bounded by the number of queries in flight, not by the dataset.
+
+Every finished request is written to the run folder's checkpoints before its result moves on, so a
+rerun reuses it and sends only the rest; ``offline=True`` sends nothing at all (for ``report``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from array import array
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from .battles import Battle, Game, combine
+from .client import ChatClient, ChatResult
+from .config import ModelConfig, RunConfig
+from .datasets import Query, iter_queries
+from .errors import ConfigError, VerdictError
+from .judge import (
+    DEFAULT_REFERENCE_TEMPLATE,
+    DEFAULT_SYSTEM_PROMPT,
+    DEFAULT_TEMPLATE,
+    VERDICT_SCHEMA,
+    Verdict,
+    candidate_view,
+    parse_verdict,
+    render_prompt,
+)
+from .leaderboard import Board, leaderboards
+from .metrics import sample_metrics
+from .progress import ProgressEvent, StageProgress
+from .runfolder import save_config
+from .store import RunStore, content_key
+
+log = logging.getLogger(__name__)
+
+GENERATIONS = "generations"
+JUDGMENTS = "judgments"
+FAILURES = "failures"
+
+
+@dataclass
+class EndpointUsage:
+    """Requests, tokens and latencies of one endpoint in this run (reused records included in tokens)."""
+
+    name: str
+    requests: int = 0
+    reused: int = 0
+    failures: int = 0
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latencies: array = field(default_factory=lambda: array("d"))
+
+    def percentiles(self) -> dict[str, float]:
+        if not self.latencies:
+            return {}
+        lat = np.frombuffer(self.latencies, dtype=np.float64)
+        p50, p90, p99 = np.percentile(lat, [50, 90, 99])
+        return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(lat.max())}
+
+
+@dataclass
+class MetricSums:
+    """Running sums of per-sample reference metrics for one (model, dataset, subset)."""
+
+    n: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+
+    def add(self, scores: dict[str, float]) -> None:
+        self.n += 1
+        for k, v in scores.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+
+    def means(self) -> dict[str, float]:
+        return {k: v / self.n for k, v in self.sums.items()} if self.n else {}
+
+
+@dataclass
+class ArenaResults:
+    config: RunConfig
+    run_dir: Path
+    games: list[Game]
+    battles: list[Battle]
+    boards: list[Board]
+    usage: dict[str, EndpointUsage]
+    failures: int
+    missing: int  # offline runs: requests that would have been needed
+    reference_metrics: dict[tuple[str, str, str], dict[str, float]]
+    reference_counts: dict[tuple[str, str, str], int]
+    queries: dict[tuple[str, str], int]
+    elapsed: float
+
+    @property
+    def overall(self) -> Board:
+        return self.boards[0]
+
+
+class Arena:
+    """One arena run over one run folder.
+
+    ``async with Arena(config) as arena: results = await arena.run()``; ``arena.events()`` yields
+    progress snapshots while it runs. No global state: two arenas in one process are independent.
+    """
+
+    def __init__(self, config: RunConfig, *, offline: bool = False, progress_interval: float = 0.5) -> None:
+        self.config = config
+        self.offline = offline
+        self.progress_interval = progress_interval
+        self.run_dir = config.output_dir
+        self._stack: AsyncExitStack | None = None
+        self._store: RunStore | None = None
+        self._clients: dict[str, ChatClient] = {}
+        self._games: list[Game] = []
+        self._finished = anyio.Event()
+        self._started = time.monotonic()
+        self._failures = 0
+        self._missing = 0
+        self.usage: dict[str, EndpointUsage] = {}
+        self.stages: dict[str, StageProgress] = {}
+        self._metric_sums: dict[tuple[str, str, str], MetricSums] = {}
+        self._queries: dict[tuple[str, str], int] = {}
+        self._judge_system = config.judge.system_prompt or DEFAULT_SYSTEM_PROMPT
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Arena:
+        missing = [] if self.offline else self.config.missing_keys()
+        if missing:
+            raise ConfigError(
+                f"environment variable(s) {', '.join(missing)} not set: they hold the API keys named by "
+                "'api_key_env' in the config; export them and run again"
+            )
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            store = RunStore(self.run_dir, fsync_interval=self.config.fsync_interval)
+            await anyio.to_thread.run_sync(store.open)
+            self._store = store
+            stack.push_async_callback(self._close_store)
+            if not self.offline:
+                save_config(self.config, self.run_dir)
+                for m in self.config.models:
+                    if m.evalscope_report is None:
+                        self._clients[m.name] = await stack.enter_async_context(ChatClient(m.endpoint))
+                self._clients["\0judge"] = await stack.enter_async_context(ChatClient(self.config.judge.endpoint))
+        except BaseException:
+            await stack.__aexit__(None, None, None)
+            raise
+        self._stack = stack
+        return self
+
+    async def _close_store(self) -> None:
+        if self._store is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._store.close)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._finished.set()
+        if self._stack is not None:
+            with anyio.CancelScope(shield=True):
+                await self._stack.__aexit__(None, None, None)
+            self._stack = None
+
+    # ------------------------------------------------------------------------------------- progress
+
+    def snapshot(self) -> ProgressEvent:
+        stats = [c.stats for c in self._clients.values()]
+        return ProgressEvent(
+            stages=tuple(self.stages.values()),
+            retries=sum(getattr(s, "retries", 0) for s in stats),
+            errors=self._failures,
+            finished=self._finished.is_set(),
+            elapsed=time.monotonic() - self._started,
+        )
+
+    async def events(self) -> AsyncIterator[ProgressEvent]:
+        """Progress snapshots every ``progress_interval`` seconds, and a final one when the run ends."""
+        while not self._finished.is_set():
+            yield self.snapshot()
+            with anyio.move_on_after(self.progress_interval):
+                await self._finished.wait()
+        yield self.snapshot()
+
+    # ------------------------------------------------------------------------------------------ run
+
+    def _iter_all(self) -> Iterator[Query]:
+        for d in self.config.datasets:
+            yield from iter_queries(d.path, dataset=d.name, subsets=d.subsets)
+
+    def _pairs(self, q: Query) -> list[tuple[str, str]]:
+        cfg = self.config
+        if cfg.mode == "baseline":
+            return [(m.name, cfg.baseline) for m in cfg.candidates]
+        names = [m.name for m in cfg.models]
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+        cap = cfg.max_pairs_per_query
+        if cap is not None and len(pairs) > cap:
+            digest = hashlib.blake2b(f"{cfg.seed}\0{q.dataset}\0{q.subset}\0{q.id}".encode(), digest_size=8).digest()
+            rng = np.random.default_rng(int.from_bytes(digest, "little"))
+            pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), size=cap, replace=False))]
+        return pairs
+
+    async def run(self) -> ArenaResults:
+        """Run (or resume) the whole arena and return the results."""
+        if self._store is None:
+            raise RuntimeError("use 'async with Arena(config) as arena:' before arena.run()")
+        self._started = time.monotonic()
+        try:
+            await self._run_queries()
+        finally:
+            self._finished.set()
+        return await anyio.to_thread.run_sync(self._results)
+
+    async def _run_queries(self) -> None:
+        cfg = self.config
+        # A first pass validates every dataset line (nothing is sent if one is bad) and counts the work.
+        counts = await anyio.to_thread.run_sync(self._count_queries)
+        n_queries = sum(counts.values())
+        self._queries = counts
+        for m in cfg.models:
+            self.stages[m.name] = StageProgress(f"generate {m.name}", total=n_queries)
+            self.usage[m.name] = EndpointUsage(m.name)
+        pairs_per_query = len(cfg.candidates) if cfg.mode == "baseline" else _n_pairs(len(cfg.models), cfg.max_pairs_per_query)
+        self.stages["\0judge"] = StageProgress(f"judge {cfg.judge.name}", total=2 * pairs_per_query * n_queries)
+        self.usage["\0judge"] = EndpointUsage(cfg.judge.name)
+
+        in_flight = cfg.queries_in_flight or max(
+            8, 2 * max(m.endpoint.limits.concurrency for m in cfg.models) + cfg.judge.endpoint.limits.concurrency
+        )
+        send, recv = anyio.create_memory_object_stream[Query](in_flight)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._produce, send)
+            for _ in range(in_flight):
+                tg.start_soon(self._work, recv.clone())
+            recv.close()
+
+    def _count_queries(self) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        for q in self._iter_all():
+            counts[(q.dataset, q.subset)] = counts.get((q.dataset, q.subset), 0) + 1
+        return counts
+
+    async def _produce(self, send: ObjectSendStream[Query]) -> None:
+        async with send:
+            for q in self._iter_all():
+                await send.send(q)
+
+    async def _work(self, recv: ObjectReceiveStream[Query]) -> None:
+        async with recv:
+            async for q in recv:
+                await self._process(q)
+
+    async def _process(self, q: Query) -> None:
+        answers: dict[str, dict[str, Any] | None] = {}
+        ready = {m.name: anyio.Event() for m in self.config.models}
+        async with anyio.create_task_group() as tg:
+            for m in self.config.models:
+                tg.start_soon(self._answer, m, q, answers, ready[m.name])
+            for cand, opp in self._pairs(q):
+                tg.start_soon(self._battle, q, cand, opp, answers, ready)
+
+    # ----------------------------------------------------------------------------------- generation
+
+    async def _answer(self, m: ModelConfig, q: Query, answers: dict[str, dict[str, Any] | None], ready: anyio.Event) -> None:
+        try:
+            answers[m.name] = await self._generate(m, q)
+        finally:
+            ready.set()
+
+    async def _generate(self, m: ModelConfig, q: Query) -> dict[str, Any] | None:
+        assert self._store is not None
+        stage, usage = self.stages[m.name], self.usage[m.name]
+        messages = [dict(msg) for msg in q.messages]
+        params = dict(m.generation)
+        key = content_key({"t": "generation", "model": m.endpoint.model, "params": params, "messages": messages})
+        rec = self._store.get(GENERATIONS, key)
+        if rec is not None:
+            stage.reused += 1
+            usage.reused += 1
+        elif self.offline or m.name not in self._clients:
+            self._missing += 1
+            stage.done += 1
+            stage.failed += 1
+            return None
+        else:
+            result = await self._clients[m.name].chat(messages, params)
+            self._account(usage, result)
+            if not result.ok or result.content is None:
+                self._record_failure("generation", m.name, q, result)
+                stage.done += 1
+                stage.failed += 1
+                return None
+            rec = {
+                "model": m.name, "endpoint_model": m.endpoint.model, "dataset": q.dataset, "subset": q.subset,
+                "query_id": q.id, "question": q.question, "answer": result.content,
+                "finish_reason": result.finish_reason, "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens, "latency": round(result.latency, 6),
+                "attempts": result.attempts, "time": time.time(),
+            }
+            self._store.put(GENERATIONS, key, rec)
+        stage.done += 1
+        stage.prompt_tokens += int(rec.get("prompt_tokens") or 0)
+        stage.completion_tokens += int(rec.get("completion_tokens") or 0)
+        rec = {**rec, "key": key.hex()}
+        if q.reference is not None:
+            sums = self._metric_sums.setdefault((m.name, q.dataset, q.subset), MetricSums())
+            sums.add(sample_metrics(rec["answer"], q.reference))
+        return rec
+
+    def _account(self, usage: EndpointUsage, result: ChatResult) -> None:
+        usage.requests += 1
+        usage.attempts += result.attempts
+        usage.prompt_tokens += result.prompt_tokens
+        usage.completion_tokens += result.completion_tokens
+        if result.ok:
+            usage.latencies.append(result.latency)
+        else:
+            usage.failures += 1
+
+    def _record_failure(self, stage: str, who: str, q: Query, result: ChatResult, **extra: Any) -> None:
+        assert self._store is not None
+        self._failures += 1
+        rec = {"stage": stage, "endpoint": who, "dataset": q.dataset, "subset": q.subset, "query_id": q.id,
+               "error": result.error, "status": result.status, "attempts": result.attempts, "time": time.time(), **extra}
+        self._store.put(FAILURES, content_key(rec), rec)
+        log.warning("%s %s failed on %s/%s#%s: %s", stage, who, q.dataset, q.subset, q.id, result.error)
+
+    # -------------------------------------------------------------------------------------- judging
+
+    async def _battle(self, q: Query, cand: str, opp: str, answers: dict[str, dict[str, Any] | None],
+                      ready: dict[str, anyio.Event]) -> None:
+        await ready[cand].wait()
+        await ready[opp].wait()
+        a_c, a_o = answers.get(cand), answers.get(opp)
+        if a_c is None or a_o is None:
+            missing = cand if a_c is None else opp
+            stage = self.stages["\0judge"]
+            stage.done += 2
+            for candidate_is_a in (True, False):
+                self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None,
+                                        f"no answer: {missing}"))
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._judge_game, q, cand, opp, a_c, a_o, True)
+            tg.start_soon(self._judge_game, q, cand, opp, a_c, a_o, False)
+
+    async def _judge_game(self, q: Query, cand: str, opp: str, a_c: dict[str, Any], a_o: dict[str, Any],
+                          candidate_is_a: bool) -> None:
+        assert self._store is not None
+        cfg = self.config.judge
+        stage, usage = self.stages["\0judge"], self.usage["\0judge"]
+        first, second = (a_c, a_o) if candidate_is_a else (a_o, a_c)
+        template = cfg.template or (DEFAULT_REFERENCE_TEMPLATE if q.reference is not None else DEFAULT_TEMPLATE)
+        user = render_prompt(template, question=q.question, answer_a=first["answer"], answer_b=second["answer"],
+                             reference=q.reference)
+        messages = [{"role": "system", "content": self._judge_system}, {"role": "user", "content": user}]
+        params = dict(cfg.generation)
+        if cfg.structured_output:
+            params["response_format"] = VERDICT_SCHEMA
+        key = content_key({"t": "judgment", "model": cfg.endpoint.model, "params": params, "messages": messages})
+        rec = self._store.get(JUDGMENTS, key)
+        if rec is not None:
+            stage.reused += 1
+            usage.reused += 1
+        elif self.offline:
+            self._missing += 1
+            stage.done += 1
+            self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None, "not judged yet"))
+            return
+        else:
+            rec = await self._ask_judge(messages, params)
+            if rec is None:
+                stage.done += 1
+                stage.failed += 1
+                self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None, "judge request failed"))
+                return
+            rec.update({
+                "judge": cfg.name, "dataset": q.dataset, "subset": q.subset, "query_id": q.id,
+                "a": first["model"], "b": second["model"], "a_key": first["key"], "b_key": second["key"],
+                "time": time.time(),
+            })
+            self._store.put(JUDGMENTS, key, rec)
+        stage.done += 1
+        stage.prompt_tokens += int(rec.get("prompt_tokens") or 0)
+        stage.completion_tokens += int(rec.get("completion_tokens") or 0)
+        label = rec.get("verdict")
+        outcome = None
+        if label is not None:
+            outcome = candidate_view(Verdict.from_label(label), candidate_is_a)
+        self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, outcome,
+                                None if outcome is not None else f"unparseable verdict: {rec.get('error')}", key.hex()))
+
+    async def _ask_judge(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any] | None:
+        """Ask the judge, retrying unparseable answers; None if the request itself failed for good."""
+        client = self._clients["\0judge"]
+        usage = self.usage["\0judge"]
+        tries = 1 + self.config.judge.parse_retries
+        reason = ""
+        result: ChatResult | None = None
+        prompt_tokens = completion_tokens = 0
+        for attempt in range(1, tries + 1):
+            result = await client.chat(messages, params)
+            self._account(usage, result)
+            if not result.ok:
+                self._failures += 1
+                log.warning("judge request failed: %s", result.error)
+                return None
+            prompt_tokens += result.prompt_tokens
+            completion_tokens += result.completion_tokens
+            try:
+                parsed = parse_verdict(result.content)
+            except VerdictError as exc:
+                reason = str(exc)
+                continue
+            return {"verdict": parsed.verdict.label, "reasoning": parsed.reasoning, "raw": result.content,
+                    "error": None, "tries": attempt, "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens, "latency": round(result.latency, 6)}
+        assert result is not None
+        return {"verdict": None, "reasoning": "", "raw": result.content, "error": reason, "tries": tries,
+                "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                "latency": round(result.latency, 6)}
+
+    # -------------------------------------------------------------------------------------- results
+
+    def _results(self) -> ArenaResults:
+        cfg = self.config
+        games = sorted(self._games, key=lambda g: (g.dataset, g.subset, g.candidate, g.opponent, g.query_id, not g.candidate_is_a))
+        names = [m.name for m in cfg.models]
+        boards = leaderboards(games, names, cfg.baseline, cfg.rating, cfg.seed)
+        return ArenaResults(
+            config=cfg, run_dir=self.run_dir, games=games, battles=combine(games), boards=boards,
+            usage=self.usage, failures=self._failures, missing=self._missing,
+            reference_metrics={k: s.means() for k, s in self._metric_sums.items()},
+            reference_counts={k: s.n for k, s in self._metric_sums.items()},
+            queries=self._queries, elapsed=time.monotonic() - self._started,
+        )
+
+
+def _n_pairs(k: int, cap: int | None) -> int:
+    n = k * (k - 1) // 2
+    return min(n, cap) if cap is not None else n
+
+
+def run_arena(config: RunConfig, *, offline: bool = False) -> ArenaResults:
+    """Run an arena from synchronous code (scripts); see :class:`Arena` for async services."""
+
+    async def main() -> ArenaResults:
+        async with Arena(config, offline=offline) as arena:
+            return await arena.run()
+
+    return anyio.run(main)

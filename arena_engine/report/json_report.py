@@ -1,0 +1,84 @@
+"""``report.json``: every number of the text reports plus ratings, counts, exclusions, judge
+diagnostics, tokens, cost and latency, for scripts and for the HTML report."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..battles import exclusions, position_bias, position_consistency
+from ..pipeline import ArenaResults
+
+SCHEMA_VERSION = 1
+
+
+def _cost(prompt: int, completion: int, price_in: float | None, price_out: float | None) -> float | None:
+    if price_in is None and price_out is None:
+        return None
+    return (prompt * (price_in or 0.0) + completion * (price_out or 0.0)) / 1e6
+
+
+def report_dict(results: ArenaResults) -> dict[str, Any]:
+    cfg = results.config
+    prices = {m.name: (m.price_in, m.price_out) for m in cfg.models}
+    prices["\0judge"] = (cfg.judge.price_in, cfg.judge.price_out)
+    endpoints = {}
+    for key, u in results.usage.items():
+        name = cfg.judge.name if key == "\0judge" else key
+        endpoints[name] = {
+            "role": "judge" if key == "\0judge" else ("baseline" if key == cfg.baseline else "candidate"),
+            "requests": u.requests, "reused": u.reused, "failures": u.failures, "attempts": u.attempts,
+            "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "cost": _cost(u.prompt_tokens, u.completion_tokens, *prices.get(key, (None, None))),
+            "latency": u.percentiles(),
+        }
+    excluded = exclusions(results.games)
+    per_subset = []
+    for (dataset, subset), n in results.queries.items():
+        ex = excluded.get((dataset, subset))
+        per_subset.append({
+            "dataset": dataset, "subset": subset, "queries": n,
+            "games": sum(1 for g in results.games if g.dataset == dataset and g.subset == subset),
+            "excluded": ex.total if ex else 0, "excluded_reasons": ex.by_reason if ex else {},
+        })
+    return {
+        "schema": SCHEMA_VERSION,
+        "baseline": cfg.baseline,
+        "judge": cfg.judge.name,
+        "mode": cfg.mode,
+        "rating": asdict(cfg.rating),
+        "seed": cfg.seed,
+        "leaderboards": [
+            {
+                "scope": b.scope.kind, "dataset": b.scope.dataset, "subset": b.scope.subset, "title": b.scope.title,
+                "games": b.games, "method": b.method,
+                "entries": [asdict(e) for e in b.entries],
+            }
+            for b in results.boards
+        ],
+        "subsets": per_subset,
+        "judge_diagnostics": {
+            "judge": cfg.judge.name,
+            "position_consistency": position_consistency(results.battles),
+            "position_bias": position_bias(results.games),
+            "excluded": sum(1 for g in results.games if g.outcome is None),
+        },
+        "reference_metrics": [
+            {"model": m, "dataset": d, "subset": s, "num": results.reference_counts.get((m, d, s), 0), "scores": v}
+            for (m, d, s), v in sorted(results.reference_metrics.items())
+        ],
+        "endpoints": endpoints,
+        "failures": results.failures,
+        "missing": results.missing,
+        "elapsed_seconds": round(results.elapsed, 3),
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY))
+    os.replace(tmp, path)

@@ -1,0 +1,110 @@
+"""The run folder's layout, and the config saved in it so `report`/`rate` need only the folder.
+
+    RUN_DIR/
+      config.json            the resolved config, in the config-file format (key *names* only, never values)
+      checkpoints/*.jsonl    generations, judgments, failures (arena_engine.store)
+      report/                report_table.txt, leaderboard.txt, report.json, report.html
+      .lock                  held while a process writes the folder
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .config import RunConfig, config_from_dict
+from .errors import ConfigError
+
+CONFIG_FILE = "config.json"
+REPORT_DIR = "report"
+
+
+def _endpoint_dict(endpoint: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"api_url": endpoint.api_url, "model": endpoint.model,
+                           "concurrency": endpoint.limits.concurrency}
+    if endpoint.api_key_env:
+        out["api_key_env"] = endpoint.api_key_env
+    for key, value in (("rpm", endpoint.limits.rpm), ("tpm", endpoint.limits.tpm)):
+        if value is not None:
+            out[key] = value
+    if endpoint.limits.adaptive:
+        out["adaptive_concurrency"] = True
+    out.update(max_attempts=endpoint.retry.max_attempts, retry_max_time=endpoint.retry.max_time,
+               connect_timeout=endpoint.timeouts.connect, read_timeout=endpoint.timeouts.read,
+               timeout=endpoint.timeouts.total)
+    return out
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The config in the file format, so :func:`config_from_dict` reads it back unchanged."""
+    models = []
+    for m in cfg.models:
+        entry: dict[str, Any] = {"name": m.name}
+        if m.evalscope_report is not None:
+            entry["evalscope_report"] = str(m.evalscope_report)
+            entry["model"] = m.endpoint.model
+        else:
+            entry.update(_endpoint_dict(m.endpoint))
+        entry["generation"] = dict(m.generation)
+        for key in ("price_in", "price_out"):
+            if getattr(m, key) is not None:
+                entry[key] = getattr(m, key)
+        models.append(entry)
+    j = cfg.judge
+    judge: dict[str, Any] = {"name": j.name, **_endpoint_dict(j.endpoint), "generation": dict(j.generation),
+                             "parse_retries": j.parse_retries, "structured_output": j.structured_output}
+    for key in ("system_prompt", "template", "price_in", "price_out"):
+        if getattr(j, key) is not None:
+            judge[key] = getattr(j, key)
+    run: dict[str, Any] = {"output_dir": str(cfg.output_dir), "seed": cfg.seed, "mode": cfg.mode,
+                           "fsync_interval": cfg.fsync_interval}
+    if cfg.max_pairs_per_query is not None:
+        run["max_pairs_per_query"] = cfg.max_pairs_per_query
+    if cfg.queries_in_flight is not None:
+        run["queries_in_flight"] = cfg.queries_in_flight
+    return {
+        "run": run,
+        "datasets": [
+            {"name": d.name, "path": str(d.path), **({"subsets": list(d.subsets)} if d.subsets is not None else {})}
+            for d in cfg.datasets
+        ],
+        "models": models,
+        "arena": {"baseline": cfg.baseline},
+        "judge": judge,
+        "rating": asdict(cfg.rating),
+    }
+
+
+def save_config(cfg: RunConfig, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / (CONFIG_FILE + ".tmp")
+    tmp.write_bytes(orjson.dumps(config_to_dict(cfg), option=orjson.OPT_INDENT_2))
+    os.replace(tmp, run_dir / CONFIG_FILE)
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    """The config a run folder was made with (its output_dir is the folder itself, wherever it is now)."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run folder: it has no {CONFIG_FILE}")
+    try:
+        data = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    return config_from_dict(data, source=str(path), base_dir=run_dir).with_output_dir(run_dir.resolve())
+
+
+def fresh_dir(output_dir: Path) -> Path:
+    """A new folder beside ``output_dir`` for ``--fresh`` (the old run stays as it is)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = output_dir.with_name(f"{output_dir.name}-{stamp}")
+    n = 1
+    while candidate.exists():
+        n += 1
+        candidate = output_dir.with_name(f"{output_dir.name}-{stamp}-{n}")
+    return candidate
