@@ -1,0 +1,209 @@
+"""Public entry point: battles as numpy arrays in, `Ratings` out."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from arena_engine.errors import ArenaError
+from arena_engine.rating.results import ELO_BASE, ELO_SCALE, ModelRating, Ratings
+
+Method = Literal["bt", "elo", "evalscope"]
+Interval = Literal["bootstrap", "sandwich"]
+
+LOG10 = math.log(10.0)
+
+
+def _as_int_array(name: str, values: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ArenaError(f"rate_battles: {name} must be a 1-D array, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ArenaError(f"rate_battles: {name} must hold integers, got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def _validate(
+    model_a: npt.ArrayLike,
+    model_b: npt.ArrayLike,
+    outcome: npt.ArrayLike,
+    query: npt.ArrayLike,
+    models: Sequence[str],
+    baseline: str | int,
+    rounds: int,
+    ci: float,
+    strong_weight: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], int]:
+    names = tuple(models)
+    if not names:
+        raise ArenaError("rate_battles: models is empty; pass the names that model_a/model_b index into")
+    if len(set(names)) != len(names):
+        raise ArenaError("rate_battles: models holds a name twice")
+    a = _as_int_array("model_a", model_a)
+    b = _as_int_array("model_b", model_b)
+    o = _as_int_array("outcome", outcome)
+    q = _as_int_array("query", query)
+    n = a.size
+    for name, arr in (("model_b", b), ("outcome", o), ("query", q)):
+        if arr.size != n:
+            raise ArenaError(f"rate_battles: model_a has {n} rows but {name} has {arr.size}")
+    k = len(names)
+    for name, arr in (("model_a", a), ("model_b", b)):
+        if n and (int(arr.min()) < 0 or int(arr.max()) >= k):
+            bad = int(np.flatnonzero((arr < 0) | (arr >= k))[0])
+            raise ArenaError(
+                f"rate_battles: {name}[{bad}] = {int(arr[bad])} is not an index into models (0..{k - 1})"
+            )
+    if n and (int(o.min()) < -2 or int(o.max()) > 2):
+        bad = int(np.flatnonzero((o < -2) | (o > 2))[0])
+        raise ArenaError(f"rate_battles: outcome[{bad}] = {int(o[bad])}; expected one of -2, -1, 0, 1, 2")
+    if isinstance(baseline, str):
+        if baseline not in names:
+            raise ArenaError(f"rate_battles: baseline {baseline!r} is not one of models")
+        base = names.index(baseline)
+    else:
+        base = int(baseline)
+        if not 0 <= base < k:
+            raise ArenaError(f"rate_battles: baseline index {base} is not an index into models (0..{k - 1})")
+    if rounds < 0:
+        raise ArenaError(f"rate_battles: rounds must be >= 0, got {rounds}")
+    if not 0.0 < ci < 1.0:
+        raise ArenaError(f"rate_battles: ci must be in (0, 1), got {ci}")
+    if strong_weight < 1:
+        raise ArenaError(f"rate_battles: strong_weight must be >= 1, got {strong_weight}")
+    return a, b, o, q, base
+
+
+def rate_battles(
+    model_a: npt.ArrayLike,
+    model_b: npt.ArrayLike,
+    outcome: npt.ArrayLike,
+    query: npt.ArrayLike,
+    *,
+    models: Sequence[str],
+    baseline: str | int,
+    rounds: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    strong_weight: int = 3,
+    method: Method = "bt",
+    interval: Interval = "bootstrap",
+    lengths: npt.ArrayLike | None = None,
+    elo_k: float = 4.0,
+) -> Ratings:
+    """Rate models from pairwise battles.
+
+    `model_a`/`model_b` index into `models`; `outcome` is from A's view (2 = A>>B, 1 = A>B, 0 = tie,
+    -1 = B>A, -2 = B>>A); `query` is the cluster id (games of one query are resampled together).
+    A strong verdict counts `strong_weight` times; a tie counts half a win for each side.
+    Rows where a model meets itself carry no information and are ignored.
+    """
+    from arena_engine.rating import _fit  # local import keeps the package import cheap
+
+    a, b, o, q, base = _validate(model_a, model_b, outcome, query, models, baseline, rounds, ci, strong_weight)
+    if method not in ("bt", "elo", "evalscope"):
+        raise ArenaError(f"rate_battles: method must be 'bt', 'elo' or 'evalscope', got {method!r}")
+    if interval not in ("bootstrap", "sandwich"):
+        raise ArenaError(f"rate_battles: interval must be 'bootstrap' or 'sandwich', got {interval!r}")
+    if interval == "sandwich" and method != "bt":
+        raise ArenaError("rate_battles: interval='sandwich' needs method='bt'")
+    names = tuple(models)
+    lens = None
+    if lengths is not None:
+        if method != "bt":
+            raise ArenaError("rate_battles: lengths (length control) needs method='bt'")
+        lens = np.asarray(lengths, dtype=np.float64)
+        if lens.shape != (a.size, 2):
+            raise ArenaError(
+                f"rate_battles: lengths must have shape (n_rows, 2) = ({a.size}, 2) holding the lengths "
+                f"of A's and B's answers; got {lens.shape}"
+            )
+        if not np.all(np.isfinite(lens)):
+            raise ArenaError("rate_battles: lengths holds NaN or infinite values")
+    fit = _fit.rate(
+        a, b, o, q, k=len(names), base=base, rounds=rounds, seed=seed, ci=ci, strong_weight=strong_weight,
+        method=method, interval=interval, lengths=lens, elo_k=elo_k,
+    )
+    per_model = []
+    for m, name in enumerate(names):
+        per_model.append(
+            ModelRating(
+                name=name,
+                rating=float(fit.rating[m]),
+                rating_lower=float(fit.lower[m]),
+                rating_upper=float(fit.upper[m]),
+                winrate=_winrate(fit.rating[m], m == base),
+                winrate_lower=_winrate(fit.lower[m], m == base),
+                winrate_upper=_winrate(fit.upper[m], m == base),
+                n_battles=int(fit.n_battles[m]),
+                flags=fit.flags[m],
+            )
+        )
+    return Ratings(
+        models=names,
+        baseline=names[base],
+        method=method,
+        rounds=rounds if interval == "bootstrap" else 0,
+        ci=ci,
+        seed=seed,
+        per_model=tuple(per_model),
+    )
+
+
+def _winrate(rating: float, is_base: bool) -> float:
+    if is_base:
+        return 0.5
+    return float(1.0 / (1.0 + 10.0 ** ((ELO_BASE - rating) / ELO_SCALE)))
+
+
+def evalscope_overall(subsets: Sequence[Ratings]) -> Ratings:
+    """EvalScope's OVERALL: per model, the unweighted mean over subsets of the win rate and of its bounds.
+
+    A model is averaged over the subsets where it has battles (the baseline always has 0.5).
+    Ratings are the Elo-scale values of the mean win rates; `n_battles` is summed; flags are merged.
+    """
+    if not subsets:
+        raise ArenaError("evalscope_overall: no subset ratings given")
+    first = subsets[0]
+    for other in subsets[1:]:
+        if other.models != first.models or other.baseline != first.baseline:
+            raise ArenaError("evalscope_overall: every subset must rate the same models against the same baseline")
+    per_model = []
+    for m, name in enumerate(first.models):
+        rows = [s.per_model[m] for s in subsets]
+        used = [r for r in rows if r.n_battles > 0 or name == first.baseline] or rows
+        wr = float(np.mean([r.winrate for r in used]))
+        lo = float(np.mean([r.winrate_lower for r in used]))
+        hi = float(np.mean([r.winrate_upper for r in used]))
+        flags = tuple(sorted({f for r in rows for f in r.flags}))
+        per_model.append(
+            ModelRating(
+                name=name,
+                rating=_rating(wr),
+                rating_lower=_rating(lo),
+                rating_upper=_rating(hi),
+                winrate=wr,
+                winrate_lower=lo,
+                winrate_upper=hi,
+                n_battles=sum(r.n_battles for r in rows),
+                flags=flags,
+            )
+        )
+    return Ratings(
+        models=first.models,
+        baseline=first.baseline,
+        method=first.method,
+        rounds=first.rounds,
+        ci=first.ci,
+        seed=first.seed,
+        per_model=tuple(per_model),
+    )
+
+
+def _rating(winrate: float) -> float:
+    w = min(max(winrate, 1e-12), 1.0 - 1e-12)
+    return ELO_BASE + ELO_SCALE * math.log10(w / (1.0 - w))
