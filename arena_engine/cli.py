@@ -1,0 +1,127 @@
+"""The `arena-engine` command: a thin layer over the library.
+
+Exit codes: 0 success; 1 the run finished but some requests failed for good (see the report);
+2 a user error (bad config, dataset, arguments, missing API key, run folder in use); 130 interrupted
+(finished work is saved; rerun to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from . import __version__
+from .errors import ArenaError
+
+EXIT_OK, EXIT_FAILURES, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+EPILOG = """\
+exit codes: 0 success; 1 finished, but some requests failed for good (listed in the report);
+2 user error (config, dataset, arguments, missing API key, run folder in use); 130 interrupted
+(everything finished is saved: rerun the same command to resume).
+API keys are read from the environment variables that the config names with 'api_key_env'."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="arena-engine",
+        description="Run LLM arena evaluations: candidates answer the same queries, a judge compares each "
+        "answer with the baseline's in both orders, and the verdicts become win rates with cluster-bootstrap "
+        "confidence intervals, Bradley-Terry/Elo ratings, leaderboards and reports.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"arena-engine {__version__}")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_: str, description: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=description, epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show full tracebacks and debug logs")
+        return sp
+
+    d = add("demo", "run the built-in demo on a simulated endpoint",
+            "Start a simulated OpenAI-compatible endpoint on 127.0.0.1, write a sample dataset, and run a whole "
+            "arena on it: three simulated models answer, a simulated judge compares two candidates with the "
+            "baseline in both orders, and the leaderboard and reports are written under --output. Rerunning "
+            "on the same folder resumes.")
+    d.add_argument("--output", type=Path, default=Path("outputs/demo"), help="folder for the dataset, run and "
+                   "reports (default: outputs/demo)")
+    d.add_argument("--queries", type=int, default=100, help="queries per subset (default: 100)")
+    d.add_argument("--latency", type=float, default=0.01, help="simulated median latency in seconds (default: 0.01)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the simulator and the bootstrap (default: 0)")
+    d.add_argument("--quiet", action="store_true", help="no progress output")
+
+    r = add("run", "run (or resume) an arena from a config file",
+            "Run the arena described by CONFIG (TOML or JSON). Rerunning the same config resumes: finished "
+            "generations and judgments are reused, only the rest is sent.")
+    r.add_argument("config", type=Path, help="the run config (.toml or .json)")
+    r.add_argument("--dry-run", action="store_true", help="print the plan (requests per endpoint, reuse) and send nothing")
+    r.add_argument("--fresh", action="store_true", help="start over in a new folder beside output_dir")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
+
+    s = add("sim", "run the simulated OpenAI-compatible endpoint standalone",
+            "Serve the simulator (models with latent quality, a judge, latency, fault injection, "
+            "a server-side rate limit, counters at GET /sim/stats) until interrupted.")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000, help="port (0 = any free port; default: 8000)")
+    s.add_argument("--config", type=Path, help="simulator config (TOML or JSON); default: the demo's models")
+
+    for name, what in (("report", "rebuild every report"), ("rate", "recompute the ratings and print the leaderboard")):
+        sp = add(name, f"{what} of a run folder from its checkpoints, sending no request",
+                 f"{what[0].upper() + what[1:]} of RUN_DIR from its checkpoints; no request is sent.")
+        sp.add_argument("run_dir", type=Path, help="a run folder (the config's output_dir)")
+        sp.add_argument("--rounds", type=int, help="bootstrap rounds (default: the run's config)")
+
+    i = add("import-evalscope", "list the answers of an EvalScope run's model",
+            "Read one model's answers from an EvalScope run (a reports/<model> folder) and print what was "
+            "found per dataset and subset. To battle them, point a model entry's 'evalscope_report' at the "
+            "same folder in the config.")
+    i.add_argument("report_path", type=Path, help="an EvalScope outputs/<ts>/reports/<model> folder")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _dispatch(args)
+    except ArenaError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"arena-engine: error: {exc}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("arena-engine: interrupted; finished work is saved, rerun to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from . import commands
+
+    if args.command == "demo":
+        if args.queries < 1:
+            raise ArenaError("--queries must be at least 1")
+        return anyio.run(commands.demo, args.output, args.queries, args.latency, args.seed, args.quiet)
+    if args.command == "run":
+        return anyio.run(commands.run, args.config, args.dry_run, args.fresh, args.quiet)
+    if args.command == "sim":
+        return commands.sim(args.host, args.port, args.config)
+    if args.command in ("report", "rate"):
+        return anyio.run(commands.report, args.run_dir, args.rounds, args.command == "report")
+    if args.command == "import-evalscope":
+        return commands.import_evalscope(args.report_path)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""What each CLI command does, as async functions over the library (the argument parsing is in cli.py)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+
+from .config import RunConfig, load_config
+from .console import show_progress
+from .pipeline import Arena, ArenaResults
+from .report import write_reports
+from .report.tables import leaderboard_text
+from .runfolder import fresh_dir, load_run_config
+
+T = TypeVar("T")
+EXIT_OK, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 1, 130
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; in-flight writes were finished and the run folder closed cleanly."""
+
+
+async def _until_signal(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run ``fn``; on SIGINT/SIGTERM cancel it (cleanup runs shielded) and raise :class:`Interrupted`."""
+    result: list[T] = []
+    interrupted = False
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            nonlocal interrupted
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    interrupted = True
+                    tg.cancel_scope.cancel()
+                    return
+
+        async def body() -> None:
+            result.append(await fn())
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        tg.start_soon(body)
+    if interrupted or not result:
+        raise Interrupted()
+    return result[0]
+
+
+async def run_with_progress(config: RunConfig, *, quiet: bool, offline: bool = False) -> ArenaResults:
+    async with Arena(config, offline=offline) as arena, anyio.create_task_group() as tg:
+        tg.start_soon(lambda: show_progress(arena, quiet=quiet))
+        return await arena.run()
+
+
+def _finish(results: ArenaResults, quiet: bool) -> int:
+    paths = write_reports(results)
+    print(leaderboard_text(results.boards))
+    if not quiet:
+        print("reports:", file=sys.stderr)
+        for p in paths.values():
+            print(f"  {p}", file=sys.stderr)
+    if results.failures:
+        print(f"{results.failures} request(s) failed for good; rerun to retry them", file=sys.stderr)
+        return EXIT_FAILURES
+    return EXIT_OK
+
+
+async def demo(output: Path, queries: int, latency: float, seed: int, quiet: bool) -> int:
+    from .demo import demo_config, demo_sim_config, write_demo_dataset
+    from .report.tables import report_table
+    from .sim import SimServer
+
+    data = write_demo_dataset(output / "data" / "general_qa", queries)
+
+    async def body() -> ArenaResults:
+        async with SimServer(demo_sim_config(seed=seed, latency=latency)) as sim:
+            cfg = demo_config(sim.url, output, data, seed=seed)
+            return await run_with_progress(cfg, quiet=quiet)
+
+    try:
+        results = await _until_signal(body)
+    except Interrupted:
+        print("arena-engine: interrupted; finished work is saved, rerun to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(report_table(results))
+    print()
+    return _finish(results, quiet)
+
+
+async def run(config_path: Path, dry_run: bool, fresh: bool, quiet: bool) -> int:
+    cfg = load_config(config_path)
+    if fresh:
+        cfg = cfg.with_output_dir(fresh_dir(cfg.output_dir))
+    if dry_run:
+        from .plan import print_plan
+
+        return await print_plan(cfg)
+    try:
+        results = await _until_signal(lambda: run_with_progress(cfg, quiet=quiet))
+    except Interrupted:
+        print("arena-engine: interrupted; finished work is saved, rerun to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return _finish(results, quiet)
+
+
+async def report(run_dir: Path, rounds: int | None, write: bool) -> int:
+    cfg = load_run_config(run_dir)
+    if rounds is not None:
+        cfg = replace(cfg, rating=replace(cfg.rating, rounds=rounds))
+    results = await run_with_progress(cfg, quiet=True, offline=True)
+    if results.missing:
+        print(f"note: {results.missing} request(s) of this config were never answered; they are left out",
+              file=sys.stderr)
+    if write:
+        paths = write_reports(results)
+        for p in paths.values():
+            print(p)
+    else:
+        print(leaderboard_text(results.boards))
+    return EXIT_OK
+
+
+def sim(host: str, port: int, config: Path | None) -> int:
+    from .demo import demo_sim_config
+    from .sim import SimConfig, serve
+
+    cfg = SimConfig.from_file(config) if config else demo_sim_config()
+    print(f"simulator on http://{host}:{port}/v1 (models: {', '.join(m.name for m in cfg.models)}); Ctrl-C stops",
+          file=sys.stderr)
+    serve(cfg, host=host, port=port)
+    return EXIT_OK
+
+
+def import_evalscope(report_path: Path) -> int:
+    from collections import Counter
+
+    from .evalscope_import import load_evalscope_answers
+
+    answers = load_evalscope_answers(report_path)
+    counts = Counter((a.model, a.dataset, a.subset) for a in answers)
+    for (model, dataset, subset), n in sorted(counts.items()):
+        print(f"{model}\t{dataset}\t{subset}\t{n} answers")
+    print(f"{len(answers)} answers found; add `evalscope_report = \"{report_path}\"` to a [[models]] entry to battle them",
+          file=sys.stderr)
+    return EXIT_OK
