@@ -1,0 +1,568 @@
+"""OpenAI-compatible chat client: one aiohttp session per endpoint, limits, retries, live counters.
+
+    ChatClient.chat(messages, params) -> ChatResult      never raises for HTTP or network failures
+      ├── EndpointLimiter.acquire     concurrency slot, 429 hold-back, RPM/TPM windows (arena_engine.limits)
+      ├── one attempt                 POST {api_url}/chat/completions, per-attempt timeouts
+      └── classify -> RetryDecision   done | fatal (400/401/403/404/422, other 4xx) | retry (429, 408, 409,
+                                      5xx, timeouts, resets, malformed body) after a wait
+
+Retry waits: the server's `retry-after-ms`, `Retry-After` (seconds or HTTP date) or
+`x-ratelimit-reset-requests/-tokens` when given (and then the whole endpoint is held back until the
+wait has passed), otherwise exponential backoff with full jitter. Attempts and total time are capped
+by `RetryPolicy`; a request that cannot be retried in time ends with
+`error="retry_budget_exhausted: <last reason>"`.
+
+The API key is read from the environment variable the `Endpoint` names and only ever goes into the
+Authorization header; errors, reprs and results never contain it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from arena_engine.errors import ConfigError
+from arena_engine.limits import EndpointLimiter, Limits, Ticket
+
+__all__ = [
+    "ChatClient",
+    "ChatResult",
+    "ClientStats",
+    "Endpoint",
+    "RetryDecision",
+    "RetryPolicy",
+    "Timeouts",
+    "backoff_delay",
+    "classify_status",
+    "estimate_tokens",
+    "parse_duration",
+    "server_wait",
+]
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 120.0
+DEFAULT_TOTAL_TIMEOUT = 300.0
+DEFAULT_MAX_ATTEMPTS = 6
+DEFAULT_MAX_TIME = 600.0
+DEFAULT_BASE_DELAY = 0.5
+DEFAULT_MAX_DELAY = 60.0
+#: Completion tokens assumed for the token-rate estimate when the request sets no max_tokens.
+DEFAULT_COMPLETION_ESTIMATE = 256
+#: Longest server message kept in an error string.
+MAX_ERROR_MESSAGE = 300
+
+FATAL_STATUSES = frozenset({400, 401, 403, 404, 422})
+RETRY_STATUSES = frozenset({408, 409, 429})
+RETRY_BUDGET_EXHAUSTED = "retry_budget_exhausted"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Per-attempt timeouts in seconds: opening a connection, between reads, the whole attempt."""
+
+    connect: float = DEFAULT_CONNECT_TIMEOUT
+    read: float = DEFAULT_READ_TIMEOUT
+    total: float = DEFAULT_TOTAL_TIMEOUT
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "read", "total"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+                raise ConfigError(f"timeouts.{name} must be a positive number of seconds, not {value!r}")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """At most `max_attempts` attempts within `max_time` seconds; backoff base/max in seconds."""
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    max_time: float = DEFAULT_MAX_TIME
+    base_delay: float = DEFAULT_BASE_DELAY
+    max_delay: float = DEFAULT_MAX_DELAY
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            raise ConfigError(f"retry.max_attempts must be an integer >= 1, not {self.max_attempts!r}")
+        for name in ("max_time", "base_delay", "max_delay"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
+                raise ConfigError(f"retry.{name} must be a number >= 0, not {value!r}")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One OpenAI-compatible endpoint serving one model. `api_url` ends before `/chat/completions`."""
+
+    name: str
+    api_url: str
+    model: str
+    api_key_env: str | None = None
+    limits: Limits = field(default_factory=Limits)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("endpoint.name must not be empty")
+        if not self.api_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"endpoint {self.name!r}: api_url must start with http:// or https://, not {self.api_url!r}"
+            )
+        if not self.model:
+            raise ConfigError(f"endpoint {self.name!r}: model must not be empty")
+
+    @property
+    def chat_url(self) -> str:
+        return self.api_url.rstrip("/") + "/chat/completions"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    """The outcome of one `chat` call, successful or not.
+
+    `content` is the first choice's text, `choices` all choices' texts ("" where the server sent null).
+    `latency` is the successful (or last) attempt's round trip; `elapsed` the whole call including
+    queueing, rate-limit waits and retries. `status` is the last HTTP status (None if none arrived).
+    `error` is None on success, else a short reason: "http_401: <server message>", "no_choices", or
+    "retry_budget_exhausted: <last reason>" where the last reason is e.g. "timeout", "connection_reset",
+    "malformed_json", "http_503: <server message>".
+    """
+
+    content: str | None
+    choices: tuple[str, ...]
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency: float
+    attempts: int
+    status: int | None
+    error: str | None
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(slots=True)
+class ClientStats:
+    """Live counters of one client (for progress bars and tests)."""
+
+    requests: int = 0  # attempts sent
+    successes: int = 0
+    failures: int = 0  # calls that ended with an error
+    retries: int = 0
+    rate_limited: int = 0  # 429 answers
+    tokens_in: int = 0
+    tokens_out: int = 0
+    in_flight: int = 0  # attempts on the wire now
+
+    @property
+    def done(self) -> int:
+        return self.successes + self.failures
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientStats(requests={self.requests}, ok={self.successes}, failed={self.failures}, "
+            f"retries={self.retries}, 429s={self.rate_limited}, tokens_in={self.tokens_in}, "
+            f"tokens_out={self.tokens_out}, in_flight={self.in_flight})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDecision:
+    """What to do after an attempt: `kind` is "done", "fatal" or "retry"; `wait` is the server's wait."""
+
+    kind: str
+    reason: str | None = None
+    wait: float | None = None  # seconds the server asked for (None: use backoff)
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|µs|ns|h|m|s)")
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a Go-style duration ("1s", "6m0s", "20ms", "1h2m3.5s") or a bare number of seconds."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        return value if math.isfinite(value) and value >= 0 else None
+    pos = 0
+    total = 0.0
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+    while pos < len(text):
+        match = _DURATION_PART.match(text, pos)
+        if match is None:
+            return None
+        total += float(match.group(1)) * scale[match.group(2)]
+        pos = match.end()
+    return total
+
+
+def _retry_after(value: str, server_date: str | None) -> float | None:
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    reference: float | None = None
+    if server_date:
+        try:  # measure against the server's own clock: immune to skew between the machines
+            reference = email.utils.parsedate_to_datetime(server_date).timestamp()
+        except (TypeError, ValueError, IndexError):
+            reference = None
+    if reference is None:
+        reference = time.time()
+    return max(0.0, when.timestamp() - reference)
+
+
+def server_wait(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asks us to wait, from (in order of precedence) `retry-after-ms`,
+    `Retry-After` (seconds or HTTP date), `x-ratelimit-reset-requests/-tokens`; None if none is usable.
+
+    Of the reset headers, those whose `x-ratelimit-remaining-*` is 0 count (all, if none says 0); the
+    longest wins.
+    """
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            ms = float(value)
+        except ValueError:
+            ms = math.nan
+        if math.isfinite(ms) and ms >= 0:
+            return ms / 1000.0
+    value = headers.get("retry-after")
+    if value is not None:
+        seconds = _retry_after(value, headers.get("date"))
+        if seconds is not None:
+            return seconds
+    waits: list[tuple[bool, float]] = []
+    for kind in ("requests", "tokens"):
+        reset = headers.get(f"x-ratelimit-reset-{kind}")
+        if reset is None:
+            continue
+        seconds = parse_duration(reset)
+        if seconds is None:
+            continue
+        exhausted = headers.get(f"x-ratelimit-remaining-{kind}", "").strip() == "0"
+        waits.append((exhausted, seconds))
+    if not waits:
+        return None
+    binding = [s for exhausted, s in waits if exhausted] or [s for _, s in waits]
+    return max(binding)
+
+
+def backoff_delay(attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
+    """Full-jitter exponential backoff before attempt `attempt + 1` (attempt counts from 1)."""
+    cap = min(policy.max_delay, policy.base_delay * 2.0 ** min(attempt - 1, 60))
+    return rng.uniform(0.0, cap)
+
+
+def classify_status(status: int) -> str:
+    """ "retry" for 408/409/429/5xx, "fatal" for other errors, "done" for 2xx."""
+    if 200 <= status < 300:
+        return "done"
+    if status in RETRY_STATUSES or status >= 500:
+        return "retry"
+    return "fatal"
+
+
+def estimate_tokens(messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any] | None) -> int:
+    """A cheap upper-ish estimate of the tokens a request will count against a TPM limit:
+    prompt characters / 4 plus 4 per message, plus `max_tokens` (or the default completion estimate)."""
+    chars = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, Mapping):
+                    text = part.get("text")
+                    if isinstance(text, str):
+                        chars += len(text)
+    completion = DEFAULT_COMPLETION_ESTIMATE
+    if params:
+        for key in ("max_completion_tokens", "max_tokens"):
+            value = params.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                completion = value
+                break
+        n = params.get("n")
+        if isinstance(n, int) and not isinstance(n, bool) and n > 1:
+            completion *= n
+    return chars // 4 + 4 * len(messages) + completion
+
+
+def _server_message(raw: bytes) -> str:
+    """The server's error message from an OpenAI-style error body, or the body's start."""
+    message: Any = None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            message = error.get("message")
+        elif isinstance(error, str):
+            message = error
+        if message is None:
+            message = data.get("message") or data.get("detail")
+    if not isinstance(message, str):
+        message = raw.decode("utf-8", "replace")
+    message = " ".join(message.split())
+    if len(message) > MAX_ERROR_MESSAGE:
+        message = message[: MAX_ERROR_MESSAGE - 3] + "..."
+    return message
+
+
+class ChatClient:
+    """Sends chat requests to one `Endpoint`. Use inside the running loop: `async with ChatClient(ep) as c`.
+
+    `clock` (default `time.monotonic`) times latencies, waits and the retry budget; `rng` draws backoff
+    jitter. `stats` holds live counters; `limiter` the endpoint's admission state.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        api_key: str | None = None,
+        clock: Callable[[], float] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        if api_key is None and endpoint.api_key_env:
+            api_key = os.environ.get(endpoint.api_key_env) or None
+        self.__key = api_key
+        self._clock: Callable[[], float] = clock or time.monotonic
+        self._rng = rng or random.Random()
+        self._url = endpoint.chat_url
+        self._session: aiohttp.ClientSession | None = None
+        self._limiter: EndpointLimiter | None = None
+        t = endpoint.timeouts
+        self._timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.read)
+        self.stats = ClientStats()
+
+    @property
+    def limiter(self) -> EndpointLimiter:
+        if self._limiter is None:
+            raise RuntimeError("ChatClient is not open: use `async with ChatClient(endpoint) as client:`")
+        return self._limiter
+
+    async def __aenter__(self) -> ChatClient:
+        if self._session is not None:
+            raise RuntimeError("ChatClient is already open")
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.__key:
+            headers["Authorization"] = f"Bearer {self.__key}"
+        connector = aiohttp.TCPConnector(limit=self.endpoint.limits.concurrency, limit_per_host=0)
+        self._session = aiohttp.ClientSession(
+            connector=connector, headers=headers, timeout=self._timeout, raise_for_status=False
+        )
+        self._limiter = EndpointLimiter(self.endpoint.limits, clock=self._clock)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"ChatClient(endpoint={self.endpoint.name!r}, model={self.endpoint.model!r}, "
+            f"url={self._url!r}, key={'set' if self.__key else 'none'}, {self.stats!r})"
+        )
+
+    def _scrub(self, text: str) -> str:
+        key = self.__key
+        if key and key in text:
+            text = text.replace(key, "***")
+        return text
+
+    async def chat(
+        self, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any] | None = None
+    ) -> ChatResult:
+        """Send one chat completion request, retrying as the policy allows; never raises for HTTP or
+        network failures (see `ChatResult.error`). Cancellation propagates."""
+        session = self._session
+        limiter = self._limiter
+        if session is None or limiter is None:
+            raise RuntimeError("ChatClient is not open: use `async with ChatClient(endpoint) as client:`")
+        body: dict[str, Any] = {"model": self.endpoint.model, "messages": messages}
+        if params:
+            body.update(params)
+        data = orjson.dumps(body)
+        est = estimate_tokens(messages, params) if limiter.needs_tokens else 0
+        policy = self.endpoint.retry
+        clock = self._clock
+        stats = self.stats
+        start = clock()
+        deadline = start + policy.max_time
+        attempt = 0
+        latency = 0.0
+        status: int | None = None
+        reason: str | None = None
+        while True:
+            attempt += 1
+            ticket = await limiter.acquire(est)
+            sent = False
+            used: int | None = None
+            try:
+                remaining = deadline - clock()
+                timeout = self._timeout
+                if remaining < self.endpoint.timeouts.total:
+                    if remaining <= 0:
+                        reason = reason or "timeout"
+                        result = self._failure(f"{RETRY_BUDGET_EXHAUSTED}: {reason}", status, latency, attempt - 1, start)
+                        return result
+                    t = self.endpoint.timeouts
+                    timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=t.connect, sock_read=t.read)
+                sent = True
+                stats.requests += 1
+                stats.in_flight += 1
+                t0 = clock()
+                try:
+                    decision, status, payload, used = await self._attempt(session, data, timeout, ticket)
+                finally:
+                    stats.in_flight -= 1
+                    latency = clock() - t0
+            finally:
+                limiter.release(ticket, used_tokens=used, sent=sent)
+            if decision.kind == "done":
+                assert isinstance(payload, ChatResult)
+                stats.successes += 1
+                limiter.on_success()
+                return ChatResult(
+                    payload.content,
+                    payload.choices,
+                    payload.finish_reason,
+                    payload.prompt_tokens,
+                    payload.completion_tokens,
+                    latency,
+                    attempt,
+                    status,
+                    None,
+                    clock() - start,
+                )
+            reason = decision.reason
+            if decision.kind == "fatal":
+                return self._failure(reason or "error", status, latency, attempt, start)
+            # retry
+            now = clock()
+            if decision.wait is not None:
+                wait = decision.wait
+                limiter.hold(now + wait)
+            else:
+                wait = backoff_delay(attempt, policy, self._rng)
+            if attempt >= policy.max_attempts or now + wait >= deadline:
+                return self._failure(f"{RETRY_BUDGET_EXHAUSTED}: {reason}", status, latency, attempt, start)
+            stats.retries += 1
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    def _failure(self, error: str, status: int | None, latency: float, attempts: int, start: float) -> ChatResult:
+        self.stats.failures += 1
+        return ChatResult(None, (), None, 0, 0, latency, attempts, status, self._scrub(error), self._clock() - start)
+
+    async def _attempt(
+        self, session: aiohttp.ClientSession, data: bytes, timeout: aiohttp.ClientTimeout, ticket: Ticket
+    ) -> tuple[RetryDecision, int | None, ChatResult | None, int | None]:
+        """One POST. Returns (decision, status, parsed success or None, tokens used or None)."""
+        try:
+            async with session.post(self._url, data=data, timeout=timeout) as resp:
+                status = resp.status
+                raw = await resp.read()
+                headers = resp.headers
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            return RetryDecision("retry", "timeout"), None, None, None
+        except aiohttp.ClientConnectorError as exc:
+            return RetryDecision("retry", f"connect_error: {type(exc).__name__}"), None, None, None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError, ConnectionError):
+            return RetryDecision("retry", "connection_reset"), None, None, None
+        except aiohttp.ClientResponseError as exc:
+            return RetryDecision("retry", f"bad_response: {exc.status}"), exc.status or None, None, None
+        except aiohttp.ClientError as exc:
+            return RetryDecision("retry", f"client_error: {type(exc).__name__}"), None, None, None
+        if status == 200:
+            return self._parse_success(raw)
+        kind = classify_status(status)
+        if kind == "done":  # another 2xx: parse it the same way
+            return self._parse_success(raw)
+        reason = f"http_{status}: {_server_message(raw)}"
+        if kind == "fatal":
+            return RetryDecision("fatal", reason), status, None, None
+        if status == 429:
+            self.stats.rate_limited += 1
+            self.limiter.on_rate_limited(ticket)
+        return RetryDecision("retry", reason, server_wait(headers)), status, None, None
+
+    def _parse_success(self, raw: bytes) -> tuple[RetryDecision, int | None, ChatResult | None, int | None]:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return RetryDecision("retry", "malformed_json"), 200, None, None
+        if not isinstance(data, dict):
+            return RetryDecision("retry", "malformed_json"), 200, None, None
+        usage = data.get("usage")
+        prompt_tokens = completion_tokens = 0
+        used: int | None = None
+        if isinstance(usage, dict):
+            p = usage.get("prompt_tokens")
+            c = usage.get("completion_tokens")
+            prompt_tokens = p if isinstance(p, int) else 0
+            completion_tokens = c if isinstance(c, int) else 0
+            used = prompt_tokens + completion_tokens
+            self.stats.tokens_in += prompt_tokens
+            self.stats.tokens_out += completion_tokens
+        raw_choices = data.get("choices")
+        if not isinstance(raw_choices, list) or not raw_choices:
+            return RetryDecision("fatal", "no_choices"), 200, None, used
+        texts: list[str] = []
+        finish_reason: str | None = None
+        for i, choice in enumerate(raw_choices):
+            if not isinstance(choice, dict):
+                return RetryDecision("retry", "malformed_json"), 200, None, used
+            message = choice.get("message")
+            text = message.get("content") if isinstance(message, dict) else None
+            texts.append(text if isinstance(text, str) else "")
+            if i == 0:
+                fr = choice.get("finish_reason")
+                finish_reason = fr if isinstance(fr, str) else None
+        first = raw_choices[0].get("message")
+        content = first.get("content") if isinstance(first, dict) else None
+        result = ChatResult(
+            content if isinstance(content, str) else None,
+            tuple(texts),
+            finish_reason,
+            prompt_tokens,
+            completion_tokens,
+            0.0,
+            0,
+            200,
+            None,
+        )
+        return RetryDecision("done"), 200, result, used

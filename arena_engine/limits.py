@@ -1,0 +1,443 @@
+"""Per-endpoint admission control: a concurrency cap, request- and token-rate windows, hold-backs.
+
+Layers, bottom up (the bookkeeping is plain sync code; only `EndpointLimiter.acquire` awaits):
+
+    WindowLimit       at most `limit` units in ANY window of `period` seconds, paced evenly (GCRA)
+    ConcurrencyGate   a FIFO semaphore whose size can shrink on 429 and grow back (AIMD)
+    EndpointLimiter   gate -> hold-back deadline -> request window -> token window; one wait per request
+    map_bounded       run an async function over a lazily read stream of items with bounded concurrency
+
+Why not aiolimiter: its bucket starts empty (a full extra burst passes at start: 1,182 req/s for a
+1,000/s limit) and its waiters poll (57 wake-ups per acquisition under uvloop when binding). Here a
+request *reserves* its admission time with O(1) sync bookkeeping and then sleeps exactly once until
+that time, so a binding limit costs one timer per request.
+
+The window guarantee is exact, not average: each `WindowLimit` keeps a log of the admissions still
+inside the window and never admits a unit that would push the sum over `limit` in any window of
+`period` (+ a small safety margin for clock jitter between us and the server). On top of that, pacing
+(GCRA with a one-second burst tolerance) spreads admissions evenly instead of firing the whole
+minute's budget at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import TypeVar
+
+import anyio
+from anyio.abc import ObjectReceiveStream
+
+from arena_engine.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "ConcurrencyGate",
+    "EndpointLimiter",
+    "Grant",
+    "Limits",
+    "Ticket",
+    "WindowLimit",
+    "map_bounded",
+]
+
+DEFAULT_CONCURRENCY = 32
+MINUTE = 60.0
+#: Added to every window so that scheduling jitter cannot put `limit + 1` sends into one server window.
+MAX_WINDOW_MARGIN = 0.1
+WINDOW_MARGIN_FRACTION = 0.002
+#: Multiplicative decrease of the adaptive concurrency on a 429 (additive increase: +1 per window).
+ADAPTIVE_BACKOFF = 0.5
+
+Clock = Callable[[], float]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one endpoint allows: concurrent requests, requests per minute, tokens per minute.
+
+    `adaptive=True` halves the concurrency on a 429 (once per round of requests) and adds it back one
+    slot per round of successes, never above `concurrency`.
+    """
+
+    concurrency: int = DEFAULT_CONCURRENCY
+    rpm: float | None = None
+    tpm: float | None = None
+    adaptive: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise ConfigError(f"limits.concurrency must be an integer >= 1, not {self.concurrency!r}")
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise ConfigError(f"limits.{name} must be a positive number or None, not {value!r}")
+
+
+class Grant:
+    """One admission recorded in a `WindowLimit`: `amount` units at time `at`."""
+
+    __slots__ = ("amount", "at", "live")
+
+    def __init__(self, at: float, amount: float) -> None:
+        self.at = at
+        self.amount = amount
+        self.live = True  # still inside the window log
+
+    def __repr__(self) -> str:
+        return f"Grant(at={self.at:.6f}, amount={self.amount:g})"
+
+
+class WindowLimit:
+    """At most `limit` units admitted in any window of `period` seconds; admissions paced evenly.
+
+    Pure bookkeeping: `reserve(amount, now)` returns the `Grant` whose `at` is the earliest time the
+    amount may be sent (>= now); the caller must send no earlier than that. Reservations are made in
+    time order (each `at` >= the previous one), which keeps every operation O(1) amortised.
+    `settle(grant, actual)` corrects an estimate (tokens) once the real amount is known; `settle(grant, 0)`
+    refunds a grant that was never used.
+    """
+
+    __slots__ = ("_interval", "_last", "_log", "_tat", "_tolerance", "_total", "limit", "period", "window")
+
+    def __init__(self, limit: float, period: float = MINUTE, *, burst: float | None = None) -> None:
+        if not (limit > 0 and math.isfinite(limit)):
+            raise ConfigError(f"rate limit must be a positive number, not {limit!r}")
+        if not (period > 0 and math.isfinite(period)):
+            raise ConfigError(f"rate period must be a positive number of seconds, not {period!r}")
+        self.limit = float(limit)
+        self.period = float(period)
+        self.window = period + min(MAX_WINDOW_MARGIN, period * WINDOW_MARGIN_FRACTION)
+        self._interval = self.window / self.limit  # seconds per unit at the sustained rate
+        if burst is None:
+            burst = self.limit * min(1.0, 1.0 / period)  # one second's worth
+        burst = min(max(burst, 1.0), self.limit)
+        self._tolerance = (burst - 1.0) * self._interval
+        self._tat = -math.inf  # GCRA theoretical arrival time
+        self._last = -math.inf  # time of the latest reservation
+        self._log: deque[Grant] = deque()
+        self._total = 0.0  # sum of amounts in the log
+
+    def earliest(self, amount: float, now: float) -> float:
+        """The earliest time >= now at which `amount` fits. Drops entries that leave the window by then."""
+        amount = min(amount, self.limit)
+        t = now
+        if self._tat - self._tolerance > t:
+            t = self._tat - self._tolerance
+        if self._last > t:
+            t = self._last
+        log = self._log
+        window = self.window
+        limit = self.limit
+        while log and (log[0].at <= t - window or self._total + amount > limit):
+            g = log.popleft()
+            g.live = False
+            self._total -= g.amount
+            if g.at + window > t:
+                t = g.at + window
+        if not log:
+            self._total = 0.0
+        return t
+
+    def commit(self, amount: float, at: float) -> Grant:
+        """Record `amount` admitted at `at`, which must be >= `earliest(amount, ...)` just computed."""
+        amount = min(amount, self.limit)
+        g = Grant(at, amount)
+        self._log.append(g)
+        self._total += amount
+        self._last = at
+        self._tat = (self._tat if self._tat > at else at) + amount * self._interval
+        return g
+
+    def reserve(self, amount: float, now: float) -> Grant:
+        """`earliest` then `commit`: reserve `amount` at the first time it fits."""
+        return self.commit(amount, self.earliest(amount, now))
+
+    def settle(self, grant: Grant, actual: float) -> None:
+        """Replace the grant's amount by `actual` (e.g. the tokens the server reported; 0 to refund)."""
+        actual = min(max(actual, 0.0), self.limit)
+        delta = actual - grant.amount
+        if delta == 0:
+            return
+        self._tat += delta * self._interval
+        if grant.live:
+            self._total += delta
+        grant.amount = actual
+
+    @property
+    def in_window(self) -> float:
+        """Units recorded in the current window log (for inspection)."""
+        return self._total
+
+    def __repr__(self) -> str:
+        return (
+            f"WindowLimit(limit={self.limit:g}, period={self.period:g}s, in_window={self._total:g}, "
+            f"next_free={max(self._last, self._tat - self._tolerance):.3f})"
+        )
+
+
+class ConcurrencyGate:
+    """A FIFO semaphore of size `limit`; with `adaptive`, the size follows AIMD between 1 and `limit`.
+
+    `on_rate_limited(seq)` halves the size, but only for a request issued after the last cut (so a burst
+    of 429s from one round of requests cuts once); `on_success()` adds 1/size, i.e. one slot per round.
+    """
+
+    __slots__ = ("_cut_seq", "_issued", "_waiters", "adaptive", "in_use", "max_limit", "size")
+
+    def __init__(self, limit: int, *, adaptive: bool = False) -> None:
+        if limit < 1:
+            raise ConfigError(f"concurrency must be >= 1, not {limit!r}")
+        self.max_limit = limit
+        self.size = float(limit)
+        self.adaptive = adaptive
+        self.in_use = 0
+        self._issued = 0  # sequence number of the next slot handed out
+        self._cut_seq = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def cap(self) -> int:
+        """The current number of slots."""
+        return int(self.size) if self.size >= 1.0 else 1
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def acquire(self) -> int:
+        """Wait for a slot (FIFO); returns the slot's sequence number for `on_rate_limited`."""
+        if self.in_use < self.cap and not self._waiters:
+            self.in_use += 1
+        else:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():
+                    self.release()  # the slot was handed to us just before the cancellation
+                else:
+                    with suppress(ValueError):
+                        self._waiters.remove(fut)
+                raise
+        seq = self._issued
+        self._issued = seq + 1
+        return seq
+
+    def release(self) -> None:
+        self.in_use -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        cap = self.cap
+        while waiters and self.in_use < cap:
+            fut = waiters.popleft()
+            if not fut.done():
+                self.in_use += 1
+                fut.set_result(None)
+
+    def on_rate_limited(self, seq: int) -> bool:
+        """A request holding slot `seq` got a 429. Returns True if the size was cut."""
+        if not self.adaptive or seq < self._cut_seq:
+            return False
+        self.size = max(1.0, self.size * ADAPTIVE_BACKOFF)
+        self._cut_seq = self._issued
+        return True
+
+    def on_success(self) -> None:
+        if self.adaptive and self.size < self.max_limit:
+            self.size = min(float(self.max_limit), self.size + 1.0 / self.size)
+            self._wake()
+
+    def __repr__(self) -> str:
+        return f"ConcurrencyGate(in_use={self.in_use}, cap={self.cap}/{self.max_limit}, waiting={self.waiting})"
+
+
+class Ticket:
+    """What `EndpointLimiter.acquire` hands out; give it back with `EndpointLimiter.release`."""
+
+    __slots__ = ("requests", "sent", "seq", "tokens")
+
+    def __init__(self, seq: int, requests: Grant | None, tokens: Grant | None) -> None:
+        self.seq = seq
+        self.requests = requests
+        self.tokens = tokens
+        self.sent = False
+
+
+class EndpointLimiter:
+    """Admission for one endpoint: concurrency slot, then hold-back deadline, then RPM and TPM windows.
+
+    `acquire(tokens)` waits for a concurrency slot, reserves the request in both rate windows at the same
+    time (so the request is recorded in each window at the moment it is actually sent) and sleeps once
+    until then. `hold(until)` stops every new request until `until` (a 429 with Retry-After); requests
+    already waiting for their reserved time re-check it when they wake. Create it inside the running loop.
+    """
+
+    __slots__ = ("_clock", "_sleep", "blocked_until", "gate", "holds", "limits", "requests", "tokens")
+
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        clock: Clock | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        period: float = MINUTE,
+    ) -> None:
+        self.limits = limits
+        self._clock: Clock = clock or time.monotonic
+        self._sleep = sleep or asyncio.sleep
+        self.gate = ConcurrencyGate(limits.concurrency, adaptive=limits.adaptive)
+        self.requests = WindowLimit(limits.rpm, period) if limits.rpm is not None else None
+        self.tokens = WindowLimit(limits.tpm, period) if limits.tpm is not None else None
+        self.blocked_until = -math.inf
+        self.holds = 0
+
+    @property
+    def needs_tokens(self) -> bool:
+        """Whether callers should estimate the request's tokens (only when a token limit is set)."""
+        return self.tokens is not None
+
+    def hold(self, until: float) -> None:
+        """Admit nothing new before `until` (clock time)."""
+        if until > self.blocked_until:
+            self.blocked_until = until
+            self.holds += 1
+
+    async def acquire(self, tokens: float = 0.0) -> Ticket:
+        """Wait until a request of about `tokens` tokens may be sent now; returns its ticket."""
+        seq = await self.gate.acquire()
+        try:
+            while True:
+                now = self._clock()
+                t = self.blocked_until if self.blocked_until > now else now
+                rg = tg = None
+                if self.requests is not None or self.tokens is not None:
+                    if self.requests is not None:
+                        t = self.requests.earliest(1.0, t)
+                    if self.tokens is not None:
+                        # the request window still admits at any later time: it only ever empties
+                        t = self.tokens.earliest(tokens, t)
+                    if self.requests is not None:
+                        rg = self.requests.commit(1.0, t)
+                    if self.tokens is not None:
+                        tg = self.tokens.commit(tokens, t)
+                if t <= now:
+                    return Ticket(seq, rg, tg)
+                try:
+                    await self._sleep(t - now)
+                except BaseException:
+                    self._refund(rg, tg)
+                    raise
+                if self.blocked_until <= self._clock():
+                    return Ticket(seq, rg, tg)
+                self._refund(rg, tg)  # a 429 arrived while we slept: queue again behind the hold
+        except BaseException:
+            self.gate.release()
+            raise
+
+    def _refund(self, rg: Grant | None, tg: Grant | None) -> None:
+        if rg is not None and self.requests is not None:
+            self.requests.settle(rg, 0.0)
+        if tg is not None and self.tokens is not None:
+            self.tokens.settle(tg, 0.0)
+
+    def release(self, ticket: Ticket, *, used_tokens: float | None = None, sent: bool = True) -> None:
+        """Give the slot back. `used_tokens` settles the token estimate; `sent=False` refunds the grants."""
+        if not sent:
+            self._refund(ticket.requests, ticket.tokens)
+        elif used_tokens is not None and ticket.tokens is not None and self.tokens is not None:
+            self.tokens.settle(ticket.tokens, used_tokens)
+        self.gate.release()
+
+    def on_rate_limited(self, ticket: Ticket) -> None:
+        self.gate.on_rate_limited(ticket.seq)
+
+    def on_success(self) -> None:
+        self.gate.on_success()
+
+    def __repr__(self) -> str:
+        parts = [repr(self.gate)]
+        if self.requests is not None:
+            parts.append(f"rpm={self.requests!r}")
+        if self.tokens is not None:
+            parts.append(f"tpm={self.tokens!r}")
+        now = self._clock()
+        if self.blocked_until > now:
+            parts.append(f"held_for={self.blocked_until - now:.3f}s")
+        return f"EndpointLimiter({', '.join(parts)})"
+
+
+@asynccontextmanager
+async def map_bounded(
+    items: Iterable[T] | AsyncIterable[T],
+    fn: Callable[[T], Awaitable[R]],
+    *,
+    limit: int,
+    buffer: int | None = None,
+) -> AsyncIterator[ObjectReceiveStream[R]]:
+    """Run `fn` over `items` with at most `limit` calls at once; results arrive in completion order.
+
+    `items` is read lazily (one item per free worker), results wait in a stream of `buffer` (default
+    `limit`) entries, so memory stays bounded however long the input is. Use as::
+
+        async with map_bounded(queries, ask, limit=64) as results:
+            async for result in results:
+                ...
+
+    Leaving the block early cancels the remaining work. An exception in `fn` cancels the rest and
+    propagates out of the block.
+    """
+    if limit < 1:
+        raise ConfigError(f"limit must be >= 1, not {limit!r}")
+    send, receive = anyio.create_memory_object_stream[R](limit if buffer is None else buffer)
+
+    if isinstance(items, AsyncIterable):
+        source = aiter(items)
+        lock = anyio.Lock()
+
+        async def next_item() -> tuple[bool, T | None]:
+            async with lock:  # an async generator cannot be advanced by two workers at once
+                try:
+                    return True, await anext(source)
+                except StopAsyncIteration:
+                    return False, None
+    else:
+        sync_source = iter(items)
+
+        async def next_item() -> tuple[bool, T | None]:
+            for item in sync_source:
+                return True, item
+            return False, None
+
+    async def worker(out: anyio.abc.ObjectSendStream[R]) -> None:
+        async with out:
+            while True:
+                more, item = await next_item()
+                if not more:
+                    return
+                await out.send(await fn(item))  # type: ignore[arg-type]
+
+    async with anyio.create_task_group() as tg:
+        async with send:
+            for _ in range(limit):
+                tg.start_soon(worker, send.clone())
+        try:
+            yield receive
+        finally:
+            tg.cancel_scope.cancel()
+            receive.close()
