@@ -54,7 +54,8 @@ async def _until_signal(fn: Callable[[], Awaitable[T]]) -> T:
 async def run_with_progress(config: RunConfig, *, quiet: bool, offline: bool = False) -> ArenaResults:
     async with Arena(config, offline=offline) as arena, anyio.create_task_group() as tg:
         tg.start_soon(lambda: show_progress(arena, quiet=quiet))
-        return await arena.run()
+        results = await arena.run()
+    return results
 
 
 def _finish(results: ArenaResults, quiet: bool) -> int:

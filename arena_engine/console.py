@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .pipeline import Arena
 from .progress import ProgressEvent, StageProgress
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 
 def _eta(seconds: float | None) -> str:
@@ -50,23 +53,21 @@ async def live_progress(arena: Arena, out: TextIO) -> None:
         TextColumn("{task.fields[extra]}"), TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=False, refresh_per_second=8) as bars:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
         async for ev in arena.events():
             _update(bars, tasks, ev)
 
 
-def _update(bars: object, tasks: dict[str, int], ev: ProgressEvent) -> None:
-    from rich.progress import Progress
-
-    assert isinstance(bars, Progress)
+def _update(bars: Progress, tasks: dict[str, TaskID], ev: ProgressEvent) -> None:
     now = time.monotonic()
     for s in ev.stages:
         elapsed = max(now - s.started, 1e-9)
-        fields = {"rate": s.rate(now), "toks": (s.prompt_tokens + s.completion_tokens) / elapsed,
-                  "extra": f"{s.reused} reused, {s.failed} failed, {ev.retries} retries"}
+        rate = s.rate(now)
+        toks = (s.prompt_tokens + s.completion_tokens) / elapsed
+        extra = f"{s.reused} reused, {s.failed} failed, {ev.retries} retries"
         if s.name not in tasks:
-            tasks[s.name] = bars.add_task(s.name, total=s.total or None, **fields)
-        bars.update(tasks[s.name], completed=s.done, total=s.total or None, **fields)
+            tasks[s.name] = bars.add_task(s.name, total=s.total or None, rate=rate, toks=toks, extra=extra)
+        bars.update(tasks[s.name], completed=s.done, total=s.total or None, rate=rate, toks=toks, extra=extra)
 
 
 async def show_progress(arena: Arena, *, quiet: bool, out: TextIO | None = None) -> None:

@@ -123,8 +123,8 @@ _FENCE_RE = re.compile(r"```[a-zA-Z0-9_-]*")
 _JSON_VERDICT_RE = re.compile(r'"verdict"\s*:\s*"\s*\[*\s*([AB=<>\s]{3,8}?)\s*\]*\s*"', re.IGNORECASE)
 _BRACKET_RE = re.compile(r"\[\[\s*([AB][=<>]{1,2}[AB])\s*\]\]", re.IGNORECASE)
 _JSON_OBJECT_RE = re.compile(r"\{.*\}", re.DOTALL)
-# A run of three or more different labels close together is the instructions echoed back, not a verdict.
-_ECHO_WINDOW = 120
+# Three or more different labels separated only by ", " / " or " are the instructions echoed back.
+_ECHO_GAP = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,17 +142,17 @@ def _normalise(label: str) -> str | None:
     return mirrored.get(label)
 
 
-def _strip_echoed(hits: list[tuple[int, str]]) -> list[tuple[int, str]]:
-    """Drop clusters of three or more distinct labels within a short span (an echoed label list)."""
-    keep: list[tuple[int, str]] = []
+def _strip_echoed(hits: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Drop runs of three or more distinct labels written next to each other (an echoed label list)."""
+    keep: list[tuple[int, int, str]] = []
     i = 0
     while i < len(hits):
         j = i
-        while j + 1 < len(hits) and hits[j + 1][0] - hits[j][0] <= _ECHO_WINDOW // 3 and hits[j + 1][0] - hits[i][0] <= _ECHO_WINDOW:
+        while j + 1 < len(hits) and hits[j + 1][0] - hits[j][1] <= _ECHO_GAP:
             j += 1
-        cluster = hits[i : j + 1]
-        if len({label for _, label in cluster}) < 3:
-            keep.extend(cluster)
+        run = hits[i : j + 1]
+        if len({label for _, _, label in run}) < 3:
+            keep.extend(run)
         i = j + 1
     return keep
 
@@ -191,15 +191,14 @@ def parse_verdict(text: str | None) -> ParsedVerdict:
             raise VerdictError(f"conflicting verdicts {sorted(distinct)}")
         return ParsedVerdict(Verdict.from_label(json_labels[0]), reasoning)
 
-    hits = [(m.start(), lab) for m in _BRACKET_RE.finditer(body) if (lab := _normalise(m.group(1)))]
+    hits = [(m.start(), m.end(), lab) for m in _BRACKET_RE.finditer(body) if (lab := _normalise(m.group(1)))]
     hits = _strip_echoed(hits)
-    distinct = {label for _, label in hits}
+    distinct = {label for _, _, label in hits}
     if not distinct:
         raise VerdictError("no verdict label found")
     if len(distinct) > 1:
         raise VerdictError(f"conflicting verdicts {sorted(distinct)}")
-    cut = hits[0][0]
-    return ParsedVerdict(Verdict.from_label(hits[0][1]), body[:cut].strip())
+    return ParsedVerdict(Verdict.from_label(hits[0][2]), body[: hits[0][0]].strip())
 
 
 # ------------------------------------------------------------------------------------------ combination

@@ -1,0 +1,29 @@
+"""Shared helpers for end-to-end tests: a dataset on disk and a run config pointing at the simulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from arena_engine.config import RunConfig, config_from_dict
+from arena_engine.demo import write_demo_dataset
+
+
+def dataset(tmp_path: Path, queries: int) -> Path:
+    return write_demo_dataset(tmp_path / "data" / "general_qa", queries)
+
+
+def arena_config(api_url: str, run_dir: Path, data: Path, models: list[str], *, baseline: str | None = None,
+                 judge: str = "sim-judge", rounds: int = 200, **run: Any) -> RunConfig:
+    return config_from_dict(
+        {
+            "run": {"output_dir": str(run_dir), "seed": 1, **run},
+            "datasets": [{"name": "general_qa", "path": str(data)}],
+            "models": [{"name": m, "api_url": api_url, "concurrency": 16, "max_attempts": 8,
+                        "generation": {"temperature": 0.0, "max_tokens": 256}} for m in models],
+            "arena": {"baseline": baseline or models[0]},
+            "judge": {"name": judge, "api_url": api_url, "concurrency": 32, "max_attempts": 8},
+            "rating": {"rounds": rounds},
+        },
+        source="<test>",
+    )

@@ -1,0 +1,77 @@
+"""The whole arena on the simulator: streaming, both orders, exclusions, win rates, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import orjson
+from arena_helpers import arena_config, dataset
+
+from arena_engine.pipeline import Arena, ArenaResults
+from arena_engine.report import write_reports
+from arena_engine.sim import Faults, Latency, SimConfig, SimModel, SimServer
+
+MODELS = [("base", 0.0), ("strong", 1.0), ("weak", -1.0)]
+
+
+def _sim(bad_verdicts: float = 0.0) -> SimConfig:
+    return SimConfig(
+        models=tuple(SimModel(n, quality=q) for n, q in MODELS) + (SimModel("sim-judge", judge=True),),
+        seed=3,
+        latency=Latency("lognormal", 0.02, 0.5),
+        faults=Faults(rate_bad_verdict=bad_verdicts),
+    )
+
+
+async def _run(sim_cfg: SimConfig, run_dir: Path, data: Path) -> tuple[ArenaResults, dict]:
+    async with SimServer(sim_cfg) as sim:
+        cfg = arena_config(sim.url, run_dir, data, [n for n, _ in MODELS])
+        async with Arena(cfg) as arena:
+            results = await arena.run()
+        return results, sim.stats()
+
+
+def test_streamed_arena_with_garbage_verdicts(tmp_path: Path) -> None:
+    n = 40
+    data = dataset(tmp_path, n)
+    results, stats = anyio.run(_run, _sim(bad_verdicts=0.45), tmp_path / "run", data)
+    queries = 2 * n  # two subsets
+    pairs = 2  # two candidates against the baseline
+
+    # every model answered every query once; the judge saw 2 distinct prompts per pair and query
+    for name, _ in MODELS:
+        assert stats["per_model"][name] == queries
+    judged = {(g.dataset, g.subset, g.query_id, g.candidate, g.candidate_is_a) for g in results.games}
+    assert len(judged) == queries * pairs * 2
+    assert len(results.games) == queries * pairs * 2
+    # unparseable verdicts were retried, so the judge got more requests than games
+    assert stats["per_model"]["sim-judge"] > queries * pairs * 2
+
+    # streamed: judging started while generations were still arriving
+    last_generation = max(stats["last_request"][name] for name, _ in MODELS)
+    assert stats["first_request"]["sim-judge"] < last_generation
+
+    # garbage that survived the retries is excluded, counted per subset, and never silently dropped
+    excluded = [g for g in results.games if g.outcome is None]
+    assert excluded, "with 45% garbage and 3 tries, some games must stay unparseable"
+    assert all(g.reason and g.reason.startswith("unparseable verdict") for g in excluded)
+    report = orjson.loads(write_reports(results)["json"].read_bytes())
+    assert sum(s["excluded"] for s in report["subsets"]) == len(excluded)
+
+    # the win rates follow the simulator's latent qualities
+    overall = results.overall
+    assert [e.model for e in overall.entries] == ["strong", "base", "weak"]
+    assert overall.entry("base").winrate == 0.5
+    assert overall.entry("strong").lower > 0.5 > overall.entry("weak").upper
+
+
+def test_rerun_resumes_without_requests(tmp_path: Path) -> None:
+    data = dataset(tmp_path, 15)
+    first, stats1 = anyio.run(_run, _sim(), tmp_path / "run", data)
+    second, stats2 = anyio.run(_run, _sim(), tmp_path / "run", data)
+    assert stats1["requests"] > 0
+    assert stats2["requests"] == 0, "a finished run must not send anything again"
+    assert [(e.model, e.winrate, e.lower, e.upper) for e in first.overall.entries] == [
+        (e.model, e.winrate, e.lower, e.upper) for e in second.overall.entries
+    ]

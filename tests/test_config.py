@@ -1,0 +1,102 @@
+"""Config files: strict keys and types, errors that name the file and key, keys only by env-var name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from arena_engine.config import load_config
+from arena_engine.errors import ConfigError
+from arena_engine.pipeline import Arena
+from arena_engine.runfolder import config_to_dict, load_run_config, save_config
+
+GOOD = """
+[run]
+output_dir = "out"
+seed = 7
+[[datasets]]
+name = "qa"
+path = "data/qa"
+[[models]]
+name = "base"
+api_url = "http://127.0.0.1:9/v1"
+api_key_env = "ARENA_TEST_KEY"
+concurrency = 8
+rpm = 600
+generation = { temperature = 0.0, max_tokens = 64 }
+[[models]]
+name = "cand"
+model = "cand-instruct"
+api_url = "http://127.0.0.1:9/v1/chat/completions"
+[arena]
+baseline = "base"
+[judge]
+name = "judge"
+api_url = "http://127.0.0.1:9/v1"
+[rating]
+rounds = 50
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "arena.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_good_config_round_trips_through_the_run_folder(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, GOOD))
+    assert cfg.output_dir == tmp_path / "out"
+    assert cfg.datasets[0].path == tmp_path / "data" / "qa"
+    assert cfg.model("cand").endpoint.api_url == "http://127.0.0.1:9/v1"
+    assert cfg.model("cand").endpoint.model == "cand-instruct"
+    assert cfg.model("base").endpoint.limits.rpm == 600
+    assert cfg.rating.rounds == 50
+    save_config(cfg, tmp_path / "run")
+    again = load_run_config(tmp_path / "run")
+    assert config_to_dict(again.with_output_dir(cfg.output_dir)) == config_to_dict(cfg)
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (("seed = 7", "seed = 7\nsped = 1"), "run.sped"),
+        (("rounds = 50", 'rounds = "many"'), "rating.rounds"),
+        (("concurrency = 8", "concurrency = 0"), "models[0].concurrency"),
+        (('baseline = "base"', 'baseline = "nobody"'), "arena.baseline"),
+        (('api_key_env = "ARENA_TEST_KEY"', 'api_key = "sk-123"'), "environment variable"),
+        (("max_tokens = 64 }", "max_tokens = 64, n = 3 }"), "generation.n"),
+        (('[judge]\nname = "judge"\n', "[judge]\n"), "judge.name"),
+    ],
+)
+def test_bad_configs_name_file_and_key(tmp_path: Path, edit: tuple[str, str], needle: str) -> None:
+    assert edit[0] in GOOD
+    path = _write(tmp_path, GOOD.replace(edit[0], edit[1]))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+    assert needle in str(err.value)
+    assert "sk-123" not in str(err.value)
+
+
+def test_invalid_toml_and_json(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(_write(tmp_path, "[run\n"))
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config(_write(tmp_path, "{", "a.json"))
+
+
+def test_missing_key_variable_stops_before_any_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import anyio
+
+    monkeypatch.delenv("ARENA_TEST_KEY", raising=False)
+    cfg = load_config(_write(tmp_path, GOOD))
+
+    async def main() -> None:
+        async with Arena(cfg):
+            pass
+
+    with pytest.raises(ConfigError, match="ARENA_TEST_KEY"):
+        anyio.run(main)
+    assert not cfg.output_dir.exists(), "nothing is created before the keys are known"
