@@ -117,9 +117,13 @@ class Arena:
     progress snapshots while it runs. No global state: two arenas in one process are independent.
     """
 
-    def __init__(self, config: RunConfig, *, offline: bool = False, progress_interval: float = 0.5) -> None:
+    def __init__(self, config: RunConfig, *, offline: bool = False, progress_interval: float = 0.5,
+                 shard: tuple[int, int] | None = None) -> None:
+        if shard is not None and not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
         self.config = config
         self.offline = offline
+        self.shard = shard  # (i, n): this arena handles the queries whose position % n == i
         self.progress_interval = progress_interval
         self.run_dir = config.output_dir
         self._stack: AsyncExitStack | None = None
@@ -199,8 +203,12 @@ class Arena:
     # ------------------------------------------------------------------------------------------ run
 
     def _iter_all(self) -> Iterator[Query]:
+        position = 0
         for d in self.config.datasets:
-            yield from iter_queries(d.path, dataset=d.name, subsets=d.subsets)
+            for q in iter_queries(d.path, dataset=d.name, subsets=d.subsets):
+                if self.shard is None or position % self.shard[1] == self.shard[0]:
+                    yield q
+                position += 1
 
     def _pairs(self, q: Query) -> list[tuple[str, str]]:
         cfg = self.config
