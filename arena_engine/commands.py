@@ -131,9 +131,13 @@ def sim(host: str, port: int, config: Path | None) -> int:
     from .sim import SimConfig, serve
 
     cfg = SimConfig.from_file(config) if config else demo_sim_config()
-    print(f"simulator on http://{host}:{port}/v1 (models: {', '.join(m.name for m in cfg.models)}); Ctrl-C stops",
-          file=sys.stderr)
-    serve(cfg, host=host, port=port)
+
+    def ready(url: str) -> None:
+        print(url, flush=True)  # the first stdout line is the base URL (useful with --port 0)
+        print(f"simulator on {url} (models: {', '.join(m.name for m in cfg.models)}); Ctrl-C stops",
+              file=sys.stderr, flush=True)
+
+    serve(cfg, host=host, port=port, ready=ready)
     return EXIT_OK
 
 

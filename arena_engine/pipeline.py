@@ -136,7 +136,7 @@ class Arena:
         self._missing = 0
         self.usage: dict[str, EndpointUsage] = {}
         self.stages: dict[str, StageProgress] = {}
-        self._metric_sums: dict[tuple[str, str, str], MetricSums] = {}
+        self._reference_items: list[tuple[str, str, str, bytes, str]] = []
         self._queries: dict[tuple[str, str], int] = {}
         self._judge_system = config.judge.system_prompt or DEFAULT_SYSTEM_PROMPT
 
@@ -324,11 +324,9 @@ class Arena:
         stage.done += 1
         stage.prompt_tokens += int(rec.get("prompt_tokens") or 0)
         stage.completion_tokens += int(rec.get("completion_tokens") or 0)
-        rec = {**rec, "key": key.hex()}
-        if q.reference is not None:
-            sums = self._metric_sums.setdefault((m.name, q.dataset, q.subset), MetricSums())
-            sums.add(sample_metrics(rec["answer"], q.reference))
-        return rec
+        if q.reference is not None:  # scored after the run, off the request path
+            self._reference_items.append((m.name, q.dataset, q.subset, key, q.reference))
+        return {**rec, "key": key.hex()}
 
     def _account(self, usage: EndpointUsage, result: ChatResult) -> None:
         usage.requests += 1
@@ -445,16 +443,26 @@ class Arena:
 
     # -------------------------------------------------------------------------------------- results
 
+    def _reference_metrics(self) -> dict[tuple[str, str, str], MetricSums]:
+        assert self._store is not None
+        sums: dict[tuple[str, str, str], MetricSums] = {}
+        for model, dataset, subset, key, reference in self._reference_items:
+            rec = self._store.get(GENERATIONS, key)
+            if rec is not None:
+                sums.setdefault((model, dataset, subset), MetricSums()).add(sample_metrics(rec["answer"], reference))
+        return sums
+
     def _results(self) -> ArenaResults:
         cfg = self.config
+        metric_sums = self._reference_metrics()
         games = sorted(self._games, key=lambda g: (g.dataset, g.subset, g.candidate, g.opponent, g.query_id, not g.candidate_is_a))
         names = [m.name for m in cfg.models]
         boards = leaderboards(games, names, cfg.baseline, cfg.rating, cfg.seed)
         return ArenaResults(
             config=cfg, run_dir=self.run_dir, games=games, battles=combine(games), boards=boards,
             usage=self.usage, failures=self._failures, missing=self._missing,
-            reference_metrics={k: s.means() for k, s in self._metric_sums.items()},
-            reference_counts={k: s.n for k, s in self._metric_sums.items()},
+            reference_metrics={k: s.means() for k, s in metric_sums.items()},
+            reference_counts={k: s.n for k, s in metric_sums.items()},
             queries=self._queries, elapsed=time.monotonic() - self._started,
         )
 
