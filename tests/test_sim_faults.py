@@ -70,7 +70,9 @@ async def test_fractional_retry_after_is_stated_to_the_millisecond() -> None:
 
 @pytest.mark.parametrize("code", [500, 502, 503])
 async def test_server_errors(code: int) -> None:
-    cfg = config(Faults(**{f"rate_{code}": 1.0}))
+    cfg = config(
+        Faults(rate_500=float(code == 500), rate_502=float(code == 502), rate_503=float(code == 503))
+    )
     async with SimServer(cfg) as sim, aiohttp.ClientSession() as s:
         status, _, raw = await send(s, sim.url, body(1))
         stats = sim.stats()

@@ -211,7 +211,7 @@ async def test_verdict_formats_json_bracket_mixed_and_response_format() -> None:
     }
     forms: dict[str, set[str]] = {}
     for fmt in ("json", "bracket", "mixed"):
-        cfg = SimConfig(models=SimConfig.demo().models, verdict_format=fmt)  # type: ignore[arg-type]
+        cfg = SimConfig(models=SimConfig.demo().models, verdict_format=fmt)
         async with SimServer(cfg) as sim, aiohttp.ClientSession() as s:
             seen = set()
             for i in range(40):
