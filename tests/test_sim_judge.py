@@ -227,3 +227,22 @@ async def test_verdict_formats_json_bracket_mixed_and_response_format() -> None:
             assert orjson.loads(structured["choices"][0]["message"]["content"])["verdict"] in LABELS
         forms[fmt] = seen
     assert forms == {"json": {"json"}, "bracket": {"bracket"}, "mixed": {"json", "bracket"}}
+
+
+def test_label_probabilities_for_a_query_match_sampled_verdicts_with_all_noise_on() -> None:
+    cfg = SimConfig.demo(seed=3)
+    judge = Judge(cfg)
+    n = 20000
+    for qhex in ("0000abcd", "7f3e0011"):
+        prompt = judge_prompt("q", make_tag("sim-strong", qhex), make_tag("sim-base", qhex))
+        expected = judge.label_probabilities_for("sim-strong", "sim-base", qhex)
+        assert math.isclose(sum(expected.values()), 1.0, rel_tol=1e-9)
+        counts = Counter(judge.verdict(prompt, key) for key in range(n))
+        for label in LABELS:
+            p = expected[label]
+            sd = math.sqrt(n * p * (1 - p))
+            assert abs(counts[label] - n * p) < 4.5 * sd + 1, (qhex, label, counts, expected)
+    # swapping the answers swaps the labels (up to the position bias, which favours A in both orders)
+    fwd = judge.label_probabilities_for("sim-strong", "sim-weak", "0000abcd")
+    back = judge.label_probabilities_for("sim-weak", "sim-strong", "0000abcd")
+    assert fwd["A>>B"] + fwd["A>B"] > 0.6 and back["B>>A"] + back["B>A"] > 0.6
