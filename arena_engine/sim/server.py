@@ -75,7 +75,11 @@ class _Simulator:
         self.latency: dict[str, Latency] = {m.name: m.latency or config.latency for m in config.models}
         self.judge = Judge(config)
         self.stats = SimStats(track_bodies=config.track_bodies, grace=config.violation_grace_s)
-        self.limit = SlidingWindowLimit(config.rpm_limit) if config.rpm_limit is not None else None
+        self.limit = (
+            SlidingWindowLimit(config.rpm_limit, config.rpm_window_s)
+            if config.rpm_limit is not None
+            else None
+        )
         self.fault_table = [(kind, rate) for kind, rate in config.faults.http_fault_rates() if rate > 0]
         self.closing = asyncio.Event()
         self._models_body = orjson.dumps(
@@ -185,6 +189,9 @@ class _Simulator:
                 return "reset", web.Response(status=500)
             if fault == "hang":
                 if await self._hang(request, config.faults.hang_seconds):
+                    # the client left or the server is closing: drop the connection without an answer
+                    if request.transport is not None:
+                        request.transport.abort()
                     return "hang_abandoned", web.Response(status=504)
             elif fault == "malformed":
                 return "200", web.Response(body=_MALFORMED_BODY, content_type=_JSON)
