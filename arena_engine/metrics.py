@@ -1,7 +1,7 @@
 """Reference metrics: ROUGE-1/2/L and BLEU-1..4 of answers against reference answers, offline.
 
 Names are EvalScope's (``Rouge-1-R`` ... ``Rouge-L-F``, ``bleu-1`` ... ``bleu-4``), so reports line
-up with its table. Everything runs in pure Python with no downloads.
+up with its table. Everything runs offline: no model, no tokenizer data, no downloads.
 
 Tokenisation (:func:`tokenize`): the text is NFKC-normalised and lower-cased; every character of a
 CJK script (Han ideographs, kana, Hangul, Bopomofo, Yi) is one token, so Chinese is scored by
@@ -29,8 +29,10 @@ Where we knowingly differ from EvalScope 1.14 (which we match in names, not digi
 
 Speed: tokens are mapped to integer ids in Python and a small numba kernel scores a batch of
 pairs (n-gram overlaps by iterated dense ranking, LCS by dynamic programming), so 10,000 answer
-pairs take a fraction of a second; ``benchmarks/bench_metrics.py`` measures it against
-``rouge-score`` + NLTK.
+pairs take well under a second; ``benchmarks/bench_metrics.py`` measures it against
+``rouge-score`` + NLTK. The kernel is compiled on first use and cached on disk (numba
+``cache=True``): the very first call after installing takes several seconds, later processes load
+the cache in well under a second; call :func:`sample_metrics` once off the event loop to warm up.
 
 Known limit: scripts without spaces other than CJK (Thai, Lao, Khmer, Myanmar) are not segmented,
 and combining marks (e.g. Devanagari vowel signs) split words.
@@ -42,7 +44,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
-from itertools import chain, islice
+from itertools import chain, count, islice
 
 import numpy as np
 from numba import njit
@@ -97,11 +99,13 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing multiplier
 
 @njit(cache=True)
 def _rank_keys(
-    keys: np.ndarray, m: int, ranks: np.ndarray, table_key: np.ndarray, table_rank: np.ndarray, bits: int
+    keys: np.ndarray, m: int, ranks: np.ndarray, table: np.ndarray, stamp: np.ndarray, call: int, bits: int
 ) -> int:  # pragma: no cover - compiled
     """Dense ranks of keys[:m] into ranks[:m] (equal keys, equal ranks); returns how many distinct.
 
-    Open addressing on a power-of-two table of at least 2*m slots, reset after use.
+    Open addressing (linear probing, Fibonacci hashing) on a table of 2**bits >= 2*m slots
+    ``table[slot] = (key, rank)``; a slot is in use only if ``stamp[slot] == call``, so a new
+    ``call`` number empties the table without touching it.
     """
     mask = (1 << bits) - 1
     shift = np.uint64(64 - bits)
@@ -110,21 +114,16 @@ def _rank_keys(
         key = keys[i]
         slot = np.int64((np.uint64(key) * _GOLDEN) >> shift)
         while True:
-            found = table_key[slot]
-            if found == key:
-                ranks[i] = table_rank[slot]
-                break
-            if found == -1:
-                table_key[slot] = key
-                table_rank[slot] = kinds
+            if stamp[slot] != call:
+                stamp[slot] = call
+                table[slot, 0] = key
+                table[slot, 1] = kinds
                 ranks[i] = kinds
                 kinds += 1
                 break
-            slot = (slot + 1) & mask
-    for i in range(m):  # reset the touched slots (and their probe chains) for the next call
-        slot = np.int64((np.uint64(keys[i]) * _GOLDEN) >> shift)
-        while table_key[slot] != -1:
-            table_key[slot] = -1
+            if table[slot, 0] == key:
+                ranks[i] = table[slot, 1]
+                break
             slot = (slot + 1) & mask
     return kinds
 
@@ -144,11 +143,11 @@ def _score_pairs(
     pred_off: np.ndarray,
     ref_ids: np.ndarray,
     ref_off: np.ndarray,
-    vocab_size: int,
+    id_bound: int,
     out: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """All metrics of each pair k (token ids pred_ids[pred_off[k]:pred_off[k+1]] against the
-    reference's) into out[k] (METRIC_NAMES order, zeros on entry)."""
+    reference's, ids in [0, id_bound)) into out[k] (METRIC_NAMES order, zeros on entry)."""
     n_pairs = out.shape[0]
     longest = 1
     for k in range(n_pairs):
@@ -157,15 +156,16 @@ def _score_pairs(
     while (1 << bits) < 2 * longest:
         bits += 1
     # scratch, allocated once per call
-    local = np.full(vocab_size, -1, np.int64)
+    local = np.full(id_bound, -1, np.int64)
     rank1 = np.empty(longest, np.int64)
     cur = np.empty(longest, np.int64)
     keys = np.empty(longest, np.int64)
     ranks = np.empty(longest, np.int64)
     count_p = np.zeros(longest, np.int64)
     count_r = np.zeros(longest, np.int64)
-    table_key = np.full(1 << bits, -1, np.int64)
-    table_rank = np.empty(1 << bits, np.int64)
+    table = np.empty((1 << bits, 2), np.int64)
+    stamp = np.zeros(1 << bits, np.int64)
+    calls = 0
     dp = np.empty(longest + 1, np.int64)
     overlaps = np.zeros(4, np.int64)
 
@@ -206,7 +206,8 @@ def _score_pairs(
                 for x in range(lp, total - n + 1):
                     keys[j] = cur[x] * n1 + rank1[x + n - 1]
                     j += 1
-                kinds = _rank_keys(keys, j, ranks, table_key, table_rank, bits)
+                calls += 1
+                kinds = _rank_keys(keys, j, ranks, table, stamp, calls, bits)
                 j = 0
                 for x in range(lp - n + 1):
                     cur[x] = ranks[j]
@@ -248,25 +249,27 @@ def _score_pairs(
             row[8 + n] = bp * overlaps[n - 1] / max(lp - n + 1, 1)
 
 
-def _flat_ids(token_lists: list[list[str]], vocab: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+def _flat_ids(
+    token_lists: list[list[str]], vocab: dict[str, int], counter: Iterator[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of all lists end to end, and the offsets of each list. Equal tokens get equal ids
+    (vocab.setdefault keeps the first id drawn from counter), so ids are exact, not hashes."""
     lengths = np.fromiter(map(len, token_lists), np.int64, count=len(token_lists))
     offsets = np.zeros(len(token_lists) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
     ids = np.fromiter(
-        map(vocab.__getitem__, chain.from_iterable(token_lists)), np.int64, count=int(offsets[-1])
+        map(vocab.setdefault, chain.from_iterable(token_lists), counter), np.int64, count=int(offsets[-1])
     )
     return ids, offsets
 
 
 def _score_chunk(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
-    pred_tokens = [tokenize(t) for t in predictions]
-    ref_tokens = [tokenize(t) for t in references]
-    unique = dict.fromkeys(chain(chain.from_iterable(pred_tokens), chain.from_iterable(ref_tokens)))
-    vocab = {tok: i for i, tok in enumerate(unique)}
-    pred_ids, pred_off = _flat_ids(pred_tokens, vocab)
-    ref_ids, ref_off = _flat_ids(ref_tokens, vocab)
-    out = np.zeros((len(pred_tokens), _N_METRICS), np.float64)
-    _score_pairs(pred_ids, pred_off, ref_ids, ref_off, len(vocab), out)
+    vocab: dict[str, int] = {}
+    counter = count()
+    pred_ids, pred_off = _flat_ids([tokenize(t) for t in predictions], vocab, counter)
+    ref_ids, ref_off = _flat_ids([tokenize(t) for t in references], vocab, counter)
+    out = np.zeros((len(predictions), _N_METRICS), np.float64)
+    _score_pairs(pred_ids, pred_off, ref_ids, ref_off, next(counter), out)
     return out
 
 
