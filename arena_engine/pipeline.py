@@ -18,6 +18,7 @@ from array import array
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -161,8 +162,7 @@ class Arena:
             names = [d.name for d in self.config.datasets]
             for m in self.config.models:
                 if m.evalscope_report is not None:
-                    found = await anyio.to_thread.run_sync(
-                        lambda m=m: load_evalscope_answers(m.evalscope_report, datasets=names))
+                    found = await anyio.to_thread.run_sync(partial(load_evalscope_answers, m.evalscope_report, datasets=names))
                     self._imported[m.name] = {(a.dataset, a.subset, str(a.index)): a for a in found}
             if not self.offline:
                 save_config(self.config, self.run_dir)
