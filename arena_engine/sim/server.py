@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from arena_engine.errors import ConfigError
 from arena_engine.sim.answers import candidate_answer, last_user_text, message_text
 from arena_engine.sim.config import Latency, SimConfig, SimModel
 from arena_engine.sim.draws import digest64, normal, uniforms
@@ -379,6 +380,11 @@ class SimServer:
         try:
             site = web.TCPSite(runner, self.host, self._port, backlog=4096)
             await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(
+                f"simulator cannot listen on {self.host}:{self._port}: {exc.strerror or exc}; pick another --port"
+            ) from None
         except BaseException:
             await runner.cleanup()
             raise
