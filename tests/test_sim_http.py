@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 import pytest
 
+from arena_engine.errors import ConfigError
 from arena_engine.sim import TAG_RE, Latency, SimConfig, SimModel, SimServer, query_hash
 
 pytestmark = pytest.mark.anyio
@@ -239,3 +240,10 @@ def test_serve_runs_standalone_until_sigterm(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+async def test_a_busy_port_is_a_clear_config_error() -> None:
+    async with SimServer(SimConfig.demo()) as first:
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{first.port}"):
+            async with SimServer(SimConfig.demo(), port=first.port):
+                pass
