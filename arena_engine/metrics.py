@@ -31,8 +31,9 @@ Speed: tokens are mapped to integer ids in Python and a small numba kernel score
 pairs (n-gram overlaps by iterated dense ranking, LCS by dynamic programming), so 10,000 answer
 pairs take well under a second; ``benchmarks/bench_metrics.py`` measures it against
 ``rouge-score`` + NLTK. The kernel is compiled on first use and cached on disk (numba
-``cache=True``): the very first call after installing takes several seconds, later processes load
-the cache in well under a second; call :func:`sample_metrics` once off the event loop to warm up.
+``cache=True``): the very first call after installing takes about 5 s of CPU, later processes load
+the cache in well under a second. The kernel releases the GIL (``nogil``), so a service can warm it
+up, or score big batches, in a worker thread without stalling its event loop.
 
 Known limit: scripts without spaces other than CJK (Thai, Lao, Khmer, Myanmar) are not segmented,
 and combining marks (e.g. Devanagari vowel signs) split words.
@@ -97,7 +98,7 @@ def tokenize(text: str) -> list[str]:
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing multiplier
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rank_keys(
     keys: np.ndarray, m: int, ranks: np.ndarray, table: np.ndarray, stamp: np.ndarray, call: int, bits: int
 ) -> int:  # pragma: no cover - compiled
@@ -128,7 +129,7 @@ def _rank_keys(
     return kinds
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _prf(overlap: int, n_pred: int, n_ref: int, out: np.ndarray, k: int, at: int) -> None:  # pragma: no cover
     """(recall, precision, F) as rouge-score computes them, into out[k, at:at+3]."""
     recall = overlap / max(n_ref, 1)
@@ -138,7 +139,7 @@ def _prf(overlap: int, n_pred: int, n_ref: int, out: np.ndarray, k: int, at: int
     out[k, at + 2] = 2.0 * precision * recall / (precision + recall) if precision + recall > 0.0 else 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _score_pairs(
     pred_ids: np.ndarray,
     pred_off: np.ndarray,
