@@ -212,7 +212,7 @@ def _list(value: Any) -> list[Any]:
 def _split_stem(
     stem: str, pairs: set[tuple[str, str]], hint: Sequence[str], known: set[str]
 ) -> tuple[str, str]:
-    for dataset, subset in pairs:
+    for dataset, subset in sorted(pairs):  # sorted: deterministic if two pairs make the same stem
         if stem == f"{dataset}_{subset}":
             return dataset, subset
     prefixed = [d for d in hint if stem.startswith(d + "_") and len(stem) > len(d) + 1]
