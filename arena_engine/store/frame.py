@@ -26,6 +26,7 @@ MIN_LINE = BODY_AT + len(b"{}") + len(b"}\n")  # 63 bytes, newline included
 
 _LINE_FMT = b'{"k":"%s","c":"%08x","r":%s}\n'
 _HEX32 = re.compile(rb"[0-9a-f]{32}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
@@ -42,7 +43,7 @@ def encode_record(record: dict[str, Any]) -> bytes:
 
 def _scrub_surrogates(obj: Any) -> Any:
     if isinstance(obj, str):
-        return obj.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return _SURROGATE.sub("\ufffd", obj)
     if isinstance(obj, dict):
         return {_scrub_surrogates(k): _scrub_surrogates(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -82,7 +83,7 @@ def parse_line(line: bytes) -> tuple[bytes, bytes] | None:
 
 def key_of(line: bytes) -> bytes | None:
     """The key at the start of a line whose opening frame is intact (even if the rest is damaged)."""
-    if not line.startswith(P0) or line[KEY_END:CRC_AT] != P1:
+    if not line.startswith(P0) or line[KEY_END : KEY_END + 1] != b'"':
         return None
     raw = line[KEY_AT:KEY_END]
     if not _HEX32.fullmatch(raw):

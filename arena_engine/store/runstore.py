@@ -101,6 +101,7 @@ class _Kind:
     index: KeyIndex
     side: sidecar.SidecarWriter
     pending: deque[tuple[int, int, int, int, int]] = field(default_factory=deque)  # rows not in the sidecar
+    side_stale: bool = False  # the sidecar lists a record found damaged: emptied, next open rescans
     unreadable: dict[bytes, CorruptLine] = field(default_factory=dict)
 
 
@@ -363,6 +364,12 @@ class RunStore:
 
     def _unreadable_now(self, k: _Kind, key: bytes, line: int) -> None:
         k.index.kill(key)
+        # The sidecar still calls that line a record; empty it so the next open scans the file, which
+        # tells the damaged line from the copy that will be stored again.
+        with self._sync_lock:
+            if not k.side_stale:
+                k.side_stale = True
+                k.side.keep(0)
         c = CorruptLine(k.path, line, "record damaged since it was indexed (bad frame or checksum)", key)
         k.unreadable[key] = c
         self.corrupt += 1
@@ -422,15 +429,16 @@ class RunStore:
         for i in np.flatnonzero(flags).tolist():
             row = rows[i]
             line = int(row["line"])
+            if i + 1 < len(rows) and int(rows[i + 1]["line"]) == line:
+                reason = "damaged text before a valid record on the same line (the record is kept)"
+            elif row["len"] & NOKEY:
+                reason = "damaged line (not a readable checkpoint record)"
+            else:
+                reason = "damaged record (bad frame or checksum)"
             if row["len"] & NOKEY:
-                c = CorruptLine(k.path, line, "damaged line (not a readable checkpoint record)")
+                c = CorruptLine(k.path, line, reason)
             else:
                 key = join_key(int(row["hi"]), int(row["lo"]))
-                glued = i + 1 < len(rows) and int(rows[i + 1]["line"]) == line
-                if glued:
-                    reason = "damaged text before a valid record on the same line (the record is kept)"
-                else:
-                    reason = "damaged record (bad frame or checksum)"
                 present = k.index.find(key) is not None
                 c = CorruptLine(k.path, line, reason, key, superseded=present)
                 if not present:
@@ -490,7 +498,7 @@ class RunStore:
                         while True:
                             rows.append(k.pending.popleft())
                     self._fsync(k.fd)
-                    if rows:
+                    if rows and not k.side_stale:
                         k.side.append(make_entries(rows))
                         self._fsync(k.side.fd)
             except OSError as exc:
