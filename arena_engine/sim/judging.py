@@ -1,0 +1,128 @@
+"""What the simulated judge says: a verdict drawn from a Bradley-Terry model of the two answers' qualities.
+
+The judge reads the `[sim:...]` tags out of the last user message (first tag = answer A, second = B; an
+answer without a tag counts as quality 0) and draws from an ordered-logistic (Bradley-Terry with ties)
+model. Pure functions of the config, the prompt and a request key: no I/O, no global state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import orjson
+
+from arena_engine.sim.answers import TAG_RE
+from arena_engine.sim.config import SimConfig
+from arena_engine.sim.draws import normal, text_key, uniforms
+
+LABELS: tuple[str, ...] = ("A>>B", "A>B", "A=B", "B>A", "B>>A")
+
+_REASONS = {
+    "A>>B": "Assistant A answers the question far more completely and accurately; Assistant B misses the point.",
+    "A>B": "Assistant A is somewhat more complete and better focused than Assistant B.",
+    "A=B": "Both assistants give answers of similar quality and coverage.",
+    "B>A": "Assistant B is somewhat more complete and better focused than Assistant A.",
+    "B>>A": "Assistant B answers the question far more completely and accurately; Assistant A misses the point.",
+}
+
+
+def tie_margin(tie_rate: float) -> float:
+    """The cut point m with P(|Logistic| <= m) = tie_rate, i.e. the tie probability at equal strengths."""
+    return math.log((1.0 + tie_rate) / (1.0 - tie_rate))
+
+
+def _sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def label_probabilities(logit: float, tie_rate: float, strong_margin: float) -> dict[str, float]:
+    """P(label) for a latent logit (A's advantage) without judge noise: the exact ordered-logistic model."""
+    m1 = tie_margin(tie_rate)
+    m2 = m1 + strong_margin
+    # P(y > c) with y = logit + Logistic(0, 1) is sigmoid(logit - c).
+    p_gt = [_sigmoid(logit - c) for c in (m2, m1, -m1, -m2)]
+    return {
+        "A>>B": p_gt[0],
+        "A>B": p_gt[1] - p_gt[0],
+        "A=B": p_gt[2] - p_gt[1],
+        "B>A": p_gt[3] - p_gt[2],
+        "B>>A": 1.0 - p_gt[3],
+    }
+
+
+class Judge:
+    """Verdict drawing for one config (caches model qualities and per-(model, query) strengths)."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self._config = config
+        self._quality: Mapping[str, float] = {m.name: m.quality for m in config.models}
+        self._m1 = tie_margin(config.tie_rate)
+        self._m2 = self._m1 + config.strong_margin
+
+    def query_scale(self, qhex: str) -> float:
+        """Per-query difficulty: how strongly the quality gap shows on this query."""
+        spread = self._config.difficulty_spread
+        (u,) = uniforms(self._config.seed, int(qhex, 16), 0x5CA1E, 1)
+        return 1.0 - spread + 2.0 * spread * u
+
+    def strength(self, model: str, qhex: str) -> float:
+        """A model's latent strength on one query: its quality plus a per-(model, query) deviation."""
+        base = self._quality.get(model, 0.0)
+        if self._config.answer_noise == 0.0:
+            return base
+        (u,) = uniforms(self._config.seed, text_key("strength", model, qhex), 0, 1)
+        return base + self._config.answer_noise * normal(u)
+
+    def logit(self, prompt: str) -> float:
+        """A's advantage before per-request noise, read from the tags in `prompt`."""
+        tags = TAG_RE.findall(prompt)
+        a = tags[0] if tags else None
+        b = tags[1] if len(tags) > 1 else None
+        qhex = a[1] if a else (b[1] if b else None)
+        sa = self.strength(a[0], a[1]) if a else 0.0
+        sb = self.strength(b[0], b[1]) if b else 0.0
+        scale = self.query_scale(qhex) if qhex else 1.0
+        return scale * (sa - sb) + self._config.position_bias
+
+    def verdict(self, prompt: str, request_key: int) -> str:
+        """One of LABELS, deterministic in (config seed, request_key, prompt)."""
+        u_noise, u_logistic = uniforms(self._config.seed, request_key, 0x7E4D1C7, 2)
+        y = self.logit(prompt) + self._config.judge_noise * normal(u_noise)
+        u = min(max(u_logistic, 1e-12), 1.0 - 1e-12)
+        y += math.log(u / (1.0 - u))
+        if y > self._m2:
+            return "A>>B"
+        if y > self._m1:
+            return "A>B"
+        if y >= -self._m1:
+            return "A=B"
+        if y >= -self._m2:
+            return "B>A"
+        return "B>>A"
+
+
+def render_verdict(label: str, as_json: bool) -> str:
+    """The judge's message content for a verdict, in the JSON form or the `[[label]]` bracket form."""
+    reason = _REASONS[label]
+    if as_json:
+        return orjson.dumps({"reasoning": reason, "verdict": label}).decode()
+    return f"{reason}\n\nMy final verdict is: [[{label}]]"
+
+
+def render_bad_verdict(u: float, as_json: bool) -> str:
+    """An unparseable verdict: no label at all, or two different labels (chosen by `u`)."""
+    if u < 0.5:
+        if as_json:
+            return orjson.dumps(
+                {"reasoning": "Both answers have merits; I cannot decide.", "verdict": "unsure"}
+            ).decode()
+        return "Both answers have merits and weaknesses; I cannot decide which is better."
+    if as_json:
+        return orjson.dumps(
+            {"reasoning": "First I thought [[A>B]], then [[B>A]].", "verdict": "A>B or B>A"}
+        ).decode()
+    return "At first glance [[A>B]], but on reflection [[B>A]]."
