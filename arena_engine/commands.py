@@ -27,25 +27,35 @@ class Interrupted(Exception):
 
 
 async def _until_signal(fn: Callable[[], Awaitable[T]]) -> T:
-    """Run ``fn``; on SIGINT/SIGTERM cancel it (cleanup runs shielded) and raise :class:`Interrupted`."""
+    """Run ``fn``; on SIGINT/SIGTERM cancel it (cleanup runs shielded) and raise :class:`Interrupted`.
+
+    The handlers stay installed until ``fn`` has finished cleaning up, and once interrupted the process
+    ignores both signals on its way out: a repeated signal (an impatient Ctrl-C, a supervisor's second
+    SIGTERM) never meets the default handler, which would end the process before the run folder is
+    closed, with status -15 and no message.
+    """
     result: list[T] = []
     interrupted = False
-    async with anyio.create_task_group() as tg:
+    body_scope = anyio.CancelScope()
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
 
-        async def watch() -> None:
-            nonlocal interrupted
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async def watch() -> None:
+                nonlocal interrupted
                 async for _ in signals:
                     interrupted = True
-                    tg.cancel_scope.cancel()
-                    return
+                    body_scope.cancel()
 
-        async def body() -> None:
-            result.append(await fn())
-            tg.cancel_scope.cancel()
+            async def body() -> None:
+                with body_scope:
+                    result.append(await fn())
+                tg.cancel_scope.cancel()
 
-        tg.start_soon(watch)
-        tg.start_soon(body)
+            tg.start_soon(watch)
+            tg.start_soon(body)
+    if interrupted:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
     if interrupted or not result:
         raise Interrupted()
     return result[0]
