@@ -94,7 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return _dispatch(args)
+        try:
+            return _dispatch(args)
+        except ExceptionGroup as group:  # a task group's wrapping (e.g. `report` on a bad dataset line)
+            from .commands import _unwrap
+
+            raise _unwrap(group) from None
     except ArenaError as exc:
         if debug:
             traceback.print_exc()
