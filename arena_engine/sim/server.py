@@ -132,8 +132,9 @@ class _Simulator:
             )
         occurrence = self.stats.arrive(name, body_key)
         outcome = ["500"]  # how the request ended, for the stats (the hang marks itself before waiting)
+        broken: list[bool] = []  # a 200 made unusable on purpose: a client is right to send it again
         try:
-            outcome[0], response = await self._answer(request, data, model, body_key, occurrence, outcome)
+            outcome[0], response = await self._answer(request, data, model, body_key, occurrence, outcome, broken)
             return response
         except asyncio.CancelledError:
             # the client went away (our runners cancel handlers on disconnect)
@@ -141,7 +142,7 @@ class _Simulator:
                 outcome[0] = "client_gone"
             raise
         finally:
-            self.stats.done(body_key, outcome[0])
+            self.stats.done(body_key, outcome[0], usable=not broken)
 
     # -- the simulated behaviour ----------------------------------------------------------------------
 
@@ -153,6 +154,7 @@ class _Simulator:
         body_key: int,
         occurrence: int,
         outcome: list[str],
+        broken: list[bool],
     ) -> tuple[str, web.StreamResponse]:
         config = self.config
         if self.limit is not None:
@@ -207,8 +209,10 @@ class _Simulator:
                         request.transport.abort()
                     return "hang_abandoned", web.Response(status=504)
             elif fault == "malformed":
+                broken.append(True)
                 return "200", web.Response(body=_MALFORMED_BODY, content_type=_JSON)
             elif fault == "no_choices":
+                broken.append(True)
                 body = {
                     "id": f"chatcmpl-sim-{body_key:016x}-{occurrence}",
                     "object": "chat.completion",
@@ -217,7 +221,7 @@ class _Simulator:
                     "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
                 }
                 return "200", web.Response(body=orjson.dumps(body), content_type=_JSON)
-        return "200", self._completion(data, model, body_key, occurrence, u_bad, u_form)
+        return "200", self._completion(data, model, body_key, occurrence, u_bad, u_form, broken)
 
     async def _hang(self, request: web.Request, seconds: float) -> bool:
         """Sleep `seconds` or until the client goes away / the server shuts down; True if abandoned."""
@@ -245,6 +249,7 @@ class _Simulator:
         occurrence: int,
         u_bad: float,
         u_form: float,
+        broken: list[bool],
     ) -> web.Response:
         config = self.config
         messages = data["messages"]
@@ -262,6 +267,7 @@ class _Simulator:
             bad = config.faults.rate_bad_verdict > 0 and u_bad < config.faults.rate_bad_verdict
             if bad:
                 self.stats.fault("bad_verdict")
+                broken.append(True)
             for i in range(n):
                 if bad:
                     contents.append(render_bad_verdict(u_form, as_json))

@@ -1,8 +1,9 @@
 """Request counters of the simulated endpoint, for tests and benchmarks (sync bookkeeping, O(1) per request).
 
-Per distinct request body (keyed by an 8-byte digest) it counts arrivals and 200 answers, so tests can
-check that a client never re-sends a request that already succeeded (`duplicate_200`), and it checks
-that clients honour Retry-After:
+Per distinct request body (keyed by an 8-byte digest) it counts arrivals and usable 200 answers, so
+tests can check that a client never re-sends a request that already succeeded (`duplicate_200`; a 200
+the simulator broke on purpose, a malformed body, no choices or a garbage verdict, is no success: a
+client is right to send that body again), and it checks that clients honour Retry-After:
 
 - `retry_after_violations`: arrivals of a body before the Retry-After that body was given has passed;
 - `endpoint_retry_after_violations`: arrivals while any 429-imposed wait is running, more than
@@ -97,11 +98,13 @@ class SimStats:
         self._bodies[body_key] = packed + 1
         return occurrence
 
-    def done(self, body_key: int, status: str) -> None:
-        """Count how a request ended: an HTTP status ('200', '429', ...), 'reset' or 'hang_abandoned'."""
+    def done(self, body_key: int, status: str, *, usable: bool = True) -> None:
+        """Count how a request ended: an HTTP status ('200', '429', ...), 'reset' or 'hang_abandoned'.
+
+        ``usable=False`` marks a 200 broken on purpose; it does not make the body "answered"."""
         self.in_flight -= 1
         self.status[status] = self.status.get(status, 0) + 1
-        if status == "200" and self._track_bodies:
+        if status == "200" and usable and self._track_bodies:
             packed = self._bodies.get(body_key, 0)
             if packed >> 32:
                 self.duplicate_200 += 1
