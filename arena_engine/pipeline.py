@@ -423,11 +423,14 @@ class Arena:
             self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None, "not judged yet"))
             return
         else:
-            rec = await self._ask_judge(messages, params)
+            rec, error = await self._ask_judge(messages, params)
             if rec is None:
+                self._record_failure("judgment", cfg.name, q, error, candidate=cand, opponent=opp,
+                                     candidate_is_a=candidate_is_a)
                 stage.done += 1
                 stage.failed += 1
-                self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None, "judge request failed"))
+                self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None,
+                                        f"judge request failed: {error.error}"))
                 return
             rec.update({
                 "judge": cfg.name, "dataset": q.dataset, "subset": q.subset, "query_id": q.id,
@@ -445,8 +448,10 @@ class Arena:
         self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, outcome,
                                 None if outcome is not None else f"unparseable verdict: {rec.get('error')}", key.hex()))
 
-    async def _ask_judge(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any] | None:
-        """Ask the judge, retrying unparseable answers; None if the request itself failed for good."""
+    async def _ask_judge(self, messages: list[dict[str, Any]],
+                         params: dict[str, Any]) -> tuple[dict[str, Any] | None, ChatResult]:
+        """Ask the judge, retrying unparseable answers; (None, the failed result) if the request itself
+        failed for good (the caller records it with its reason)."""
         client = self._clients["\0judge"]
         usage = self.usage["\0judge"]
         tries = 1 + self.config.judge.parse_retries
@@ -457,9 +462,7 @@ class Arena:
             result = await client.chat(messages, params)
             self._account(usage, result)
             if not result.ok:
-                self._failures += 1
-                log.warning("judge request failed: %s", result.error)
-                return None
+                return None, result
             prompt_tokens += result.prompt_tokens
             completion_tokens += result.completion_tokens
             try:
@@ -469,11 +472,11 @@ class Arena:
                 continue
             return {"verdict": parsed.verdict.label, "reasoning": parsed.reasoning, "raw": result.content,
                     "error": None, "tries": attempt, "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens, "latency": round(result.latency, 6)}
+                    "completion_tokens": completion_tokens, "latency": round(result.latency, 6)}, result
         assert result is not None
         return {"verdict": None, "reasoning": "", "raw": result.content, "error": reason, "tries": tries,
                 "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                "latency": round(result.latency, 6)}
+                "latency": round(result.latency, 6)}, result
 
     # -------------------------------------------------------------------------------------- results
 
