@@ -123,7 +123,10 @@ def _scan_chunk(
     cand = np.flatnonzero((lens >= MIN_LINE) & (arr[np.maximum(ends - 1, 0)] == ord("}")))
     s = starts[cand]
     # The first BODY_AT + 1 bytes of each candidate line, gathered as rows of a sliding window view.
-    head = np.lib.stride_tricks.sliding_window_view(arr, BODY_AT + 1)[s]
+    if n > BODY_AT:
+        head = np.lib.stride_tricks.sliding_window_view(arr, BODY_AT + 1)[s]
+    else:  # only short lines (a blank line after the indexed ones): none of them can be a record
+        head = np.empty((0, BODY_AT + 1), np.uint8)
     good = (head[:, _FRAME_POS] == _FRAME_VAL).all(axis=1)
     nib_key = _HEX_LUT[head[:, KEY_AT:KEY_END]]
     nib_crc = _HEX_LUT[head[:, CRC_AT:CRC_END]]
