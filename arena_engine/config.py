@@ -152,7 +152,7 @@ class _Reader:
     def done(self) -> None:
         unknown = sorted(set(self.table) - self.seen)
         if unknown:
-            raise ConfigError(f"{self.source}: unknown key '{self.where(unknown[0])}'" + (f" (and {unknown[1:]})" if unknown[1:] else ""))
+            raise ConfigError(f"{self.source}: unknown key {self.where(unknown[0])!r}" + (f" (and {unknown[1:]})" if unknown[1:] else ""))
 
 
 def _endpoint(r: _Reader, name: str) -> Endpoint:
@@ -166,30 +166,28 @@ def _endpoint(r: _Reader, name: str) -> Endpoint:
             f"{r.source}: '{r.where('api_key')}' is not allowed: keys never sit in config files; "
             f"put the key in an environment variable and name it with 'api_key_env'"
         )
-    limits = Limits(
-        concurrency=r.positive("concurrency", int, 32),
-        rpm=r.positive("rpm", float, None),
-        tpm=r.positive("tpm", float, None),
-        adaptive=r.get("adaptive_concurrency", bool, False),
-    )
-    retry = RetryPolicy(
-        max_attempts=r.positive("max_attempts", int, RetryPolicy.max_attempts),
-        max_time=r.positive("retry_max_time", float, RetryPolicy.max_time),
-    )
-    timeouts = Timeouts(
-        connect=r.positive("connect_timeout", float, Timeouts.connect),
-        read=r.positive("read_timeout", float, Timeouts.read),
-        total=r.positive("timeout", float, Timeouts.total),
-    )
-    return Endpoint(
-        name=name,
-        api_url=api_url,
-        model=r.get("model", str, name),
-        api_key_env=r.get("api_key_env", str, None),
-        limits=limits,
-        retry=retry,
-        timeouts=timeouts,
-    )
+    concurrency = r.positive("concurrency", int, 32)
+    rpm, tpm = r.positive("rpm", float, None), r.positive("tpm", float, None)
+    adaptive = r.get("adaptive_concurrency", bool, False)
+    max_attempts = r.positive("max_attempts", int, RetryPolicy.max_attempts)
+    max_time = r.positive("retry_max_time", float, RetryPolicy.max_time)
+    connect = r.positive("connect_timeout", float, Timeouts.connect)
+    read = r.positive("read_timeout", float, Timeouts.read)
+    total = r.positive("timeout", float, Timeouts.total)
+    model = r.get("model", str, name)
+    api_key_env = r.get("api_key_env", str, None)
+    try:  # the value objects check more (an empty name or model, ...): say which file and table
+        return Endpoint(
+            name=name,
+            api_url=api_url,
+            model=model,
+            api_key_env=api_key_env,
+            limits=Limits(concurrency=concurrency, rpm=rpm, tpm=tpm, adaptive=adaptive),
+            retry=RetryPolicy(max_attempts=max_attempts, max_time=max_time),
+            timeouts=Timeouts(connect=connect, read=read, total=total),
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{r.source}: {r.path or 'the top level'}: {exc}") from None
 
 
 def _generation(r: _Reader) -> dict[str, Any]:
