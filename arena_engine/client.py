@@ -320,8 +320,9 @@ def estimate_tokens(messages: Sequence[Mapping[str, Any]], params: Mapping[str, 
     return chars // 4 + 4 * len(messages) + completion
 
 
-def _server_message(raw: bytes) -> str:
-    """The server's error message from an OpenAI-style error body, or the body's start."""
+def _server_message(raw: bytes, scrub: Callable[[str], str] = str) -> str:
+    """The server's error message from an OpenAI-style error body, or the body's start; ``scrub`` runs
+    before it is cut short (a key echoed back and cut in half would escape a later scrub)."""
     message: Any = None
     try:
         data = orjson.loads(raw)
@@ -337,7 +338,7 @@ def _server_message(raw: bytes) -> str:
             message = data.get("message") or data.get("detail")
     if not isinstance(message, str):
         message = raw.decode("utf-8", "replace")
-    message = " ".join(message.split())
+    message = " ".join(scrub(message).split())
     if len(message) > MAX_ERROR_MESSAGE:
         message = message[: MAX_ERROR_MESSAGE - 3] + "..."
     return message
@@ -527,7 +528,7 @@ class ChatClient:
         kind = classify_status(status)
         if kind == "done":  # another 2xx: parse it the same way
             return self._parse_success(raw)
-        reason = f"http_{status}: {_server_message(raw)}"
+        reason = f"http_{status}: {_server_message(raw, self._scrub)}"
         if kind == "fatal":
             return RetryDecision("fatal", reason), status, None, None
         if status == 429:
