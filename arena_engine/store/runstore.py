@@ -158,8 +158,11 @@ class RunStore:
         """Lock the folder, repair and index its checkpoint files. Raises CheckpointError if in use."""
         if self._open:
             return self
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._take_lock()
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
+        except OSError as exc:  # a read-only or full disk, a file where the folder should be
+            raise CheckpointError(f"cannot use run folder {self.run_dir}: {exc.strerror or exc}") from exc
         try:
             ck = self.run_dir / CHECKPOINT_DIR
             if not ck.is_dir():
@@ -168,9 +171,11 @@ class RunStore:
             for path in sorted(ck.glob("*.jsonl")):
                 if KIND_PATTERN.fullmatch(path.stem):
                     self._kinds[path.stem] = self._load(path)
-        except BaseException:
+        except BaseException as exc:
             self._close_files()
             self._release_lock()
+            if isinstance(exc, OSError):
+                raise CheckpointError(f"cannot open the checkpoints of {self.run_dir}: {exc.strerror or exc}") from exc
             raise
         self._open = True
         self._stopping = False
@@ -539,8 +544,12 @@ class RunStore:
         except OSError as exc:
             os.close(fd)
             raise CheckpointError(f"cannot lock run folder {self.run_dir}: {exc.strerror or exc}") from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:  # a full disk: do not keep the lock of a store that failed to open
+            os.close(fd)
+            raise
         self._lock_fd = fd
 
     def _release_lock(self) -> None:
