@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import asdict
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 
 from .config import RunConfig, config_from_dict
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.json"
 REPORT_DIR = "report"
@@ -81,10 +82,15 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
 
 
 def save_config(cfg: RunConfig, run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / (CONFIG_FILE + ".tmp")
-    tmp.write_bytes(orjson.dumps(config_to_dict(cfg), option=orjson.OPT_INDENT_2))
-    os.replace(tmp, run_dir / CONFIG_FILE)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(orjson.dumps(config_to_dict(cfg), option=orjson.OPT_INDENT_2))
+        os.replace(tmp, run_dir / CONFIG_FILE)
+    except OSError as exc:  # a full or read-only disk: the old config.json stays as it was
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise CheckpointError(f"cannot save the config in {run_dir}: {exc.strerror or exc}") from exc
 
 
 def load_run_config(run_dir: Path) -> RunConfig:

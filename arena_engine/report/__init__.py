@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
+from ..errors import CheckpointError
 from ..pipeline import ArenaResults
 from ..runfolder import REPORT_DIR
 from ..store import CHECKPOINT_DIR, RunStore
@@ -31,6 +33,16 @@ def write_reports(results: ArenaResults, store: RunStore | None = None) -> dict[
     report whose browser lists battles and verdicts without texts.
     """
     out = results.run_dir / REPORT_DIR
+    try:
+        return _write_reports(results, store, out)
+    except OSError as exc:  # a full or read-only disk: say so in one line, leave no half-written file
+        for tmp in out.glob("*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise CheckpointError(f"cannot write the reports in {out}: {exc.strerror or exc}") from exc
+
+
+def _write_reports(results: ArenaResults, store: RunStore | None, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "report_table": out / "report_table.txt",
