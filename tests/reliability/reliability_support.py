@@ -8,22 +8,27 @@ nothing to another, so one simulator per client is what makes that counter meani
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import io
 import os
+import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
+from aiohttp import web
 
 from arena_engine.client import Endpoint
 from arena_engine.config import RunConfig, config_from_dict
 from arena_engine.demo import write_demo_dataset
-from arena_engine.sim import Faults, Latency, SimConfig, SimModel
+from arena_engine.sim import Faults, Latency, SimConfig, SimModel, make_app
 from arena_engine.sim.process import SimProcess
+from arena_engine.sim.server import SIM_KEY
 from arena_engine.store.frame import parse_line
 
 BASE, CAND, JUDGE = "base", "cand", "judge"
@@ -214,3 +219,54 @@ def usable_200(stats: dict[str, Any]) -> int:
 def file_digests(folder: Path) -> dict[str, bytes]:
     """Relative path -> content of every file under ``folder`` (small run folders only)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@contextlib.contextmanager
+def threaded_sim(config: SimConfig) -> Iterator[tuple[str, Callable[[], dict[str, Any]]]]:
+    """The simulator on its own event loop in a thread: for code that runs its own loop in this process
+    (``cli.main``) or in a child process. Yields the base URL and a function returning the stats."""
+    app = make_app(config)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def stats() -> dict[str, Any]:
+        return asyncio.run_coroutine_threadsafe(_snapshot(app), loop).result(10)
+
+    try:
+        yield url, stats
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+
+async def _snapshot(app: web.Application) -> dict[str, Any]:
+    return app[SIM_KEY].stats.snapshot()
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """``cli.main`` in this process (the CLI's own code path without an interpreter start): (status,
+    stdout, stderr)."""
+    from arena_engine import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> str:
+    """Exit status 2 and exactly one line on stderr, 'arena-engine: error: ...', holding each needle."""
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("arena-engine: error: "), err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]

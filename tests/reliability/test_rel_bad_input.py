@@ -10,7 +10,6 @@ warning naming file:line, keeps every valid record, and only a torn last line is
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import shutil
@@ -28,9 +27,17 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from reliability_support import ENDPOINTS, clean_sim, config_dict, dataset, file_digests, read_checkpoints
+from reliability_support import (
+    ENDPOINTS,
+    assert_one_line_error,
+    clean_sim,
+    config_dict,
+    dataset,
+    file_digests,
+    read_checkpoints,
+    run_cli,
+)
 
-from arena_engine import cli
 from arena_engine.config import load_config
 from arena_engine.datasets import iter_queries
 from arena_engine.errors import ArenaError, ConfigError, DatasetError
@@ -103,23 +110,6 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Finished:
     return Finished(root, data, root / "arena.toml", run_dir)
 
 
-def _cli(*args: str) -> tuple[int, str, str]:
-    """cli.main in this process (the CLI's own code path, without an interpreter start per example)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(list(args))
-    return code, out.getvalue(), err.getvalue()
-
-
-def _assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("arena-engine: error: "), err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-
-
 @contextlib.contextmanager
 def _unchanged(folder: Path) -> Iterator[None]:
     before = file_digests(folder)
@@ -187,10 +177,10 @@ def test_a_bad_dataset_line_is_one_clear_error_and_leaves_the_run_folder_alone(
             assert n >= 16
         # the CLI on the finished run folder: one line naming the file and line, and nothing touched
         with _unchanged(finished.run_dir):
-            code, _, err = _cli("run", str(finished.config), "--quiet")
-            _assert_one_line_error(code, err, f"{path}:")
-            code, _, err = _cli("report", str(finished.run_dir))
-            _assert_one_line_error(code, err, f"{path}:")
+            code, _, err = run_cli("run", str(finished.config), "--quiet")
+            assert_one_line_error(code, err, f"{path}:")
+            code, _, err = run_cli("report", str(finished.run_dir))
+            assert_one_line_error(code, err, f"{path}:")
     finally:
         path.write_bytes(original)
 
@@ -260,8 +250,8 @@ def test_a_bad_config_is_one_clear_error_naming_file_and_key(finished: Finished,
         else:
             assume(False)  # the change was valid
         with _unchanged(finished.run_dir):
-            code, _, err = _cli("run", str(path), "--quiet")
-            _assert_one_line_error(code, err, str(path))
+            code, _, err = run_cli("run", str(path), "--quiet")
+            assert_one_line_error(code, err, str(path))
 
 
 @FUZZ
@@ -281,8 +271,8 @@ def test_a_damaged_config_file_is_one_clear_error(finished: Finished, cut: int, 
             else:
                 continue
             with _unchanged(finished.run_dir):
-                code, _, err = _cli("run", str(path), "--quiet")
-                _assert_one_line_error(code, err, str(path))
+                code, _, err = run_cli("run", str(path), "--quiet")
+                assert_one_line_error(code, err, str(path))
 
 
 # -------------------------------------------------------------------------------- checkpoint lines
@@ -334,7 +324,7 @@ def test_a_damaged_checkpoint_line_is_reported_with_file_and_line_and_nothing_va
                         assert store.get(kind_, k) == r, "a valid record was lost"
                 assert store.count(kind) == len(original.lines[kind]) + _valid(line)
             # rebuilding the reports from this folder works, and the log says which line was bad
-            code, _, err = _cli("report", str(run_dir))
+            code, _, err = run_cli("report", str(run_dir))
         finally:
             logging.getLogger("arena_engine").removeHandler(handler)
         assert code == 0, err
@@ -380,7 +370,7 @@ def test_the_real_command_prints_one_line_without_traceback_for_bad_input(finish
         ):
             proc = subprocess.run([sys.executable, "-m", "arena_engine.cli", *args], capture_output=True,
                                   text=True, timeout=120, check=False)
-            _assert_one_line_error(proc.returncode, proc.stderr, needle)
+            assert_one_line_error(proc.returncode, proc.stderr, needle)
     # the library raises the same errors as ArenaError subclasses
     with pytest.raises(ArenaError):
         load_config(bad_config)
