@@ -161,7 +161,7 @@ def test_all_faults_at_once_end_every_game_once_with_the_fault_free_verdicts(
     _check_no_duplicates(ck)
     _check_same_as_reference(ck, ref)
     decided = [g for g in results.games if g.outcome is not None]
-    assert len(decided) >= 0.85 * GAMES, f"only {len(decided)} of {GAMES} games decided"
+    assert len(decided) >= 0.75 * GAMES, f"only {len(decided)} of {GAMES} games decided"
     assert all(ref_games[_key(g)] == g.outcome for g in decided)
     # each stored answer came from exactly one usable 200
     assert len(ck.records("generations")) == usable_200(stats[BASE]) + usable_200(stats[CAND])
@@ -236,7 +236,7 @@ def test_sigkill_during_a_faulty_run_then_completion_matches_the_uninterrupted_r
     ck = read_checkpoints(run_dir)
     _check_no_duplicates(ck)
     _check_same_as_reference(ck, ref)
-    assert len(answers(ck)) >= 0.9 * 2 * QUERIES and len(verdicts(ck)) >= 0.85 * GAMES
+    assert len(answers(ck)) >= 0.9 * 2 * QUERIES and len(verdicts(ck)) >= 0.75 * GAMES
     # answers the kills lost (answered, never stored) are the only ones a rerun may ask for again
     stored = len(ck.records("generations")) + len(verdicts(ck))
     lost = sum(usable_200(s) for s in stats.values()) - stored
