@@ -1,0 +1,284 @@
+"""Soak: arenas back to back for N minutes at 1,000+ requests/s through the simulator's fault mix.
+
+The simulator runs in its own process (SimProcess): 5 ms latency, every fault mode at once (429 with
+Retry-After, 500/502/503, resets, hangs cut by a 1 s read timeout, malformed bodies, empty choices,
+garbage verdicts). This process runs the library's Arena, round after round, each round on its own
+freshly generated queries (distinct request bodies) in its own run folder, as a long-lived service
+would, until the time is up. RSS is sampled every 2 s.
+
+Why rounds: one arena keeps a small row per game (and per request latency) until it rates them at the
+end, so within one arena memory grows with the results by design (about 0.3-0.5 kB per query). A leak
+shows as growth from round to round; the figure is the peak RSS of the last round against the peak of
+the first round after warm-up (round 1 includes numba's compiles).
+
+After each round the run folder's checkpoint files are read back line by line and compared with the
+simulator's counters:
+
+- lost: usable 200 answers (not the simulator's deliberately broken ones) that are not in the
+  checkpoints (bar: 0);
+- duplicated: keys stored twice in a checkpoint file, plus requests the simulator answered 200 again
+  after a usable answer (bar: 0 and 0);
+- every game ends decided or excluded with a reason; requests that failed for good have a failure record.
+
+Per-body Retry-After violations are counted too; the endpoint-wide counter is not (three clients share
+one simulator, and a 429 told to one client says nothing to the others).
+
+    python benchmarks/soak.py [--minutes 10] [--queries-per-round 12000] [--concurrency 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+
+from arena_engine.config import config_from_dict
+from arena_engine.pipeline import Arena, ArenaResults
+from arena_engine.sim import Faults, Latency, SimConfig, SimModel
+from arena_engine.sim.process import SimProcess
+from arena_engine.store.frame import parse_line
+
+MODELS = (("soak-base", 0.0), ("soak-cand", 0.7))
+JUDGE = "soak-judge"
+FAULTS = Faults(
+    rate_429=0.02, retry_after="both", retry_after_s=0.02,
+    rate_500=0.005, rate_502=0.005, rate_503=0.01,
+    rate_reset=0.005, rate_hang=0.002, hang_seconds=30.0,
+    rate_malformed=0.005, rate_no_choices=0.001,
+    rate_bad_verdict=0.02,
+)
+RSS_BAR = 0.10
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status", "rb") as fh:
+        for line in fh:
+            if line.startswith(b"VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class RssSampler(threading.Thread):
+    """RSS every ``interval`` seconds, tagged with the round running at the time."""
+
+    def __init__(self, interval: float = 2.0) -> None:
+        super().__init__(daemon=True, name="rss sampler")
+        self.interval = interval
+        self.round = 0
+        self.samples: list[tuple[float, int, float]] = []
+        self._halt = threading.Event()
+        self._t0 = time.monotonic()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            self.samples.append((time.monotonic() - self._t0, self.round, rss_mb()))
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+    def peak(self, round_no: int) -> float:
+        return max((r for _, n, r in self.samples if n == round_no), default=float("nan"))
+
+
+@dataclass
+class Round:
+    number: int
+    queries: int
+    seconds: float
+    requests: int
+    records: int
+    lost: int
+    duplicated_keys: int
+    duplicate_200: int
+    retry_after_violations: int
+    games: int
+    request_seconds: float  # first to last request the simulator saw
+    cpu_us: float  # this process's CPU per request
+    excluded: Counter[str] = field(default_factory=Counter)
+    failures: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+
+
+def write_round_dataset(folder: Path, round_no: int, n: int) -> None:
+    """Distinct questions per round (so each round's request bodies are new to the simulator)."""
+    folder.mkdir(parents=True)
+    half = n // 2
+    (folder / "arena.jsonl").write_bytes(b"".join(
+        orjson.dumps({"query": f"Round {round_no}, question {i}: how would you approach topic {i % 97}?"}) + b"\n"
+        for i in range(half)))
+    (folder / "example.jsonl").write_bytes(b"".join(
+        orjson.dumps({"query": f"Round {round_no}, fact {i}?", "response": f"Fact {i} is {i * 7}."}) + b"\n"
+        for i in range(n - half)))
+
+
+def read_checkpoints(run_dir: Path) -> tuple[dict[str, list[dict[str, Any]]], int]:
+    """Records per kind, and the number of keys stored more than once."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    dup = 0
+    for path in sorted((run_dir / "checkpoints").glob("*.jsonl")):
+        keys: set[bytes] = set()
+        records = out.setdefault(path.stem, [])
+        with path.open("rb") as fh:
+            for raw in fh:
+                parsed = parse_line(raw)
+                if parsed is None:
+                    raise SystemExit(f"soak: damaged checkpoint line in {path}")
+                key, body = parsed
+                if key in keys:
+                    dup += 1
+                keys.add(key)
+                records.append(orjson.loads(body))
+    return out, dup
+
+
+def usable_200(stats: dict[str, Any]) -> int:
+    broken = sum(stats["faults"].get(k, 0) for k in ("malformed", "no_choices", "bad_verdict"))
+    return int(stats["status"].get("200", 0)) - broken
+
+
+def check_round(results: ArenaResults, records: dict[str, list[dict[str, Any]]], queries: int) -> tuple[int, Counter[str]]:
+    """Every game once, decided or excluded with a reason; returns (games, excluded reasons)."""
+    keys = Counter((g.dataset, g.subset, g.query_id, g.candidate, g.candidate_is_a) for g in results.games)
+    if len(keys) != 2 * queries or max(keys.values()) != 1:
+        raise SystemExit(f"soak: {len(results.games)} games for {queries} queries ({len(keys)} distinct)")
+    excluded: Counter[str] = Counter()
+    for g in results.games:
+        if g.outcome is None:
+            if not g.reason:
+                raise SystemExit(f"soak: game excluded without a reason: {g}")
+            excluded[g.reason.split(":", 1)[0]] += 1
+    failures = records.get("failures", [])
+    if any(not f.get("error") for f in failures):
+        raise SystemExit("soak: a failure record without its reason")
+    return len(results.games), excluded
+
+
+async def run_round(url: str, root: Path, round_no: int, queries: int, concurrency: int) -> ArenaResults:
+    data = root / f"data-{round_no}" / "soak"
+    write_round_dataset(data, round_no, queries)
+
+    def endpoint(name: str) -> dict[str, Any]:
+        return {"name": name, "model": name, "api_url": url, "concurrency": concurrency, "max_attempts": 8,
+                "read_timeout": 1.0, "timeout": 5.0, "retry_max_time": 120.0}
+
+    cfg = config_from_dict({
+        "run": {"output_dir": str(root / f"run-{round_no}"), "seed": round_no, "fsync_interval": 1.0},
+        "datasets": [{"name": "soak", "path": str(data)}],
+        "models": [{**endpoint(m), "generation": {"temperature": 0.0, "max_tokens": 32}} for m, _ in MODELS],
+        "judge": endpoint(JUDGE),
+        "rating": {"rounds": 200},
+    }, source="<soak>")
+    async with Arena(cfg) as arena:
+        return await arena.run()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=10.0, help="start rounds until this much time has passed")
+    ap.add_argument("--queries-per-round", type=int, default=12000)
+    ap.add_argument("--concurrency", type=int, default=128, help="per endpoint")
+    ap.add_argument("--latency", type=float, default=0.005, help="simulated latency in seconds")
+    a = ap.parse_args()
+    logging.getLogger("arena_engine").setLevel(logging.ERROR)  # one warning per failed request is noise here
+
+    backend: dict[str, Any] = {}
+    try:
+        import uvloop  # noqa: F401
+
+        backend = {"use_uvloop": True}
+    except ImportError:
+        pass
+    sim_cfg = SimConfig(
+        models=tuple(SimModel(m, quality=q) for m, q in MODELS) + (SimModel(JUDGE, judge=True),),
+        seed=5, latency=Latency("fixed", a.latency), faults=FAULTS,
+    )
+    sampler = RssSampler()
+    rounds: list[Round] = []
+    deadline = time.monotonic() + 60 * a.minutes
+    print(f"soak: {a.minutes:g} min, {a.queries_per_round} queries/round, concurrency {a.concurrency}/endpoint, "
+          f"latency {a.latency * 1000:g} ms, loop {'uvloop' if backend else 'asyncio'}; RSS at start {rss_mb():.0f} MB",
+          flush=True)
+    with tempfile.TemporaryDirectory(prefix="arena-soak-") as tmp, SimProcess(sim_cfg) as sim:
+        root = Path(tmp)
+        sampler.start()
+        n = 0
+        t_start = time.monotonic()
+        while n == 0 or time.monotonic() < deadline:
+            n += 1
+            sampler.round = n
+            sim.reset_stats()  # per-round counters; also frees the simulator's per-body table
+            t0, cpu0 = time.monotonic(), time.process_time()
+            results = anyio.run(run_round, sim.url, root, n, a.queries_per_round, a.concurrency,
+                                backend_options=backend)
+            seconds, cpu = time.monotonic() - t0, time.process_time() - cpu0
+            stats = sim.stats()
+            window = max(stats["last_request"].values()) - min(stats["first_request"].values())
+            records, dup_keys = read_checkpoints(root / f"run-{n}")
+            games, excluded = check_round(results, records, a.queries_per_round)
+            stored = len(records.get("generations", [])) + sum(
+                1 for r in records.get("judgments", []) if r.get("verdict") is not None)
+            r = Round(n, a.queries_per_round, seconds, stats["requests"], stored, usable_200(stats) - stored,
+                      dup_keys, stats["duplicate_200"], stats["retry_after_violations"], games, window,
+                      1e6 * cpu / max(1, stats["requests"]), excluded,
+                      len(records.get("failures", [])), stats["faults"])
+            rounds.append(r)
+            del results, records
+            shutil.rmtree(root / f"run-{n}")
+            shutil.rmtree(root / f"data-{n}")
+            gc.collect()
+            print(f"round {n}: {r.requests / window:,.0f} req/s while sending ({r.requests:,} requests in "
+                  f"{window:.1f} s; round {seconds:.1f} s), client CPU {r.cpu_us:.0f} us/request, "
+                  f"{r.records:,} records, lost {r.lost}, duplicated {r.duplicated_keys}+{r.duplicate_200}, "
+                  f"failed {r.failures}, excluded {dict(r.excluded)}, RSS peak {sampler.peak(n):.0f} MB",
+                  flush=True)
+        total_s = time.monotonic() - t_start
+    sampler.stop()
+
+    requests = sum(r.requests for r in rounds)
+    records = sum(r.records for r in rounds)
+    lost = sum(r.lost for r in rounds)
+    duplicated = sum(r.duplicated_keys + r.duplicate_200 for r in rounds)
+    violations = sum(r.retry_after_violations for r in rounds)
+    faults: Counter[str] = Counter()
+    for r in rounds:
+        faults.update(r.faults)
+    warm = 2 if len(rounds) >= 3 else 1
+    rss_warm, rss_end = sampler.peak(warm), sampler.peak(len(rounds))
+    growth = rss_end / rss_warm - 1
+    print()
+    print(f"duration:                {total_s / 60:.1f} min, {len(rounds)} rounds of {a.queries_per_round} queries")
+    sending = sum(r.request_seconds for r in rounds)
+    rate = requests / sending
+    print(f"throughput:              {rate:,.0f} requests/s at the server while sending ({requests:,} incl. "
+          f"retries in {sending:.0f} s); {requests / total_s:,.0f}/s and {records / total_s:,.0f} records/s "
+          "over the whole time (with rating, checks and dataset writing between rounds)")
+    print(f"client CPU per request:  {sum(r.cpu_us * r.requests for r in rounds) / requests:.0f} us "
+          "(this process; the simulator's process is separate)")
+    print(f"faults injected:         {dict(sorted(faults.items()))}")
+    print(f"RSS peak after warm-up:  {rss_warm:.0f} MB (round {warm})")
+    print(f"RSS peak at the end:     {rss_end:.0f} MB (round {len(rounds)})")
+    print(f"RSS growth:              {100 * growth:+.1f}%  (bar: < {100 * RSS_BAR:.0f}%)")
+    print(f"lost records:            {lost}  (bar: 0)")
+    print(f"duplicated records:      {duplicated}  (bar: 0)")
+    print(f"Retry-After violations:  {violations} (per request body)")
+    print("RSS samples (s, round, MB): " + " ".join(f"{t:.0f}/{n}/{m:.0f}" for t, n, m in sampler.samples[::5]))
+    ok = rate >= 1000 and growth < RSS_BAR and lost == 0 and duplicated == 0 and violations == 0
+    print("soak:", "PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
