@@ -26,13 +26,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from arena_engine.store import RunStore, content_key  # noqa: E402
-from arena_engine.store.frame import encode_record, frame  # noqa: E402
+from arena_engine.store import RunStore, content_key
+from arena_engine.store.frame import encode_record, frame
 
-WORDS = (
-    "the model answers with a careful step by step explanation of why this holds and what to do next "
-    "résumé naïve 数据 分析 </script> \"quoted\" tab\there"
-).split(" ")
+WORDS = ["the", "model", "answers", "with", "a", "careful", "step", "by", "step", "explanation", "of", "why", "this", "holds", "and", "what", "to", "do", "next", "résumé", "naïve", "数据", "分析", "</script>", '"quoted"', "tab\there"]
 
 
 _POOL: list[str] = []

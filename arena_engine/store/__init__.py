@@ -23,6 +23,6 @@ Guarantees:
 """
 
 from arena_engine.store.keys import content_key
-from arena_engine.store.runstore import CorruptLine, RunStore, TornTail
+from arena_engine.store.runstore import CHECKPOINT_DIR, CorruptLine, RunStore, TornTail
 
-__all__ = ["CorruptLine", "RunStore", "TornTail", "content_key"]
+__all__ = ["CHECKPOINT_DIR", "CorruptLine", "RunStore", "TornTail", "content_key"]
