@@ -43,7 +43,7 @@ from .judge import (
     render_prompt,
 )
 from .leaderboard import Board, leaderboards
-from .metrics import sample_metrics
+from .metrics import METRIC_NAMES, sample_metrics_batch
 from .progress import ProgressEvent, StageProgress
 from .runfolder import save_config
 from .store import RunStore, content_key
@@ -78,15 +78,10 @@ class EndpointUsage:
 
 @dataclass
 class MetricSums:
-    """Running sums of per-sample reference metrics for one (model, dataset, subset)."""
+    """Sums of per-sample reference metrics for one (model, dataset, subset)."""
 
     n: int = 0
     sums: dict[str, float] = field(default_factory=dict)
-
-    def add(self, scores: dict[str, float]) -> None:
-        self.n += 1
-        for k, v in scores.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
 
     def means(self) -> dict[str, float]:
         return {k: v / self.n for k, v in self.sums.items()} if self.n else {}
@@ -478,12 +473,19 @@ class Arena:
     # -------------------------------------------------------------------------------------- results
 
     def _reference_metrics(self) -> dict[tuple[str, str, str], MetricSums]:
+        """ROUGE/BLEU of every answer to a query with a reference, batched per (model, dataset, subset)."""
         assert self._store is not None
-        sums: dict[tuple[str, str, str], MetricSums] = {}
+        groups: dict[tuple[str, str, str], tuple[list[str], list[str]]] = {}
         for model, dataset, subset, key, reference in self._reference_items:
             rec = self._store.get(GENERATIONS, key)
             if rec is not None:
-                sums.setdefault((model, dataset, subset), MetricSums()).add(sample_metrics(rec["answer"], reference))
+                preds, refs = groups.setdefault((model, dataset, subset), ([], []))
+                preds.append(rec["answer"])
+                refs.append(reference)
+        sums: dict[tuple[str, str, str], MetricSums] = {}
+        for group, (preds, refs) in groups.items():
+            scores = sample_metrics_batch(preds, refs)
+            sums[group] = MetricSums(len(preds), dict(zip(METRIC_NAMES, scores.sum(axis=0).tolist(), strict=True)))
         return sums
 
     def _results(self) -> ArenaResults:
