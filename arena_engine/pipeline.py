@@ -18,6 +18,7 @@ from array import array
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from .client import ChatClient, ChatResult
 from .config import ModelConfig, RunConfig
 from .datasets import Query, iter_queries
 from .errors import ConfigError, VerdictError
+from .evalscope_import import ImportedAnswer, load_evalscope_answers
 from .judge import (
     DEFAULT_REFERENCE_TEMPLATE,
     DEFAULT_SYSTEM_PROMPT,
@@ -41,7 +43,7 @@ from .judge import (
     render_prompt,
 )
 from .leaderboard import Board, leaderboards
-from .metrics import sample_metrics
+from .metrics import METRIC_NAMES, sample_metrics_batch
 from .progress import ProgressEvent, StageProgress
 from .runfolder import save_config
 from .store import RunStore, content_key
@@ -76,15 +78,10 @@ class EndpointUsage:
 
 @dataclass
 class MetricSums:
-    """Running sums of per-sample reference metrics for one (model, dataset, subset)."""
+    """Sums of per-sample reference metrics for one (model, dataset, subset)."""
 
     n: int = 0
     sums: dict[str, float] = field(default_factory=dict)
-
-    def add(self, scores: dict[str, float]) -> None:
-        self.n += 1
-        for k, v in scores.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
 
     def means(self) -> dict[str, float]:
         return {k: v / self.n for k, v in self.sums.items()} if self.n else {}
@@ -129,6 +126,7 @@ class Arena:
         self._stack: AsyncExitStack | None = None
         self._store: RunStore | None = None
         self._clients: dict[str, ChatClient] = {}
+        self._imported: dict[str, dict[tuple[str, str, str], ImportedAnswer]] = {}
         self._games: list[Game] = []
         self._finished = anyio.Event()
         self._started = time.monotonic()
@@ -156,6 +154,11 @@ class Arena:
             await anyio.to_thread.run_sync(store.open)
             self._store = store
             stack.push_async_callback(self._close_store)
+            names = [d.name for d in self.config.datasets]
+            for m in self.config.models:
+                if m.evalscope_report is not None:
+                    found = await anyio.to_thread.run_sync(partial(load_evalscope_answers, m.evalscope_report, datasets=names))
+                    self._imported[m.name] = {(a.dataset, a.subset, str(a.index)): a for a in found}
             if not self.offline:
                 save_config(self.config, self.run_dir)
                 for m in self.config.models:
@@ -290,8 +293,34 @@ class Arena:
         finally:
             ready.set()
 
+    def _import(self, m: ModelConfig, q: Query) -> dict[str, Any] | None:
+        """An answer from an EvalScope run (keyed by its row index), stored like a generation."""
+        assert self._store is not None
+        stage = self.stages[m.name]
+        stage.done += 1
+        found = self._imported[m.name].get((q.dataset, q.subset, q.id))
+        key = content_key({"t": "import", "model": m.name, "report": str(m.evalscope_report), "dataset": q.dataset,
+                           "subset": q.subset, "query_id": q.id, "answer": found.answer if found else None})
+        if found is None:
+            stage.failed += 1
+            self._missing += 1
+            return None
+        rec = {"model": m.name, "endpoint_model": m.endpoint.model, "dataset": q.dataset, "subset": q.subset,
+               "query_id": q.id, "question": q.question, "answer": found.answer, "finish_reason": None,
+               "prompt_tokens": found.prompt_tokens or 0, "completion_tokens": found.completion_tokens or 0,
+               "latency": found.latency, "attempts": 0, "imported_from": str(m.evalscope_report)}
+        if self._store.get(GENERATIONS, key) is None:
+            self._store.put(GENERATIONS, key, rec)
+        else:
+            stage.reused += 1
+        if q.reference is not None:
+            self._reference_items.append((m.name, q.dataset, q.subset, key, q.reference))
+        return {**rec, "key": key.hex()}
+
     async def _generate(self, m: ModelConfig, q: Query) -> dict[str, Any] | None:
         assert self._store is not None
+        if m.name in self._imported:
+            return self._import(m, q)
         stage, usage = self.stages[m.name], self.usage[m.name]
         messages = [dict(msg) for msg in q.messages]
         params = dict(m.generation)
@@ -444,12 +473,19 @@ class Arena:
     # -------------------------------------------------------------------------------------- results
 
     def _reference_metrics(self) -> dict[tuple[str, str, str], MetricSums]:
+        """ROUGE/BLEU of every answer to a query with a reference, batched per (model, dataset, subset)."""
         assert self._store is not None
-        sums: dict[tuple[str, str, str], MetricSums] = {}
+        groups: dict[tuple[str, str, str], tuple[list[str], list[str]]] = {}
         for model, dataset, subset, key, reference in self._reference_items:
             rec = self._store.get(GENERATIONS, key)
             if rec is not None:
-                sums.setdefault((model, dataset, subset), MetricSums()).add(sample_metrics(rec["answer"], reference))
+                preds, refs = groups.setdefault((model, dataset, subset), ([], []))
+                preds.append(rec["answer"])
+                refs.append(reference)
+        sums: dict[tuple[str, str, str], MetricSums] = {}
+        for group, (preds, refs) in groups.items():
+            scores = sample_metrics_batch(preds, refs)
+            sums[group] = MetricSums(len(preds), dict(zip(METRIC_NAMES, scores.sum(axis=0).tolist(), strict=True)))
         return sums
 
     def _results(self) -> ArenaResults:

@@ -1,4 +1,4 @@
-"""Reports of a finished run: the report table, ``leaderboard.txt``, ``report.json`` (and HTML)."""
+"""Reports of a finished run: the report table, ``leaderboard.txt``, ``report.json`` and ``report.html``."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from pathlib import Path
 
 from ..pipeline import ArenaResults
 from ..runfolder import REPORT_DIR
+from ..store import CHECKPOINT_DIR, RunStore
+from .html import report_html
 from .json_report import report_dict, write_json
 from .tables import leaderboard_text, parse_leaderboard, report_table
 
-__all__ = ["leaderboard_text", "parse_leaderboard", "report_dict", "report_table", "write_reports"]
+__all__ = ["leaderboard_text", "parse_leaderboard", "report_dict", "report_html", "report_table", "write_reports"]
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -19,16 +21,30 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_reports(results: ArenaResults) -> dict[str, Path]:
-    """Write every report under ``RUN_DIR/report/`` and return their paths by name."""
+def write_reports(results: ArenaResults, store: RunStore | None = None) -> dict[str, Path]:
+    """Write every report under ``RUN_DIR/report/`` and return their paths by name.
+
+    The battle browser of ``report.html`` reads questions, answers and judge reasoning from the run's
+    checkpoints: pass the open ``store`` of the run (``Arena._store`` while the arena is open), or
+    leave it out and the run folder's checkpoints are opened here, which needs the folder unlocked
+    (call after the ``async with Arena(...)`` block has closed). A folder without checkpoints gives a
+    report whose browser lists battles and verdicts without texts.
+    """
     out = results.run_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "report_table": out / "report_table.txt",
         "leaderboard": out / "leaderboard.txt",
         "json": out / "report.json",
+        "html": out / "report.html",
     }
     _write_text(paths["report_table"], report_table(results) + "\n")
     _write_text(paths["leaderboard"], leaderboard_text(results.boards))
     write_json(paths["json"], report_dict(results))
+    if store is not None or not (results.run_dir / CHECKPOINT_DIR).is_dir():
+        html = report_html(results, store)
+    else:
+        with RunStore(results.run_dir) as own:
+            html = report_html(results, own)
+    _write_text(paths["html"], html)
     return paths

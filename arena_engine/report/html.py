@@ -1,0 +1,262 @@
+"""``report.html``: the whole report as one self-contained page, with a battle browser.
+
+The page is a static template (``report_template.html`` + ``report.css`` + ``report.js`` beside this
+module) and one JSON document embedded in a ``<script type="application/json">`` tag. The script
+builds every table, the SVG plots and the battle browser from that JSON with DOM calls that set
+``textContent`` only, so model and judge text (untrusted) never becomes markup. The JSON itself is
+made inert inside HTML by :func:`embed_json` (``<``, ``>``, ``&``, U+2028 and U+2029 escaped), and a
+Content-Security-Policy lets only the page's own script (by its hash) run and forbids any request.
+
+Battle data is compact so 100k battles stay browsable: every distinct string (question, answer,
+reasoning, model name, ...) is stored once in a string table, and the battles are columns of small
+integers that index it (a baseline answer shared by two candidates is stored once).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..battles import Battle, Game
+from ..judge import LABELS, Verdict
+from ..pipeline import GENERATIONS, JUDGMENTS, ArenaResults
+from ..store import RunStore
+from .json_report import report_dict
+
+__all__ = ["BATTLE_COLUMNS", "NO_OUTCOME", "battle_data", "embed_json", "page_data", "render_html", "report_html",
+           "write_html"]
+
+DATA_SCHEMA = 1
+NO_OUTCOME = 9  # outcome column value of a game that has no verdict (excluded or never judged)
+NONE = -1  # string column value of a text that is not available
+BATTLE_COLUMNS: tuple[str, ...] = (
+    "sub",  # index into "subsets" ([dataset, subset] pairs)
+    "cand", "opp",  # indexes into "models"
+    "qid", "q",  # query id, question
+    "ac", "ao",  # the candidate's answer, the opponent's answer
+    "s",  # sample score x 4 (0..4: 0 = strong loss, 2 = tie, 4 = strong win) or -1 when excluded
+    "o1", "o2",  # each game's outcome from the candidate's side (-2..2), NO_OUTCOME when it has none
+    "r1", "r2",  # each game's judge reasoning (the raw judge output when it held no verdict)
+    "x1", "x2",  # why each game is excluded, -1 when it is not
+)
+_TEXT_COLUMNS = ("q", "ac", "ao", "r1", "r2")
+
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+_JSON_ESCAPES = {
+    ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
+    0x2028: "\\u2028", 0x2029: "\\u2029",
+}
+
+
+def embed_json(obj: Any) -> str:
+    """JSON that is safe as the content of a ``<script>`` element.
+
+    Escaping ``<`` makes ``</script>`` and ``<!--`` impossible inside the element; ``>`` and ``&``
+    are escaped too so the text is inert in any HTML context, and U+2028/U+2029 so it is also valid
+    as JavaScript source. ``JSON.parse`` reads the escapes back to the original characters.
+    """
+    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode().translate(
+        _JSON_ESCAPES
+    )
+
+
+class _Strings:
+    """A table of distinct strings; ``add`` returns a string's index (-1 for None)."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.items: list[str] = []
+
+    def add(self, s: str | None) -> int:
+        if s is None:
+            return NONE
+        i = self.index.get(s)
+        if i is None:
+            i = self.index[s] = len(self.items)
+            self.items.append(s)
+        return i
+
+
+@dataclass(frozen=True, slots=True)
+class _Texts:
+    """What the checkpoints say about one game: the two answers (candidate's, opponent's) and the judge."""
+
+    question: str | None
+    cand_answer: str | None
+    opp_answer: str | None
+    reasoning: str | None
+
+
+class _TextSource:
+    """Reads battle texts from a run's checkpoints by content key, each generation read once."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self._generations: dict[str, dict[str, Any] | None] = {}
+        self._by_query: dict[tuple[str, str, str, str], dict[str, Any]] | None = None
+
+    def generation(self, key_hex: str | None) -> dict[str, Any] | None:
+        if not key_hex:
+            return None
+        if key_hex not in self._generations:
+            self._generations[key_hex] = self.store.get(GENERATIONS, _key(key_hex))
+        return self._generations[key_hex]
+
+    def game(self, judgment_key: str | None, candidate_is_a: bool) -> _Texts | None:
+        if not judgment_key:
+            return None
+        rec = self.store.get(JUDGMENTS, _key(judgment_key))
+        if rec is None:
+            return None
+        a, b = self.generation(rec.get("a_key")), self.generation(rec.get("b_key"))
+        cand, opp = (a, b) if candidate_is_a else (b, a)
+        question = next((g.get("question") for g in (cand, opp) if g is not None), None)
+        reasoning = rec.get("reasoning") if rec.get("verdict") is not None else rec.get("raw")
+        return _Texts(question, _answer(cand), _answer(opp), _str(reasoning))
+
+    def latest_answer(self, model: str, dataset: str, subset: str, query_id: str) -> dict[str, Any] | None:
+        """A model's answer found by query, for battles that never reached the judge (one scan, on demand)."""
+        if self._by_query is None:
+            self._by_query = {}
+            for rec in self.store.records(GENERATIONS):
+                k = (str(rec.get("model")), str(rec.get("dataset")), str(rec.get("subset")), str(rec.get("query_id")))
+                self._by_query[k] = rec  # file order: the latest record of a query wins
+        return self._by_query.get((model, dataset, subset, query_id))
+
+
+def _key(key_hex: str) -> bytes:
+    try:
+        return bytes.fromhex(key_hex)
+    except ValueError:
+        return b""
+
+
+def _str(x: object) -> str | None:
+    return x if isinstance(x, str) else None
+
+
+def _answer(rec: dict[str, Any] | None) -> str | None:
+    return None if rec is None else _str(rec.get("answer"))
+
+
+def _game_index(games: Iterable[Game]) -> dict[tuple[str, str, str, str, str, bool], Game]:
+    return {(g.dataset, g.subset, g.query_id, g.candidate, g.opponent, g.candidate_is_a): g for g in games}
+
+
+def battle_data(results: ArenaResults, store: RunStore | None = None) -> dict[str, Any]:
+    """The battle browser's data: a string table, models, subsets and one integer column per field.
+
+    Texts come from ``store`` (an open :class:`RunStore` of the run folder); without it the battles
+    are listed with their verdicts but without questions, answers or reasoning.
+    """
+    strings = _Strings()
+    models: dict[str, int] = {}
+    subsets: dict[tuple[str, str], int] = {}
+    cols: dict[str, list[int]] = {c: [] for c in BATTLE_COLUMNS}
+    games = _game_index(results.games)
+    source = _TextSource(store) if store is not None else None
+    for b in results.battles:
+        g1 = games.get((b.dataset, b.subset, b.query_id, b.candidate, b.opponent, True))
+        g2 = games.get((b.dataset, b.subset, b.query_id, b.candidate, b.opponent, False))
+        t1 = source.game(b.keys[0], True) if source else None
+        t2 = source.game(b.keys[1], False) if source else None
+        question = _first(t.question for t in (t1, t2) if t)
+        cand_answer = _first(t.cand_answer for t in (t1, t2) if t)
+        opp_answer = _first(t.opp_answer for t in (t1, t2) if t)
+        if source is not None and (question is None or cand_answer is None or opp_answer is None):
+            question, cand_answer, opp_answer = _fallback(source, b, question, cand_answer, opp_answer)
+        row = (
+            subsets.setdefault((b.dataset, b.subset), len(subsets)),
+            models.setdefault(b.candidate, len(models)),
+            models.setdefault(b.opponent, len(models)),
+            strings.add(b.query_id), strings.add(question), strings.add(cand_answer), strings.add(opp_answer),
+            NONE if b.score is None else round(4 * b.score),
+            NO_OUTCOME if b.first is None else b.first, NO_OUTCOME if b.second is None else b.second,
+            strings.add(t1.reasoning if t1 else None), strings.add(t2.reasoning if t2 else None),
+            strings.add(_reason(g1, b.first)), strings.add(_reason(g2, b.second)),
+        )
+        for name, value in zip(BATTLE_COLUMNS, row, strict=True):
+            cols[name].append(value)
+    text_ids = sorted({i for c in _TEXT_COLUMNS for i in cols[c] if i != NONE})
+    return {
+        "schema": DATA_SCHEMA,
+        "texts": store is not None,
+        "strings": strings.items,
+        "models": list(models),
+        "subsets": [list(k) for k in subsets],
+        "labels": [Verdict(code).label for code in (2, 1, 0, -1, -2)],
+        "columns": cols,
+        "text_ids": text_ids,
+        "n": len(results.battles),
+    }
+
+
+def _first(xs: Iterable[str | None]) -> str | None:
+    return next((x for x in xs if x is not None), None)
+
+
+def _reason(game: Game | None, outcome: int | None) -> str | None:
+    if outcome is not None:
+        return None
+    if game is None:
+        return "not judged"
+    return game.reason or "excluded"
+
+
+def _fallback(source: _TextSource, b: Battle, question: str | None, cand: str | None,
+              opp: str | None) -> tuple[str | None, str | None, str | None]:
+    """Texts of a battle whose judgments are missing (an answer failed, or it was never judged)."""
+    rc = source.latest_answer(b.candidate, b.dataset, b.subset, b.query_id) if cand is None else None
+    ro = source.latest_answer(b.opponent, b.dataset, b.subset, b.query_id) if opp is None else None
+    if question is None:
+        question = _first(_str(r.get("question")) for r in (rc, ro) if r is not None)
+    return question, cand if cand is not None else _answer(rc), opp if opp is not None else _answer(ro)
+
+
+def page_data(results: ArenaResults, store: RunStore | None = None) -> dict[str, Any]:
+    """Everything the page shows: ``report.json``'s numbers and the battle browser's data."""
+    return {"report": report_dict(results), "battles": battle_data(results, store), "verdict_labels": list(LABELS)}
+
+
+@cache
+def _asset(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def _csp_hash(script: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+
+
+def render_html(data: dict[str, Any]) -> str:
+    """The page for ``data`` (as made by :func:`page_data`)."""
+    script = _asset("report.js")
+    css = _asset("report.css")
+    for name, text in (("report.js", script), ("report.css", css)):
+        if re.search(r"</(script|style)", text, re.IGNORECASE):  # pragma: no cover - guards our own assets
+            raise ValueError(f"{name} must not contain a closing </script> or </style> tag")
+    csp = (
+        "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+        f"script-src '{_csp_hash(script)}'; base-uri 'none'; form-action 'none'"
+    )
+    parts = {"csp": csp, "css": css, "js": script, "data": embed_json(data)}
+    return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], _asset("report_template.html"))
+
+
+def report_html(results: ArenaResults, store: RunStore | None = None) -> str:
+    return render_html(page_data(results, store))
+
+
+def write_html(path: Path, results: ArenaResults, store: RunStore | None = None) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(report_html(results, store), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,450 @@
+"use strict";
+// The arena report page. Every piece of data (model names, questions, answers, judge reasoning) is
+// untrusted text: it is only ever put in the page with textContent, setAttribute or as SVG text,
+// never parsed as markup.
+(function () {
+  const DATA = JSON.parse(document.getElementById("arena-data").textContent);
+  const R = DATA.report;
+  const B = DATA.battles;
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const OUTCOME_NAMES = { "2": "strong win", "1": "win", "0": "tie", "-1": "loss", "-2": "strong loss" };
+  const VERDICT_PHRASES = { "2": "wins clearly", "1": "wins", "0": "ties", "-1": "loses", "-2": "loses clearly" };
+  const NO_OUTCOME = 9;
+
+  // ------------------------------------------------------------------ DOM helpers (text only)
+
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    setProps(node, props);
+    for (const c of children) append(node, c);
+    return node;
+  }
+
+  function svg(tag, attrs, ...children) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+    for (const c of children) append(node, c);
+    return node;
+  }
+
+  function setProps(node, props) {
+    for (const [k, v] of Object.entries(props || {})) {
+      if (v === undefined || v === null) continue;
+      if (k === "class") node.className = v;
+      else if (k === "text") node.textContent = v;
+      else if (k === "data") Object.assign(node.dataset, v);
+      else if (k === "on") for (const [ev, fn] of Object.entries(v)) node.addEventListener(ev, fn);
+      else if (k === "title" || k === "id" || k === "colSpan" || k === "hidden" || k === "tabIndex" || k === "type" || k === "value") node[k] = v;
+      else node.setAttribute(k, String(v));
+    }
+  }
+
+  function append(node, c) {
+    if (c === undefined || c === null || c === false) return;
+    node.appendChild(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+
+  const $ = (id) => document.getElementById(id);
+  const pct = (x) => (x === null || x === undefined || Number.isNaN(x) ? "—" : (100 * x).toFixed(1));
+  const signed = (x) => (x >= 0 ? "+" : "−") + Math.abs(x).toFixed(1);
+  const int = (x) => (x === null || x === undefined ? "—" : Number(x).toLocaleString("en-US"));
+  const secs = (x) => (x === null || x === undefined ? "—" : x < 1 ? (1000 * x).toFixed(0) + " ms" : x.toFixed(2) + " s");
+  const clip = (s, n) => (s.length > n ? s.slice(0, n - 1) + "…" : s);
+
+  function table(headers, rows, props) {
+    const head = el("tr", null, ...headers.map((h) => (h instanceof Node ? h : el("th", { text: h }))));
+    return el("table", props, el("thead", null, head), el("tbody", null, ...rows));
+  }
+  const td = (text, cls) => el("td", { text: text, class: cls });
+  const th = (text, cls) => el("th", { text: text, class: cls });
+
+  // ------------------------------------------------------------------ header
+
+  const boards = R.leaderboards || [];
+  const overall = boards.find((b) => b.scope === "overall") || boards[0];
+  const candidates = overall ? overall.entries.map((e) => e.model).filter((m) => m !== R.baseline) : [];
+  document.title = "Arena report: " + candidates.length + " candidate(s) vs " + R.baseline;
+  $("title").textContent = "Arena report: " + candidates.join(", ") + " vs " + R.baseline;
+  $("subtitle").textContent = [
+    "judge " + R.judge, "mode " + R.mode, int(B.n) + " battles",
+    "rating " + R.rating.method + " (" + R.rating.overall + " overall), " + int(R.rating.rounds) + " bootstrap rounds, " + Math.round(100 * R.rating.ci) + "% CI",
+    "seed " + R.seed, "took " + secs(R.elapsed_seconds),
+  ].join(" · ");
+
+  // ------------------------------------------------------------------ leaderboards
+
+  function boardTable(board) {
+    const rows = board.entries.map((e, i) => {
+      const isBase = e.model === R.baseline;
+      const name = el("td", null, e.model, isBase ? el("span", { class: "tag", text: "baseline" }) : null,
+        ...(e.flags || []).map((f) => el("span", { class: "tag", text: f })));
+      return el("tr", { class: isBase ? "baseline" : "" },
+        td(String(i + 1), "num"), name,
+        td(isBase ? "50" : pct(e.winrate), "num winrate"),
+        td(isBase ? "(+0.0 / +0.0)" : "(" + signed(100 * (e.lower - e.winrate)) + " / " + signed(100 * (e.upper - e.winrate)) + ")", "num"),
+        td(e.rating.toFixed(0), "num"),
+        td(e.rating_lower.toFixed(0) + " – " + e.rating_upper.toFixed(0), "num"),
+        td(int(e.games), "num"));
+    });
+    const headers = [th("#", "num"), th("Model"), th("Win rate (%)", "num"), th("CI (%)", "num"), th("Rating", "num"), th("Rating CI", "num"), th("Games", "num")];
+    const t = table(headers, rows, { class: "leaderboard", data: { scope: board.title, kind: board.scope } });
+    t.insertBefore(el("caption", null, (board.scope === "overall" ? "" : board.scope === "dataset" ? "Dataset: " : "Subset: ") + board.title,
+      el("span", { class: "muted", text: " · " + int(board.games) + " games · " + board.method })), t.firstChild);
+    return t;
+  }
+  for (const b of boards) $("boards").appendChild(boardTable(b));
+  if (!boards.length) $("boards").appendChild(el("p", { class: "muted", text: "No judged games yet." }));
+
+  // ------------------------------------------------------------------ forest plot
+
+  function drawForest(board) {
+    const host = $("forest-plot");
+    host.replaceChildren();
+    if (!board || !board.entries.length) { host.appendChild(el("p", { class: "muted", text: "No games in this scope." })); return; }
+    const W = 820, L = 190, Rm = 120, top = 30, rowH = 28;
+    const H = top + rowH * board.entries.length + 14;
+    const x = (v) => L + (W - L - Rm) * Math.max(0, Math.min(1, v));
+    const s = svg("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img", "aria-label": "win rates with confidence intervals: " + board.title });
+    for (let t = 0; t <= 10; t++) {
+      const xx = x(t / 10);
+      s.appendChild(svg("line", { x1: xx, x2: xx, y1: top - 6, y2: H - 10, class: t === 5 ? "even" : "grid" }));
+      s.appendChild(svg("text", { x: xx, y: top - 12, "text-anchor": "middle" }, t * 10 + "%"));
+    }
+    board.entries.forEach((e, i) => {
+      const y = top + rowH * i + rowH / 2;
+      const isBase = e.model === R.baseline;
+      const g = svg("g", { class: "row" }, svg("title", null, e.model + ": " + pct(e.winrate) + "% (" + pct(e.lower) + " – " + pct(e.upper) + ")"));
+      g.appendChild(svg("text", { x: L - 10, y: y + 4, "text-anchor": "end" }, clip(e.model, 26)));
+      if (!isBase) g.appendChild(svg("line", { x1: x(e.lower), x2: x(e.upper), y1: y, y2: y, class: "ci" }));
+      if (!isBase) for (const v of [e.lower, e.upper]) g.appendChild(svg("line", { x1: x(v), x2: x(v), y1: y - 5, y2: y + 5, class: "ci" }));
+      g.appendChild(isBase ? svg("rect", { x: x(0.5) - 4.5, y: y - 4.5, width: 9, height: 9, class: "base", transform: "rotate(45 " + x(0.5) + " " + y + ")" })
+        : svg("circle", { cx: x(e.winrate), cy: y, r: 5, class: "pt" }));
+      g.appendChild(svg("text", { x: W - Rm + 8, y: y + 4 }, isBase ? "50% (baseline)" : pct(e.winrate) + "%"));
+      s.appendChild(g);
+    });
+    host.appendChild(s);
+  }
+  boards.forEach((b, i) => $("forest-scope").appendChild(el("option", { value: String(i), text: (b.scope === "overall" ? "" : b.scope + ": ") + b.title })));
+  $("forest-scope").addEventListener("change", (ev) => drawForest(boards[Number(ev.target.value)]));
+  drawForest(overall);
+
+  // ------------------------------------------------------------------ heat map
+
+  function heatColor(v) {
+    const t = Math.max(-1, Math.min(1, (v - 0.5) * 2));
+    const [r, g, b] = t >= 0 ? [26, 150, 90] : [200, 60, 50];
+    const a = Math.abs(t);
+    const mix = (c) => Math.round(255 + (c - 255) * a * 0.85);
+    return "rgb(" + mix(r) + "," + mix(g) + "," + mix(b) + ")";
+  }
+  const subsetIndex = new Map(B.subsets.map((s, i) => [s[0] + "\u0000" + s[1], i]));
+  (function drawHeat() {
+    const cols = boards.filter((b) => b.scope === "subset");
+    if (overall) cols.push(overall);
+    const rows = candidates.map((m) => el("tr", null, el("th", { text: m }), ...cols.map((b) => {
+      const e = b.entries.find((x) => x.model === m);
+      if (!e) return td("—", "empty");
+      const cell = td(pct(e.winrate), "cell");
+      cell.style.backgroundColor = heatColor(e.winrate);
+      cell.title = m + " on " + b.title + ": " + pct(e.winrate) + "% (CI " + pct(e.lower) + " – " + pct(e.upper) + "), " + int(e.games) + " games";
+      cell.addEventListener("click", () => browseTo(m, b.scope === "subset" ? subsetIndex.get(b.dataset + "\u0000" + b.subset) : -1));
+      return cell;
+    })));
+    const headers = [th("Candidate"), ...cols.map((b) => th(b.scope === "overall" ? "OVERALL" : b.title, "num"))];
+    $("heatmap-table").appendChild(candidates.length ? table(headers, rows, { class: "heat" }) : el("p", { class: "muted", text: "No candidates." }));
+  })();
+
+  // ------------------------------------------------------------------ battle columns
+
+  const C = {};
+  for (const [k, v] of Object.entries(B.columns)) C[k] = Int32Array.from(v);
+  const N = B.n;
+  const S = B.strings;
+  const str = (i) => (i >= 0 ? S[i] : null);
+  const judgeLabel = (outcome, candIsA) => (outcome === NO_OUTCOME ? null : B.labels[candIsA ? 2 - outcome : 2 + outcome]);
+
+  // ------------------------------------------------------------------ judge diagnostics
+
+  (function drawJudge() {
+    const jd = R.judge_diagnostics || {};
+    const games = (R.subsets || []).reduce((a, s) => a + s.games, 0);
+    const perCand = new Map();
+    const labelCounts = [0, 0, 0, 0, 0];
+    let consistentN = 0, comparable = 0;
+    for (let i = 0; i < N; i++) {
+      const o1 = C.o1[i], o2 = C.o2[i];
+      if (o1 !== NO_OUTCOME) labelCounts[2 - o1]++;
+      if (o2 !== NO_OUTCOME) labelCounts[2 + o2]++;
+      if (o1 !== NO_OUTCOME && o2 !== NO_OUTCOME) {
+        const ok = Math.sign(o1) === Math.sign(o2);
+        comparable++; consistentN += ok ? 1 : 0;
+        const c = B.models[C.cand[i]];
+        const p = perCand.get(c) || [0, 0];
+        p[0] += ok ? 1 : 0; p[1]++;
+        perCand.set(c, p);
+      }
+    }
+    const bias = jd.position_bias;
+    const card = (label, big, note) => el("div", { class: "card" }, el("div", { class: "muted", text: label }), el("div", { class: "big", text: big }), note ? el("div", { class: "muted", text: note }) : null);
+    $("judge-summary").append(
+      card("Judge", R.judge),
+      card("Games judged", int(games - (jd.excluded || 0)), int(games) + " played"),
+      card("Excluded games", int(jd.excluded || 0), games ? pct((jd.excluded || 0) / games) + "% of games" : null),
+      card("Position consistency", comparable ? pct(consistentN / comparable) + "%" : "—", int(consistentN) + " of " + int(comparable) + " battles agree"),
+      card("Position bias", bias === null || bias === undefined ? "—" : signed(100 * bias) + " pts",
+        "A's share of decisive games minus B's (0 = none)"),
+    );
+    const consRows = [...perCand.entries()].map(([m, [ok, n]]) => {
+      const share = (jd.position_consistency || {})[m];
+      return el("tr", null, td(m), td(pct(share === undefined ? ok / n : share) + "%", "num"), td(int(ok) + " / " + int(n), "num"));
+    });
+    $("judge-consistency").appendChild(consRows.length ? table([th("Candidate"), th("Consistent", "num"), th("Battles", "num")], consRows, { id: "consistency-table" })
+      : el("p", { class: "muted", text: "No battle has two valid games." }));
+    const totalLabels = labelCounts.reduce((a, b) => a + b, 0);
+    $("judge-labels").appendChild(table([th("Verdict"), th("Games", "num"), th("Share", "num")],
+      B.labels.map((l, i) => el("tr", null, td(l), td(int(labelCounts[i]), "num"), td(totalLabels ? pct(labelCounts[i] / totalLabels) + "%" : "—", "num")))));
+    const exRows = (R.subsets || []).map((s) => el("tr", null, td(s.dataset), td(s.subset), td(int(s.queries), "num"), td(int(s.games), "num"), td(int(s.excluded), "num"),
+      td(Object.entries(s.excluded_reasons || {}).map(([r, n]) => r + ": " + n).join("; ") || "—")));
+    $("judge-excluded").append(table([th("Dataset"), th("Subset"), th("Queries", "num"), th("Games", "num"), th("Excluded", "num"), th("Reasons")], exRows, { id: "excluded-table" }),
+      el("button", { type: "button", text: "Browse excluded battles", on: { click: () => { $("f-mode").value = "excluded"; browseTo(null, null); } } }));
+  })();
+
+  // ------------------------------------------------------------------ latency, tokens, cost
+
+  (function drawUsage() {
+    const eps = Object.entries(R.endpoints || {});
+    const hasCost = eps.some(([, u]) => u.cost !== null && u.cost !== undefined);
+    const headers = ["Endpoint", "Role", "Requests", "Reused", "Failed", "Attempts", "Prompt tok.", "Completion tok.", "Tok. / answer"]
+      .concat(hasCost ? ["Cost"] : [], ["p50", "p90", "p99", "max"]).map((h, i) => th(h, i >= 2 ? "num" : ""));
+    const rows = eps.map(([name, u]) => {
+      const answered = u.requests - u.failures + u.reused;
+      const lat = u.latency || {};
+      return el("tr", null, td(name), td(u.role), td(int(u.requests), "num"), td(int(u.reused), "num"), td(int(u.failures), "num"), td(int(u.attempts), "num"),
+        td(int(u.prompt_tokens), "num"), td(int(u.completion_tokens), "num"), td(answered > 0 ? (u.completion_tokens / answered).toFixed(1) : "—", "num"),
+        hasCost ? td(u.cost === null ? "—" : "$" + u.cost.toFixed(4), "num") : null,
+        td(secs(lat.p50), "num"), td(secs(lat.p90), "num"), td(secs(lat.p99), "num"), td(secs(lat.max), "num"));
+    });
+    $("usage-table").appendChild(table(headers, rows, { id: "usage" }));
+    const withLat = eps.filter(([, u]) => u.latency && u.latency.p50 !== undefined);
+    if (!withLat.length) return;
+    const max = Math.max(...withLat.map(([, u]) => u.latency.p90));
+    const W = 780, L = 190, Rm = 150, rowH = 26, H = 20 + rowH * withLat.length;
+    const x = (v) => (W - L - Rm) * (max > 0 ? v / max : 0);
+    const s = svg("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img", "aria-label": "latency per endpoint" });
+    withLat.forEach(([name, u], i) => {
+      const y = 10 + rowH * i;
+      s.append(svg("text", { x: L - 10, y: y + 14, "text-anchor": "end" }, clip(name, 26)),
+        svg("rect", { x: L, y: y + 2, width: Math.max(1, x(u.latency.p90)), height: 16, class: "bar" }, svg("title", null, name + " p90 " + secs(u.latency.p90))),
+        svg("rect", { x: L, y: y + 2, width: Math.max(1, x(u.latency.p50)), height: 16, class: "bar2" }, svg("title", null, name + " p50 " + secs(u.latency.p50))),
+        svg("text", { x: L + x(u.latency.p90) + 8, y: y + 14 }, "p50 " + secs(u.latency.p50) + " · p90 " + secs(u.latency.p90)));
+    });
+    $("usage-plot").appendChild(s);
+  })();
+
+  // ------------------------------------------------------------------ reference metrics
+
+  (function drawReference() {
+    const refs = R.reference_metrics || [];
+    if (!refs.length) return;
+    $("reference").hidden = false;
+    $("nav-reference").hidden = false;
+    const names = [...new Set(refs.flatMap((r) => Object.keys(r.scores)))];
+    const rows = refs.map((r) => el("tr", null, td(r.model), td(r.dataset), td(r.subset), td(int(r.num), "num"),
+      ...names.map((n) => td(r.scores[n] === undefined ? "—" : r.scores[n].toFixed(4), "num"))));
+    $("reference-table").appendChild(table([th("Model"), th("Dataset"), th("Subset"), th("Num", "num"), ...names.map((n) => th(n, "num"))], rows));
+  })();
+
+  // ------------------------------------------------------------------ battle browser
+
+  const state = { cand: -1, opp: -1, sub: -1, mode: "all", thr: 0.5, sort: "query", size: 25, page: 0, textMask: null, rows: new Int32Array(0), selected: -1 };
+  if (!B.texts) $("browser-note").textContent = "Questions, answers and reasoning are not in this report: it was built without the run's checkpoints.";
+
+  function fillSelect(select, items) {
+    select.replaceChildren(el("option", { value: "-1", text: "all" }), ...items.map(([v, t]) => el("option", { value: String(v), text: t })));
+  }
+  const candIds = [...new Set(C.cand)].sort((a, b) => B.models[a].localeCompare(B.models[b]));
+  const oppIds = [...new Set(C.opp)].sort((a, b) => B.models[a].localeCompare(B.models[b]));
+  fillSelect($("f-candidate"), candIds.map((i) => [i, B.models[i]]));
+  fillSelect($("f-opponent"), oppIds.map((i) => [i, B.models[i]]));
+  if (oppIds.length <= 1) $("f-opponent").parentElement.hidden = true;
+  fillSelect($("f-subset"), B.subsets.map((s, i) => [i, s[0] + " / " + s[1]]));
+
+  function busy(on) { document.body.dataset.browser = on ? "busy" : "ready"; $("search-state").textContent = on ? "searching…" : ""; }
+
+  function applyFilters() {
+    const out = new Int32Array(N);
+    const { cand, opp, sub, mode } = state;
+    const thr = state.thr, eps = 1e-9, mask = state.textMask;
+    let k = 0;
+    for (let i = 0; i < N; i++) {
+      if (cand >= 0 && C.cand[i] !== cand) continue;
+      if (opp >= 0 && C.opp[i] !== opp) continue;
+      if (sub >= 0 && C.sub[i] !== sub) continue;
+      const s = C.s[i];
+      if (mode === "ge" && !(s >= 0 && s / 4 >= thr - eps)) continue;
+      if (mode === "le" && !(s >= 0 && s / 4 <= thr + eps)) continue;
+      if (mode === "excluded" && s >= 0) continue;
+      if (mask !== null) {
+        const hit = (j) => j >= 0 && mask[j] === 1;
+        if (!(hit(C.q[i]) || hit(C.ac[i]) || hit(C.ao[i]) || hit(C.r1[i]) || hit(C.r2[i]))) continue;
+      }
+      out[k++] = i;
+    }
+    let rows = out.slice(0, k);
+    if (state.sort !== "query") {
+      const dir = state.sort === "asc" ? 1 : -1;
+      rows = Int32Array.from(Array.from(rows).sort((a, b) => {
+        const sa = C.s[a] < 0 ? 99 : dir * C.s[a], sb = C.s[b] < 0 ? 99 : dir * C.s[b];
+        return sa - sb || a - b;
+      }));
+    }
+    state.rows = rows;
+    const pages = Math.max(1, Math.ceil(rows.length / state.size));
+    state.page = Math.min(state.page, pages - 1);
+    renderPage();
+  }
+
+  function scoreCell(s) {
+    if (s < 0) return td("excluded", "num score-x");
+    return td((s / 4).toFixed(2), "num score-" + s);
+  }
+  function outcomeText(o) { return o === NO_OUTCOME ? "excluded" : OUTCOME_NAMES[String(o)]; }
+
+  function renderPage() {
+    const rows = state.rows, size = state.size;
+    const pages = Math.max(1, Math.ceil(rows.length / size));
+    const start = state.page * size, end = Math.min(rows.length, start + size);
+    const count = $("battle-count");
+    count.textContent = int(rows.length);
+    count.dataset.count = String(rows.length);
+    $("battle-total").textContent = "(of " + int(N) + ")";
+    $("p-info").textContent = rows.length ? "battles " + int(start + 1) + "–" + int(end) + " · page " + int(state.page + 1) + " of " + int(pages) : "no battles";
+    $("p-first").disabled = $("p-prev").disabled = state.page === 0;
+    $("p-next").disabled = $("p-last").disabled = state.page >= pages - 1;
+    const body = $("battle-rows");
+    body.replaceChildren();
+    for (let r = start; r < end; r++) {
+      const i = rows[r];
+      const sub = B.subsets[C.sub[i]];
+      const q = str(C.q[i]);
+      const tr = el("tr", { tabIndex: 0, data: { index: String(i) }, class: i === state.selected ? "selected" : "" },
+        td(String(r + 1), "num"), td(sub[0] + " / " + sub[1]), td(str(C.qid[i])), td(B.models[C.cand[i]]), td(B.models[C.opp[i]]),
+        scoreCell(C.s[i]), td(outcomeText(C.o1[i])), td(outcomeText(C.o2[i])), td(q === null ? "—" : clip(q, 160), "qtext"));
+      tr.addEventListener("click", () => showBattle(i));
+      tr.addEventListener("keydown", (ev) => { if (ev.key === "Enter") showBattle(i); });
+      body.appendChild(tr);
+    }
+    if (start === end) body.appendChild(el("tr", null, el("td", { colSpan: 9, class: "muted", text: "No battle matches these filters." })));
+  }
+
+  function textBlock(id, text, missing) {
+    return el("pre", { class: "text", id: id }, text === null ? missing : text);
+  }
+
+  function gameBox(n, i) {
+    const cand = B.models[C.cand[i]], opp = B.models[C.opp[i]];
+    const candIsA = n === 1;
+    const o = n === 1 ? C.o1[i] : C.o2[i];
+    const reasoning = str(n === 1 ? C.r1[i] : C.r2[i]);
+    const excluded = str(n === 1 ? C.x1[i] : C.x2[i]);
+    const label = judgeLabel(o, candIsA);
+    return el("div", { class: "game", data: { game: String(n) } },
+      el("h4", { text: "Game " + n + ": A = " + (candIsA ? cand : opp) + ", B = " + (candIsA ? opp : cand) }),
+      el("p", { class: "verdict", id: "detail-verdict-" + n },
+        label === null ? "no verdict" : "Judge: " + label + " → " + cand + " " + VERDICT_PHRASES[String(o)]),
+      excluded === null ? null : el("p", { class: "excluded", id: "detail-excluded-" + n, text: "Excluded: " + excluded }),
+      textBlock("detail-reasoning-" + n, reasoning, B.texts ? "(no judge output stored)" : "(not in this report)"));
+  }
+
+  function showBattle(i) {
+    state.selected = i;
+    for (const tr of $("battle-rows").children) tr.classList.toggle("selected", tr.dataset.index === String(i));
+    const cand = B.models[C.cand[i]], opp = B.models[C.opp[i]];
+    const sub = B.subsets[C.sub[i]];
+    const s = C.s[i];
+    const o1 = C.o1[i], o2 = C.o2[i];
+    const agree = o1 === NO_OUTCOME || o2 === NO_OUTCOME ? "" : Math.sign(o1) === Math.sign(o2) ? " · both games agree" : " · the two games disagree (counted as a tie)";
+    const missing = B.texts ? "(not available)" : "(not in this report)";
+    const d = $("battle-detail");
+    d.replaceChildren(
+      el("h3", { id: "detail-title", text: cand + " vs " + opp }),
+      el("p", { class: "muted", id: "detail-meta", text: sub[0] + " / " + sub[1] + " · query " + str(C.qid[i]) + " · score " + (s < 0 ? "none (excluded)" : (s / 4).toFixed(2)) + agree }),
+      el("div", { class: "question" }, el("h4", { text: "Question" }), textBlock("detail-question", str(C.q[i]), missing)),
+      el("div", { class: "pair" },
+        el("div", null, el("h4", { text: "Answer of " + cand + " (candidate)" }), textBlock("detail-answer-candidate", str(C.ac[i]), missing)),
+        el("div", null, el("h4", { text: "Answer of " + opp + (opp === R.baseline ? " (baseline)" : " (opponent)") }), textBlock("detail-answer-opponent", str(C.ao[i]), missing))),
+      el("div", { class: "pair" }, gameBox(1, i), gameBox(2, i)));
+    d.hidden = false;
+    d.dataset.index = String(i);
+    d.scrollIntoView({ block: "nearest" });
+  }
+
+  // Text search: each distinct text is tested once (not once per battle), in slices so the page
+  // stays responsive on large reports; a newer search abandons an older one.
+  let searchGen = 0, debounce = 0;
+  function startSearch(needle) {
+    const gen = ++searchGen;
+    if (!needle) { state.textMask = null; busy(false); applyFilters(); return; }
+    busy(true);
+    const re = new RegExp(needle.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"), "i");
+    const ids = B.text_ids, mask = new Uint8Array(S.length);
+    let j = 0;
+    (function step() {
+      if (gen !== searchGen) return;
+      const t0 = performance.now();
+      while (j < ids.length && performance.now() - t0 < 25) {
+        const end = Math.min(ids.length, j + 2000);
+        for (; j < end; j++) if (re.test(S[ids[j]])) mask[ids[j]] = 1;
+      }
+      if (j < ids.length) { setTimeout(step, 0); return; }
+      state.textMask = mask; state.page = 0;
+      applyFilters();
+      busy(false);
+    })();
+  }
+
+  function readControls() {
+    state.cand = Number($("f-candidate").value);
+    state.opp = Number($("f-opponent").value);
+    state.sub = Number($("f-subset").value);
+    state.mode = $("f-mode").value;
+    state.thr = Number($("f-threshold").value);
+    state.sort = $("f-sort").value;
+    state.size = Number($("f-page-size").value);
+    $("f-threshold-value").textContent = state.thr.toFixed(2);
+  }
+
+  function browseTo(model, subset) {
+    if (model !== null) $("f-candidate").value = String(B.models.indexOf(model));
+    if (subset !== null) $("f-subset").value = String(subset === undefined ? -1 : subset);
+    readControls();
+    state.page = 0;
+    applyFilters();
+    $("browser").scrollIntoView({ block: "start" });
+  }
+
+  $("filters").addEventListener("submit", (ev) => ev.preventDefault());
+  for (const id of ["f-candidate", "f-opponent", "f-subset", "f-mode", "f-sort", "f-page-size"]) {
+    $(id).addEventListener("change", () => { readControls(); state.page = 0; applyFilters(); });
+  }
+  $("f-threshold").addEventListener("input", () => {
+    readControls(); state.page = 0;
+    if ($("f-mode").value === "all") { $("f-mode").value = "ge"; state.mode = "ge"; }
+    applyFilters();
+  });
+  $("f-text").addEventListener("input", (ev) => {
+    busy(true);
+    clearTimeout(debounce);
+    const needle = ev.target.value;
+    debounce = setTimeout(() => startSearch(needle), 150);
+  });
+  const pages = () => Math.max(1, Math.ceil(state.rows.length / state.size));
+  $("p-first").addEventListener("click", () => { state.page = 0; renderPage(); });
+  $("p-prev").addEventListener("click", () => { state.page = Math.max(0, state.page - 1); renderPage(); });
+  $("p-next").addEventListener("click", () => { state.page = Math.min(pages() - 1, state.page + 1); renderPage(); });
+  $("p-last").addEventListener("click", () => { state.page = pages() - 1; renderPage(); });
+
+  readControls();
+  applyFilters();
+  busy(false);
+})();
