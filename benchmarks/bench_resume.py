@@ -26,13 +26,37 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from arena_engine.store import RunStore, content_key  # noqa: E402
-from arena_engine.store.frame import encode_record, frame  # noqa: E402
+from arena_engine.store import RunStore, content_key
+from arena_engine.store.frame import encode_record, frame
 
-WORDS = (
-    "the model answers with a careful step by step explanation of why this holds and what to do next "
-    "résumé naïve 数据 分析 </script> \"quoted\" tab\there"
-).split(" ")
+WORDS = [
+    "the",
+    "model",
+    "answers",
+    "with",
+    "a",
+    "careful",
+    "step",
+    "by",
+    "step",
+    "explanation",
+    "of",
+    "why",
+    "this",
+    "holds",
+    "and",
+    "what",
+    "to",
+    "do",
+    "next",
+    "résumé",
+    "naïve",
+    "数据",
+    "分析",
+    "</script>",
+    '"quoted"',
+    "tab\there",
+]
 
 
 _POOL: list[str] = []
@@ -112,7 +136,9 @@ def bench_put(n: int, rng: random.Random) -> None:
     print(f"  RunStore.put              {best_store / n * 1e6:7.2f} us/record")
     print(f"  plain write+flush loop    {best_plain / n * 1e6:7.2f} us/record")
     print(f"  ratio store/plain         {best_store / best_plain:7.2f}x")
-    print(f"  put of a present key      {dup_cost * 1e6:7.2f} us   has() after reopen {has_cost * 1e6:.2f} us")
+    print(
+        f"  put of a present key      {dup_cost * 1e6:7.2f} us   has() after reopen {has_cost * 1e6:.2f} us"
+    )
 
 
 def build_folder(run_dir: Path, n_gen: int, n_judge: int, seed: int) -> int:
@@ -161,7 +187,7 @@ def hwm():
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 t = time.perf_counter()
-store = RunStore(Path({run_dir!r})).open()
+store = RunStore(Path({run_dir!r}), full_scan={full_scan!r}).open()
 dt = time.perf_counter() - t
 after = rss()
 peak = hwm()
@@ -172,8 +198,10 @@ print(json.dumps({{"open_s": dt, "rss_growth": after - base, "peak_growth": peak
 """
 
 
-def probe_open(run_dir: Path) -> dict[str, float]:
-    code = _OPEN_PROBE.format(root=str(Path(__file__).resolve().parents[1]), run_dir=str(run_dir))
+def probe_open(run_dir: Path, *, full_scan: bool = False) -> dict[str, float]:
+    code = _OPEN_PROBE.format(
+        root=str(Path(__file__).resolve().parents[1]), run_dir=str(run_dir), full_scan=full_scan
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     result: dict[str, float] = json.loads(out.stdout)
     return result
@@ -199,16 +227,27 @@ def main() -> None:
             f"\nrun folder: {n} records ({args.generations} generations, {args.judgments} judgments), "
             f"{size / 2**20:.0f} MiB, built in {time.perf_counter() - t:.1f} s"
         )
-        for label, evict in (("warm", False), ("cold", True)):
+        # First open: no sidecar index yet (a folder written without one): every line is scanned and
+        # checksummed, and the sidecar is written. Later opens read the sidecar and scan only the tail.
+        cases = [
+            ("no sidecar: full scan + crc32", False, True, False),
+            ("sidecar index", False, False, False),
+            ("sidecar index", True, False, False),
+            ("full_scan=True (verify every line)", False, False, True),
+        ]
+        for label, evict, _, full in cases:
             if evict:
                 _evict(run_dir)
-            r = probe_open(run_dir)
+            r = probe_open(run_dir, full_scan=full)
             assert r["records"] == n and r["corrupt"] == 0, r
             ok = "meets" if r["open_s"] < 3.0 and r["peak_growth"] < 300 * 2**20 else "MISSES"
+            cache = "cold" if evict else "warm"
             print(
-                f"  open ({label} page cache): {r['open_s']:.2f} s   RSS growth {r['rss_growth'] / 2**20:.0f} MB "
-                f"(peak {r['peak_growth'] / 2**20:.0f} MB)   bars < 3 s, < 300 MB: {ok}"
+                f"  open, {label:36s} ({cache} cache): {r['open_s']:5.2f} s   RSS growth "
+                f"{r['rss_growth'] / 2**20:4.0f} MB (peak {r['peak_growth'] / 2**20:4.0f} MB)   "
+                f"bars < 3 s, < 300 MB: {ok}"
             )
+        print(f"  (load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

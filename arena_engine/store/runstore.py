@@ -31,6 +31,7 @@ from arena_engine.store.scan import (
     Entries,
     join_key,
     make_entries,
+    rows_for_keys,
     scan,
     split_key,
 )
@@ -100,7 +101,7 @@ class _Kind:
     lines: int  # number of the last whole line
     index: KeyIndex
     side: sidecar.SidecarWriter
-    pending: deque[tuple[int, int, int, int, int]] = field(default_factory=deque)  # rows not in the sidecar
+    pending: deque[tuple[bytes, Location]] = field(default_factory=deque)  # not yet in the sidecar
     side_stale: bool = False  # the sidecar lists a record found damaged: emptied, next open rescans
     unreadable: dict[bytes, CorruptLine] = field(default_factory=dict)
 
@@ -282,9 +283,9 @@ class RunStore:
         off = k.end
         k.end += len(line)
         k.lines += 1
-        k.index.add(key, (off, len(line), k.lines))
-        hi, lo = split_key(key)
-        k.pending.append((hi, lo, off, len(line), k.lines))
+        loc = (off, len(line), k.lines)
+        k.index.add(key, loc)
+        k.pending.append((key, loc))
         self._written += 1
         pending = self._written - self._synced
         if pending == 1 or pending == self.fsync_every:
@@ -493,13 +494,13 @@ class RunStore:
             written = self._written
             try:
                 for k in list(self._kinds.values()):
-                    rows: list[tuple[int, int, int, int, int]] = []
+                    done: list[tuple[bytes, Location]] = []
                     with contextlib.suppress(IndexError):
                         while True:
-                            rows.append(k.pending.popleft())
+                            done.append(k.pending.popleft())
                     self._fsync(k.fd)
-                    if rows and not k.side_stale:
-                        k.side.append(make_entries(rows))
+                    if done and not k.side_stale:
+                        k.side.append(rows_for_keys([key for key, _ in done], [loc for _, loc in done]))
                         self._fsync(k.side.fd)
             except OSError as exc:
                 self._sync_error = exc
