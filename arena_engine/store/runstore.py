@@ -275,7 +275,7 @@ class RunStore:
         if k.index.find(key) is not None:
             return
         if self._sync_error is not None:
-            self._raise_sync_error()
+            self._raise_sync_error()  # stays raised: what was written may not be on disk
         line = frame(key, encode_record(record))
         if len(line) > LEN_MASK:
             raise CheckpointError(f"record for key {key.hex()} is {len(line)} bytes; the limit is 1 GiB")
@@ -314,7 +314,7 @@ class RunStore:
         if not KIND_PATTERN.fullmatch(kind):
             raise ValueError(f"checkpoint kind must match [a-z_][a-z0-9_]*, got {kind!r}")
         path = self.run_dir / CHECKPOINT_DIR / f"{kind}.jsonl"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
         side = sidecar.SidecarWriter(path.with_suffix(".idx"))
         side.reset(np.empty(0, ENTRY))
         self._fsync_dir(path.parent)
@@ -512,9 +512,12 @@ class RunStore:
                     self._first_pending = time.monotonic()
 
     def _raise_sync_error(self) -> None:
-        exc, self._sync_error = self._sync_error, None
+        exc = self._sync_error
         if exc is not None:
-            raise CheckpointError(f"fsync of checkpoints in {self.run_dir} failed: {exc}") from exc
+            raise CheckpointError(
+                f"fsync of checkpoints in {self.run_dir} failed: {exc}; records written since the last "
+                "good fsync may not be on disk. Stop, fix the disk, and resume from this folder"
+            ) from exc
 
     def _fsync_dir(self, path: Path) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
