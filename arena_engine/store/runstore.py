@@ -43,6 +43,7 @@ DEFAULT_FSYNC_EVERY = 1000
 CHECKPOINT_DIR = "checkpoints"
 LOCK_NAME = ".lock"
 KIND_PATTERN = re.compile(r"[a-z_][a-z0-9_]*")
+MAX_LINE = int(LEN_MASK)
 
 Fsync = Callable[[int], None]
 
@@ -277,7 +278,7 @@ class RunStore:
         if self._sync_error is not None:
             self._raise_sync_error()  # stays raised: what was written may not be on disk
         line = frame(key, encode_record(record))
-        if len(line) > LEN_MASK:
+        if len(line) > MAX_LINE:
             raise CheckpointError(f"record for key {key.hex()} is {len(line)} bytes; the limit is 1 GiB")
         self._append(k, line)
         off = k.end
