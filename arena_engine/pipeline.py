@@ -30,7 +30,7 @@ from .battles import Battle, Game, combine
 from .client import ChatClient, ChatResult
 from .config import ModelConfig, RunConfig
 from .datasets import Query, iter_queries
-from .errors import ConfigError, VerdictError
+from .errors import ArenaError, ConfigError, VerdictError
 from .evalscope_import import ImportedAnswer, load_evalscope_answers
 from .judge import (
     DEFAULT_REFERENCE_TEMPLATE,
@@ -233,6 +233,11 @@ class Arena:
         self._started = time.monotonic()
         try:
             await self._run_queries()
+        except BaseExceptionGroup as group:
+            error = _first_arena_error(group)
+            if error is None:
+                raise
+            raise error from None  # callers get the ArenaError itself, not a task group's wrapping
         finally:
             self._finished.set()
         return await anyio.to_thread.run_sync(self._results)
@@ -501,6 +506,21 @@ class Arena:
             reference_counts={k: s.n for k, s in metric_sums.items()},
             queries=self._queries, elapsed=time.monotonic() - self._started,
         )
+
+
+def _first_arena_error(group: BaseExceptionGroup) -> ArenaError | None:
+    """The ArenaError a task group wrapped, if every failure in it is one (or a cancellation)."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    errors = [e for e in leaves if isinstance(e, ArenaError)]
+    others = [e for e in leaves if not isinstance(e, ArenaError | anyio.get_cancelled_exc_class())]
+    return errors[0] if errors and not others else None
 
 
 def _n_pairs(k: int, cap: int | None) -> int:
