@@ -45,6 +45,7 @@ from .judge import (
 from .leaderboard import Board, leaderboards
 from .metrics import METRIC_NAMES, sample_metrics_batch
 from .progress import ProgressEvent, StageProgress
+from .rating import rate_battles
 from .runfolder import save_config
 from .store import RunStore, content_key
 
@@ -232,7 +233,10 @@ class Arena:
             raise RuntimeError("use 'async with Arena(config) as arena:' before arena.run()")
         self._started = time.monotonic()
         try:
-            await self._run_queries()
+            async with anyio.create_task_group() as tg:
+                # load the compiled rating/metrics kernels while the requests are in flight
+                tg.start_soon(partial(anyio.to_thread.run_sync, self._warm_kernels, abandon_on_cancel=True))
+                await self._run_queries()
         except BaseExceptionGroup as group:
             error = _first_arena_error(group)
             if error is None:
@@ -476,6 +480,14 @@ class Arena:
                 "latency": round(result.latency, 6)}
 
     # -------------------------------------------------------------------------------------- results
+
+    def _warm_kernels(self) -> None:
+        """Load (or compile) the numba kernels the results need: ~1 s that would otherwise follow the run."""
+        r = self.config.rating
+        two = np.array([0, 1], dtype=np.int64)
+        rate_battles(two, two[::-1].copy(), np.array([1, -1], dtype=np.int8), two, models=["a", "b"], baseline="a",
+                     rounds=2, seed=0, ci=r.ci, strong_weight=r.strong_weight, method=r.method, interval=r.interval)
+        sample_metrics_batch(["warm up"], ["warm up"])
 
     def _reference_metrics(self) -> dict[tuple[str, str, str], MetricSums]:
         """ROUGE/BLEU of every answer to a query with a reference, batched per (model, dataset, subset)."""

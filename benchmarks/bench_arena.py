@@ -55,16 +55,19 @@ async def main(latency: float, concurrency: int, n_arena: int, n_example: int, r
                 "rating": {"rounds": rounds},
             }, source="<bench>")
             t0 = time.perf_counter()
+            wall0 = time.time()
             async with Arena(cfg) as arena:
                 results = await arena.run()
             elapsed = time.perf_counter() - t0
             stats = sim.stats()
+    first = min(stats["first_request"].values()) - wall0
+    last = max(stats["last_request"].values()) - wall0
     requests = stats["requests"]
     bound = requests * latency / concurrency
     ratio = elapsed / bound
     print(f"requests sent:           {requests} ({stats['per_model']})")
     print(f"max in flight at server: {stats['max_in_flight']}")
-    print(f"elapsed (incl. ratings): {elapsed:.2f} s")
+    print(f"elapsed (incl. ratings): {elapsed:.2f} s  (first request at {first:.2f} s, last sent at {last:.2f} s)")
     print(f"Little's-law bound:      {bound:.2f} s  ({requests} x {latency * 1000:.0f} ms / {concurrency})")
     print(f"ratio elapsed/bound:     {ratio:.2f}  (bar: <= 1.5)")
     print(f"vs EvalScope's {EVALSCOPE_SECONDS:.0f} s:      {EVALSCOPE_SECONDS / elapsed:.1f}x faster")
