@@ -114,7 +114,7 @@
       const y = top + rowH * i + rowH / 2;
       const isBase = e.model === R.baseline;
       const g = svg("g", { class: "row" }, svg("title", null, e.model + ": " + pct(e.winrate) + "% (" + pct(e.lower) + " – " + pct(e.upper) + ")"));
-      g.appendChild(svg("text", { x: L - 10, y: y + 4, "text-anchor": "end" }, clip(e.model, 26)));
+      g.appendChild(svg("text", { x: L - 10, y: y + 4, "text-anchor": "end" }, clip(e.model, 24)));
       if (!isBase) g.appendChild(svg("line", { x1: x(e.lower), x2: x(e.upper), y1: y, y2: y, class: "ci" }));
       if (!isBase) for (const v of [e.lower, e.upper]) g.appendChild(svg("line", { x1: x(v), x2: x(v), y1: y - 5, y2: y + 5, class: "ci" }));
       g.appendChild(isBase ? svg("rect", { x: x(0.5) - 4.5, y: y - 4.5, width: 9, height: 9, class: "base", transform: "rotate(45 " + x(0.5) + " " + y + ")" })
@@ -233,7 +233,7 @@
     const s = svg("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img", "aria-label": "latency per endpoint" });
     withLat.forEach(([name, u], i) => {
       const y = 10 + rowH * i;
-      s.append(svg("text", { x: L - 10, y: y + 14, "text-anchor": "end" }, clip(name, 26)),
+      s.append(svg("text", { x: L - 10, y: y + 14, "text-anchor": "end" }, clip(name, 24)),
         svg("rect", { x: L, y: y + 2, width: Math.max(1, x(u.latency.p90)), height: 16, class: "bar" }, svg("title", null, name + " p90 " + secs(u.latency.p90))),
         svg("rect", { x: L, y: y + 2, width: Math.max(1, x(u.latency.p50)), height: 16, class: "bar2" }, svg("title", null, name + " p50 " + secs(u.latency.p50))),
         svg("text", { x: L + x(u.latency.p90) + 8, y: y + 14 }, "p50 " + secs(u.latency.p50) + " · p90 " + secs(u.latency.p90)));
@@ -447,4 +447,5 @@
   readControls();
   applyFilters();
   busy(false);
+  $("loading").hidden = true;
 })();
