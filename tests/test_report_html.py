@@ -7,7 +7,7 @@ import base64
 import hashlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import orjson
 import pytest
 from report_browser import Spec, launch_browser, open_report, shown_count, synthetic_run, wait_ready
 
-from arena_engine.battles import Battle
+from arena_engine.battles import Battle, Game, combine
 from arena_engine.demo import demo_config, demo_sim_config, write_demo_dataset
 from arena_engine.pipeline import GENERATIONS, JUDGMENTS, Arena, ArenaResults
 from arena_engine.report import parse_leaderboard, write_reports
@@ -165,6 +165,42 @@ def test_excluded_games_carry_their_reason_and_raw_judge_output(tmp_path: Path) 
     assert "no label here" in s[c["r2"][first]]  # the raw output, since the verdict could not be read
     second = 1 - first
     assert c["s"][second] == 4 and c["x1"][second] == c["x2"][second] == -1
+
+
+def test_battle_without_judgments_takes_its_texts_from_the_answers(tmp_path: Path) -> None:
+    """A candidate's request failed: the battle was never judged, yet the question and the baseline's
+    answer are shown, found by model and query."""
+    specs = [Spec("1", "q one", "cand", "answer one", "base one", ("A>B", "B>A"), ("r1", "r2"))]
+    results, store = synthetic_run(tmp_path / "run", dataset="ds", subset="sub", baseline="base", judge="j", specs=specs)
+    with store:
+        store.put(GENERATIONS, b"\x01" * 16, {"model": "base", "dataset": "ds", "subset": "sub", "query_id": "2",
+                                              "question": "q two", "answer": "base two"})
+        games = [*results.games, *(Game("ds", "sub", "2", "cand", "base", a, None, "no answer: cand") for a in (True, False))]
+        results = replace(results, games=games, battles=combine(games))
+        data = battle_data(results, store)
+    s, c = data["strings"], data["columns"]
+    i = [b.query_id for b in results.battles].index("2")
+    assert s[c["q"][i]] == "q two" and s[c["ao"][i]] == "base two" and c["ac"][i] == -1
+    assert s[c["x1"][i]] == s[c["x2"][i]] == "no answer: cand" and c["r1"][i] == c["r2"][i] == -1
+
+
+def test_all_excluded_run_renders_and_browses(browser: Any, tmp_path: Path) -> None:
+    specs = [Spec(str(i), f"q {i}", "cand", f"a {i}", f"b {i}", (None, None), ("junk", "more junk")) for i in range(3)]
+    results, store = synthetic_run(tmp_path / "run", dataset="ds", subset="sub", baseline="base", judge="j", specs=specs)
+    with store:
+        html = write_reports(results, store=store)["html"]
+    page, watch = open_report(browser, html)
+    assert page.locator("#boards").inner_text().strip() != ""
+    assert shown_count(page) == 3
+    page.select_option("#f-mode", "ge")
+    assert shown_count(page) == 0
+    page.select_option("#f-mode", "excluded")
+    assert shown_count(page) == 3
+    page.locator("#battle-rows tr").first.click()
+    assert page.inner_text("#detail-reasoning-1") == "junk"
+    assert page.inner_text("#detail-verdict-1") == "no verdict"
+    page.close()
+    assert watch.errors == [] and watch.dialogs == []
 
 
 # --------------------------------------------------------------------------------------- in Chromium
