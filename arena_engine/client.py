@@ -92,7 +92,11 @@ class RetryPolicy:
     max_delay: float = DEFAULT_MAX_DELAY
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+        if (
+            isinstance(self.max_attempts, bool)
+            or not isinstance(self.max_attempts, int)
+            or self.max_attempts < 1
+        ):
             raise ConfigError(f"retry.max_attempts must be an integer >= 1, not {self.max_attempts!r}")
         for name in ("max_time", "base_delay", "max_delay"):
             value = getattr(self, name)
@@ -437,7 +441,9 @@ class ChatClient:
                 if remaining < self.endpoint.timeouts.total:
                     if remaining <= 0:
                         reason = reason or "timeout"
-                        result = self._failure(f"{RETRY_BUDGET_EXHAUSTED}: {reason}", status, latency, attempt - 1, start)
+                        result = self._failure(
+                            f"{RETRY_BUDGET_EXHAUSTED}: {reason}", status, latency, attempt - 1, start
+                        )
                         return result
                     t = self.endpoint.timeouts
                     timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=t.connect, sock_read=t.read)
@@ -484,9 +490,13 @@ class ChatClient:
             if wait > 0:
                 await asyncio.sleep(wait)
 
-    def _failure(self, error: str, status: int | None, latency: float, attempts: int, start: float) -> ChatResult:
+    def _failure(
+        self, error: str, status: int | None, latency: float, attempts: int, start: float
+    ) -> ChatResult:
         self.stats.failures += 1
-        return ChatResult(None, (), None, 0, 0, latency, attempts, status, self._scrub(error), self._clock() - start)
+        return ChatResult(
+            None, (), None, 0, 0, latency, attempts, status, self._scrub(error), self._clock() - start
+        )
 
     async def _attempt(
         self, session: aiohttp.ClientSession, data: bytes, timeout: aiohttp.ClientTimeout, ticket: Ticket
@@ -501,7 +511,12 @@ class ChatClient:
             return RetryDecision("retry", "timeout"), None, None, None
         except aiohttp.ClientConnectorError as exc:
             return RetryDecision("retry", f"connect_error: {type(exc).__name__}"), None, None, None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError, ConnectionError):
+        except (
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientPayloadError,
+            aiohttp.ClientOSError,
+            ConnectionError,
+        ):
             return RetryDecision("retry", "connection_reset"), None, None, None
         except aiohttp.ClientResponseError as exc:
             return RetryDecision("retry", f"bad_response: {exc.status}"), exc.status or None, None, None

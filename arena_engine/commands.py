@@ -13,6 +13,7 @@ import anyio
 
 from .config import RunConfig, load_config
 from .console import show_progress
+from .errors import ArenaError
 from .pipeline import Arena, ArenaResults
 from .report import write_reports
 from .report.tables import leaderboard_text
@@ -27,28 +28,56 @@ class Interrupted(Exception):
 
 
 async def _until_signal(fn: Callable[[], Awaitable[T]]) -> T:
-    """Run ``fn``; on SIGINT/SIGTERM cancel it (cleanup runs shielded) and raise :class:`Interrupted`."""
-    result: list[T] = []
-    interrupted = False
-    async with anyio.create_task_group() as tg:
+    """Run ``fn``; on SIGINT/SIGTERM cancel it (cleanup runs shielded) and raise :class:`Interrupted`.
 
-        async def watch() -> None:
-            nonlocal interrupted
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    The handlers stay installed until ``fn`` has finished cleaning up, and once interrupted the process
+    ignores both signals on its way out: a repeated signal (an impatient Ctrl-C, a supervisor's second
+    SIGTERM) never meets the default handler, which would end the process before the run folder is
+    closed, with status -15 and no message. An :class:`ArenaError` of ``fn`` (a locked run folder, a bad
+    dataset line) is raised as itself, not inside an exception group.
+    """
+    result: list[T] = []
+    errors: list[Exception] = []
+    interrupted = False
+    body_scope = anyio.CancelScope()
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                nonlocal interrupted
                 async for _ in signals:
                     interrupted = True
-                    tg.cancel_scope.cancel()
-                    return
+                    body_scope.cancel()
 
-        async def body() -> None:
-            result.append(await fn())
-            tg.cancel_scope.cancel()
+            async def body() -> None:
+                try:
+                    with body_scope:
+                        result.append(await fn())
+                except Exception as exc:  # re-raised below, outside this task group's exception group
+                    errors.append(exc)
+                tg.cancel_scope.cancel()
 
-        tg.start_soon(watch)
-        tg.start_soon(body)
+            tg.start_soon(watch)
+            tg.start_soon(body)
+    if errors:
+        raise _unwrap(errors[0])
+    if interrupted:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
     if interrupted or not result:
         raise Interrupted()
     return result[0]
+
+
+def _unwrap(exc: Exception) -> Exception:
+    """The first :class:`ArenaError` of an exception group holding nothing else (task groups wrap what
+    their tasks raise), so the CLI reports it in one line; anything else is returned as it is."""
+    while isinstance(exc, ExceptionGroup):
+        match, rest = exc.split(ArenaError)
+        if match is None or rest is not None:
+            return exc
+        exc = match.exceptions[0]
+    return exc
 
 
 async def run_with_progress(config: RunConfig, *, quiet: bool, offline: bool = False) -> ArenaResults:
@@ -131,9 +160,13 @@ def sim(host: str, port: int, config: Path | None) -> int:
     from .sim import SimConfig, serve
 
     cfg = SimConfig.from_file(config) if config else demo_sim_config()
-    print(f"simulator on http://{host}:{port}/v1 (models: {', '.join(m.name for m in cfg.models)}); Ctrl-C stops",
-          file=sys.stderr)
-    serve(cfg, host=host, port=port)
+
+    def ready(url: str) -> None:
+        print(url, flush=True)  # the first stdout line is the base URL (useful with --port 0)
+        print(f"simulator on {url} (models: {', '.join(m.name for m in cfg.models)}); Ctrl-C stops",
+              file=sys.stderr, flush=True)
+
+    serve(cfg, host=host, port=port, ready=ready)
     return EXIT_OK
 
 

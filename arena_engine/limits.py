@@ -15,7 +15,7 @@ that time, so a binding limit costs one timer per request.
 The window guarantee is exact, not average: each `WindowLimit` keeps a log of the admissions still
 inside the window and never admits a unit that would push the sum over `limit` in any window of
 `period` (+ a small safety margin for clock jitter between us and the server). On top of that, pacing
-(GCRA with a one-second burst tolerance) spreads admissions evenly instead of firing the whole
+(GCRA with a burst tolerance of one second's worth, at most a tenth of the window) spreads admissions evenly instead of firing the whole
 minute's budget at once.
 """
 
@@ -50,7 +50,10 @@ DEFAULT_CONCURRENCY = 32
 MINUTE = 60.0
 #: Added to every window so that scheduling jitter cannot put `limit + 1` sends into one server window.
 MAX_WINDOW_MARGIN = 0.1
-WINDOW_MARGIN_FRACTION = 0.002
+WINDOW_MARGIN_FRACTION = 0.01
+#: Largest default burst, as a fraction of the window: bigger bursts repeated every window would let
+#: arrival jitter put two bursts into one server-side window.
+MAX_BURST_FRACTION = 0.1
 #: Multiplicative decrease of the adaptive concurrency on a 429 (additive increase: +1 per window).
 ADAPTIVE_BACKOFF = 0.5
 
@@ -65,15 +68,24 @@ class Limits:
 
     `adaptive=True` halves the concurrency on a 429 (once per round of requests) and adds it back one
     slot per round of successes, never above `concurrency`.
+
+    `window` is the sliding window (seconds) over which rpm/tpm are enforced: at most rpm * window / 60
+    requests in any window of that length. The default is the minute the limits are quoted in; shorter
+    windows also smooth bursts (and make limits observable in short tests and benchmarks).
     """
 
     concurrency: int = DEFAULT_CONCURRENCY
     rpm: float | None = None
     tpm: float | None = None
     adaptive: bool = False
+    window: float = MINUTE
 
     def __post_init__(self) -> None:
-        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
+        if (
+            isinstance(self.concurrency, bool)
+            or not isinstance(self.concurrency, int)
+            or self.concurrency < 1
+        ):
             raise ConfigError(f"limits.concurrency must be an integer >= 1, not {self.concurrency!r}")
         for name in ("rpm", "tpm"):
             value = getattr(self, name)
@@ -84,6 +96,27 @@ class Limits:
                 or value <= 0
             ):
                 raise ConfigError(f"limits.{name} must be a positive number or None, not {value!r}")
+        if (
+            isinstance(self.window, bool)
+            or not isinstance(self.window, int | float)
+            or not math.isfinite(self.window)
+            or self.window <= 0
+        ):
+            raise ConfigError(f"limits.window must be a positive number of seconds, not {self.window!r}")
+
+    def request_window(self) -> tuple[float, float] | None:
+        """(requests, seconds) of the request window: a whole number of requests (at least 1), the
+        window stretched to keep the rate exactly rpm; None without an rpm limit."""
+        if self.rpm is None:
+            return None
+        capacity = max(1, math.floor(self.rpm * self.window / MINUTE + 1e-9))
+        return float(capacity), MINUTE * capacity / self.rpm
+
+    def token_window(self) -> tuple[float, float] | None:
+        """(tokens, seconds) of the token window; None without a tpm limit."""
+        if self.tpm is None:
+            return None
+        return self.tpm * self.window / MINUTE, self.window
 
 
 class Grant:
@@ -121,8 +154,8 @@ class WindowLimit:
         self.period = float(period)
         self.window = period + min(MAX_WINDOW_MARGIN, period * WINDOW_MARGIN_FRACTION)
         self._interval = self.window / self.limit  # seconds per unit at the sustained rate
-        if burst is None:
-            burst = self.limit * min(1.0, 1.0 / period)  # one second's worth
+        if burst is None:  # one second's worth, at most a tenth of the window
+            burst = self.limit * min(1.0 / period, MAX_BURST_FRACTION)
         burst = min(max(burst, 1.0), self.limit)
         self._tolerance = (burst - 1.0) * self._interval
         self._tat = -math.inf  # GCRA theoretical arrival time
@@ -264,7 +297,9 @@ class ConcurrencyGate:
             self._wake()
 
     def __repr__(self) -> str:
-        return f"ConcurrencyGate(in_use={self.in_use}, cap={self.cap}/{self.max_limit}, waiting={self.waiting})"
+        return (
+            f"ConcurrencyGate(in_use={self.in_use}, cap={self.cap}/{self.max_limit}, waiting={self.waiting})"
+        )
 
 
 class Ticket:
@@ -296,14 +331,15 @@ class EndpointLimiter:
         *,
         clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
-        period: float = MINUTE,
     ) -> None:
         self.limits = limits
         self._clock: Clock = clock or time.monotonic
         self._sleep = sleep or asyncio.sleep
         self.gate = ConcurrencyGate(limits.concurrency, adaptive=limits.adaptive)
-        self.requests = WindowLimit(limits.rpm, period) if limits.rpm is not None else None
-        self.tokens = WindowLimit(limits.tpm, period) if limits.tpm is not None else None
+        rw = limits.request_window()
+        tw = limits.token_window()
+        self.requests = WindowLimit(*rw) if rw is not None else None
+        self.tokens = WindowLimit(*tw) if tw is not None else None
         self.blocked_until = -math.inf
         self.holds = 0
 

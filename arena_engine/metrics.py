@@ -1,7 +1,7 @@
 """Reference metrics: ROUGE-1/2/L and BLEU-1..4 of answers against reference answers, offline.
 
 Names are EvalScope's (``Rouge-1-R`` ... ``Rouge-L-F``, ``bleu-1`` ... ``bleu-4``), so reports line
-up with its table. Everything runs in pure Python with no downloads.
+up with its table. Everything runs offline: no model, no tokenizer data, no downloads.
 
 Tokenisation (:func:`tokenize`): the text is NFKC-normalised and lower-cased; every character of a
 CJK script (Han ideographs, kana, Hangul, Bopomofo, Yi) is one token, so Chinese is scored by
@@ -29,8 +29,11 @@ Where we knowingly differ from EvalScope 1.14 (which we match in names, not digi
 
 Speed: tokens are mapped to integer ids in Python and a small numba kernel scores a batch of
 pairs (n-gram overlaps by iterated dense ranking, LCS by dynamic programming), so 10,000 answer
-pairs take a fraction of a second; ``benchmarks/bench_metrics.py`` measures it against
-``rouge-score`` + NLTK.
+pairs take well under a second; ``benchmarks/bench_metrics.py`` measures it against
+``rouge-score`` + NLTK. The kernel is compiled on first use and cached on disk (numba
+``cache=True``): the very first call after installing takes about 5 s of CPU, later processes load
+the cache in well under a second. The kernel releases the GIL (``nogil``), so a service can warm it
+up, or score big batches, in a worker thread without stalling its event loop.
 
 Known limit: scripts without spaces other than CJK (Thai, Lao, Khmer, Myanmar) are not segmented,
 and combining marks (e.g. Devanagari vowel signs) split words.
@@ -42,7 +45,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
-from itertools import chain, islice
+from itertools import chain, count, islice
 
 import numpy as np
 from numba import njit
@@ -95,13 +98,15 @@ def tokenize(text: str) -> list[str]:
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing multiplier
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rank_keys(
-    keys: np.ndarray, m: int, ranks: np.ndarray, table_key: np.ndarray, table_rank: np.ndarray, bits: int
+    keys: np.ndarray, m: int, ranks: np.ndarray, table: np.ndarray, stamp: np.ndarray, call: int, bits: int
 ) -> int:  # pragma: no cover - compiled
     """Dense ranks of keys[:m] into ranks[:m] (equal keys, equal ranks); returns how many distinct.
 
-    Open addressing on a power-of-two table of at least 2*m slots, reset after use.
+    Open addressing (linear probing, Fibonacci hashing) on a table of 2**bits >= 2*m slots
+    ``table[slot] = (key, rank)``; a slot is in use only if ``stamp[slot] == call``, so a new
+    ``call`` number empties the table without touching it.
     """
     mask = (1 << bits) - 1
     shift = np.uint64(64 - bits)
@@ -110,45 +115,41 @@ def _rank_keys(
         key = keys[i]
         slot = np.int64((np.uint64(key) * _GOLDEN) >> shift)
         while True:
-            found = table_key[slot]
-            if found == key:
-                ranks[i] = table_rank[slot]
-                break
-            if found == -1:
-                table_key[slot] = key
-                table_rank[slot] = kinds
+            if stamp[slot] != call:
+                stamp[slot] = call
+                table[slot, 0] = key
+                table[slot, 1] = kinds
                 ranks[i] = kinds
                 kinds += 1
                 break
-            slot = (slot + 1) & mask
-    for i in range(m):  # reset the touched slots (and their probe chains) for the next call
-        slot = np.int64((np.uint64(keys[i]) * _GOLDEN) >> shift)
-        while table_key[slot] != -1:
-            table_key[slot] = -1
+            if table[slot, 0] == key:
+                ranks[i] = table[slot, 1]
+                break
             slot = (slot + 1) & mask
     return kinds
 
 
-@njit(cache=True)
-def _prf(overlap: int, n_pred: int, n_ref: int, row: np.ndarray, at: int) -> None:  # pragma: no cover
+@njit(cache=True, nogil=True)
+def _prf(overlap: int, n_pred: int, n_ref: int, out: np.ndarray, k: int, at: int) -> None:  # pragma: no cover
+    """(recall, precision, F) as rouge-score computes them, into out[k, at:at+3]."""
     recall = overlap / max(n_ref, 1)
     precision = overlap / max(n_pred, 1)
-    row[at] = recall
-    row[at + 1] = precision
-    row[at + 2] = 2.0 * precision * recall / (precision + recall) if precision + recall > 0.0 else 0.0
+    out[k, at] = recall
+    out[k, at + 1] = precision
+    out[k, at + 2] = 2.0 * precision * recall / (precision + recall) if precision + recall > 0.0 else 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _score_pairs(
     pred_ids: np.ndarray,
     pred_off: np.ndarray,
     ref_ids: np.ndarray,
     ref_off: np.ndarray,
-    vocab_size: int,
+    id_bound: int,
     out: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """All metrics of each pair k (token ids pred_ids[pred_off[k]:pred_off[k+1]] against the
-    reference's) into out[k] (METRIC_NAMES order, zeros on entry)."""
+    reference's, ids in [0, id_bound)) into out[k] (METRIC_NAMES order, zeros on entry)."""
     n_pairs = out.shape[0]
     longest = 1
     for k in range(n_pairs):
@@ -156,16 +157,19 @@ def _score_pairs(
     bits = 1
     while (1 << bits) < 2 * longest:
         bits += 1
-    # scratch, allocated once per call
-    local = np.full(vocab_size, -1, np.int64)
+    # scratch, allocated once per call (explicit loops instead of slice assignments: faster to compile)
+    local = np.empty(id_bound, np.int64)
+    for g in range(id_bound):
+        local[g] = -1
     rank1 = np.empty(longest, np.int64)
     cur = np.empty(longest, np.int64)
     keys = np.empty(longest, np.int64)
     ranks = np.empty(longest, np.int64)
     count_p = np.zeros(longest, np.int64)
     count_r = np.zeros(longest, np.int64)
-    table_key = np.full(1 << bits, -1, np.int64)
-    table_rank = np.empty(1 << bits, np.int64)
+    table = np.empty((1 << bits, 2), np.int64)
+    stamp = np.zeros(1 << bits, np.int64)
+    calls = 0
     dp = np.empty(longest + 1, np.int64)
     overlaps = np.zeros(4, np.int64)
 
@@ -177,7 +181,6 @@ def _score_pairs(
         if lp == 0 or lr == 0:
             continue
         total = lp + lr
-        row = out[k]
         # Order 1: dense local ids; prediction at 0..lp-1, reference at lp..total-1.
         n1 = 0
         for x in range(total):
@@ -192,8 +195,10 @@ def _score_pairs(
         # cur[x] = rank of the n-gram starting at x among all n-grams of both sides (an n-gram
         # never crosses the boundary). Order n ranks the pairs (rank of the (n-1)-gram at x,
         # rank of token x+n-1).
-        cur[:total] = rank1[:total]
-        overlaps[:] = 0
+        for x in range(total):
+            cur[x] = rank1[x]
+        for n in range(4):
+            overlaps[n] = 0
         for n in range(1, 5):
             if lp < n or lr < n:
                 break
@@ -206,7 +211,8 @@ def _score_pairs(
                 for x in range(lp, total - n + 1):
                     keys[j] = cur[x] * n1 + rank1[x + n - 1]
                     j += 1
-                kinds = _rank_keys(keys, j, ranks, table_key, table_rank, bits)
+                calls += 1
+                kinds = _rank_keys(keys, j, ranks, table, stamp, calls, bits)
                 j = 0
                 for x in range(lp - n + 1):
                     cur[x] = ranks[j]
@@ -214,8 +220,9 @@ def _score_pairs(
                 for x in range(lp, total - n + 1):
                     cur[x] = ranks[j]
                     j += 1
-            count_p[:kinds] = 0
-            count_r[:kinds] = 0
+            for g in range(kinds):
+                count_p[g] = 0
+                count_r[g] = 0
             for x in range(lp - n + 1):
                 count_p[cur[x]] += 1
             for x in range(lp, total - n + 1):
@@ -226,12 +233,13 @@ def _score_pairs(
             if ov == 0:
                 break  # no n-gram match means no longer match either
             overlaps[n - 1] = ov
-        _prf(overlaps[0], lp, lr, row, 0)
-        _prf(overlaps[1], max(lp - 1, 0), max(lr - 1, 0), row, 3)
+        _prf(overlaps[0], lp, lr, out, k, 0)
+        _prf(overlaps[1], max(lp - 1, 0), max(lr - 1, 0), out, k, 3)
         if overlaps[0] == 0:
             continue  # LCS and every BLEU order are 0 too
         # LCS length: one DP row over the reference.
-        dp[: lr + 1] = 0
+        for j in range(lr + 1):
+            dp[j] = 0
         for i in range(lp):
             a = rank1[i]
             diag = 0
@@ -242,31 +250,33 @@ def _score_pairs(
                 elif dp[j] > up:
                     dp[j + 1] = dp[j]
                 diag = up
-        _prf(dp[lr], lp, lr, row, 6)
+        _prf(dp[lr], lp, lr, out, k, 6)
         bp = 1.0 if lp > lr else math.exp(1.0 - lr / lp)
         for n in range(1, 5):
-            row[8 + n] = bp * overlaps[n - 1] / max(lp - n + 1, 1)
+            out[k, 8 + n] = bp * overlaps[n - 1] / max(lp - n + 1, 1)
 
 
-def _flat_ids(token_lists: list[list[str]], vocab: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+def _flat_ids(
+    token_lists: list[list[str]], vocab: dict[str, int], counter: Iterator[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of all lists end to end, and the offsets of each list. Equal tokens get equal ids
+    (vocab.setdefault keeps the first id drawn from counter), so ids are exact, not hashes."""
     lengths = np.fromiter(map(len, token_lists), np.int64, count=len(token_lists))
     offsets = np.zeros(len(token_lists) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
     ids = np.fromiter(
-        map(vocab.__getitem__, chain.from_iterable(token_lists)), np.int64, count=int(offsets[-1])
+        map(vocab.setdefault, chain.from_iterable(token_lists), counter), np.int64, count=int(offsets[-1])
     )
     return ids, offsets
 
 
 def _score_chunk(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
-    pred_tokens = [tokenize(t) for t in predictions]
-    ref_tokens = [tokenize(t) for t in references]
-    unique = dict.fromkeys(chain(chain.from_iterable(pred_tokens), chain.from_iterable(ref_tokens)))
-    vocab = {tok: i for i, tok in enumerate(unique)}
-    pred_ids, pred_off = _flat_ids(pred_tokens, vocab)
-    ref_ids, ref_off = _flat_ids(ref_tokens, vocab)
-    out = np.zeros((len(pred_tokens), _N_METRICS), np.float64)
-    _score_pairs(pred_ids, pred_off, ref_ids, ref_off, len(vocab), out)
+    vocab: dict[str, int] = {}
+    counter = count()
+    pred_ids, pred_off = _flat_ids([tokenize(t) for t in predictions], vocab, counter)
+    ref_ids, ref_off = _flat_ids([tokenize(t) for t in references], vocab, counter)
+    out = np.zeros((len(predictions), _N_METRICS), np.float64)
+    _score_pairs(pred_ids, pred_off, ref_ids, ref_off, next(counter), out)
     return out
 
 

@@ -18,6 +18,7 @@ from array import array
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from .client import ChatClient, ChatResult
 from .config import ModelConfig, RunConfig
 from .datasets import Query, iter_queries
 from .errors import ConfigError, VerdictError
+from .evalscope_import import ImportedAnswer, load_evalscope_answers
 from .judge import (
     DEFAULT_REFERENCE_TEMPLATE,
     DEFAULT_SYSTEM_PROMPT,
@@ -41,7 +43,7 @@ from .judge import (
     render_prompt,
 )
 from .leaderboard import Board, leaderboards
-from .metrics import sample_metrics
+from .metrics import METRIC_NAMES, sample_metrics_batch
 from .progress import ProgressEvent, StageProgress
 from .runfolder import save_config
 from .store import RunStore, content_key
@@ -76,15 +78,10 @@ class EndpointUsage:
 
 @dataclass
 class MetricSums:
-    """Running sums of per-sample reference metrics for one (model, dataset, subset)."""
+    """Sums of per-sample reference metrics for one (model, dataset, subset)."""
 
     n: int = 0
     sums: dict[str, float] = field(default_factory=dict)
-
-    def add(self, scores: dict[str, float]) -> None:
-        self.n += 1
-        for k, v in scores.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
 
     def means(self) -> dict[str, float]:
         return {k: v / self.n for k, v in self.sums.items()} if self.n else {}
@@ -117,14 +114,19 @@ class Arena:
     progress snapshots while it runs. No global state: two arenas in one process are independent.
     """
 
-    def __init__(self, config: RunConfig, *, offline: bool = False, progress_interval: float = 0.5) -> None:
+    def __init__(self, config: RunConfig, *, offline: bool = False, progress_interval: float = 0.5,
+                 shard: tuple[int, int] | None = None) -> None:
+        if shard is not None and not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
         self.config = config
         self.offline = offline
+        self.shard = shard  # (i, n): this arena handles the queries whose position % n == i
         self.progress_interval = progress_interval
         self.run_dir = config.output_dir
         self._stack: AsyncExitStack | None = None
         self._store: RunStore | None = None
         self._clients: dict[str, ChatClient] = {}
+        self._imported: dict[str, dict[tuple[str, str, str], ImportedAnswer]] = {}
         self._games: list[Game] = []
         self._finished = anyio.Event()
         self._started = time.monotonic()
@@ -132,7 +134,7 @@ class Arena:
         self._missing = 0
         self.usage: dict[str, EndpointUsage] = {}
         self.stages: dict[str, StageProgress] = {}
-        self._metric_sums: dict[tuple[str, str, str], MetricSums] = {}
+        self._reference_items: list[tuple[str, str, str, bytes, str]] = []
         self._queries: dict[tuple[str, str], int] = {}
         self._judge_system = config.judge.system_prompt or DEFAULT_SYSTEM_PROMPT
 
@@ -152,6 +154,11 @@ class Arena:
             await anyio.to_thread.run_sync(store.open)
             self._store = store
             stack.push_async_callback(self._close_store)
+            names = [d.name for d in self.config.datasets]
+            for m in self.config.models:
+                if m.evalscope_report is not None:
+                    found = await anyio.to_thread.run_sync(partial(load_evalscope_answers, m.evalscope_report, datasets=names))
+                    self._imported[m.name] = {(a.dataset, a.subset, str(a.index)): a for a in found}
             if not self.offline:
                 save_config(self.config, self.run_dir)
                 for m in self.config.models:
@@ -199,8 +206,12 @@ class Arena:
     # ------------------------------------------------------------------------------------------ run
 
     def _iter_all(self) -> Iterator[Query]:
+        position = 0
         for d in self.config.datasets:
-            yield from iter_queries(d.path, dataset=d.name, subsets=d.subsets)
+            for q in iter_queries(d.path, dataset=d.name, subsets=d.subsets):
+                if self.shard is None or position % self.shard[1] == self.shard[0]:
+                    yield q
+                position += 1
 
     def _pairs(self, q: Query) -> list[tuple[str, str]]:
         cfg = self.config
@@ -282,8 +293,34 @@ class Arena:
         finally:
             ready.set()
 
+    def _import(self, m: ModelConfig, q: Query) -> dict[str, Any] | None:
+        """An answer from an EvalScope run (keyed by its row index), stored like a generation."""
+        assert self._store is not None
+        stage = self.stages[m.name]
+        stage.done += 1
+        found = self._imported[m.name].get((q.dataset, q.subset, q.id))
+        key = content_key({"t": "import", "model": m.name, "report": str(m.evalscope_report), "dataset": q.dataset,
+                           "subset": q.subset, "query_id": q.id, "answer": found.answer if found else None})
+        if found is None:
+            stage.failed += 1
+            self._missing += 1
+            return None
+        rec = {"model": m.name, "endpoint_model": m.endpoint.model, "dataset": q.dataset, "subset": q.subset,
+               "query_id": q.id, "question": q.question, "answer": found.answer, "finish_reason": None,
+               "prompt_tokens": found.prompt_tokens or 0, "completion_tokens": found.completion_tokens or 0,
+               "latency": found.latency, "attempts": 0, "imported_from": str(m.evalscope_report)}
+        if self._store.get(GENERATIONS, key) is None:
+            self._store.put(GENERATIONS, key, rec)
+        else:
+            stage.reused += 1
+        if q.reference is not None:
+            self._reference_items.append((m.name, q.dataset, q.subset, key, q.reference))
+        return {**rec, "key": key.hex()}
+
     async def _generate(self, m: ModelConfig, q: Query) -> dict[str, Any] | None:
         assert self._store is not None
+        if m.name in self._imported:
+            return self._import(m, q)
         stage, usage = self.stages[m.name], self.usage[m.name]
         messages = [dict(msg) for msg in q.messages]
         params = dict(m.generation)
@@ -316,11 +353,9 @@ class Arena:
         stage.done += 1
         stage.prompt_tokens += int(rec.get("prompt_tokens") or 0)
         stage.completion_tokens += int(rec.get("completion_tokens") or 0)
-        rec = {**rec, "key": key.hex()}
-        if q.reference is not None:
-            sums = self._metric_sums.setdefault((m.name, q.dataset, q.subset), MetricSums())
-            sums.add(sample_metrics(rec["answer"], q.reference))
-        return rec
+        if q.reference is not None:  # scored after the run, off the request path
+            self._reference_items.append((m.name, q.dataset, q.subset, key, q.reference))
+        return {**rec, "key": key.hex()}
 
     def _account(self, usage: EndpointUsage, result: ChatResult) -> None:
         usage.requests += 1
@@ -437,16 +472,33 @@ class Arena:
 
     # -------------------------------------------------------------------------------------- results
 
+    def _reference_metrics(self) -> dict[tuple[str, str, str], MetricSums]:
+        """ROUGE/BLEU of every answer to a query with a reference, batched per (model, dataset, subset)."""
+        assert self._store is not None
+        groups: dict[tuple[str, str, str], tuple[list[str], list[str]]] = {}
+        for model, dataset, subset, key, reference in self._reference_items:
+            rec = self._store.get(GENERATIONS, key)
+            if rec is not None:
+                preds, refs = groups.setdefault((model, dataset, subset), ([], []))
+                preds.append(rec["answer"])
+                refs.append(reference)
+        sums: dict[tuple[str, str, str], MetricSums] = {}
+        for group, (preds, refs) in groups.items():
+            scores = sample_metrics_batch(preds, refs)
+            sums[group] = MetricSums(len(preds), dict(zip(METRIC_NAMES, scores.sum(axis=0).tolist(), strict=True)))
+        return sums
+
     def _results(self) -> ArenaResults:
         cfg = self.config
+        metric_sums = self._reference_metrics()
         games = sorted(self._games, key=lambda g: (g.dataset, g.subset, g.candidate, g.opponent, g.query_id, not g.candidate_is_a))
         names = [m.name for m in cfg.models]
         boards = leaderboards(games, names, cfg.baseline, cfg.rating, cfg.seed)
         return ArenaResults(
             config=cfg, run_dir=self.run_dir, games=games, battles=combine(games), boards=boards,
             usage=self.usage, failures=self._failures, missing=self._missing,
-            reference_metrics={k: s.means() for k, s in self._metric_sums.items()},
-            reference_counts={k: s.n for k, s in self._metric_sums.items()},
+            reference_metrics={k: s.means() for k, s in metric_sums.items()},
+            reference_counts={k: s.n for k, s in metric_sums.items()},
             queries=self._queries, elapsed=time.monotonic() - self._started,
         )
 

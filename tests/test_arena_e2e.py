@@ -75,3 +75,37 @@ def test_rerun_resumes_without_requests(tmp_path: Path) -> None:
     assert [(e.model, e.winrate, e.lower, e.upper) for e in first.overall.entries] == [
         (e.model, e.winrate, e.lower, e.upper) for e in second.overall.entries
     ]
+
+
+def test_all_pairs_mode_with_a_cap_and_structured_output(tmp_path: Path) -> None:
+    data = dataset(tmp_path, 30)
+
+    async def main() -> tuple[ArenaResults, ArenaResults, dict]:
+        async with SimServer(_sim()) as sim:
+            names = [n for n, _ in MODELS]
+            full = arena_config(sim.url, tmp_path / "all", data, names, mode="all_pairs")
+            async with Arena(full) as arena:
+                all_pairs = await arena.run()
+            capped = arena_config(sim.url, tmp_path / "capped", data, names, mode="all_pairs", max_pairs_per_query=2)
+            from dataclasses import replace
+
+            capped = replace(capped, judge=replace(capped.judge, structured_output=True))
+            async with Arena(capped) as arena:
+                capped_results = await arena.run()
+            return all_pairs, capped_results, sim.stats()
+
+    all_pairs, capped, _ = anyio.run(main)
+    queries = 60
+    # every pair of the three models, both orders, on every query
+    pairs = {(g.candidate, g.opponent) for g in all_pairs.games}
+    assert pairs == {("base", "strong"), ("base", "weak"), ("strong", "weak")}
+    assert len(all_pairs.games) == queries * 3 * 2
+    assert [e.model for e in all_pairs.overall.entries] == ["strong", "base", "weak"]
+    # the cap keeps two of the three pairs per query (both orders each), chosen per query
+    per_query: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
+    for g in capped.games:
+        per_query.setdefault((g.dataset, g.subset, g.query_id), set()).add((g.candidate, g.opponent))
+    assert len(per_query) == queries and all(len(p) == 2 for p in per_query.values())
+    assert len({frozenset(p) for p in per_query.values()}) > 1
+    assert len(capped.games) == queries * 2 * 2
+    assert all(g.outcome is not None for g in capped.games)

@@ -37,7 +37,7 @@ def _validate(
     rounds: int,
     ci: float,
     strong_weight: int,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], int]:
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int8], npt.NDArray[np.int64], int]:
     names = tuple(models)
     if not names:
         raise ArenaError("rate_battles: models is empty; pass the names that model_a/model_b index into")
@@ -45,7 +45,9 @@ def _validate(
         raise ArenaError("rate_battles: models holds a name twice")
     a = _as_int_array("model_a", model_a)
     b = _as_int_array("model_b", model_b)
-    o = _as_int_array("outcome", outcome)
+    o = np.asarray(outcome)
+    if o.ndim != 1 or (o.size and not np.issubdtype(o.dtype, np.integer)):
+        raise ArenaError(f"rate_battles: outcome must be a 1-D integer array, got {o.dtype} of shape {o.shape}")
     q = _as_int_array("query", query)
     n = a.size
     for name, arr in (("model_b", b), ("outcome", o), ("query", q)):
@@ -61,6 +63,7 @@ def _validate(
     if n and (int(o.min()) < -2 or int(o.max()) > 2):
         bad = int(np.flatnonzero((o < -2) | (o > 2))[0])
         raise ArenaError(f"rate_battles: outcome[{bad}] = {int(o[bad])}; expected one of -2, -1, 0, 1, 2")
+    o8 = o.astype(np.int8, copy=False)
     if isinstance(baseline, str):
         if baseline not in names:
             raise ArenaError(f"rate_battles: baseline {baseline!r} is not one of models")
@@ -75,7 +78,7 @@ def _validate(
         raise ArenaError(f"rate_battles: ci must be in (0, 1), got {ci}")
     if strong_weight < 1:
         raise ArenaError(f"rate_battles: strong_weight must be >= 1, got {strong_weight}")
-    return a, b, o, q, base
+    return a, b, o8, q, base
 
 
 def rate_battles(
@@ -102,7 +105,7 @@ def rate_battles(
     A strong verdict counts `strong_weight` times; a tie counts half a win for each side.
     Rows where a model meets itself carry no information and are ignored.
     """
-    from arena_engine.rating import _fit  # local import keeps the package import cheap
+    from arena_engine.rating import _pipeline  # local import: numba loads on first use
 
     a, b, o, q, base = _validate(model_a, model_b, outcome, query, models, baseline, rounds, ci, strong_weight)
     if method not in ("bt", "elo", "evalscope"):
@@ -124,7 +127,7 @@ def rate_battles(
             )
         if not np.all(np.isfinite(lens)):
             raise ArenaError("rate_battles: lengths holds NaN or infinite values")
-    fit = _fit.rate(
+    fit = _pipeline.rate(
         a, b, o, q, k=len(names), base=base, rounds=rounds, seed=seed, ci=ci, strong_weight=strong_weight,
         method=method, interval=interval, lengths=lens, elo_k=elo_k,
     )

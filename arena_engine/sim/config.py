@@ -114,6 +114,9 @@ class SimModel:
 class SimConfig:
     """The whole simulated endpoint.
 
+    `rpm_limit` is enforced over every sliding window of `rpm_window_s` seconds (default the minute),
+    answering 429 with the exact wait in `Retry-After` and `retry-after-ms`.
+
     Judge model (see `arena_engine.sim.judging`): latent y = s_q * (strength_A - strength_B)
     + position_bias + judge_noise * N(0, 1) + Logistic(0, 1), cut into the five labels at
     +-tie_margin and +-(tie_margin + strong_margin), where tie_margin gives P(tie) = tie_rate at equal
@@ -126,6 +129,7 @@ class SimConfig:
     latency: Latency = field(default_factory=Latency)
     faults: Faults = field(default_factory=Faults)
     rpm_limit: float | None = None
+    rpm_window_s: float = 60.0
     judge_noise: float = DEFAULT_JUDGE_NOISE
     tie_rate: float = DEFAULT_TIE_RATE
     position_bias: float = DEFAULT_POSITION_BIAS
@@ -151,6 +155,7 @@ class SimConfig:
             _check_number("rpm_limit", self.rpm_limit, low=0.0)
             if self.rpm_limit <= 0:
                 raise ConfigError("rpm_limit must be > 0 (leave it out for no limit)")
+        _check_number("rpm_window_s", self.rpm_window_s, low=0.001)
         _check_number("judge_noise", self.judge_noise, low=0.0)
         _check_number("tie_rate", self.tie_rate, low=0.0, high=0.99)
         _check_number("position_bias", self.position_bias)

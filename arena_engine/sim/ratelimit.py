@@ -1,7 +1,9 @@
 """The server-side requests-per-minute limit: an exact sliding-window log.
 
-At most `capacity` requests are admitted in any window of `window` seconds (capacity / window =
-rpm_limit / 60). A rejected request learns exactly how long until a slot frees up.
+At most `capacity` = floor(rpm_limit * window_s / 60) requests (at least 1) are admitted in any window
+of `window` seconds, with `window` stretched so that capacity / window = rpm_limit / 60 exactly. A
+rejected request learns exactly how long until a slot frees up. `window_s` defaults to the minute;
+shorter windows make the limit observable in fast tests.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from collections import deque
 class SlidingWindowLimit:
     """Admit at most rpm_limit requests per 60 s over every sliding window. Sync, clock passed in."""
 
-    def __init__(self, rpm_limit: float) -> None:
-        if rpm_limit <= 0:
-            raise ValueError("rpm_limit must be > 0")
-        self.capacity = max(1, math.floor(rpm_limit))
+    def __init__(self, rpm_limit: float, window_s: float = 60.0) -> None:
+        if rpm_limit <= 0 or window_s <= 0:
+            raise ValueError("rpm_limit and window_s must be > 0")
+        self.capacity = max(1, math.floor(rpm_limit * window_s / 60.0 + 1e-9))
         self.window = 60.0 * self.capacity / rpm_limit
         self._admitted: deque[float] = deque()
 

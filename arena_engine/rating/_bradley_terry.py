@@ -1,0 +1,373 @@
+"""Bradley-Terry maximum likelihood over pair totals (numba kernels).
+
+Strengths are natural-log odds with the baseline fixed at 0; a tie counts half a win for each side.
+The MLE exists only when every model is strongly connected to the baseline in the "has beaten" graph
+(Zermelo's condition). Models outside that component (only wins, only losses, no games, or a separate
+group) get one virtual tied game against the baseline, which keeps every estimate finite; the caller
+flags them. Pair totals are `win` (wins of i, ties as half) and `n` (games) per pair (i, j).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+B1 = npt.NDArray[np.bool_]
+
+NEWTON_TOL = 1e-12  # largest step (natural-log units) at which Newton stops
+CHORD_TOL = 1e-10
+MAX_NEWTON = 100
+MAX_CHORD = 60
+
+
+@njit(cache=True)
+def _reach(
+    pi: I64, pj: I64, win: F64, n: F64, k: int, base: int, forward: bool
+) -> B1:  # pragma: no cover - numba
+    """Models reachable from the baseline along 'x has beaten y' edges (or against them)."""
+    deg = np.zeros(k + 1, np.int64)
+    for p in range(pi.size):
+        i_beats = win[p] > 0.0
+        j_beats = n[p] - win[p] > 0.0
+        if (i_beats if forward else j_beats):
+            deg[pi[p] + 1] += 1
+        if (j_beats if forward else i_beats):
+            deg[pj[p] + 1] += 1
+    for m in range(k):
+        deg[m + 1] += deg[m]
+    adj = np.empty(deg[k], np.int64)
+    fill = deg[:-1].copy()
+    for p in range(pi.size):
+        i_beats = win[p] > 0.0
+        j_beats = n[p] - win[p] > 0.0
+        if (i_beats if forward else j_beats):
+            adj[fill[pi[p]]] = pj[p]
+            fill[pi[p]] += 1
+        if (j_beats if forward else i_beats):
+            adj[fill[pj[p]]] = pi[p]
+            fill[pj[p]] += 1
+    seen = np.zeros(k, np.bool_)
+    stack = np.empty(k, np.int64)
+    seen[base] = True
+    stack[0] = base
+    top = 1
+    while top > 0:
+        top -= 1
+        x = stack[top]
+        for e in range(deg[x], deg[x + 1]):
+            y = adj[e]
+            if not seen[y]:
+                seen[y] = True
+                stack[top] = y
+                top += 1
+    return seen
+
+
+@njit(cache=True)
+def outside_component(pi: I64, pj: I64, win: F64, n: F64, k: int, base: int) -> B1:  # pragma: no cover
+    """Models whose MLE does not exist: not strongly connected to the baseline."""
+    fwd = _reach(pi, pj, win, n, k, base, True)
+    bwd = _reach(pi, pj, win, n, k, base, False)
+    out = np.empty(k, np.bool_)
+    for m in range(k):
+        out[m] = not (fwd[m] and bwd[m])
+    return out
+
+
+@njit(cache=True)
+def with_virtual_ties(
+    pi: I64, pj: I64, win: F64, n: F64, outside: B1, base: int
+) -> tuple[I64, I64, F64, F64]:  # pragma: no cover - numba
+    """Append one tied game against the baseline for every model outside the baseline's component."""
+    extra = 0
+    for m in range(outside.size):
+        if outside[m]:
+            extra += 1
+    size = pi.size + extra
+    qi = np.empty(size, np.int64)
+    qj = np.empty(size, np.int64)
+    qw = np.empty(size, np.float64)
+    qn = np.empty(size, np.float64)
+    qi[: pi.size] = pi
+    qj[: pi.size] = pj
+    qw[: pi.size] = win
+    qn[: pi.size] = n
+    pos = pi.size
+    for m in range(outside.size):
+        if outside[m]:
+            qi[pos] = min(m, base)
+            qj[pos] = max(m, base)
+            qw[pos] = 0.5
+            qn[pos] = 1.0
+            pos += 1
+    return qi, qj, qw, qn
+
+
+@njit(cache=True)
+def _log_sigmoid(d: float) -> float:  # pragma: no cover - numba
+    if d >= 0.0:
+        return -math.log1p(math.exp(-d))
+    return d - math.log1p(math.exp(d))
+
+
+@njit(cache=True)
+def _sigmoid(d: float) -> float:  # pragma: no cover - numba
+    if d >= 0.0:
+        return 1.0 / (1.0 + math.exp(-d))
+    e = math.exp(d)
+    return e / (1.0 + e)
+
+
+@njit(cache=True)
+def loglik(pi: I64, pj: I64, win: F64, n: F64, beta: F64) -> float:  # pragma: no cover - numba
+    total = 0.0
+    for p in range(pi.size):
+        d = beta[pi[p]] - beta[pj[p]]
+        total += win[p] * _log_sigmoid(d) + (n[p] - win[p]) * _log_sigmoid(-d)
+    return total
+
+
+@njit(cache=True)
+def _gradient(pi: I64, pj: I64, win: F64, n: F64, beta: F64, k: int) -> F64:  # pragma: no cover
+    grad = np.zeros(k)
+    for p in range(pi.size):
+        r = win[p] - n[p] * _sigmoid(beta[pi[p]] - beta[pj[p]])
+        grad[pi[p]] += r
+        grad[pj[p]] -= r
+    return grad
+
+
+@njit(cache=True)
+def hessian(pi: I64, pj: I64, n: F64, beta: F64, k: int, base: int) -> F64:  # pragma: no cover - numba
+    """Observed information over the free strengths (baseline row and column removed)."""
+    h = np.zeros((k - 1, k - 1))
+    for p in range(pi.size):
+        s = _sigmoid(beta[pi[p]] - beta[pj[p]])
+        v = n[p] * s * (1.0 - s)
+        a = pi[p] - (1 if pi[p] > base else 0)
+        b = pj[p] - (1 if pj[p] > base else 0)
+        if pi[p] != base:
+            h[a, a] += v
+        if pj[p] != base:
+            h[b, b] += v
+        if pi[p] != base and pj[p] != base:
+            h[a, b] -= v
+            h[b, a] -= v
+    return h
+
+
+@njit(cache=True)
+def _free(vec: F64, base: int) -> F64:  # pragma: no cover - numba
+    out = np.empty(vec.size - 1)
+    for m in range(vec.size):
+        if m < base:
+            out[m] = vec[m]
+        elif m > base:
+            out[m - 1] = vec[m]
+    return out
+
+
+@njit(cache=True)
+def newton(
+    pi: I64, pj: I64, win: F64, n: F64, k: int, base: int, beta0: F64
+) -> F64:  # pragma: no cover - numba
+    """Newton's method with step halving; the data must satisfy Zermelo's condition."""
+    beta = beta0.copy()
+    beta[base] = 0.0
+    if k == 1:
+        return beta
+    ll = loglik(pi, pj, win, n, beta)
+    for _ in range(MAX_NEWTON):
+        grad = _free(_gradient(pi, pj, win, n, beta, k), base)
+        h = hessian(pi, pj, n, beta, k, base)
+        step = cholesky_solve(cholesky(h), grad)
+        biggest = np.max(np.abs(step))
+        t = 1.0
+        cand = beta.copy()
+        ll_new = ll
+        while True:
+            for m in range(k):
+                if m < base:
+                    cand[m] = beta[m] + t * step[m]
+                elif m > base:
+                    cand[m] = beta[m] + t * step[m - 1]
+            ll_new = loglik(pi, pj, win, n, cand)
+            if ll_new >= ll - 1e-12 * abs(ll) or t < 1e-8:
+                break
+            t *= 0.5
+        beta[:] = cand
+        ll = ll_new
+        if biggest * t < NEWTON_TOL:
+            break
+    return beta
+
+
+@njit(cache=True)
+def cholesky(h: F64) -> F64:  # pragma: no cover - numba
+    """Lower factor L of h = L L^T (h symmetric positive definite; tiny pivots are floored)."""
+    m = h.shape[0]
+    chol = np.zeros((m, m))
+    floor = 0.0
+    for r in range(m):
+        floor = max(floor, abs(h[r, r]))
+    floor = max(floor * 1e-14, 1e-300)
+    for c in range(m):
+        s = h[c, c]
+        for t in range(c):
+            s -= chol[c, t] * chol[c, t]
+        d = math.sqrt(max(s, floor))
+        chol[c, c] = d
+        for r in range(c + 1, m):
+            s = h[r, c]
+            for t in range(c):
+                s -= chol[r, t] * chol[c, t]
+            chol[r, c] = s / d
+    return chol
+
+
+@njit(cache=True)
+def cholesky_solve(chol: F64, rhs: F64) -> F64:  # pragma: no cover - numba
+    """Solve L L^T x = rhs."""
+    m = rhs.size
+    y = np.empty(m)
+    for r in range(m):
+        s = rhs[r]
+        for c in range(r):
+            s -= chol[r, c] * y[c]
+        y[r] = s / chol[r, r]
+    x = np.empty(m)
+    for r in range(m - 1, -1, -1):
+        s = y[r]
+        for c in range(r + 1, m):
+            s -= chol[c, r] * x[c]
+        x[r] = s / chol[r, r]
+    return x
+
+
+@njit(cache=True)
+def fit(
+    pi: I64, pj: I64, win: F64, n: F64, k: int, base: int, beta0: F64, chol: F64
+) -> F64:  # pragma: no cover - numba
+    """MLE with virtual ties where needed. With a Cholesky factor `chol` of a nearby information
+    matrix (shape (k-1, k-1)), tries the cheap chord iteration first; else, or if it stalls, Newton."""
+    outside = outside_component(pi, pj, win, n, k, base)
+    if np.any(outside):
+        qi, qj, qw, qn = with_virtual_ties(pi, pj, win, n, outside, base)
+        return newton(qi, qj, qw, qn, k, base, beta0)
+    if chol.shape[0] == k - 1 and k > 1:
+        beta = beta0.copy()
+        beta[base] = 0.0
+        prev = np.inf
+        for _ in range(MAX_CHORD):
+            step = cholesky_solve(chol, _free(_gradient(pi, pj, win, n, beta, k), base))
+            biggest = np.max(np.abs(step))
+            if not biggest < 0.9 * prev and biggest > CHORD_TOL:
+                break  # not contracting: fall back to Newton
+            for m in range(k):
+                if m < base:
+                    beta[m] += step[m]
+                elif m > base:
+                    beta[m] += step[m - 1]
+            if biggest < CHORD_TOL:
+                return beta
+            prev = biggest
+    return newton(pi, pj, win, n, k, base, beta0)
+
+
+@njit(cache=True)
+def cluster_bootstrap(
+    ptr: I64, pair: I64, s2: I64, w: I64, pi: I64, pj: I64, k: int, base: int,
+    seeds: npt.NDArray[np.uint32], beta_hat: F64, chol: F64,
+) -> F64:  # pragma: no cover - numba
+    """One BT fit per round on clusters drawn with replacement (multinomial weights); rows = rounds."""
+    n_clusters = ptr.size - 1
+    n_pairs = pi.size
+    out = np.empty((seeds.size, k))
+    counts = np.zeros(n_clusters, np.int64)
+    s2p = np.zeros(n_pairs, np.int64)
+    wp = np.zeros(n_pairs, np.int64)
+    for r in range(seeds.size):
+        np.random.seed(seeds[r])
+        counts[:] = 0
+        for _ in range(n_clusters):
+            counts[np.random.randint(0, n_clusters)] += 1
+        s2p[:] = 0
+        wp[:] = 0
+        for c in range(n_clusters):
+            cnt = counts[c]
+            if cnt == 0:
+                continue
+            for g in range(ptr[c], ptr[c + 1]):
+                s2p[pair[g]] += cnt * s2[g]
+                wp[pair[g]] += cnt * w[g]
+        used = 0
+        for p in range(n_pairs):
+            if wp[p] > 0:
+                used += 1
+        ri = np.empty(used, np.int64)
+        rj = np.empty(used, np.int64)
+        rw = np.empty(used, np.float64)
+        rn = np.empty(used, np.float64)
+        u = 0
+        for p in range(n_pairs):
+            if wp[p] > 0:
+                ri[u] = pi[p]
+                rj[u] = pj[p]
+                rw[u] = 0.5 * s2p[p]
+                rn[u] = wp[p]
+                u += 1
+        out[r] = fit(ri, rj, rw, rn, k, base, beta_hat, chol)
+    return out
+
+
+@njit(cache=True)
+def star_logit(s2: int, w: int) -> float:  # pragma: no cover - numba
+    """Closed-form BT strength of a candidate that only meets the baseline: logit((W + T/2) / N).
+    With only wins, only losses or no games, one virtual tied game is added (as in `fit`)."""
+    if w == 0 or s2 == 0 or s2 == 2 * w:
+        return math.log((0.5 * s2 + 0.5) / (w - 0.5 * s2 + 0.5))
+    return math.log(s2 / (2.0 * w - s2))
+
+
+@njit(cache=True)
+def star_bootstrap(
+    ptr: I64, cs2: I64, cw: I64, cc: I64, seeds: npt.NDArray[np.uint32], rounds: int
+) -> F64:  # pragma: no cover - numba
+    """Per pair (candidate vs baseline), `rounds` multinomial draws over its cells; logits out.
+
+    Cells are drawn by conditional binomials, rarest first, so the commonest cell takes the rest."""
+    n_pairs = ptr.size - 1
+    out = np.empty((n_pairs, rounds))
+    for p in range(n_pairs):
+        lo = ptr[p]
+        hi = ptr[p + 1]
+        np.random.seed(seeds[p])
+        order = np.argsort(cc[lo:hi], kind="mergesort") + lo
+        total = 0
+        for c in range(lo, hi):
+            total += cc[c]
+        for r in range(rounds):
+            left = total
+            mass = total
+            s2 = 0
+            w = 0
+            for t in range(order.size - 1):
+                c = order[t]
+                if left == 0:
+                    break
+                x = np.random.binomial(left, cc[c] / mass)
+                mass -= cc[c]
+                left -= x
+                s2 += x * cs2[c]
+                w += x * cw[c]
+            if order.size > 0:
+                c = order[order.size - 1]
+                s2 += left * cs2[c]
+                w += left * cw[c]
+            out[p, r] = star_logit(s2, w)
+    return out

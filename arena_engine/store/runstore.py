@@ -1,0 +1,565 @@
+"""RunStore: the checkpoints of one run folder, opened under an exclusive lock."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import orjson
+
+from arena_engine.errors import CheckpointError
+from arena_engine.store import sidecar
+from arena_engine.store.frame import KEY_SIZE, body_of, encode_record, frame, key_of, parse_line
+from arena_engine.store.index import KeyIndex, Location
+from arena_engine.store.scan import (
+    BAD,
+    ENTRY,
+    LEN_MASK,
+    NOKEY,
+    Entries,
+    join_key,
+    make_entries,
+    rows_for_keys,
+    scan,
+    split_key,
+)
+
+logger = logging.getLogger("arena_engine.store")
+
+DEFAULT_FSYNC_INTERVAL = 1.0
+DEFAULT_FSYNC_EVERY = 1000
+CHECKPOINT_DIR = "checkpoints"
+LOCK_NAME = ".lock"
+KIND_PATTERN = re.compile(r"[a-z_][a-z0-9_]*")
+MAX_LINE = int(LEN_MASK)
+
+Fsync = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CorruptLine:
+    """A checkpoint line that could not be read as a record.
+
+    ``key`` is set when the line's key could still be read; ``superseded`` when a valid record with
+    that key exists elsewhere in the file (nothing is lost then).
+    """
+
+    path: Path
+    line: int
+    reason: str
+    key: bytes | None = None
+    superseded: bool = False
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}: {self.reason}"
+        if self.key is None:
+            return f"{where}; skipped (its key is unreadable: if it held a finished request, that request will be sent again)"
+        if self.superseded:
+            return f"{where}; skipped (key {self.key.hex()} has a valid record elsewhere, nothing is lost)"
+        return (
+            f"{where}; skipped: the stored result for key {self.key.hex()} is unreadable, "
+            "so that request will be sent again"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TornTail:
+    """The unterminated end of a checkpoint file (an interrupted write), repaired on open."""
+
+    path: Path
+    line: int
+    size: int
+    completed: bool  # it was a whole record lacking only its newline, which was added
+
+    def __str__(self) -> str:
+        if self.completed:
+            return f"{self.path}:{self.line}: last record lacked its newline (interrupted write); added it"
+        return (
+            f"{self.path}:{self.line}: torn last line ({self.size} bytes, no newline) left by an "
+            "interrupted write; truncated it (it was never acknowledged as stored)"
+        )
+
+
+@dataclass(slots=True)
+class _Kind:
+    """One kind's checkpoint file, its index and its sidecar."""
+
+    path: Path
+    fd: int
+    end: int  # bytes of whole lines; every append lands here (O_APPEND, and we hold the lock)
+    lines: int  # number of the last whole line
+    index: KeyIndex
+    side: sidecar.SidecarWriter
+    pending: deque[tuple[bytes, Location]] = field(default_factory=deque)  # not yet in the sidecar
+    side_stale: bool = False  # the sidecar lists a record found damaged: emptied, next open rescans
+    unreadable: dict[bytes, CorruptLine] = field(default_factory=dict)
+
+
+class RunStore:
+    """Append-only checkpoints of one run folder, indexed by 16-byte content keys.
+
+    Use from one thread (the event loop's). ``put`` costs a few microseconds: it frames the record,
+    writes it to the OS and indexes it; fsync happens on a background thread at most ``fsync_interval``
+    seconds after a write, or as soon as ``fsync_every`` records are pending. ``sync()`` fsyncs now.
+
+    ``full_scan=True`` ignores the sidecar indexes and re-reads and checksums every line on open.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        fsync_interval: float = DEFAULT_FSYNC_INTERVAL,
+        fsync_every: int = DEFAULT_FSYNC_EVERY,
+        full_scan: bool = False,
+        fsync: Fsync = os.fsync,
+    ) -> None:
+        if fsync_interval < 0:
+            raise ValueError(f"fsync_interval must be >= 0, got {fsync_interval}")
+        if fsync_every < 1:
+            raise ValueError(f"fsync_every must be >= 1, got {fsync_every}")
+        self.run_dir = Path(run_dir)
+        self.fsync_interval = fsync_interval
+        self.fsync_every = fsync_every
+        self.full_scan = full_scan
+        self._fsync = fsync
+        self._kinds: dict[str, _Kind] = {}
+        self._lock_fd: int | None = None
+        self._open = False
+        # What open() found and repaired.
+        self.corrupt = 0
+        self.corrupt_lines: list[CorruptLine] = []
+        self.torn: list[TornTail] = []
+        self.duplicates = 0
+        # Durability: _written is bumped only by put (caller's thread), _synced only by _sync_all.
+        self._written = 0
+        self._synced = 0
+        self.fsyncs = 0  # completed fsync rounds
+        self._first_pending = 0.0
+        self._cond = threading.Condition()
+        self._sync_lock = threading.Lock()
+        self._stopping = False
+        self._syncer: threading.Thread | None = None
+        self._sync_error: BaseException | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self) -> RunStore:
+        """Lock the folder, repair and index its checkpoint files. Raises CheckpointError if in use."""
+        if self._open:
+            return self
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        try:
+            ck = self.run_dir / CHECKPOINT_DIR
+            if not ck.is_dir():
+                ck.mkdir()
+                self._fsync_dir(self.run_dir)
+            for path in sorted(ck.glob("*.jsonl")):
+                if KIND_PATTERN.fullmatch(path.stem):
+                    self._kinds[path.stem] = self._load(path)
+        except BaseException:
+            self._close_files()
+            self._release_lock()
+            raise
+        self._open = True
+        self._stopping = False
+        self._syncer = threading.Thread(target=self._sync_loop, name=f"fsync {self.run_dir}", daemon=True)
+        self._syncer.start()
+        return self
+
+    def close(self) -> None:
+        """fsync everything, update the sidecar indexes, release the lock. Idempotent."""
+        if not self._open:
+            return
+        self._open = False
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._syncer is not None:
+            self._syncer.join()
+            self._syncer = None
+        try:
+            self._sync_all()
+        finally:
+            self._close_files()
+            self._release_lock()
+        self._raise_sync_error()
+
+    def __enter__(self) -> RunStore:
+        return self.open()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{name}={len(k.index)}" for name, k in sorted(self._kinds.items()))
+        return (
+            f"<RunStore {str(self.run_dir)!r} {'open' if self._open else 'closed'} {counts or 'empty'} "
+            f"pending_fsync={self.pending_fsync} corrupt={self.corrupt}>"
+        )
+
+    # ------------------------------------------------------------------ reads
+
+    def has(self, kind: str, key: bytes) -> bool:
+        """Is a readable record stored under ``key``?"""
+        k = self._kind(kind)
+        return k is not None and k.index.find(key) is not None
+
+    def get(self, kind: str, key: bytes) -> dict[str, Any] | None:
+        """The record stored under ``key``, read from disk; None if absent or found unreadable."""
+        k = self._kind(kind)
+        if k is None:
+            return None
+        loc = k.index.find(key)
+        if loc is None:
+            return None
+        body = self._read(k, key, loc)
+        if body is None:
+            return None
+        rec: dict[str, Any] = orjson.loads(body)
+        return rec
+
+    def items(self, kind: str) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """(key, record) for every readable record of ``kind`` stored at the call, in file order."""
+        k = self._kind(kind)
+        if k is None:
+            return iter(())
+        return self._iter_items(k, *k.index.locations())
+
+    def records(self, kind: str) -> Iterator[dict[str, Any]]:
+        """Every readable record of ``kind`` stored at the call, in file order, one per key."""
+        return (rec for _, rec in self.items(kind))
+
+    def count(self, kind: str) -> int:
+        k = self._kind(kind)
+        return 0 if k is None else len(k.index)
+
+    def kinds(self) -> list[str]:
+        return sorted(self._kinds)
+
+    def unreadable(self, kind: str) -> list[bytes]:
+        """Keys whose only stored line is damaged: finished once, but their result cannot be read."""
+        k = self._kind(kind)
+        if k is None:
+            return []
+        return [key for key in k.unreadable if k.index.find(key) is None]
+
+    @property
+    def pending_fsync(self) -> int:
+        """Records written to the OS but not yet fsynced."""
+        return self._written - self._synced
+
+    # ------------------------------------------------------------------ writes
+
+    def put(self, kind: str, key: bytes, record: dict[str, Any]) -> None:
+        """Append ``record`` under ``key``, written to the OS before returning. No-op if ``key`` is stored."""
+        k = self._kinds.get(kind) if self._open else None
+        if k is None:
+            k = self._new_kind(kind)
+        if len(key) != KEY_SIZE:
+            raise ValueError(f"checkpoint keys are {KEY_SIZE}-byte content_key digests, got {len(key)} bytes")
+        if k.index.find(key) is not None:
+            return
+        if self._sync_error is not None:
+            self._raise_sync_error()  # stays raised: what was written may not be on disk
+        line = frame(key, encode_record(record))
+        if len(line) > MAX_LINE:
+            raise CheckpointError(f"record for key {key.hex()} is {len(line)} bytes; the limit is 1 GiB")
+        self._append(k, line)
+        off = k.end
+        k.end += len(line)
+        k.lines += 1
+        loc = (off, len(line), k.lines)
+        k.index.add(key, loc)
+        k.pending.append((key, loc))
+        self._written += 1
+        pending = self._written - self._synced
+        if pending == 1 or pending == self.fsync_every:
+            with self._cond:
+                if pending == 1:
+                    self._first_pending = time.monotonic()
+                self._cond.notify()
+
+    def sync(self) -> None:
+        """fsync every checkpoint file now (blocking)."""
+        if not self._open:
+            raise CheckpointError(f"run store {self.run_dir} is not open")
+        self._sync_all()
+        self._raise_sync_error()
+
+    # ------------------------------------------------------------------ internals: files
+
+    def _kind(self, kind: str) -> _Kind | None:
+        if not self._open:
+            raise CheckpointError(f"run store {self.run_dir} is not open; call open() or use `with`")
+        return self._kinds.get(kind)
+
+    def _new_kind(self, kind: str) -> _Kind:
+        if not self._open:
+            raise CheckpointError(f"run store {self.run_dir} is not open; call open() or use `with`")
+        if not KIND_PATTERN.fullmatch(kind):
+            raise ValueError(f"checkpoint kind must match [a-z_][a-z0-9_]*, got {kind!r}")
+        path = self.run_dir / CHECKPOINT_DIR / f"{kind}.jsonl"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        side = sidecar.SidecarWriter(path.with_suffix(".idx"))
+        side.reset(np.empty(0, ENTRY))
+        self._fsync_dir(path.parent)
+        k = _Kind(path, fd, 0, 0, KeyIndex(), side)
+        self._kinds[kind] = k
+        return k
+
+    def _append(self, k: _Kind, line: bytes) -> None:
+        try:
+            n = os.write(k.fd, line)
+            while n < len(line):  # a short write: disk full, or a signal mid-way
+                n += os.write(k.fd, line[n:])
+        except OSError as exc:
+            # Never leave half a line behind: the next line would be glued to it.
+            with contextlib.suppress(OSError):
+                os.ftruncate(k.fd, k.end)
+            raise CheckpointError(f"cannot append to {k.path}: {exc.strerror or exc}") from exc
+
+    def _read(self, k: _Kind, key: bytes, loc: Location) -> bytes | None:
+        off, ln, line = loc
+        body = body_of(os.pread(k.fd, ln, off))
+        if body is None:
+            self._unreadable_now(k, key, line)
+        return body
+
+    def _iter_items(
+        self, k: _Kind, offs: np.ndarray, lens: np.ndarray, lines: np.ndarray
+    ) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        with open(k.path, "rb", buffering=1 << 20) as fh:
+            pos = 0
+            step = 65536
+            for i in range(0, len(offs), step):
+                part = slice(i, i + step)
+                for off, ln, line in zip(
+                    offs[part].tolist(), lens[part].tolist(), lines[part].tolist(), strict=True
+                ):
+                    if off != pos:
+                        fh.seek(off)
+                    data = fh.read(ln)
+                    pos = off + ln
+                    body = body_of(data)
+                    key = key_of(data)
+                    if body is None or key is None:
+                        if key is not None:
+                            self._unreadable_now(k, key, line)
+                        continue
+                    yield key, orjson.loads(body)
+
+    def _unreadable_now(self, k: _Kind, key: bytes, line: int) -> None:
+        k.index.kill(key)
+        # The sidecar still calls that line a record; empty it so the next open scans the file, which
+        # tells the damaged line from the copy that will be stored again.
+        with self._sync_lock:
+            if not k.side_stale:
+                k.side_stale = True
+                k.side.keep(0)
+        c = CorruptLine(k.path, line, "record damaged since it was indexed (bad frame or checksum)", key)
+        k.unreadable[key] = c
+        self.corrupt += 1
+        self.corrupt_lines.append(c)
+        logger.warning("%s", c)
+
+    # ------------------------------------------------------------------ internals: open-time scan
+
+    def _load(self, path: Path) -> _Kind:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        side: sidecar.SidecarWriter | None = None
+        try:
+            size = os.fstat(fd).st_size
+            idx_path = path.with_suffix(".idx")
+            known = None if self.full_scan else sidecar.load(idx_path, fd, size)
+            if known is None:
+                known = np.empty(0, ENTRY)
+                fresh = True
+            else:
+                fresh = False
+            start = int(known["off"][-1] + (known["len"][-1] & LEN_MASK)) if len(known) else 0
+            first_line = int(known["line"][-1]) + 1 if len(known) else 1
+            found = scan(fd, start, first_line)
+            end, lines = found.end, found.lines
+            tail_rows = found.entries
+            if found.torn is not None:
+                end, lines, extra = self._repair_tail(fd, path, found.torn, lines)
+                if len(extra):
+                    tail_rows = np.concatenate([tail_rows, extra])
+            if len(tail_rows) or fresh:
+                self._fsync(fd)  # the sidecar may only describe durable lines
+            side = sidecar.SidecarWriter(idx_path)
+            if fresh:
+                side.reset(tail_rows)
+            else:
+                side.keep(len(known))
+                side.append(tail_rows)
+            rows = np.concatenate([known, tail_rows]) if len(tail_rows) else known
+            k = _Kind(path, fd, end, lines, KeyIndex(), side)
+            self._index_rows(k, rows)
+            return k
+        except BaseException:
+            if side is not None:
+                side.close()
+            os.close(fd)
+            raise
+
+    def _index_rows(self, k: _Kind, rows: Entries) -> None:
+        flags = rows["len"] & BAD
+        valid = rows[flags == 0]
+        dups = k.index.build(valid)
+        if dups:
+            self.duplicates += dups
+            logger.warning(
+                "%s: %d repeated record(s) of a stored key; the first of each is used", k.path, dups
+            )
+        for i in np.flatnonzero(flags).tolist():
+            row = rows[i]
+            line = int(row["line"])
+            if i + 1 < len(rows) and int(rows[i + 1]["line"]) == line:
+                reason = "damaged text before a valid record on the same line (the record is kept)"
+            elif row["len"] & NOKEY:
+                reason = "damaged line (not a readable checkpoint record)"
+            else:
+                reason = "damaged record (bad frame or checksum)"
+            if row["len"] & NOKEY:
+                c = CorruptLine(k.path, line, reason)
+            else:
+                key = join_key(int(row["hi"]), int(row["lo"]))
+                present = k.index.find(key) is not None
+                c = CorruptLine(k.path, line, reason, key, superseded=present)
+                if not present:
+                    k.unreadable[key] = c
+            self.corrupt += 1
+            self.corrupt_lines.append(c)
+            logger.warning("%s", c)
+
+    def _repair_tail(
+        self, fd: int, path: Path, torn: tuple[int, bytes], lines: int
+    ) -> tuple[int, int, Entries]:
+        off, tail = torn
+        parsed = parse_line(tail)
+        if parsed is not None:
+            os.write(fd, b"\n")
+            hi, lo = split_key(parsed[0])
+            extra = make_entries([(hi, lo, off, len(tail) + 1, lines + 1)])
+            info = TornTail(path, lines + 1, len(tail), completed=True)
+            end, lines = off + len(tail) + 1, lines + 1
+        else:
+            os.ftruncate(fd, off)
+            extra = np.empty(0, ENTRY)
+            info = TornTail(path, lines + 1, len(tail), completed=False)
+            end = off
+        self._fsync(fd)
+        self.torn.append(info)
+        logger.warning("%s", info)
+        return end, lines, extra
+
+    # ------------------------------------------------------------------ internals: fsync
+
+    def _sync_loop(self) -> None:
+        cond = self._cond
+        while True:
+            with cond:
+                while not self._stopping and self._written == self._synced:
+                    cond.wait()
+                deadline = self._first_pending + self.fsync_interval
+                while (
+                    not self._stopping
+                    and self._written - self._synced < self.fsync_every
+                    and (left := deadline - time.monotonic()) > 0
+                ):
+                    cond.wait(left)
+                if self._stopping:
+                    return
+            self._sync_all()
+
+    def _sync_all(self) -> None:
+        """fsync the checkpoint files, then record the now-durable lines in the sidecars."""
+        with self._sync_lock:
+            written = self._written
+            try:
+                for k in list(self._kinds.values()):
+                    done: list[tuple[bytes, Location]] = []
+                    with contextlib.suppress(IndexError):
+                        while True:
+                            done.append(k.pending.popleft())
+                    self._fsync(k.fd)
+                    if done and not k.side_stale:
+                        k.side.append(rows_for_keys([key for key, _ in done], [loc for _, loc in done]))
+                        self._fsync(k.side.fd)
+            except OSError as exc:
+                self._sync_error = exc
+                return
+            self.fsyncs += 1
+            if written > self._synced:
+                self._synced = written
+                if self._written > written:
+                    self._first_pending = time.monotonic()
+
+    def _raise_sync_error(self) -> None:
+        exc = self._sync_error
+        if exc is not None:
+            raise CheckpointError(
+                f"fsync of checkpoints in {self.run_dir} failed: {exc}; records written since the last "
+                "good fsync may not be on disk. Stop, fix the disk, and resume from this folder"
+            ) from exc
+
+    def _fsync_dir(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self._fsync(fd)
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------------ internals: lock
+
+    def _take_lock(self) -> None:
+        path = self.run_dir / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise CheckpointError(
+                f"run folder {self.run_dir} is in use by process {holder}; wait for it to finish or stop "
+                "it, or start over in a new folder (--fresh)"
+            ) from None
+        except OSError as exc:
+            os.close(fd)
+            raise CheckpointError(f"cannot lock run folder {self.run_dir}: {exc.strerror or exc}") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _close_files(self) -> None:
+        kinds, self._kinds = self._kinds, {}
+        for k in kinds.values():
+            with contextlib.suppress(OSError):
+                k.side.close()
+            with contextlib.suppress(OSError):
+                os.close(k.fd)

@@ -1,0 +1,476 @@
+"""Admission control: exact rate windows, pacing, concurrency gate, hold-backs, bounded mapping.
+
+Nothing here sleeps: the pure bookkeeping is driven with explicit times, and the async limiter runs on
+a fake clock whose `sleep` only returns when the test advances time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arena_engine.errors import ConfigError
+from arena_engine.limits import ConcurrencyGate, EndpointLimiter, Limits, WindowLimit, map_bounded
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(coro)
+
+
+def max_in_any_window(times: list[float], amounts: list[float], period: float) -> float:
+    """Slow reference: the largest sum of amounts sent within any half-open window of `period`."""
+    best = 0.0
+    for i, start in enumerate(times):
+        # windows that start exactly at a send are the worst case for a half-open [start, start+period)
+        best = max(best, sum(a for t, a in zip(times[i:], amounts[i:], strict=True) if t < start + period))
+    return best
+
+
+class FakeTime:
+    """A clock plus a `sleep` that returns only when `advance` moves time past its deadline."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._n = 0
+        self.sleeps = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        self.sleeps += 1
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._n += 1
+        heapq.heappush(self._timers, (self.now + delay, self._n, fut))
+        await fut
+
+    async def advance(self, dt: float) -> None:
+        target = self.now + dt
+        while self._timers and self._timers[0][0] <= target:
+            when, _, fut = heapq.heappop(self._timers)
+            self.now = max(self.now, when)
+            if not fut.done():
+                fut.set_result(None)
+            await settle_loop()
+        self.now = target
+        await settle_loop()
+
+
+async def settle_loop() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+# ----------------------------------------------------------------------------- WindowLimit (pure)
+
+
+def test_no_extra_burst_at_start() -> None:
+    # aiolimiter let 1,182 requests through in the first second of a 1,000/s limit
+    w = WindowLimit(1000, 1.0)
+    times = [w.reserve(1, 0.0).at for _ in range(3000)]
+    assert sum(t < 1.0 for t in times) <= 1000
+    assert max_in_any_window(times[:2100], [1.0] * 2100, 1.0) <= 1000
+
+
+def test_binding_rate_is_at_least_95_percent_of_the_limit() -> None:
+    w = WindowLimit(600, 60.0)  # 600 requests per minute, all wanting to go at once
+    times = [w.reserve(1, 0.0).at for _ in range(3000)]
+    for minute in range(4):
+        sent = sum(minute * 60.0 <= t < (minute + 1) * 60.0 for t in times)
+        assert 0.95 * 600 <= sent <= 600
+
+
+def test_pacing_spreads_a_minute_budget_over_the_minute() -> None:
+    w = WindowLimit(600, 60.0)
+    times = [w.reserve(1, 0.0).at for _ in range(600)]
+    # the burst tolerance is one second's worth (10); after that one request per ~0.1 s
+    assert sum(t == 0.0 for t in times) == 10
+    assert max(sum(s <= t < s + 1.0 for t in times) for s in range(59)) <= 20
+    assert times[-1] > 55.0
+
+
+def test_idle_endpoint_gets_only_a_short_burst_then_the_window_holds() -> None:
+    w = WindowLimit(100, 10.0)
+    early = [w.reserve(1, 0.0).at for _ in range(100)]
+    late = [w.reserve(1, 500.0).at for _ in range(150)]
+    assert late[0] == 500.0
+    times = early + late
+    assert max_in_any_window(times, [1.0] * len(times), 10.0) <= 100
+
+
+def test_reservations_never_precede_the_request_and_are_ordered() -> None:
+    w = WindowLimit(10, 1.0)
+    prev = -1.0
+    for now in [0.0, 0.0, 0.05, 0.3, 0.3, 2.0, 2.0, 2.0]:
+        at = w.reserve(1, now).at
+        assert at >= now and at >= prev
+        prev = at
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    limit=st.integers(1, 50),
+    period=st.sampled_from([1.0, 7.5, 60.0]),
+    steps=st.lists(
+        st.tuples(
+            st.floats(0.0, 5.0),  # time advance before the request
+            st.integers(1, 80),  # estimated amount
+            st.one_of(st.none(), st.floats(0.0, 1.0)),  # settled fraction of the estimate (None: keep)
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+)
+def test_any_window_holds_at_most_the_limit_with_settlement(
+    limit: int, period: float, steps: list[tuple[float, int, float | None]]
+) -> None:
+    # usage at most the estimate (estimates include max_tokens): then no window ever exceeds the limit
+    w = WindowLimit(limit, period)
+    now = 0.0
+    sent: list[tuple[float, float]] = []
+    grants = []
+    for advance, estimate, actual in steps:
+        now += advance
+        g = w.reserve(estimate, now)
+        assert g.at >= now
+        grants.append((g, actual))
+        # settle the previous request once its answer arrived
+        if len(grants) >= 2:
+            prev, prev_actual = grants[-2]
+            if prev_actual is not None:
+                w.settle(prev, round(prev.amount * prev_actual))
+    for g, _ in grants:
+        sent.append((g.at, g.amount))
+    times = [t for t, _ in sent]
+    assert times == sorted(times)
+    assert max_in_any_window(times, [a for _, a in sent], period) <= limit + 1e-9
+
+
+def test_settling_a_smaller_usage_lets_more_through() -> None:
+    w = WindowLimit(1000, 60.0, burst=1000)
+    first = w.reserve(800, 0.0)
+    assert w.reserve(800, 0.0).at > 50.0  # would not fit next to the first estimate
+    w2 = WindowLimit(1000, 60.0, burst=1000)
+    first = w2.reserve(800, 0.0)
+    w2.settle(first, 100)
+    assert w2.reserve(800, 0.0).at == 0.0
+
+
+def test_usage_above_the_estimate_delays_later_requests() -> None:
+    w = WindowLimit(1000, 60.0, burst=1000)
+    first = w.reserve(100, 0.0)
+    w.settle(first, 900)  # the answer was much longer than estimated
+    assert w.reserve(200, 0.0).at >= 60.0
+
+
+def test_refund_frees_the_window() -> None:
+    w = WindowLimit(2, 60.0, burst=2)
+    a = w.reserve(1, 0.0)
+    w.reserve(1, 0.0)
+    w.settle(a, 0)
+    assert w.reserve(1, 0.0).at < 1.0
+    assert w.reserve(1, 0.0).at >= 60.0
+
+
+def test_amount_larger_than_the_limit_goes_alone() -> None:
+    w = WindowLimit(100, 60.0)
+    assert w.reserve(500, 0.0).at == 0.0
+    assert w.reserve(1, 0.0).at >= 60.0
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan")])
+def test_window_rejects_bad_limits(bad: float) -> None:
+    with pytest.raises(ConfigError):
+        WindowLimit(bad, 60.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"concurrency": 0}, {"concurrency": 2.5}, {"rpm": 0}, {"tpm": -5}, {"rpm": float("inf")}, {"rpm": True}],
+)
+def test_limits_validation_names_the_field(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match=next(iter(kwargs))):
+        Limits(**kwargs)
+
+
+# ----------------------------------------------------------------------------- ConcurrencyGate
+
+
+def test_gate_caps_in_flight_and_serves_fifo() -> None:
+    async def main() -> None:
+        gate = ConcurrencyGate(2)
+        order: list[int] = []
+        await gate.acquire()
+        await gate.acquire()
+
+        async def waiter(i: int) -> None:
+            await gate.acquire()
+            order.append(i)
+
+        tasks = [asyncio.create_task(waiter(i)) for i in range(3)]
+        await settle_loop()
+        assert gate.in_use == 2 and gate.waiting == 3 and order == []
+        gate.release()
+        await settle_loop()
+        assert order == [0]
+        gate.release()
+        gate.release()
+        await settle_loop()
+        assert order == [0, 1, 2] and gate.in_use == 2
+        await asyncio.gather(*tasks)
+
+    run(main())
+
+
+def test_gate_cancelled_waiter_does_not_leak_a_slot() -> None:
+    async def main() -> None:
+        gate = ConcurrencyGate(1)
+        await gate.acquire()
+        task = asyncio.create_task(gate.acquire())
+        await settle_loop()
+        gate.release()  # hands the slot to the waiter...
+        task.cancel()  # ...which is cancelled before it resumes
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert gate.in_use == 0
+        await asyncio.wait_for(gate.acquire(), 1.0)
+
+    run(main())
+
+
+def test_adaptive_gate_halves_once_per_round_and_recovers_additively() -> None:
+    async def main() -> None:
+        gate = ConcurrencyGate(16, adaptive=True)
+        seqs = [await gate.acquire() for _ in range(16)]
+        # all 16 requests of the round see a 429: one cut, not sixteen
+        cuts = [gate.on_rate_limited(s) for s in seqs]
+        assert sum(cuts) == 1 and gate.cap == 8
+        for _ in range(16):
+            gate.release()
+        s = await gate.acquire()  # issued after the cut: its 429 cuts again
+        assert gate.on_rate_limited(s) and gate.cap == 4
+        gate.release()
+        for _ in range(3):
+            gate.on_success()
+        assert gate.cap == 4
+        for _ in range(2):
+            gate.on_success()
+        assert gate.cap == 5  # about +1 per round of `cap` successes
+        for _ in range(400):
+            gate.on_success()
+        assert gate.cap == 16  # never above the configured concurrency
+
+    run(main())
+
+
+def test_non_adaptive_gate_ignores_429s() -> None:
+    gate = ConcurrencyGate(8)
+    assert not gate.on_rate_limited(0)
+    assert gate.cap == 8
+
+
+# ----------------------------------------------------------------------------- EndpointLimiter
+
+
+def test_limiter_sleeps_once_per_request_when_binding() -> None:
+    async def main() -> None:
+        ft = FakeTime()
+        lim = EndpointLimiter(Limits(concurrency=4, rpm=60), clock=ft.clock, sleep=ft.sleep)
+        sent: list[float] = []
+
+        async def one() -> None:
+            ticket = await lim.acquire()
+            sent.append(ft.now)
+            lim.release(ticket)
+
+        tasks = [asyncio.create_task(one()) for _ in range(30)]
+        for _ in range(40):
+            await ft.advance(1.0)
+        await asyncio.gather(*tasks)
+        assert len(sent) == 30
+        assert ft.sleeps <= 30  # one timer per request at most, no polling
+        # 60/min with a one-request burst: one per second (plus the window margin)
+        gaps = [b - a for a, b in itertools.pairwise(sent)]
+        assert min(gaps) >= 0.99
+        assert max_in_any_window(sent, [1.0] * len(sent), 60.0) <= 60
+
+    run(main())
+
+
+def test_hold_stops_new_and_already_waiting_requests() -> None:
+    async def main() -> None:
+        ft = FakeTime()
+        lim = EndpointLimiter(Limits(concurrency=8, rpm=60), clock=ft.clock, sleep=ft.sleep)
+        sent: list[float] = []
+
+        async def one() -> None:
+            ticket = await lim.acquire()
+            sent.append(ft.now)
+            lim.release(ticket)
+
+        tasks = [asyncio.create_task(one()) for _ in range(4)]
+        await settle_loop()
+        assert sent == [0.0]  # the others wait for their paced slots at ~1, 2, 3 s
+        lim.hold(10.0)  # a 429 said: nothing before t=10
+        late = asyncio.create_task(one())
+        for _ in range(30):
+            await ft.advance(1.0)
+        await asyncio.gather(*tasks, late)
+        assert sent[0] == 0.0
+        assert all(t >= 10.0 for t in sent[1:]) and len(sent) == 5
+        assert max_in_any_window(sent, [1.0] * 5, 60.0) <= 60
+
+    run(main())
+
+
+def test_token_limit_is_settled_with_reported_usage() -> None:
+    async def main() -> None:
+        ft = FakeTime()
+        lim = EndpointLimiter(Limits(concurrency=1, tpm=1000), clock=ft.clock, sleep=ft.sleep)
+
+        async def acquire_advancing(tokens: float) -> Any:
+            task = asyncio.create_task(lim.acquire(tokens))
+            await settle_loop()
+            while not task.done():
+                await ft.advance(0.5)
+            return task.result()
+
+        t1 = await acquire_advancing(900)
+        assert ft.now == 0.0
+        lim.release(t1, used_tokens=50)  # the server used far fewer tokens than estimated
+        t2 = await acquire_advancing(900)
+        # paced by the 50 tokens really used, not by the 900 estimated (which would mean ~54 s)
+        assert ft.now < 5.0
+        lim.release(t2, used_tokens=900)
+        t3 = await acquire_advancing(900)
+        assert ft.now >= 60.0  # 950 tokens in the window: the next 900 wait for the window to pass
+        lim.release(t3)
+
+    run(main())
+
+
+def test_cancelled_acquire_releases_slot_and_refunds_window() -> None:
+    async def main() -> None:
+        ft = FakeTime()
+        lim = EndpointLimiter(Limits(concurrency=1, rpm=2), clock=ft.clock, sleep=ft.sleep)
+        first = await lim.acquire()
+        lim.release(first)
+        task = asyncio.create_task(lim.acquire())  # must wait: 2/min paced at one per 30 s
+        await settle_loop()
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert lim.gate.in_use == 0
+        assert lim.requests is not None and lim.requests.in_window == 1  # the cancelled grant was refunded
+
+    run(main())
+
+
+def test_unsent_ticket_is_refunded() -> None:
+    async def main() -> None:
+        lim = EndpointLimiter(Limits(concurrency=2, rpm=1000))
+        ticket = await lim.acquire()
+        lim.release(ticket, sent=False)
+        assert lim.requests is not None and lim.requests.in_window == 0
+        assert lim.gate.in_use == 0
+
+    run(main())
+
+
+def test_limiter_repr_shows_live_state() -> None:
+    async def main() -> None:
+        ft = FakeTime()
+        lim = EndpointLimiter(Limits(concurrency=3, rpm=100), clock=ft.clock, sleep=ft.sleep)
+        await lim.acquire()
+        lim.hold(5.0)
+        text = repr(lim)
+        assert "in_use=1" in text and "cap=3/3" in text and "held_for=5.000s" in text and "limit=100" in text
+
+    run(main())
+
+
+# ----------------------------------------------------------------------------- map_bounded
+
+
+def test_map_bounded_limits_concurrency_and_reads_lazily() -> None:
+    async def main() -> None:
+        pulled = 0
+        running = 0
+        peak = 0
+
+        def items() -> Any:
+            nonlocal pulled
+            for i in range(1000):
+                pulled += 1
+                yield i
+
+        async def fn(i: int) -> int:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0)
+            running -= 1
+            return i * 2
+
+        got: list[int] = []
+        async with map_bounded(items(), fn, limit=8) as results:
+            async for r in results:
+                got.append(r)
+                if len(got) == 10:
+                    await settle_loop()
+                    # 10 consumed, at most 8 in workers and 8 buffered: the input was not read ahead
+                    assert pulled <= 10 + 8 + 8 + 1
+        assert sorted(got) == [2 * i for i in range(1000)]
+        assert peak <= 8
+
+    run(main())
+
+
+def test_map_bounded_async_source_and_early_exit_cancels() -> None:
+    async def main() -> None:
+        finished = 0
+
+        async def source() -> AsyncIterator[int]:
+            for i in range(10_000):
+                yield i
+
+        async def fn(i: int) -> int:
+            nonlocal finished
+            await asyncio.sleep(0)
+            finished += 1
+            return i
+
+        seen = 0
+        async with map_bounded(source(), fn, limit=4) as results:
+            async for _ in results:
+                seen += 1
+                if seen == 20:
+                    break
+        assert finished < 40
+
+    run(main())
+
+
+def test_map_bounded_propagates_errors() -> None:
+    async def main() -> None:
+        async def fn(i: int) -> int:
+            if i == 5:
+                raise ValueError("bad item 5")
+            return i
+
+        with pytest.raises(ExceptionGroup) as info:
+            async with map_bounded(range(100), fn, limit=3) as results:
+                async for _ in results:
+                    pass
+        assert info.group_contains(ValueError, match="bad item 5")
+
+    run(main())
