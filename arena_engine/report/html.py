@@ -18,6 +18,7 @@ import base64
 import gc
 import hashlib
 import re
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -86,35 +87,38 @@ _GameTexts = tuple[str | None, str | None, str | None, str | None]
 
 
 class _TextSource:
-    """Reads battle texts from a run's checkpoints by content key, each generation read once."""
+    """The texts of a run's battles, read from its checkpoints in one pass over each file (sequential
+    reads beat one random read per record); only the records the battles point at are kept."""
 
-    def __init__(self, store: RunStore) -> None:
+    def __init__(self, store: RunStore, battles: Iterable[Battle]) -> None:
         self.store = store
-        self._generations: dict[str, dict[str, Any] | None] = {}
+        wanted = {k for b in battles for k in b.keys if k}
+        # judgment key -> (candidate-as-A generation key, as-B generation key, the judge's text)
+        self.judgments: dict[str, tuple[str | None, str | None, str | None]] = {}
+        for key, rec in store.items(JUDGMENTS):
+            h = key.hex()
+            if h in wanted:
+                text = rec.get("reasoning") if rec.get("verdict") is not None else rec.get("raw")
+                self.judgments[h] = (_str(rec.get("a_key")), _str(rec.get("b_key")), _str(text))
+        wanted = {k for a, b, _ in self.judgments.values() for k in (a, b) if k}
+        self.generations: dict[str, tuple[str | None, str | None]] = {}  # key -> (question, answer)
+        for key, rec in store.items(GENERATIONS):
+            h = key.hex()
+            if h in wanted:
+                self.generations[h] = (_str(rec.get("question")), _str(rec.get("answer")))
         self._by_query: dict[tuple[str, str, str, str], dict[str, Any]] | None = None
 
-    def generation(self, key_hex: object) -> dict[str, Any] | None:
-        if not isinstance(key_hex, str):
-            return None
-        try:
-            return self._generations[key_hex]
-        except KeyError:
-            rec = self._generations[key_hex] = self.store.get(GENERATIONS, _key(key_hex))
-            return rec
-
     def game(self, judgment_key: str | None, candidate_is_a: bool) -> _GameTexts | None:
-        if not judgment_key:
+        j = self.judgments.get(judgment_key) if judgment_key else None
+        if j is None:
             return None
-        rec = self.store.get(JUDGMENTS, _key(judgment_key))
-        if rec is None:
-            return None
-        a, b = self.generation(rec.get("a_key")), self.generation(rec.get("b_key"))
+        a = self.generations.get(j[0]) if j[0] else None
+        b = self.generations.get(j[1]) if j[1] else None
         cand, opp = (a, b) if candidate_is_a else (b, a)
-        question = _str(cand.get("question")) if cand is not None else None
+        question = cand[0] if cand is not None else None
         if question is None and opp is not None:
-            question = _str(opp.get("question"))
-        reasoning = rec.get("reasoning") if rec.get("verdict") is not None else rec.get("raw")
-        return question, _answer(cand), _answer(opp), _str(reasoning)
+            question = opp[0]
+        return question, cand[1] if cand else None, opp[1] if opp else None, j[2]
 
     def latest_answer(self, model: str, dataset: str, subset: str, query_id: str) -> dict[str, Any] | None:
         """A model's answer found by query, for battles that never reached the judge (one scan, on demand)."""
@@ -124,13 +128,6 @@ class _TextSource:
                 k = (str(rec.get("model")), str(rec.get("dataset")), str(rec.get("subset")), str(rec.get("query_id")))
                 self._by_query[k] = rec  # file order: the latest record of a query wins
         return self._by_query.get((model, dataset, subset, query_id))
-
-
-def _key(key_hex: str) -> bytes:
-    try:
-        return bytes.fromhex(key_hex)
-    except ValueError:
-        return b""
 
 
 def _str(x: object) -> str | None:
@@ -165,7 +162,7 @@ def _battle_data(results: ArenaResults, store: RunStore | None) -> dict[str, Any
     (c_sub, c_cand, c_opp, c_qid, c_q, c_ac, c_ao, c_s, c_o1, c_o2, c_r1, c_r2, c_x1, c_x2) = cols.values()
     reasons = {(g.dataset, g.subset, g.query_id, g.candidate, g.opponent, g.candidate_is_a): g.reason
                for g in results.games if g.outcome is None}
-    source = _TextSource(store) if store is not None else None
+    source = _TextSource(store, results.battles) if store is not None else None
     for b in results.battles:
         t1 = t2 = None
         question = cand_answer = opp_answer = None
