@@ -78,7 +78,7 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def page(browser: Any, demo: Demo) -> Iterator[Any]:
+def page(demo: Demo, browser: Any) -> Iterator[Any]:  # demo first: it runs an event loop, Playwright holds one
     page, watch = open_report(browser, demo.html)
     yield page
     page.close()
@@ -222,6 +222,13 @@ def test_leaderboards_show_the_numbers_of_report_json_and_leaderboard_txt(page: 
     # the forest plot draws one row per model of the overall board, and the heat map a cell per candidate x scope
     assert page.locator("#forest-plot svg g.row").count() == len(boards[0]["entries"])
     assert page.locator("table.heat td.cell").count() == 2 * 3
+    # pairwise results: won / tied / lost battles per pair, as the battles say
+    for row in page.locator("#pairs tbody tr").all():
+        cand, opp, n, won, tied, lost, excluded, _ = row.locator("td").all_inner_texts()
+        mine = [b for b in demo.results.battles if b.candidate == cand and b.opponent == opp]
+        assert int(n) == len(mine) == 2 * DEMO_QUERIES and int(excluded) == 0
+        assert (int(won), int(tied), int(lost)) == (sum(b.score > 0.5 for b in mine), sum(b.score == 0.5 for b in mine),
+                                                    sum(b.score < 0.5 for b in mine))
 
 
 def test_threshold_and_text_filters_count_the_right_battles(page: Any, demo: Demo) -> None:

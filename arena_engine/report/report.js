@@ -163,6 +163,30 @@
   const str = (i) => (i >= 0 ? S[i] : null);
   const judgeLabel = (outcome, candIsA) => (outcome === NO_OUTCOME ? null : B.labels[candIsA ? 2 - outcome : 2 + outcome]);
 
+  // ------------------------------------------------------------------ pairwise results
+
+  (function drawPairs() {
+    const pairs = new Map();
+    for (let i = 0; i < N; i++) {
+      const key = C.cand[i] * 65536 + C.opp[i];
+      let p = pairs.get(key);
+      if (!p) pairs.set(key, (p = { cand: C.cand[i], opp: C.opp[i], n: 0, win: 0, tie: 0, loss: 0, excluded: 0, sum: 0 }));
+      p.n++;
+      const s = C.s[i];
+      if (s < 0) { p.excluded++; continue; }
+      p.sum += s / 4;
+      if (s > 2) p.win++; else if (s < 2) p.loss++; else p.tie++;
+    }
+    const rows = [...pairs.values()].sort((a, b) => B.models[a.cand].localeCompare(B.models[b.cand]) || B.models[a.opp].localeCompare(B.models[b.opp]))
+      .map((p) => {
+        const scored = p.n - p.excluded;
+        return el("tr", null, td(B.models[p.cand]), td(B.models[p.opp]), td(int(p.n), "num"), td(int(p.win), "num"), td(int(p.tie), "num"),
+          td(int(p.loss), "num"), td(int(p.excluded), "num"), td(scored ? (p.sum / scored).toFixed(3) : "—", "num"));
+      });
+    $("pairs-table").appendChild(rows.length ? table(["Candidate", "Opponent", "Battles", "Won", "Tied", "Lost", "Excluded", "Mean score"].map((h, i) => th(h, i >= 2 ? "num" : "")), rows, { id: "pairs" })
+      : el("p", { class: "muted", text: "No battles." }));
+  })();
+
   // ------------------------------------------------------------------ judge diagnostics
 
   (function drawJudge() {
@@ -228,7 +252,7 @@
     const withLat = eps.filter(([, u]) => u.latency && u.latency.p50 !== undefined);
     if (!withLat.length) return;
     const max = Math.max(...withLat.map(([, u]) => u.latency.p90));
-    const W = 780, L = 190, Rm = 150, rowH = 26, H = 20 + rowH * withLat.length;
+    const W = 820, L = 190, Rm = 220, rowH = 26, H = 20 + rowH * withLat.length;
     const x = (v) => (W - L - Rm) * (max > 0 ? v / max : 0);
     const s = svg("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img", "aria-label": "latency per endpoint" });
     withLat.forEach(([name, u], i) => {
