@@ -184,6 +184,13 @@ class Arena:
                 await self._stack.__aexit__(None, None, None)
             self._stack = None
 
+    @property
+    def store(self) -> RunStore:
+        """The run folder's open checkpoints (for write_reports inside ``async with``)."""
+        if self._store is None:
+            raise RuntimeError("the arena is not open: use 'async with Arena(config) as arena:'")
+        return self._store
+
     # ------------------------------------------------------------------------------------- progress
 
     def snapshot(self) -> ProgressEvent:
