@@ -547,6 +547,15 @@ def _n_pairs(k: int, cap: int | None) -> int:
     return min(n, cap) if cap is not None else n
 
 
+def loop_options() -> dict[str, Any]:
+    """anyio's asyncio backend options: uvloop's event loop when it is installed (the `fast` extra)."""
+    try:
+        import uvloop
+    except ImportError:
+        return {}
+    return {"loop_factory": uvloop.new_event_loop}
+
+
 def run_arena(config: RunConfig, *, offline: bool = False) -> ArenaResults:
     """Run an arena from synchronous code (scripts); see :class:`Arena` for async services."""
 
@@ -554,4 +563,4 @@ def run_arena(config: RunConfig, *, offline: bool = False) -> ArenaResults:
         async with Arena(config, offline=offline) as arena:
             return await arena.run()
 
-    return anyio.run(main)
+    return anyio.run(main, backend_options=loop_options())

@@ -20,7 +20,7 @@ import anyio
 import orjson
 
 from arena_engine.config import config_from_dict
-from arena_engine.pipeline import Arena
+from arena_engine.pipeline import Arena, loop_options
 from arena_engine.sim import Latency, SimConfig, SimModel
 from arena_engine.sim.process import SimProcess
 
@@ -112,4 +112,4 @@ if __name__ == "__main__":
     ap.add_argument("--example", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=1000)
     a = ap.parse_args()
-    sys.exit(anyio.run(main, a.latency, a.concurrency, a.arena, a.example, a.rounds))
+    sys.exit(anyio.run(main, a.latency, a.concurrency, a.arena, a.example, a.rounds, backend_options=loop_options()))
