@@ -87,12 +87,12 @@ def test_all_pairs_bt_matches_reference_mm():
 def test_general_fit_reproduces_star_closed_form():
     """The Newton fitter used for all-pairs data gives (W + T/2) / N on a one-baseline design."""
     from arena_engine.rating import _bradley_terry as bt
-    from arena_engine.rating._aggregate import canonical_games, pair_totals
+    from arena_engine.rating._aggregate import aggregate, pair_totals
 
     rng = np.random.default_rng(3)
     k = 5
     a, b, o, q = star_battles(rng, k, 60, np.array([0, -1, 0.3, 1, 2.0]))
-    games = canonical_games(a, b, o, q, k=k, base=0, strong_weight=3)
+    games = aggregate(a, b, o, q, k=k, base=0, strong_weight=3)
     s2, w = pair_totals(games)
     beta = bt.fit(games.pi, games.pj, 0.5 * s2, w.astype(float), k, 0, np.zeros(k), np.zeros((0, 0)))
     expected = naive.star_winrates(a, b, o, base=0, k=k)

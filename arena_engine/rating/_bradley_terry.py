@@ -15,12 +15,14 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from arena_engine.rating._random import below, new_state
+
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 B1 = npt.NDArray[np.bool_]
 
 NEWTON_TOL = 1e-12  # largest step (natural-log units) at which Newton stops
-CHORD_TOL = 1e-10
+CHORD_TOL = 1e-8  # bootstrap rounds only: 4e-6 Elo points, far below any percentile's noise
 MAX_NEWTON = 100
 MAX_CHORD = 60
 
@@ -280,48 +282,120 @@ def fit(
 
 
 @njit(cache=True)
+def _fit_totals(
+    s2p: I64, wp: I64, pi: I64, pj: I64, k: int, base: int, beta_hat: F64, chol: F64
+) -> F64:  # pragma: no cover - numba
+    """BT fit on resampled pair totals (pairs without games dropped)."""
+    used = 0
+    for p in range(pi.size):
+        if wp[p] > 0:
+            used += 1
+    ri = np.empty(used, np.int64)
+    rj = np.empty(used, np.int64)
+    rw = np.empty(used, np.float64)
+    rn = np.empty(used, np.float64)
+    u = 0
+    for p in range(pi.size):
+        if wp[p] > 0:
+            ri[u] = pi[p]
+            rj[u] = pj[p]
+            rw[u] = 0.5 * s2p[p]
+            rn[u] = wp[p]
+            u += 1
+    return fit(ri, rj, rw, rn, k, base, beta_hat, chol)
+
+
+BLOCK = 4096  # clusters per block of the two-level multinomial draw (block counts fit in L1 cache)
+
+
+@njit(cache=True)
+def _draw_cells(
+    left: int, mass: int, c_ptr: I64, c_s2: I64, c_w: I64, c_cnt: I64, s2p: I64, wp: I64
+) -> None:  # pragma: no cover - numba
+    """Add a multinomial draw of `left` clusters over cells (probabilities count / mass) to the totals."""
+    for p in range(c_ptr.size - 1):
+        for c in range(c_ptr[p], c_ptr[p + 1]):
+            if left == 0:
+                return
+            x = left if c_cnt[c] >= mass else np.random.binomial(left, c_cnt[c] / mass)
+            mass -= c_cnt[c]
+            left -= x
+            s2p[p] += x * c_s2[c]
+            wp[p] += x * c_w[c]
+
+
+@njit(cache=True)
+def _draw_clusters(
+    draws: int, ptr: I64, e_pair: I64, e_s2: I64, e_w: I64, state: npt.NDArray[np.uint64], local: I64,
+    s2p: I64, wp: I64,
+) -> None:  # pragma: no cover - numba
+    """Add a multinomial draw of `draws` clusters (uniform) to the totals, in two levels: counts per
+    block of clusters by conditional binomials, then uniform draws inside each block."""
+    n_clusters = ptr.size - 1
+    n_blocks = (n_clusters + BLOCK - 1) // BLOCK
+    left = draws
+    unseen = n_clusters
+    for blk in range(n_blocks):
+        lo = blk * BLOCK
+        size = min(BLOCK, n_clusters - lo)
+        if blk == n_blocks - 1:
+            m = left
+        elif left > 0:
+            m = np.random.binomial(left, size / unseen)
+        else:
+            m = 0
+        left -= m
+        unseen -= size
+        if m == 0:
+            continue
+        local[:size] = 0
+        for _ in range(m):
+            local[below(state, size)] += 1
+        for c in range(size):  # no branch on cnt == 0: a third of the counts are 0, unpredictably
+            cnt = local[c]
+            for e in range(ptr[lo + c], ptr[lo + c + 1]):
+                s2p[e_pair[e]] += cnt * e_s2[e]
+                wp[e_pair[e]] += cnt * e_w[e]
+
+
+@njit(cache=True)
 def cluster_bootstrap(
-    ptr: I64, pair: I64, s2: I64, w: I64, pi: I64, pj: I64, k: int, base: int,
+    ptr: I64, e_pair: I64, e_s2: I64, e_w: I64,
+    c_ptr: I64, c_s2: I64, c_w: I64, c_cnt: I64,
+    pi: I64, pj: I64, k: int, base: int,
     seeds: npt.NDArray[np.uint32], beta_hat: F64, chol: F64,
 ) -> F64:  # pragma: no cover - numba
-    """One BT fit per round on clusters drawn with replacement (multinomial weights); rows = rounds."""
-    n_clusters = ptr.size - 1
+    """One BT fit per round on clusters drawn with replacement (exact multinomial); rows = rounds.
+
+    Clusters come in two kinds: listed ones (entries `ptr`, `e_*`), and single-entry ones grouped
+    into cells per pair (`c_*`: identical clusters are interchangeable, so a draw over them is a
+    multinomial over the cells). The split of the draws between the kinds is binomial."""
+    n_listed = ptr.size - 1
+    n_cells = 0
+    for c in range(c_cnt.size):
+        n_cells += c_cnt[c]
+    total = n_listed + n_cells
     n_pairs = pi.size
     out = np.empty((seeds.size, k))
-    counts = np.zeros(n_clusters, np.int64)
+    local = np.zeros(BLOCK, np.int64)
     s2p = np.zeros(n_pairs, np.int64)
     wp = np.zeros(n_pairs, np.int64)
     for r in range(seeds.size):
         np.random.seed(seeds[r])
-        counts[:] = 0
-        for _ in range(n_clusters):
-            counts[np.random.randint(0, n_clusters)] += 1
+        state = new_state(seeds[r])
         s2p[:] = 0
         wp[:] = 0
-        for c in range(n_clusters):
-            cnt = counts[c]
-            if cnt == 0:
-                continue
-            for g in range(ptr[c], ptr[c + 1]):
-                s2p[pair[g]] += cnt * s2[g]
-                wp[pair[g]] += cnt * w[g]
-        used = 0
-        for p in range(n_pairs):
-            if wp[p] > 0:
-                used += 1
-        ri = np.empty(used, np.int64)
-        rj = np.empty(used, np.int64)
-        rw = np.empty(used, np.float64)
-        rn = np.empty(used, np.float64)
-        u = 0
-        for p in range(n_pairs):
-            if wp[p] > 0:
-                ri[u] = pi[p]
-                rj[u] = pj[p]
-                rw[u] = 0.5 * s2p[p]
-                rn[u] = wp[p]
-                u += 1
-        out[r] = fit(ri, rj, rw, rn, k, base, beta_hat, chol)
+        if n_listed == 0:
+            to_cells = total
+        elif n_cells == 0:
+            to_cells = 0
+        else:
+            to_cells = np.random.binomial(total, n_cells / total)
+        if to_cells > 0:
+            _draw_cells(to_cells, n_cells, c_ptr, c_s2, c_w, c_cnt, s2p, wp)
+        if total - to_cells > 0:
+            _draw_clusters(total - to_cells, ptr, e_pair, e_s2, e_w, state, local, s2p, wp)
+        out[r] = _fit_totals(s2p, wp, pi, pj, k, base, beta_hat, chol)
     return out
 
 
