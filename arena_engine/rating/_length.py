@@ -16,7 +16,13 @@ import numpy.typing as npt
 from numba import njit
 
 from arena_engine.rating._aggregate import Battles
-from arena_engine.rating._bradley_terry import _log_sigmoid, _sigmoid, cholesky, cholesky_solve, outside_component
+from arena_engine.rating._bradley_terry import (
+    _log_sigmoid,
+    _sigmoid,
+    cholesky,
+    cholesky_solve,
+    outside_component,
+)
 from arena_engine.rating._random import below, new_state
 
 F64 = npt.NDArray[np.float64]
@@ -258,7 +264,9 @@ def rate_length_controlled(
     gx = np.where(a_is_i, gx, -gx)
     cluster = battles.cluster[rows]
     order = np.lexsort((gx, gw, gs2, gp, cluster))
-    gp, gi, gj, gx, gs2, gw, cluster = (v[order] for v in (gp, gi, gj, gx, gs2, gw, cluster))
+    gp, gi, gj, gs2, gw = gp[order], gi[order], gj[order], gs2[order], gw[order]
+    gx = gx[order]
+    cluster = cluster[order]
     starts = np.flatnonzero(np.r_[True, cluster[1:] != cluster[:-1]]) if cluster.size else np.zeros(0, np.int64)
     ptr = np.append(starts, cluster.size).astype(np.int64)
 

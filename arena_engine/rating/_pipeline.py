@@ -187,9 +187,9 @@ def rate(
         return summary(point, None if beta_samples is None else ELO_BASE + TO_ELO * beta_samples, se)
 
     star = battles.is_star
-    chol = np.zeros((0, 0))
-    beta = _star_point(battles, s2p, wp) if star else None
-    if beta is None:
+    if star:
+        beta, chol = _star_point(battles, s2p, wp), np.zeros((0, 0))
+    else:
         beta, chol = _general_point(battles, s2p, wp)
     point = ELO_BASE + TO_ELO * beta
 
