@@ -96,7 +96,7 @@ def pair_codes(a: I64, b: I64, k: int) -> tuple[I32, I64, I64, I64]:
     return code, uniq // k, uniq % k, n_battles.astype(np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _game_value(x: int, oc: int, pi_x: int, strong_weight: int) -> tuple[int, int]:  # pragma: no cover
     """(s2, w) of one game from the side of the pair's first model; x is model A of the row."""
     w = strong_weight if (oc == 2 or oc == -2) else 1
@@ -180,9 +180,15 @@ def _entries_sorted(
             s2, w = _game_value(a[r], o[r], pi[p], strong_weight)
             acc_s2[p] += s2
             acc_w[p] += w
-        sorted_touched = np.sort(touched[:nt])
+        for t in range(1, nt):  # insertion sort: clusters touch few pairs
+            x = touched[t]
+            u = t - 1
+            while u >= 0 and touched[u] > x:
+                touched[u + 1] = touched[u]
+                u -= 1
+            touched[u + 1] = x
         for t in range(nt):
-            p = sorted_touched[t]
+            p = touched[t]
             e_pair[m] = p
             e_s2[m] = acc_s2[p]
             e_w[m] = acc_w[p]

@@ -95,10 +95,11 @@ def with_virtual_ties(
     qj = np.empty(size, np.int64)
     qw = np.empty(size, np.float64)
     qn = np.empty(size, np.float64)
-    qi[: pi.size] = pi
-    qj[: pi.size] = pj
-    qw[: pi.size] = win
-    qn[: pi.size] = n
+    for p in range(pi.size):
+        qi[p] = pi[p]
+        qj[p] = pj[p]
+        qw[p] = win[p]
+        qn[p] = n[p]
     pos = pi.size
     for m in range(outside.size):
         if outside[m]:
@@ -110,14 +111,14 @@ def with_virtual_ties(
     return qi, qj, qw, qn
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _log_sigmoid(d: float) -> float:  # pragma: no cover - numba
     if d >= 0.0:
         return -math.log1p(math.exp(-d))
     return d - math.log1p(math.exp(d))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _sigmoid(d: float) -> float:  # pragma: no cover - numba
     if d >= 0.0:
         return 1.0 / (1.0 + math.exp(-d))
@@ -163,7 +164,23 @@ def hessian(pi: I64, pj: I64, n: F64, beta: F64, k: int, base: int) -> F64:  # p
     return h
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _any(flags: B1) -> bool:  # pragma: no cover - numba (no generators in nopython mode)
+    count = 0
+    for f in flags:
+        count += 1 if f else 0
+    return count > 0
+
+
+@njit(cache=True, inline="always")
+def _max_abs(vec: F64) -> float:  # pragma: no cover - numba
+    biggest = 0.0
+    for x in vec:
+        biggest = max(biggest, abs(x))
+    return biggest
+
+
+@njit(cache=True, inline="always")
 def _free(vec: F64, base: int) -> F64:  # pragma: no cover - numba
     out = np.empty(vec.size - 1)
     for m in range(vec.size):
@@ -188,7 +205,7 @@ def newton(
         grad = _free(_gradient(pi, pj, win, n, beta, k), base)
         h = hessian(pi, pj, n, beta, k, base)
         step = cholesky_solve(cholesky(h), grad)
-        biggest = np.max(np.abs(step))
+        biggest = _max_abs(step)
         t = 1.0
         cand = beta.copy()
         ll_new = ll
@@ -202,7 +219,8 @@ def newton(
             if ll_new >= ll - 1e-12 * abs(ll) or t < 1e-8:
                 break
             t *= 0.5
-        beta[:] = cand
+        for m in range(k):
+            beta[m] = cand[m]
         ll = ll_new
         if biggest * t < NEWTON_TOL:
             break
@@ -258,7 +276,7 @@ def fit(
     """MLE with virtual ties where needed. With a Cholesky factor `chol` of a nearby information
     matrix (shape (k-1, k-1)), tries the cheap chord iteration first; else, or if it stalls, Newton."""
     outside = outside_component(pi, pj, win, n, k, base)
-    if np.any(outside):
+    if _any(outside):
         qi, qj, qw, qn = with_virtual_ties(pi, pj, win, n, outside, base)
         return newton(qi, qj, qw, qn, k, base, beta0)
     if chol.shape[0] == k - 1 and k > 1:
@@ -267,7 +285,7 @@ def fit(
         prev = np.inf
         for _ in range(MAX_CHORD):
             step = cholesky_solve(chol, _free(_gradient(pi, pj, win, n, beta, k), base))
-            biggest = np.max(np.abs(step))
+            biggest = _max_abs(step)
             if not biggest < 0.9 * prev and biggest > CHORD_TOL:
                 break  # not contracting: fall back to Newton
             for m in range(k):
@@ -348,7 +366,8 @@ def _draw_clusters(
         unseen -= size
         if m == 0:
             continue
-        local[:size] = 0
+        for c in range(size):
+            local[c] = 0
         for _ in range(m):
             local[below(state, size)] += 1
         for c in range(size):  # no branch on cnt == 0: a third of the counts are 0, unpredictably
@@ -383,8 +402,9 @@ def cluster_bootstrap(
     for r in range(seeds.size):
         np.random.seed(seeds[r])
         state = new_state(seeds[r])
-        s2p[:] = 0
-        wp[:] = 0
+        for p in range(n_pairs):
+            s2p[p] = 0
+            wp[p] = 0
         if n_listed == 0:
             to_cells = total
         elif n_cells == 0:
@@ -395,11 +415,13 @@ def cluster_bootstrap(
             _draw_cells(to_cells, n_cells, c_ptr, c_s2, c_w, c_cnt, s2p, wp)
         if total - to_cells > 0:
             _draw_clusters(total - to_cells, ptr, e_pair, e_s2, e_w, state, local, s2p, wp)
-        out[r] = _fit_totals(s2p, wp, pi, pj, k, base, beta_hat, chol)
+        beta = _fit_totals(s2p, wp, pi, pj, k, base, beta_hat, chol)
+        for m in range(k):
+            out[r, m] = beta[m]
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def star_logit(s2: int, w: int) -> float:  # pragma: no cover - numba
     """Closed-form BT strength of a candidate that only meets the baseline: logit((W + T/2) / N).
     With only wins, only losses or no games, one virtual tied game is added (as in `fit`)."""
@@ -410,18 +432,18 @@ def star_logit(s2: int, w: int) -> float:  # pragma: no cover - numba
 
 @njit(cache=True)
 def star_bootstrap(
-    ptr: I64, cs2: I64, cw: I64, cc: I64, seeds: npt.NDArray[np.uint32], rounds: int
+    ptr: I64, cs2: I64, cw: I64, cc: I64, order: I64, seeds: npt.NDArray[np.uint32], rounds: int
 ) -> F64:  # pragma: no cover - numba
     """Per pair (candidate vs baseline), `rounds` multinomial draws over its cells; logits out.
 
-    Cells are drawn by conditional binomials, rarest first, so the commonest cell takes the rest."""
+    Cells are drawn by conditional binomials in `order` (within each pair: rarest first, so the
+    commonest cell takes the rest)."""
     n_pairs = ptr.size - 1
     out = np.empty((n_pairs, rounds))
     for p in range(n_pairs):
         lo = ptr[p]
         hi = ptr[p + 1]
         np.random.seed(seeds[p])
-        order = np.argsort(cc[lo:hi], kind="mergesort") + lo
         total = 0
         for c in range(lo, hi):
             total += cc[c]
@@ -430,7 +452,7 @@ def star_bootstrap(
             mass = total
             s2 = 0
             w = 0
-            for t in range(order.size - 1):
+            for t in range(lo, hi - 1):
                 c = order[t]
                 if left == 0:
                     break
@@ -439,8 +461,8 @@ def star_bootstrap(
                 left -= x
                 s2 += x * cs2[c]
                 w += x * cw[c]
-            if order.size > 0:
-                c = order[order.size - 1]
+            if hi > lo:
+                c = order[hi - 1]
                 s2 += left * cs2[c]
                 w += left * cw[c]
             out[p, r] = star_logit(s2, w)

@@ -78,7 +78,8 @@ def elo_bootstrap(
     counts = np.zeros(n_clusters, np.int64)
     for r in range(seeds.size):
         np.random.seed(seeds[r])
-        counts[:] = 0
+        for c in range(n_clusters):
+            counts[c] = 0
         for _ in range(n_clusters):
             counts[np.random.randint(0, n_clusters)] += 1
         total = 0
@@ -95,5 +96,7 @@ def elo_bootstrap(
                         units[pos] = g
                         pos += 1
         _shuffle(units)
-        out[r] = _run(units, i, j, s2, w, k, base, k_factor)
+        ratings = _run(units, i, j, s2, w, k, base, k_factor)
+        for m in range(k):
+            out[r, m] = ratings[m]
     return out

@@ -18,6 +18,7 @@ from numba import njit
 from arena_engine.rating._aggregate import Battles
 from arena_engine.rating._bradley_terry import (
     _log_sigmoid,
+    _max_abs,
     _sigmoid,
     cholesky,
     cholesky_solve,
@@ -35,7 +36,7 @@ CHORD_TOL = 1e-8
 MAX_ITER = 100
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _index(m: int, base: int) -> int:  # pragma: no cover - numba
     return m - 1 if m > base else m
 
@@ -149,10 +150,11 @@ def lc_fit(
         for _ in range(MAX_ITER):
             grad, _ = _grad_hess(gi, gj, gx, win, n, theta, k, base, False)
             step = cholesky_solve(chol, grad)
-            biggest = np.max(np.abs(step))
+            biggest = _max_abs(step)
             if not biggest < 0.9 * prev and biggest > CHORD_TOL:
                 break
-            theta += step
+            for m in range(k):
+                theta[m] += step[m]
             if biggest < CHORD_TOL:
                 return theta
             prev = biggest
@@ -162,15 +164,17 @@ def lc_fit(
         grad, hess = _grad_hess(gi, gj, gx, win, n, theta, k, base, True)
         step = cholesky_solve(cholesky(hess), grad)
         t = 1.0
+        cand = np.empty(k)
         while True:
-            cand = theta + t * step
+            for m in range(k):
+                cand[m] = theta[m] + t * step[m]
             ll_new = _loglik(gi, gj, gx, win, n, cand, k, base)
             if ll_new >= ll - 1e-12 * abs(ll) or t < 1e-8:
                 break
             t *= 0.5
         theta = cand
         ll = ll_new
-        if np.max(np.abs(step)) * t < NEWTON_TOL:
+        if _max_abs(step) * t < NEWTON_TOL:
             break
     return theta
 
@@ -187,7 +191,8 @@ def lc_bootstrap(
     cw = np.empty(gi.size)
     for r in range(seeds.size):
         state = new_state(seeds[r])
-        counts[:] = 0.0
+        for c in range(n_clusters):
+            counts[c] = 0.0
         for _ in range(n_clusters):
             counts[below(state, n_clusters)] += 1.0
         for c in range(n_clusters):
@@ -195,7 +200,9 @@ def lc_bootstrap(
                 cw[g] = counts[c]
         ri, rj, rx, rwin, rn = _virtual_games(gp, gi, gj, gx, gs2, gw, cw, pi.size, pi, pj, k, base)
         use_chol = chol if ri.size == gi.size else np.zeros((0, 0))
-        out[r] = lc_fit(ri, rj, rx, rwin, rn, k, base, theta_hat, use_chol)
+        theta = lc_fit(ri, rj, rx, rwin, rn, k, base, theta_hat, use_chol)
+        for m in range(k):
+            out[r, m] = theta[m]
     return out
 
 
@@ -208,7 +215,8 @@ def lc_meat(
     score = np.zeros(k)
     phi = theta[k - 1]
     for c in range(ptr.size - 1):
-        score[:] = 0.0
+        for m in range(k):
+            score[m] = 0.0
         for g in range(ptr[c], ptr[c + 1]):
             a = _index(gi[g], base) if gi[g] != base else -1
             b = _index(gj[g], base) if gj[g] != base else -1

@@ -106,7 +106,10 @@ def _star_samples(battles: Battles, cells: Cells, seed: int, rounds: int) -> F64
     """Bootstrap strengths (rounds x k), each candidate drawn from its own cells and random stream."""
     cand, cand_is_i = _star_candidates(battles)
     model_seeds = _seeds(seed, _STREAM_BOOTSTRAP, battles.k)
-    logits = bt.star_bootstrap(cells.ptr, cells.s2, cells.w, cells.count, model_seeds[cand], rounds)
+    # within each pair, cells rarest first (ties by (s2, w) order): the commonest takes the rest
+    pair_of_cell = np.repeat(np.arange(cells.ptr.size - 1), np.diff(cells.ptr))
+    order = np.lexsort((np.arange(cells.count.size), cells.count, pair_of_cell)).astype(np.int64)
+    logits = bt.star_bootstrap(cells.ptr, cells.s2, cells.w, cells.count, order, model_seeds[cand], rounds)
     samples = np.zeros((rounds, battles.k))
     samples[:, cand] = np.where(cand_is_i[:, None], logits, -logits).T
     return samples

@@ -18,14 +18,14 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def new_state(seed: int) -> U64:  # pragma: no cover - numba
     state = np.empty(1, np.uint64)
     state[0] = np.uint64(seed) * _MIX1 + _GOLDEN
     return state
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def next_u64(state: U64) -> np.uint64:  # pragma: no cover - numba
     state[0] += _GOLDEN
     z = state[0]
@@ -34,7 +34,7 @@ def next_u64(state: U64) -> np.uint64:  # pragma: no cover - numba
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def below(state: U64, n: int) -> int:  # pragma: no cover - numba
     """Uniform integer in [0, n) for 0 < n < 2**32 (multiply-shift; bias below n / 2**32)."""
     return int(((next_u64(state) >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32))

@@ -82,6 +82,6 @@ def star_sandwich_se(ptr: I64, cs2: I64, cw: I64, cc: I64, logit: F64) -> F64:  
             meat += cc[c] * d * d
             g += cc[c]
         if g > 1:
-            meat *= g / (g - 1.0)
+            meat = meat * g / (g - 1.0)
         se[p] = np.sqrt(meat) / info if info > 0 else 0.0
     return se
