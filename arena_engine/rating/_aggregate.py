@@ -106,40 +106,6 @@ def _game_value(x: int, oc: int, pi_x: int, strong_weight: int) -> tuple[int, in
 
 
 @njit(cache=True)
-def _entries_dense(
-    a: I64, o: I8, cluster: I32, pair: I32, pi: I64, n_clusters: int, strong_weight: int
-) -> tuple[I64, I64, I64, I64]:  # pragma: no cover - numba
-    """(cluster, pair) sums through a clusters x pairs table; one pass over the rows."""
-    n_pairs = pi.size
-    table = np.zeros(n_clusters * n_pairs, np.int64)  # s2 << 32 | w
-    for r in range(a.size):
-        p = pair[r]
-        if p < 0:
-            continue
-        s2, w = _game_value(a[r], o[r], pi[p], strong_weight)
-        table[cluster[r] * n_pairs + p] += (s2 << 32) + w
-    ptr = np.zeros(n_clusters + 1, np.int64)
-    m = 0
-    for c in range(n_clusters):
-        for p in range(n_pairs):
-            if table[c * n_pairs + p] != 0:
-                m += 1
-        ptr[c + 1] = m
-    e_pair = np.empty(m, np.int64)
-    e_s2 = np.empty(m, np.int64)
-    e_w = np.empty(m, np.int64)
-    pos = 0
-    for t in range(table.size):
-        v = table[t]
-        if v != 0:
-            e_pair[pos] = t % n_pairs
-            e_s2[pos] = v >> 32
-            e_w[pos] = v & 0xFFFFFFFF
-            pos += 1
-    return ptr, e_pair, e_s2, e_w
-
-
-@njit(cache=True)
 def _entries_sorted(
     a: I64, o: I8, cluster: I32, pair: I32, pi: I64, n_clusters: int, strong_weight: int
 ) -> tuple[I64, I64, I64, I64]:  # pragma: no cover - numba
@@ -197,13 +163,114 @@ def _entries_sorted(
     return ptr, e_pair[:m], e_s2[:m], e_w[:m]
 
 
+@njit(cache=True)
+def _scan(a: I64, b: I64, q: I64, qmin: int, qspan: int, k: int) -> tuple[I32, int, I32, I64, I64, I64]:  # pragma: no cover
+    """One pass: lookup tables query id -> cluster code and pair key -> pair code (-1 if absent),
+    the pairs, and games per model."""
+    qtable = np.zeros(qspan, np.int32)
+    ptable = np.zeros(k * k, np.int32)
+    n_battles = np.zeros(k, np.int64)
+    for r in range(a.size):
+        x = a[r]
+        y = b[r]
+        if x != y:
+            qtable[q[r] - qmin] = 1
+            ptable[min(x, y) * k + max(x, y)] = 1
+            n_battles[x] += 1
+            n_battles[y] += 1
+    n_clusters = 0
+    for t in range(qspan):
+        if qtable[t] != 0:
+            qtable[t] = n_clusters
+            n_clusters += 1
+        else:
+            qtable[t] = -1
+    n_pairs = 0
+    for t in range(k * k):
+        if ptable[t] != 0:
+            n_pairs += 1
+    pi = np.empty(n_pairs, np.int64)
+    pj = np.empty(n_pairs, np.int64)
+    n_pairs = 0
+    for t in range(k * k):
+        if ptable[t] != 0:
+            ptable[t] = n_pairs
+            pi[n_pairs] = t // k
+            pj[n_pairs] = t % k
+            n_pairs += 1
+        else:
+            ptable[t] = -1
+    return qtable, n_clusters, ptable, pi, pj, n_battles
+
+
+@njit(cache=True)
+def _entries_from_tables(
+    a: I64, b: I64, o: I8, q: I64, qmin: int, qtable: I32, ptable: I32, k: int, pi: I64, n_clusters: int,
+    strong_weight: int,
+) -> tuple[I64, I64, I64, I64]:  # pragma: no cover - numba
+    """(cluster, pair) sums through a clusters x pairs table; one pass over the rows."""
+    n_pairs = pi.size
+    table = np.zeros(n_clusters * n_pairs, np.int64)  # s2 << 32 | w
+    for r in range(a.size):
+        x = a[r]
+        y = b[r]
+        if x == y:
+            continue
+        p = ptable[min(x, y) * k + max(x, y)]
+        s2, w = _game_value(x, o[r], pi[p], strong_weight)
+        table[qtable[q[r] - qmin] * n_pairs + p] += (s2 << 32) + w
+    return _scan_table(table, n_clusters, n_pairs)
+
+
+@njit(cache=True)
+def _scan_table(table: I64, n_clusters: int, n_pairs: int) -> tuple[I64, I64, I64, I64]:  # pragma: no cover
+    ptr = np.zeros(n_clusters + 1, np.int64)
+    m = 0
+    for c in range(n_clusters):
+        for p in range(n_pairs):
+            if table[c * n_pairs + p] != 0:
+                m += 1
+        ptr[c + 1] = m
+    e_pair = np.empty(m, np.int64)
+    e_s2 = np.empty(m, np.int64)
+    e_w = np.empty(m, np.int64)
+    pos = 0
+    for c in range(n_clusters):
+        row = c * n_pairs
+        for p in range(n_pairs):
+            v = table[row + p]
+            if v != 0:
+                e_pair[pos] = p
+                e_s2[pos] = v >> 32
+                e_w[pos] = v & 0xFFFFFFFF
+                pos += 1
+    return ptr, e_pair, e_s2, e_w
+
+
+@njit(cache=True)
+def _row_codes(a: I64, b: I64, q: I64, qmin: int, qtable: I32, ptable: I32, k: int) -> tuple[I32, I32]:  # pragma: no cover
+    cluster = np.empty(a.size, np.int32)
+    pair = np.empty(a.size, np.int32)
+    for r in range(a.size):
+        x = a[r]
+        y = b[r]
+        if x == y:
+            cluster[r] = -1
+            pair[r] = -1
+        else:
+            cluster[r] = qtable[q[r] - qmin]
+            pair[r] = ptable[min(x, y) * k + max(x, y)]
+    return cluster, pair
+
+
 @dataclass(frozen=True)
 class Battles:
     """Sufficient statistics of a set of battles.
 
     Pairs (pi[p] < pj[p]) are sorted. Entry e is the sum over one query cluster of the games of one
     pair: `e_pair`, `e_s2`, `e_w`; the entries of cluster c are ptr[c]:ptr[c+1], in pair order.
-    Clusters without games are dropped.
+    Clusters without games are dropped. `cluster` and `pair` give each input row's codes (-1 for
+    self-games) for the per-game paths (Elo, length control).
     """
 
     k: int
@@ -215,8 +282,8 @@ class Battles:
     e_s2: I64
     e_w: I64
     n_battles: I64
-    cluster: I32  # per input row (for the per-game paths: Elo, length control)
-    pair: I32  # per input row, -1 for self-games
+    cluster: I32
+    pair: I32
 
     @property
     def n_clusters(self) -> int:
@@ -228,15 +295,38 @@ class Battles:
         return bool(np.all((self.pi == self.base) | (self.pj == self.base)))
 
 
-def aggregate(a: I64, b: I64, o: I8, q: I64, *, k: int, base: int, strong_weight: int) -> Battles:
-    cluster, n_clusters = cluster_codes(q)
-    pair, pi, pj, n_battles = pair_codes(a, b, k)
-    if n_clusters * pi.size <= min(DENSE_ENTRY_LIMIT, 4 * a.size + (1 << 16)):
-        ptr, e_pair, e_s2, e_w = _entries_dense(a, o, cluster, pair, pi, n_clusters, strong_weight)
+def aggregate(
+    a: I64, b: I64, o: I8, q: I64, *, k: int, base: int, strong_weight: int, row_codes: bool = False
+) -> Battles:
+    """Sufficient statistics; with `row_codes`, also each row's cluster and pair codes."""
+    n = a.size
+    qmin = int(q.min()) if n else 0
+    qspan = int(q.max()) - qmin + 1 if n else 1
+    tables_fit = qspan <= min(DENSE_SPAN_LIMIT, 2 * n + (1 << 20)) and k * k <= DENSE_PAIR_LIMIT
+    if tables_fit:
+        qtable, n_clusters, ptable, pi, pj, n_battles = _scan(a, b, q, qmin, qspan, k)
+        if n_clusters * pi.size <= min(DENSE_ENTRY_LIMIT, 4 * n + (1 << 16)):
+            ptr, e_pair, e_s2, e_w = _entries_from_tables(
+                a, b, o, q, qmin, qtable, ptable, k, pi, n_clusters, strong_weight
+            )
+            cluster = pair = np.zeros(0, np.int32)
+            if row_codes:
+                cluster, pair = _row_codes(a, b, q, qmin, qtable, ptable, k)
+            return _battles(k, base, pi, pj, ptr, e_pair, e_s2, e_w, n_battles, cluster, pair)
+        cluster, pair = _row_codes(a, b, q, qmin, qtable, ptable, k)
     else:
-        ptr, e_pair, e_s2, e_w = _entries_sorted(a, o, cluster, pair, pi, n_clusters, strong_weight)
+        cluster, n_clusters = cluster_codes(q)
+        pair, pi, pj, n_battles = pair_codes(a, b, k)
+    ptr, e_pair, e_s2, e_w = _entries_sorted(a, o, cluster, pair, pi, n_clusters, strong_weight)
+    return _battles(k, base, pi, pj, ptr, e_pair, e_s2, e_w, n_battles, cluster, pair)
+
+
+def _battles(
+    k: int, base: int, pi: I64, pj: I64, ptr: I64, e_pair: I64, e_s2: I64, e_w: I64, n_battles: I64,
+    cluster: I32, pair: I32,
+) -> Battles:
     keep = np.ones(ptr.size, dtype=bool)
-    keep[1:] = ptr[1:] != ptr[:-1]
+    keep[1:] = ptr[1:] != ptr[:-1]  # drop clusters without games (only self-games)
     return Battles(
         k=k, base=base, pi=pi, pj=pj, ptr=ptr[keep], e_pair=e_pair, e_s2=e_s2, e_w=e_w,
         n_battles=n_battles, cluster=cluster, pair=pair,

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
+from numba import njit, prange
 
 from arena_engine.rating._random import below, new_state
 
@@ -71,8 +71,34 @@ def _reach(
 
 
 @njit(cache=True)
+def _two_way_connected(pi: I64, pj: I64, win: F64, n: F64, k: int) -> bool:  # pragma: no cover - numba
+    """Cheap sufficient test: pairs where each side has won (part of) a game connect everyone.
+    Such edges go both ways, so connectivity over them implies strong connectivity (union-find)."""
+    parent = np.arange(k)
+    groups = k
+    for p in range(pi.size):
+        if win[p] > 0.0 and n[p] - win[p] > 0.0:
+            x = pi[p]
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            y = pj[p]
+            while parent[y] != y:
+                parent[y] = parent[parent[y]]
+                y = parent[y]
+            if x != y:
+                parent[x] = y
+                groups -= 1
+                if groups == 1:
+                    return True
+    return groups == 1
+
+
+@njit(cache=True)
 def outside_component(pi: I64, pj: I64, win: F64, n: F64, k: int, base: int) -> B1:  # pragma: no cover
     """Models whose MLE does not exist: not strongly connected to the baseline."""
+    if _two_way_connected(pi, pj, win, n, k):
+        return np.zeros(k, np.bool_)
     fwd = _reach(pi, pj, win, n, k, base, True)
     bwd = _reach(pi, pj, win, n, k, base, False)
     out = np.empty(k, np.bool_)
@@ -138,8 +164,8 @@ def loglik(pi: I64, pj: I64, win: F64, n: F64, beta: F64) -> float:  # pragma: n
 @njit(cache=True)
 def _gradient(pi: I64, pj: I64, win: F64, n: F64, beta: F64, k: int) -> F64:  # pragma: no cover
     grad = np.zeros(k)
-    for p in range(pi.size):
-        r = win[p] - n[p] * _sigmoid(beta[pi[p]] - beta[pj[p]])
+    for p in range(pi.size):  # branch-free sigmoid: exp overflow gives 1 / inf = 0, still exact
+        r = win[p] - n[p] / (1.0 + math.exp(beta[pj[p]] - beta[pi[p]]))
         grad[pi[p]] += r
         grad[pj[p]] -= r
     return grad
@@ -377,7 +403,7 @@ def _draw_clusters(
                 wp[e_pair[e]] += cnt * e_w[e]
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def cluster_bootstrap(
     ptr: I64, e_pair: I64, e_s2: I64, e_w: I64,
     c_ptr: I64, c_s2: I64, c_w: I64, c_cnt: I64,
@@ -396,15 +422,12 @@ def cluster_bootstrap(
     total = n_listed + n_cells
     n_pairs = pi.size
     out = np.empty((seeds.size, k))
-    local = np.zeros(BLOCK, np.int64)
-    s2p = np.zeros(n_pairs, np.int64)
-    wp = np.zeros(n_pairs, np.int64)
-    for r in range(seeds.size):
+    for r in prange(seeds.size):  # each round seeds its own streams: same result on any number of threads
         np.random.seed(seeds[r])
         state = new_state(seeds[r])
-        for p in range(n_pairs):
-            s2p[p] = 0
-            wp[p] = 0
+        local = np.zeros(BLOCK, np.int64)
+        s2p = np.zeros(n_pairs, np.int64)
+        wp = np.zeros(n_pairs, np.int64)
         if n_listed == 0:
             to_cells = total
         elif n_cells == 0:
@@ -430,7 +453,7 @@ def star_logit(s2: int, w: int) -> float:  # pragma: no cover - numba
     return math.log(s2 / (2.0 * w - s2))
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def star_bootstrap(
     ptr: I64, cs2: I64, cw: I64, cc: I64, order: I64, seeds: npt.NDArray[np.uint32], rounds: int
 ) -> F64:  # pragma: no cover - numba
@@ -440,7 +463,7 @@ def star_bootstrap(
     commonest cell takes the rest)."""
     n_pairs = ptr.size - 1
     out = np.empty((n_pairs, rounds))
-    for p in range(n_pairs):
+    for p in prange(n_pairs):  # each pair seeds its own stream: same result on any number of threads
         lo = ptr[p]
         hi = ptr[p + 1]
         np.random.seed(seeds[p])

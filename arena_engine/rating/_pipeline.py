@@ -150,7 +150,8 @@ def rate(
     lengths: F64 | None,
     elo_k: float,
 ) -> Fit:
-    battles = aggregate(a, b, o, q, k=k, base=base, strong_weight=strong_weight)
+    per_game = method in ("elo", "evalscope") or lengths is not None
+    battles = aggregate(a, b, o, q, k=k, base=base, strong_weight=strong_weight, row_codes=per_game)
     n_battles = battles.n_battles
     s2p, wp = pair_totals(battles)
     flags = _flags(battles, s2p, wp)
