@@ -222,7 +222,7 @@ def _entries_from_tables(
     return _scan_table(table, n_clusters, n_pairs)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _scan_table(table: I64, n_clusters: int, n_pairs: int) -> tuple[I64, I64, I64, I64]:  # pragma: no cover
     ptr = np.zeros(n_clusters + 1, np.int64)
     m = 0

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit, prange
+from numba import njit
 
 from arena_engine.rating._random import below, new_state
 
@@ -27,7 +27,7 @@ MAX_NEWTON = 100
 MAX_CHORD = 60
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _reach(
     pi: I64, pj: I64, win: F64, n: F64, k: int, base: int, forward: bool
 ) -> B1:  # pragma: no cover - numba
@@ -70,7 +70,7 @@ def _reach(
     return seen
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _two_way_connected(pi: I64, pj: I64, win: F64, n: F64, k: int) -> bool:  # pragma: no cover - numba
     """Cheap sufficient test: pairs where each side has won (part of) a game connect everyone.
     Such edges go both ways, so connectivity over them implies strong connectivity (union-find)."""
@@ -107,7 +107,7 @@ def outside_component(pi: I64, pj: I64, win: F64, n: F64, k: int, base: int) -> 
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def with_virtual_ties(
     pi: I64, pj: I64, win: F64, n: F64, outside: B1, base: int
 ) -> tuple[I64, I64, F64, F64]:  # pragma: no cover - numba
@@ -152,7 +152,7 @@ def _sigmoid(d: float) -> float:  # pragma: no cover - numba
     return e / (1.0 + e)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def loglik(pi: I64, pj: I64, win: F64, n: F64, beta: F64) -> float:  # pragma: no cover - numba
     total = 0.0
     for p in range(pi.size):
@@ -161,7 +161,7 @@ def loglik(pi: I64, pj: I64, win: F64, n: F64, beta: F64) -> float:  # pragma: n
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _gradient(pi: I64, pj: I64, win: F64, n: F64, beta: F64, k: int) -> F64:  # pragma: no cover
     grad = np.zeros(k)
     for p in range(pi.size):  # branch-free sigmoid: exp overflow gives 1 / inf = 0, still exact
@@ -217,7 +217,7 @@ def _free(vec: F64, base: int) -> F64:  # pragma: no cover - numba
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def newton(
     pi: I64, pj: I64, win: F64, n: F64, k: int, base: int, beta0: F64
 ) -> F64:  # pragma: no cover - numba
@@ -276,7 +276,7 @@ def cholesky(h: F64) -> F64:  # pragma: no cover - numba
     return chol
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def cholesky_solve(chol: F64, rhs: F64) -> F64:  # pragma: no cover - numba
     """Solve L L^T x = rhs."""
     m = rhs.size
@@ -325,7 +325,7 @@ def fit(
     return newton(pi, pj, win, n, k, base, beta0)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _fit_totals(
     s2p: I64, wp: I64, pi: I64, pj: I64, k: int, base: int, beta_hat: F64, chol: F64
 ) -> F64:  # pragma: no cover - numba
@@ -352,7 +352,7 @@ def _fit_totals(
 BLOCK = 4096  # clusters per block of the two-level multinomial draw (block counts fit in L1 cache)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _draw_cells(
     left: int, mass: int, c_ptr: I64, c_s2: I64, c_w: I64, c_cnt: I64, s2p: I64, wp: I64
 ) -> None:  # pragma: no cover - numba
@@ -368,7 +368,7 @@ def _draw_cells(
             wp[p] += x * c_w[c]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _draw_clusters(
     draws: int, ptr: I64, e_pair: I64, e_s2: I64, e_w: I64, state: npt.NDArray[np.uint64], local: I64,
     s2p: I64, wp: I64,
@@ -403,7 +403,7 @@ def _draw_clusters(
                 wp[e_pair[e]] += cnt * e_w[e]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def cluster_bootstrap(
     ptr: I64, e_pair: I64, e_s2: I64, e_w: I64,
     c_ptr: I64, c_s2: I64, c_w: I64, c_cnt: I64,
@@ -422,7 +422,7 @@ def cluster_bootstrap(
     total = n_listed + n_cells
     n_pairs = pi.size
     out = np.empty((seeds.size, k))
-    for r in prange(seeds.size):  # each round seeds its own streams: same result on any number of threads
+    for r in range(seeds.size):  # each round seeds its own streams: callers may split rounds across threads
         np.random.seed(seeds[r])
         state = new_state(seeds[r])
         local = np.zeros(BLOCK, np.int64)
@@ -453,7 +453,7 @@ def star_logit(s2: int, w: int) -> float:  # pragma: no cover - numba
     return math.log(s2 / (2.0 * w - s2))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def star_bootstrap(
     ptr: I64, cs2: I64, cw: I64, cc: I64, order: I64, seeds: npt.NDArray[np.uint32], rounds: int
 ) -> F64:  # pragma: no cover - numba
@@ -463,7 +463,7 @@ def star_bootstrap(
     commonest cell takes the rest)."""
     n_pairs = ptr.size - 1
     out = np.empty((n_pairs, rounds))
-    for p in prange(n_pairs):  # each pair seeds its own stream: same result on any number of threads
+    for p in range(n_pairs):  # each pair seeds its own stream: callers may split pairs across threads
         lo = ptr[p]
         hi = ptr[p + 1]
         np.random.seed(seeds[p])

@@ -15,7 +15,7 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _expand(order: I64, w: I64) -> I64:  # pragma: no cover - numba
     total = 0
     for g in order:
@@ -29,7 +29,7 @@ def _expand(order: I64, w: I64) -> I64:  # pragma: no cover - numba
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _shuffle(x: I64) -> None:  # pragma: no cover - numba
     for t in range(x.size - 1, 0, -1):
         u = np.random.randint(0, t + 1)
@@ -38,7 +38,7 @@ def _shuffle(x: I64) -> None:  # pragma: no cover - numba
         x[u] = tmp
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _run(units: I64, i: I64, j: I64, s2: I64, w: I64, k: int, base: int, k_factor: float) -> F64:  # pragma: no cover
     r = np.full(k, 1000.0)
     for g in units:
@@ -66,7 +66,7 @@ def elo_point(
     return _run(units, i, j, s2, w, k, base, k_factor)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def elo_bootstrap(
     ptr: I64, canon: I64, i: I64, j: I64, s2: I64, w: I64, k: int, base: int, k_factor: float,
     seeds: npt.NDArray[np.uint32],

@@ -41,7 +41,7 @@ def _index(m: int, base: int) -> int:  # pragma: no cover - numba
     return m - 1 if m > base else m
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _virtual_games(
     gp: I64, gi: I64, gj: I64, gx: F64, gs2: I64, gw: I64, cw: F64, n_pairs: int, pi: I64, pj: I64, k: int, base: int
 ) -> tuple[I64, I64, F64, F64, F64]:  # pragma: no cover - numba
@@ -80,7 +80,7 @@ def _virtual_games(
     return ri, rj, rx, rwin, rn
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _loglik(gi: I64, gj: I64, gx: F64, win: F64, n: F64, theta: F64, k: int, base: int) -> float:  # pragma: no cover
     phi = theta[k - 1]
     total = -0.5 * RIDGE * phi * phi
@@ -94,7 +94,7 @@ def _loglik(gi: I64, gj: I64, gx: F64, win: F64, n: F64, theta: F64, k: int, bas
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _grad_hess(
     gi: I64, gj: I64, gx: F64, win: F64, n: F64, theta: F64, k: int, base: int, want_hess: bool
 ) -> tuple[F64, F64]:  # pragma: no cover - numba
@@ -179,7 +179,7 @@ def lc_fit(
     return theta
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def lc_bootstrap(
     ptr: I64, gp: I64, gi: I64, gj: I64, gx: F64, gs2: I64, gw: I64, pi: I64, pj: I64, k: int, base: int,
     seeds: npt.NDArray[np.uint32], theta_hat: F64, chol: F64,
@@ -296,7 +296,15 @@ def rate_length_controlled(
     if rounds == 0:
         return beta, None, None
     chol = cholesky(hess) if ri.size == gi.size else np.zeros((0, 0))
-    thetas = lc_bootstrap(ptr, gp, gi, gj, gx, gs2, gw, battles.pi, battles.pj, k, base, seeds, theta, chol)
+    from arena_engine.rating._pipeline import in_threads
+
+    thetas = in_threads(
+        lambda lo, hi: lc_bootstrap(
+            ptr, gp, gi, gj, gx, gs2, gw, battles.pi, battles.pj, k, base, seeds[lo:hi], theta, chol
+        ),
+        rounds,
+        work=float(gi.size) * 10 * rounds,
+    )
     samples = np.zeros((rounds, k))
     samples[:, np.arange(k) != base] = thetas[:, : k - 1]
     return beta, samples, None

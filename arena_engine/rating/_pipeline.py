@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -30,6 +33,20 @@ class Fit:
     upper: F64
     n_battles: I64
     flags: list[tuple[str, ...]]
+
+
+def in_threads(call: Callable[[int, int], F64], n: int, work: float) -> F64:
+    """call(lo, hi) over slices of range(n) on up to one thread per CPU, results stacked on axis 0.
+
+    The kernels release the GIL and seed every round (or pair) on its own, so the result is the same
+    on any number of threads. Small jobs (`work` in rough inner-loop steps) stay on this thread."""
+    workers = min(os.cpu_count() or 1, n, 8)
+    if workers <= 1 or work < 2e6:
+        return call(0, n)
+    bounds = np.linspace(0, n, workers + 1).astype(np.int64)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        parts = list(pool.map(lambda t: call(int(bounds[t]), int(bounds[t + 1])), range(workers)))
+    return np.concatenate(parts, axis=0)
 
 
 def _seeds(seed: int, purpose: int, n: int) -> npt.NDArray[np.uint32]:
@@ -109,7 +126,14 @@ def _star_samples(battles: Battles, cells: Cells, seed: int, rounds: int) -> F64
     # within each pair, cells rarest first (ties by (s2, w) order): the commonest takes the rest
     pair_of_cell = np.repeat(np.arange(cells.ptr.size - 1), np.diff(cells.ptr))
     order = np.lexsort((np.arange(cells.count.size), cells.count, pair_of_cell)).astype(np.int64)
-    logits = bt.star_bootstrap(cells.ptr, cells.s2, cells.w, cells.count, order, model_seeds[cand], rounds)
+    pair_seeds = model_seeds[cand]
+    logits = in_threads(
+        lambda lo, hi: bt.star_bootstrap(
+            cells.ptr[lo : hi + 1], cells.s2, cells.w, cells.count, order, pair_seeds[lo:hi], rounds
+        ),
+        cand.size,
+        work=float(cells.count.size) * rounds,
+    )
     samples = np.zeros((rounds, battles.k))
     samples[:, cand] = np.where(cand_is_i[:, None], logits, -logits).T
     return samples
@@ -177,7 +201,12 @@ def rate(
         point = elo_point(canon, gi, gj, gs2, gw, k, base, elo_k, order_seed)
         samples = None
         if rounds:
-            samples = elo_bootstrap(ptr, canon, gi, gj, gs2, gw, k, base, elo_k, _seeds(seed, _STREAM_BOOTSTRAP, rounds))
+            seeds = _seeds(seed, _STREAM_BOOTSTRAP, rounds)
+            samples = in_threads(
+                lambda lo, hi: elo_bootstrap(ptr, canon, gi, gj, gs2, gw, k, base, elo_k, seeds[lo:hi]),
+                rounds,
+                work=float(gw.sum()) * rounds,
+            )
         return summary(point, samples)
 
     if lengths is not None:
@@ -224,17 +253,26 @@ def rate(
             samples = _star_samples(battles, cells, seed, rounds)
         else:
             empty = np.zeros(1, np.int64), np.zeros(0, np.int64)
-            samples = bt.cluster_bootstrap(
-                empty[0], empty[1], empty[1], empty[1], cells.ptr, cells.s2, cells.w, cells.count,
-                battles.pi, battles.pj, k, base, seeds, beta, chol,
+            samples = in_threads(
+                lambda lo, hi: bt.cluster_bootstrap(
+                    empty[0], empty[1], empty[1], empty[1], cells.ptr, cells.s2, cells.w, cells.count,
+                    battles.pi, battles.pj, k, base, seeds[lo:hi], beta, chol,
+                ),
+                rounds,
+                work=float(cells.count.size + battles.pi.size) * rounds,
             )
     elif star:
         cells = pair_cells(battles.pi.size, battles.e_pair, battles.e_s2, battles.e_w)
         samples = _star_samples(battles, cells, seed, rounds)
     else:
         listed, cells = _split_single_entry_clusters(battles)
-        samples = bt.cluster_bootstrap(
-            *listed, cells.ptr, cells.s2, cells.w, cells.count, battles.pi, battles.pj, k, base, seeds, beta, chol
+        samples = in_threads(
+            lambda lo, hi: bt.cluster_bootstrap(
+                *listed, cells.ptr, cells.s2, cells.w, cells.count, battles.pi, battles.pj, k, base,
+                seeds[lo:hi], beta, chol,
+            ),
+            rounds,
+            work=float(listed[1].size + cells.count.size + battles.pi.size) * rounds,
         )
     return summary(point, ELO_BASE + TO_ELO * samples)
 

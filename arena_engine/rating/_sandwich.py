@@ -16,7 +16,7 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _meat(
     ptr: I64, e_pair: I64, e_s2: I64, e_w: I64, pi: I64, pj: I64, beta: F64, k: int, base: int
 ) -> F64:  # pragma: no cover - numba
