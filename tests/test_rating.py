@@ -389,3 +389,35 @@ def test_length_control_with_equal_lengths_is_plain_bradley_terry():
     # and degenerate data stays finite
     lc_small = rate_battles(a[:3], b[:3], o[:3], q[:3], models=names(k), baseline="m1", rounds=20, lengths=lens[:3])
     assert all(math.isfinite(m.rating_lower) and math.isfinite(m.rating_upper) for m in lc_small.per_model)
+
+
+@pytest.mark.parametrize("design", ["star", "pairs"])
+def test_results_do_not_depend_on_the_number_of_threads(design, monkeypatch):
+    from arena_engine.rating import _pipeline
+
+    rng = np.random.default_rng(14)
+    k = 6
+    quality = np.linspace(-1, 1, k)
+    data = star_battles(rng, k, 50, quality) if design == "star" else all_pairs_battles(rng, k, 900, quality)
+    lens = rng.uniform(100, 900, (data[0].size, 2))
+    runs = []
+    for cpus in (1, 3):
+        monkeypatch.setattr(_pipeline.os, "cpu_count", lambda cpus=cpus: cpus)
+        monkeypatch.setattr(_pipeline, "MIN_THREAD_WORK", 0)
+        runs.append(
+            [
+                rate_battles(*data, models=names(k), baseline="m0", rounds=30, seed=3, method=method, lengths=lengths)
+                for method, lengths in (("bt", None), ("evalscope", None), ("elo", None), ("bt", lens))
+            ]
+        )
+    assert runs[0] == runs[1]
+
+
+def test_length_controlled_ratings_ignore_row_order():
+    rng = np.random.default_rng(15)
+    a, b, o, q, lens = length_battles(rng, 40, np.array([0.0, 0.3, -0.2]), np.array([1.0, 1.5, 0.8]), bias=1.0)
+    kwargs = dict(models=names(3), baseline="m0", rounds=40, seed=2)
+    first = rate_battles(a, b, o, q, lengths=lens, **kwargs)
+    perm = rng.permutation(a.size)
+    again = rate_battles(a[perm], b[perm], o[perm], q[perm], lengths=lens[perm], **kwargs)
+    assert first == again and first.length_controlled and first.interval == "bootstrap"

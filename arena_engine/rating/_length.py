@@ -80,7 +80,7 @@ def _virtual_games(
     return ri, rj, rx, rwin, rn
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _loglik(gi: I64, gj: I64, gx: F64, win: F64, n: F64, theta: F64, k: int, base: int) -> float:  # pragma: no cover
     phi = theta[k - 1]
     total = -0.5 * RIDGE * phi * phi
@@ -94,7 +94,7 @@ def _loglik(gi: I64, gj: I64, gx: F64, win: F64, n: F64, theta: F64, k: int, bas
     return total
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _grad_hess(
     gi: I64, gj: I64, gx: F64, win: F64, n: F64, theta: F64, k: int, base: int, want_hess: bool
 ) -> tuple[F64, F64]:  # pragma: no cover - numba

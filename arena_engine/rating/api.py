@@ -154,6 +154,8 @@ def rate_battles(
         ci=ci,
         seed=seed,
         per_model=tuple(per_model),
+        interval=interval,
+        length_controlled=lens is not None,
     )
 
 
@@ -204,6 +206,8 @@ def evalscope_overall(subsets: Sequence[Ratings]) -> Ratings:
         ci=first.ci,
         seed=first.seed,
         per_model=tuple(per_model),
+        interval=first.interval,
+        length_controlled=first.length_controlled,
     )
 
 
