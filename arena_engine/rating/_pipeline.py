@@ -69,7 +69,10 @@ def _flags(battles: Battles, s2p: I64, wp: I64) -> list[tuple[str, ...]]:
         linked[pi[linked[pj]]] = True
         if int(linked.sum()) == before:
             break
-    outside = bt.outside_component(pi, pj, 0.5 * s2p.astype(np.float64), wp.astype(np.float64), k, base)
+    if battles.is_star:  # a candidate fails Zermelo's condition only by winning or losing everything
+        outside = (wins2 == 0) | (wins2 == 2 * played)
+    else:
+        outside = bt.outside_component(pi, pj, 0.5 * s2p.astype(np.float64), wp.astype(np.float64), k, base)
     flags: list[tuple[str, ...]] = []
     for m in range(k):
         if m == base:
