@@ -76,6 +76,18 @@ SCENARIOS = {
 
 # ---------------------------------------------------------------- ours (worker process)
 
+def peak_rss_mb() -> float:
+    """High-water RSS of this process image. ru_maxrss would also count the parent's memory at
+    fork time (it survives exec), so read VmHWM where the kernel offers it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def worker(name: str, repeats: int) -> None:
     from arena_engine.rating import rate_battles
 
@@ -84,17 +96,16 @@ def worker(name: str, repeats: int) -> None:
     models = [f"m{m}" for m in range(k)]
     small = slice(0, 20_000)
     rate_battles(a[small], b[small], o[small], q[small], models=models, baseline=0, rounds=3, interval=interval)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = peak_rss_mb()
     times, cpu = [], []
     for _ in range(repeats):
         t, c = time.perf_counter(), time.process_time()
         rate_battles(a, b, o, q, models=models, baseline=0, rounds=rounds, interval=interval)
         times.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_rss_mb()
     print(json.dumps({
-        "seconds": min(times), "all": times, "cpu": min(cpu), "peak_rss_mb": peak / 1024,
-        "rss_before_mb": rss_before / 1024,
+        "seconds": min(times), "all": times, "cpu": min(cpu), "peak_rss_mb": peak, "rss_before_mb": rss_before,
     }))
 
 
