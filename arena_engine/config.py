@@ -311,6 +311,8 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
         interval=rt.choice("interval", ("bootstrap", "sandwich"), "bootstrap"),  # type: ignore[arg-type]
         overall=rt.choice("overall", ("pooled", "evalscope"), "pooled"),  # type: ignore[arg-type]
     )
+    if rating.interval == "sandwich" and rating.method != "bt":
+        raise ConfigError(f"{source}: 'rating.interval' = \"sandwich\" needs 'rating.method' = \"bt\"")
     rt.done()
     top.done()
     return RunConfig(
