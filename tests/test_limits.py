@@ -186,6 +186,16 @@ def test_amount_larger_than_the_limit_goes_alone() -> None:
     assert w.reserve(1, 0.0).at >= 60.0
 
 
+def test_window_log_stays_small_whatever_the_limit() -> None:
+    # a limit far above the traffic (the common "limits on, not binding" case) must not keep one entry
+    # per request for a whole minute
+    w = WindowLimit(1e9, 60.0)
+    for i in range(50_000):
+        w.reserve(1, i * 0.001)
+    assert len(w._log) <= 101
+    assert w.in_window == 50_000
+
+
 @pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan")])
 def test_window_rejects_bad_limits(bad: float) -> None:
     with pytest.raises(ConfigError):
