@@ -53,7 +53,10 @@ __all__ = [
 
 DEFAULT_CONCURRENCY = 32
 MINUTE = 60.0
-#: Added to every window so that scheduling jitter cannot put `limit + 1` sends into one server window.
+#: Added to every window (1% of it, within 20-100 ms) so that jitter between the reserved time and the
+#: send (and the server's clock) cannot put `limit + 1` sends into one window. A request that wakes
+#: later than this margin after its reserved time does not send: it queues again.
+MIN_WINDOW_MARGIN = 0.02
 MAX_WINDOW_MARGIN = 0.1
 WINDOW_MARGIN_FRACTION = 0.01
 #: Time slices of a window log: bounds its memory whatever the limit.
@@ -174,6 +177,7 @@ class WindowLimit:
         "_tolerance",
         "_total",
         "limit",
+        "margin",
         "period",
         "window",
     )
@@ -185,7 +189,8 @@ class WindowLimit:
             raise ConfigError(f"rate period must be a positive number of seconds, not {period!r}")
         self.limit = float(limit)
         self.period = float(period)
-        self.window = period + min(MAX_WINDOW_MARGIN, period * WINDOW_MARGIN_FRACTION)
+        self.margin = min(max(MIN_WINDOW_MARGIN, period * WINDOW_MARGIN_FRACTION), MAX_WINDOW_MARGIN)
+        self.window = period + self.margin
         self._interval = self.window / self.limit  # seconds per unit at the sustained rate
         if burst is None:  # one second's worth, at most a tenth of the window
             burst = self.limit * min(1.0 / period, MAX_BURST_FRACTION)
@@ -365,7 +370,18 @@ class EndpointLimiter:
     already waiting for their reserved time re-check it when they wake. Create it inside the running loop.
     """
 
-    __slots__ = ("_clock", "_sleep", "blocked_until", "gate", "holds", "limits", "requests", "tokens")
+    __slots__ = (
+        "_clock",
+        "_slack",
+        "_sleep",
+        "blocked_until",
+        "gate",
+        "holds",
+        "late_wakeups",
+        "limits",
+        "requests",
+        "tokens",
+    )
 
     def __init__(
         self,
@@ -384,6 +400,9 @@ class EndpointLimiter:
         self.tokens = WindowLimit(*tw) if tw is not None else None
         self.blocked_until = -math.inf
         self.holds = 0
+        self.late_wakeups = 0
+        margins = [w.margin for w in (self.requests, self.tokens) if w is not None]
+        self._slack = min(margins) if margins else math.inf
 
     @property
     def needs_tokens(self) -> bool:
@@ -423,9 +442,13 @@ class EndpointLimiter:
                 except BaseException:
                     self._refund(rg, tg)
                     raise
-                if self.blocked_until <= self._clock():
+                now = self._clock()
+                if self.blocked_until <= now and now - t <= self._slack:
                     return Ticket(seq, rg, tg)
-                self._refund(rg, tg)  # a 429 arrived while we slept: queue again behind the hold
+                # a 429 arrived while we slept (queue again behind the hold), or we woke too late to
+                # use the slot: sends later than the windows' safety margin could bunch up past a limit
+                self._refund(rg, tg)
+                self.late_wakeups += now - t > self._slack
         except BaseException:
             self.gate.release()
             raise

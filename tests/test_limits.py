@@ -315,6 +315,47 @@ def test_limiter_sleeps_once_per_request_when_binding() -> None:
     run(main())
 
 
+class LateTime(FakeTime):
+    """A starved process: timers fire only when the loop gets the CPU back, all at once at the end."""
+
+    async def advance(self, dt: float) -> None:
+        self.now += dt
+        while self._timers and self._timers[0][0] <= self.now:
+            _, _, fut = heapq.heappop(self._timers)
+            if not fut.done():
+                fut.set_result(None)
+        await settle_loop()
+
+
+def test_late_wakeups_cannot_bunch_sends_past_the_limit() -> None:
+    async def main() -> None:
+        ft = LateTime()
+        lim = EndpointLimiter(Limits(concurrency=64, rpm=600, window=1.0), clock=ft.clock, sleep=ft.sleep)
+        sent: list[float] = []
+
+        async def one() -> None:
+            ticket = await lim.acquire()
+            sent.append(ft.now)
+            lim.release(ticket)
+
+        tasks = [asyncio.create_task(one()) for _ in range(60)]
+        await settle_loop()
+        # the loop gets the CPU every 5 ms, but stalls for 0.3-0.5 s now and then
+        steps = [0.005] * 100 + [0.5] + [0.005] * 300 + [0.3]
+        i = 0
+        while not all(t.done() for t in tasks) and i < 10_000:
+            await ft.advance(steps[i % len(steps)])
+            i += 1
+        await asyncio.gather(*tasks)
+        assert len(sent) == 60
+        # requests that missed their slot in a stall queue again instead of going out in a clump
+        assert max_in_any_window(sent, [1.0] * len(sent), 1.0) <= 10
+        assert lim.late_wakeups > 0
+        assert ft.now < 8.5  # 60 requests at 10 per 1.02 s = 6 s, plus what the stalls cost
+
+    run(main())
+
+
 def test_hold_stops_new_and_already_waiting_requests() -> None:
     async def main() -> None:
         ft = FakeTime()
