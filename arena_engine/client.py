@@ -348,7 +348,9 @@ class ChatClient:
     """Sends chat requests to one `Endpoint`. Use inside the running loop: `async with ChatClient(ep) as c`.
 
     `clock` (default `time.monotonic`) times latencies, waits and the retry budget; `rng` draws backoff
-    jitter. `stats` holds live counters; `limiter` the endpoint's admission state.
+    jitter; `trace_configs` are handed to the aiohttp session (request timing hooks; they see the
+    Authorization header, so treat them as trusted code). `stats` holds live counters; `limiter` the
+    endpoint's admission state.
     """
 
     def __init__(
@@ -358,6 +360,7 @@ class ChatClient:
         api_key: str | None = None,
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
     ) -> None:
         self.endpoint = endpoint
         if api_key is None and endpoint.api_key_env:
@@ -372,6 +375,7 @@ class ChatClient:
         self._limiter: EndpointLimiter | None = None
         t = endpoint.timeouts
         self._timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.read)
+        self._trace_configs = list(trace_configs)
         self.stats = ClientStats()
 
     @property
@@ -388,7 +392,11 @@ class ChatClient:
             headers["Authorization"] = f"Bearer {self.__key}"
         connector = aiohttp.TCPConnector(limit=self.endpoint.limits.concurrency, limit_per_host=0)
         self._session = aiohttp.ClientSession(
-            connector=connector, headers=headers, timeout=self._timeout, raise_for_status=False
+            connector=connector,
+            headers=headers,
+            timeout=self._timeout,
+            raise_for_status=False,
+            trace_configs=self._trace_configs or None,
         )
         self._limiter = EndpointLimiter(self.endpoint.limits, clock=self._clock)
         return self

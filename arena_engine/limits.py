@@ -15,7 +15,7 @@ that time, so a binding limit costs one timer per request.
 The window guarantee is exact, not average: each `WindowLimit` keeps a log of the admissions still
 inside the window and never admits a unit that would push the sum over `limit` in any window of
 `period` (+ a small safety margin for clock jitter between us and the server). On top of that, pacing
-(GCRA with a burst tolerance of one second's worth, at most a tenth of the window) spreads admissions evenly instead of firing the whole
+(GCRA with a burst tolerance of one second's worth, at most 2% of the window) spreads admissions evenly instead of firing the whole
 minute's budget at once.
 """
 
@@ -61,9 +61,10 @@ MAX_WINDOW_MARGIN = 0.1
 WINDOW_MARGIN_FRACTION = 0.01
 #: Time slices of a window log: bounds its memory whatever the limit.
 WINDOW_BUCKETS = 100
-#: Largest default burst, as a fraction of the window: bigger bursts repeated every window would let
-#: arrival jitter put two bursts into one server-side window.
-MAX_BURST_FRACTION = 0.1
+#: Largest default burst, as a fraction of the window. Under steady demand the burst is spent at the
+#: start of every window and the window log then stalls for as long at its end, so a window straddling
+#: the stall holds about (1 - fraction) of the limit: 2% keeps every window >= 0.95 of the limit.
+MAX_BURST_FRACTION = 0.02
 #: Multiplicative decrease of the adaptive concurrency on a 429 (additive increase: +1 per window).
 ADAPTIVE_BACKOFF = 0.5
 
@@ -192,7 +193,7 @@ class WindowLimit:
         self.margin = min(max(MIN_WINDOW_MARGIN, period * WINDOW_MARGIN_FRACTION), MAX_WINDOW_MARGIN)
         self.window = period + self.margin
         self._interval = self.window / self.limit  # seconds per unit at the sustained rate
-        if burst is None:  # one second's worth, at most a tenth of the window
+        if burst is None:  # one second's worth, at most 2% of the window
             burst = self.limit * min(1.0 / period, MAX_BURST_FRACTION)
         burst = min(max(burst, 1.0), self.limit)
         self._tolerance = (burst - 1.0) * self._interval
@@ -242,6 +243,31 @@ class WindowLimit:
     def reserve(self, amount: float, now: float) -> Grant:
         """`earliest` then `commit`: reserve `amount` at the first time it fits."""
         return self.commit(amount, self.earliest(amount, now))
+
+    def take_late(self, amount: float, now: float) -> Grant | None:
+        """Admit `amount` at `now` for a request that missed its reserved slot (and refunded it), if every
+        window containing `now` keeps room: all that is recorded after `now - window` plus `amount` fits.
+        Otherwise None (the request must reserve a new slot). Lets a stalled process catch up."""
+        amount = min(amount, self.limit)
+        log = self._log
+        horizon = now - self.window
+        while log and log[0].at <= horizon:  # safe: every later reservation is at >= now
+            b = log.popleft()
+            b.live = False
+            self._total -= b.amount
+        if not log:
+            self._total = 0.0
+        if self._total + amount > self.limit:
+            return None
+        if now >= self._last:
+            return self.commit(amount, now)
+        # slots after `now` are already reserved: count this one with the latest bucket (it then leaves
+        # the window later than it needs to, never earlier)
+        b = log[-1]
+        b.amount += amount
+        self._total += amount
+        self._tat += amount * self._interval
+        return Grant(now, amount, b)
 
     def settle(self, grant: Grant, actual: float) -> None:
         """Replace the grant's amount by `actual` (e.g. the tokens the server reported; 0 to refund)."""
@@ -443,12 +469,23 @@ class EndpointLimiter:
                     self._refund(rg, tg)
                     raise
                 now = self._clock()
-                if self.blocked_until <= now and now - t <= self._slack:
+                if self.blocked_until > now:  # a 429 arrived while we slept: queue again behind the hold
+                    self._refund(rg, tg)
+                    continue
+                if now - t <= self._slack:
                     return Ticket(seq, rg, tg)
-                # a 429 arrived while we slept (queue again behind the hold), or we woke too late to
-                # use the slot: sends later than the windows' safety margin could bunch up past a limit
+                # we woke too late to use the slot (the loop was starved): sending more than the windows'
+                # safety margin after the reserved time could bunch sends past a limit. Go now only if
+                # the windows have room around `now`, else reserve a new slot.
+                self.late_wakeups += 1
                 self._refund(rg, tg)
-                self.late_wakeups += now - t > self._slack
+                rg = requests.take_late(1.0, now) if requests is not None else None
+                if requests is None or rg is not None:
+                    tg = token_window.take_late(tokens, now) if token_window is not None else None
+                    if token_window is None or tg is not None:
+                        return Ticket(seq, rg, tg)
+                    if rg is not None and requests is not None:
+                        requests.settle(rg, 0.0)
         except BaseException:
             self.gate.release()
             raise

@@ -186,6 +186,22 @@ def test_amount_larger_than_the_limit_goes_alone() -> None:
     assert w.reserve(1, 0.0).at >= 60.0
 
 
+def test_a_late_request_catches_up_only_where_the_window_has_room() -> None:
+    w = WindowLimit(10, 1.0, burst=1)
+    grants = [w.reserve(1, 0.0).at for _ in range(5)]  # paced: 0, 0.102, 0.204, ...
+    assert grants[1] > 0.1
+    # the process stalled until 0.5 s: the first request went out, the four others missed their slots
+    w2 = WindowLimit(10, 1.0, burst=1)
+    sent = [w2.reserve(1, 0.0)]
+    missed = [w2.reserve(1, 0.0) for _ in range(4)]
+    for g in missed:
+        w2.settle(g, 0)
+    late = [w2.take_late(1, 0.5) for _ in range(12)]
+    assert sum(g is not None for g in late) == 9  # 10 per window, one already sent at 0
+    assert w2.reserve(1, 0.5).at >= 1.0  # the next one waits for the request sent at 0 to leave
+    assert sent[0].at == 0.0
+
+
 def test_window_log_stays_small_whatever_the_limit() -> None:
     # a limit far above the traffic (the common "limits on, not binding" case) must not keep one entry
     # per request for a whole minute
