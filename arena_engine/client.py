@@ -344,10 +344,26 @@ def _server_message(raw: bytes) -> str:
     return message
 
 
+class _Secret:
+    """Holds the API key; its repr never shows it (so neither do `vars(client)` nor debuggers)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+    __str__ = __repr__
+
+
 class ChatClient:
     """Sends chat requests to one `Endpoint`. Use inside the running loop: `async with ChatClient(ep) as c`.
 
-    `clock` (default `time.monotonic`) times latencies, waits and the retry budget; `rng` draws backoff
+    The API key is `api_key`, else the value of the environment variable `endpoint.api_key_env`
+    (ConfigError if that is named but unset); only the Authorization header ever sees it.
+    `clock` (default `time.monotonic`; must count seconds like the loop's clock) times latencies, waits and the retry budget; `rng` draws backoff
     jitter; `trace_configs` are handed to the aiohttp session (request timing hooks; they see the
     Authorization header, so treat them as trusted code). `stats` holds live counters; `limiter` the
     endpoint's admission state.
@@ -365,7 +381,12 @@ class ChatClient:
         self.endpoint = endpoint
         if api_key is None and endpoint.api_key_env:
             api_key = os.environ.get(endpoint.api_key_env) or None
-        self.__key = api_key
+            if api_key is None:
+                raise ConfigError(
+                    f"endpoint {endpoint.name!r}: environment variable {endpoint.api_key_env} is not set; "
+                    "export the API key there (or leave api_key_env out for an endpoint without keys)"
+                )
+        self.__key = _Secret(api_key) if api_key else None
         self._clock: Callable[[], float] = clock or time.monotonic
         self._rng = rng or random.Random()
         self._url = endpoint.chat_url
@@ -388,8 +409,8 @@ class ChatClient:
         if self._session is not None:
             raise RuntimeError("ChatClient is already open")
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.__key:
-            headers["Authorization"] = f"Bearer {self.__key}"
+        if self.__key is not None:
+            headers["Authorization"] = f"Bearer {self.__key.value}"
         connector = aiohttp.TCPConnector(limit=self.endpoint.limits.concurrency, limit_per_host=0)
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -409,13 +430,12 @@ class ChatClient:
     def __repr__(self) -> str:
         return (
             f"ChatClient(endpoint={self.endpoint.name!r}, model={self.endpoint.model!r}, "
-            f"url={self._url!r}, key={'set' if self.__key else 'none'}, {self.stats!r})"
+            f"url={self._url!r}, key={'set' if self.__key is not None else 'none'}, {self.stats!r})"
         )
 
     def _scrub(self, text: str) -> str:
-        key = self.__key
-        if key and key in text:
-            text = text.replace(key, "***")
+        if self.__key is not None and self.__key.value in text:
+            text = text.replace(self.__key.value, "***")
         return text
 
     async def chat(

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from arena_engine.client import ChatClient, ChatResult, Endpoint, RetryPolicy, Timeouts
+from arena_engine.errors import ConfigError
 from arena_engine.limits import Limits, map_bounded
 from arena_engine.sim import Faults, Latency, SimConfig, SimModel, SimServer, serve
 
@@ -375,15 +376,17 @@ async def test_key_from_env_goes_only_into_the_authorization_header(monkeypatch:
     assert seen == [f"Bearer {SECRET}"]
     assert r.status == 401 and r.attempts == 1
     assert r.error == "http_401: Incorrect API key provided: ***. Check it."
-    assert_no_secret(r, client, client.stats, client.limiter, ep)
+    assert_no_secret(r, client, client.stats, client.limiter, ep, vars(client))
 
 
-async def test_no_key_configured_sends_no_authorization(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_named_but_unset_key_variable_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ARENA_TEST_KEY", raising=False)
-    async with (
-        SimServer(sim_config()) as sim,
-        ChatClient(endpoint(sim.url, api_key_env="ARENA_TEST_KEY")) as c,
-    ):
+    with pytest.raises(ConfigError, match="ARENA_TEST_KEY is not set"):
+        ChatClient(Endpoint("sim", "http://127.0.0.1:9/v1", "m", api_key_env="ARENA_TEST_KEY"))
+
+
+async def test_no_key_sends_no_authorization() -> None:
+    async with SimServer(sim_config()) as sim, ChatClient(endpoint(sim.url)) as c:
         r = await c.chat(ask(1))
     assert r.ok and "key=none" in repr(c)
 
