@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 import pytest
 
-from arena_engine.sim import Faults, SimConfig, SimModel, SimServer
+from arena_engine.sim import Faults, Latency, SimConfig, SimModel, SimServer
 
 pytestmark = pytest.mark.anyio
 
@@ -70,7 +70,9 @@ async def test_fractional_retry_after_is_stated_to_the_millisecond() -> None:
 
 @pytest.mark.parametrize("code", [500, 502, 503])
 async def test_server_errors(code: int) -> None:
-    cfg = config(Faults(**{f"rate_{code}": 1.0}))
+    cfg = config(
+        Faults(rate_500=float(code == 500), rate_502=float(code == 502), rate_503=float(code == 503))
+    )
     async with SimServer(cfg) as sim, aiohttp.ClientSession() as s:
         status, _, raw = await send(s, sim.url, body(1))
         stats = sim.stats()
@@ -209,15 +211,15 @@ async def test_faults_are_deterministic_and_independent_of_arrival_order() -> No
 
 
 async def test_retry_after_violations_per_body_and_per_endpoint() -> None:
-    cfg = config(Faults(rate_429=1.0, retry_after="ms", retry_after_s=0.3), violation_grace_s=0.05)
+    cfg = config(Faults(rate_429=1.0, retry_after="ms", retry_after_s=0.6), violation_grace_s=0.2)
     async with SimServer(cfg) as sim, aiohttp.ClientSession() as s:
         await send(s, sim.url, body(1))
         await send(s, sim.url, body(1))  # same body at once: per-body violation, within the endpoint grace
         first = sim.stats()
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)
         await send(s, sim.url, body(2))  # another body while the wait runs, past the grace
         second = sim.stats()
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(0.65)
         await send(s, sim.url, body(1))  # after every wait has passed: no violation
         third = sim.stats()
     assert (first["retry_after_violations"], first["endpoint_retry_after_violations"]) == (1, 0)
@@ -285,3 +287,16 @@ async def test_rpm_limit_sustained_rate_never_exceeds_the_limit() -> None:
         assert in_window <= 10
     assert 20 <= len(admitted) <= 30
     assert stats["faults"].get("rpm_429", 0) > 0
+
+
+async def test_a_client_leaving_during_latency_is_counted_and_frees_the_handler() -> None:
+    cfg = SimConfig(models=(SimModel("m", latency=Latency("fixed", 5.0)),))
+    async with SimServer(cfg) as sim, aiohttp.ClientSession() as s:
+        with pytest.raises(asyncio.TimeoutError):
+            await send(s, sim.url, body(1), timeout=0.2)
+        for _ in range(40):
+            if sim.stats()["in_flight"] == 0:
+                break
+            await asyncio.sleep(0.025)
+        stats = sim.stats()
+    assert stats["in_flight"] == 0 and stats["status"] == {"client_gone": 1}

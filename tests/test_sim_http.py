@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 import pytest
 
+from arena_engine.errors import ConfigError
 from arena_engine.sim import TAG_RE, Latency, SimConfig, SimModel, SimServer, query_hash
 
 pytestmark = pytest.mark.anyio
@@ -174,7 +175,7 @@ async def test_stats_count_requests_bodies_and_duplicates_then_reset() -> None:
 
 
 async def test_max_in_flight_and_latency() -> None:
-    cfg = SimConfig(models=(SimModel("slow", latency=Latency("fixed", 0.2)), SimModel("fast")))
+    cfg = SimConfig(models=(SimModel("slow", latency=Latency("fixed", 0.4)), SimModel("fast")))
     async with SimServer(cfg) as sim, aiohttp.ClientSession() as s:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -189,13 +190,13 @@ async def test_max_in_flight_and_latency() -> None:
         await post(s, sim.url, {"model": "fast", "messages": QUESTION})
         fast = loop.time() - t1
         stats = sim.stats()
-    assert 0.19 <= elapsed < 1.0
-    assert fast < 0.15
+    assert 0.39 <= elapsed < 2.0  # the 8 requests wait side by side
+    assert fast < 0.3  # the other model has no latency
     assert stats["max_in_flight"] == 8 and stats["in_flight"] == 0
 
 
 async def test_lognormal_latency_varies_around_its_median() -> None:
-    cfg = SimConfig(models=(SimModel("m"),), latency=Latency("lognormal", 0.05, sigma=0.8))
+    cfg = SimConfig(models=(SimModel("m"),), latency=Latency("lognormal", 0.3, sigma=0.5))
     async with SimServer(cfg) as sim, aiohttp.ClientSession() as s:
         loop = asyncio.get_running_loop()
 
@@ -206,8 +207,9 @@ async def test_lognormal_latency_varies_around_its_median() -> None:
 
         durations = sorted(await asyncio.gather(*(timed(i) for i in range(60))))
     median = durations[30]
-    assert 0.03 < median < 0.1
+    assert 0.2 < median < 0.6  # loose: a loaded box adds queueing to every request
     assert durations[-1] > 2 * durations[0]
+    assert durations[-1] < 3.0
 
 
 def test_serve_runs_standalone_until_sigterm(tmp_path: Path) -> None:
@@ -238,3 +240,10 @@ def test_serve_runs_standalone_until_sigterm(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+async def test_a_busy_port_is_a_clear_config_error() -> None:
+    async with SimServer(SimConfig.demo()) as first:
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{first.port}"):
+            async with SimServer(SimConfig.demo(), port=first.port):
+                pass

@@ -7,9 +7,9 @@ The tag `[sim:model=NAME q=HEX8]` lets the simulated judge recover which model a
 from __future__ import annotations
 
 import math
-import random
 import re
 from collections.abc import Sequence
+from hashlib import blake2b
 from typing import Any
 
 from arena_engine.sim.draws import text_key
@@ -107,23 +107,28 @@ def candidate_answer(
     """
     question = user_text(messages)
     qhex = f"{text_key('q', question) & 0xFFFFFFFF:08x}"
-    rng = random.Random(text_key("answer", model, qhex, str(seed), str(index)))
+    # 128 pseudo-random bytes drive every choice (two bytes per word): cheaper than a seeded PRNG.
+    h = blake2b(f"{model}\x00{qhex}\x00{seed}\x00{index}".encode("utf-8", "surrogatepass"), digest_size=64)
+    rand = h.digest()
+    h.update(b"more")
+    rand += h.digest()
     q = max(-4.0, min(4.0, quality))
-    p_echo = 0.2 + 0.6 / (1.0 + math.exp(-q))
-    n_words = max(6, round(20 + 4 * q) + rng.randrange(9))
-    qwords = _WORD_RE.findall(question)[:200]
-    words = []
-    for _ in range(n_words):
-        if qwords and rng.random() < p_echo:
-            words.append(qwords[rng.randrange(len(qwords))])
-        else:
-            words.append(_FILLER[rng.randrange(len(_FILLER))])
+    echo_below = int(256 * (0.2 + 0.6 / (1.0 + math.exp(-q))))
+    n_words = max(6, min(60, round(20 + 4 * q) + rand[0] % 9))
+    qwords = _WORD_RE.findall(question)[:256]
+    nq = len(qwords)
+    n_filler = len(_FILLER)
+    words = [
+        qwords[rand[j + 1] % nq] if nq and rand[j] < echo_below else _FILLER[rand[j + 1] % n_filler]
+        for j in range(2, 2 + 2 * n_words, 2)
+    ]
     sentences = []
     i = 0
-    while i < len(words):
-        k = 6 + rng.randrange(7)
-        chunk = words[i : i + k]
-        i += k
-        s = " ".join(chunk)
-        sentences.append(s[:1].upper() + s[1:] + ".")
+    k = 0
+    while i < n_words:
+        step = 6 + rand[(k * 7 + 1) % 128] % 7
+        sentence = " ".join(words[i : i + step])
+        sentences.append(sentence[:1].upper() + sentence[1:] + ".")
+        i += step
+        k += 1
     return f"{make_tag(model, qhex)} " + " ".join(sentences)

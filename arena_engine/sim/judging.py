@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import orjson
 
 from arena_engine.sim.answers import TAG_RE
@@ -17,6 +18,14 @@ from arena_engine.sim.config import SimConfig
 from arena_engine.sim.draws import normal, text_key, uniforms
 
 LABELS: tuple[str, ...] = ("A>>B", "A>B", "A=B", "B>A", "B>>A")
+
+_LOGIT_CACHE_SIZE = 65536  # a battle's answers are judged in two orders and on retries: remember the work
+
+# Gauss-Hermite nodes and weights normalised so that sum(w * f(sqrt(2) * sd * x)) = E f(N(0, sd^2)).
+_HERMITE: tuple[tuple[float, float], ...] = tuple(
+    (float(x), float(w) / math.sqrt(math.pi))
+    for x, w in zip(*np.polynomial.hermite.hermgauss(40), strict=True)
+)
 
 _REASONS = {
     "A>>B": "Assistant A answers the question far more completely and accurately; Assistant B misses the point.",
@@ -62,6 +71,8 @@ class Judge:
         self._quality: Mapping[str, float] = {m.name: m.quality for m in config.models}
         self._m1 = tie_margin(config.tie_rate)
         self._m2 = self._m1 + config.strong_margin
+        self._logits: dict[tuple[tuple[str, str], ...], float] = {}
+        self._strengths: dict[tuple[str, str], float] = {}
 
     def query_scale(self, qhex: str) -> float:
         """Per-query difficulty: how strongly the quality gap shows on this query."""
@@ -74,19 +85,53 @@ class Judge:
         base = self._quality.get(model, 0.0)
         if self._config.answer_noise == 0.0:
             return base
+        cached = self._strengths.get((model, qhex))
+        if cached is not None:
+            return cached
         (u,) = uniforms(self._config.seed, text_key("strength", model, qhex), 0, 1)
-        return base + self._config.answer_noise * normal(u)
+        value = base + self._config.answer_noise * normal(u)
+        if len(self._strengths) >= _LOGIT_CACHE_SIZE:
+            self._strengths.clear()
+        self._strengths[(model, qhex)] = value
+        return value
 
     def logit(self, prompt: str) -> float:
         """A's advantage before per-request noise, read from the tags in `prompt`."""
-        tags = TAG_RE.findall(prompt)
+        tags = TAG_RE.findall(prompt)[:2]
+        key = tuple(tags)
+        cached = self._logits.get(key)
+        if cached is not None:
+            return cached
         a = tags[0] if tags else None
         b = tags[1] if len(tags) > 1 else None
         qhex = a[1] if a else (b[1] if b else None)
         sa = self.strength(a[0], a[1]) if a else 0.0
         sb = self.strength(b[0], b[1]) if b else 0.0
         scale = self.query_scale(qhex) if qhex else 1.0
-        return scale * (sa - sb) + self._config.position_bias
+        value = scale * (sa - sb) + self._config.position_bias
+        if len(self._logits) >= _LOGIT_CACHE_SIZE:
+            self._logits.clear()
+        self._logits[key] = value
+        return value
+
+    def label_probabilities_for(self, model_a: str, model_b: str, qhex: str) -> dict[str, float]:
+        """Exact P(label) when the judge sees `model_a`'s answer as A and `model_b`'s as B on query `qhex`.
+
+        Integrates the per-request judge noise (Gauss-Hermite quadrature), so tests can compare observed
+        verdicts or win rates with what the simulator's latent qualities imply.
+        """
+        cfg = self._config
+        logit = self.query_scale(qhex) * (self.strength(model_a, qhex) - self.strength(model_b, qhex))
+        logit += cfg.position_bias
+        if cfg.judge_noise == 0.0:
+            return label_probabilities(logit, cfg.tie_rate, cfg.strong_margin)
+        out = dict.fromkeys(LABELS, 0.0)
+        scale = math.sqrt(2.0) * cfg.judge_noise
+        for node, weight in _HERMITE:
+            probs = label_probabilities(logit + scale * node, cfg.tie_rate, cfg.strong_margin)
+            for label in LABELS:
+                out[label] += weight * probs[label]
+        return out
 
     def verdict(self, prompt: str, request_key: int) -> str:
         """One of LABELS, deterministic in (config seed, request_key, prompt)."""

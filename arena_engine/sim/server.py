@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from arena_engine.errors import ConfigError
 from arena_engine.sim.answers import candidate_answer, last_user_text, message_text
 from arena_engine.sim.config import Latency, SimConfig, SimModel
 from arena_engine.sim.draws import digest64, normal, uniforms
@@ -130,17 +131,28 @@ class _Simulator:
                 "model",
             )
         occurrence = self.stats.arrive(name, body_key)
-        status = "500"
+        outcome = ["500"]  # how the request ended, for the stats (the hang marks itself before waiting)
         try:
-            status, response = await self._answer(request, data, model, body_key, occurrence)
+            outcome[0], response = await self._answer(request, data, model, body_key, occurrence, outcome)
             return response
+        except asyncio.CancelledError:
+            # the client went away (our runners cancel handlers on disconnect)
+            if outcome[0] != "hang_abandoned":
+                outcome[0] = "client_gone"
+            raise
         finally:
-            self.stats.done(body_key, status)
+            self.stats.done(body_key, outcome[0])
 
     # -- the simulated behaviour ----------------------------------------------------------------------
 
     async def _answer(
-        self, request: web.Request, data: dict[str, Any], model: SimModel, body_key: int, occurrence: int
+        self,
+        request: web.Request,
+        data: dict[str, Any],
+        model: SimModel,
+        body_key: int,
+        occurrence: int,
+        outcome: list[str],
     ) -> tuple[str, web.StreamResponse]:
         config = self.config
         if self.limit is not None:
@@ -188,6 +200,7 @@ class _Simulator:
                     request.transport.abort()
                 return "reset", web.Response(status=500)
             if fault == "hang":
+                outcome[0] = "hang_abandoned"
                 if await self._hang(request, config.faults.hang_seconds):
                     # the client left or the server is closing: drop the connection without an answer
                     if request.transport is not None:
@@ -208,7 +221,10 @@ class _Simulator:
 
     async def _hang(self, request: web.Request, seconds: float) -> bool:
         """Sleep `seconds` or until the client goes away / the server shuts down; True if abandoned."""
+        # Server shutdown wakes the wait at once; a client leaving cancels the handler when the runner has
+        # handler_cancellation (ours do), else the transport poll notices it, backing off to one check a second.
         deadline = time.monotonic() + seconds
+        poll = _HANG_POLL_S
         while True:
             transport = request.transport
             if transport is None or transport.is_closing() or self.closing.is_set():
@@ -216,7 +232,10 @@ class _Simulator:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            await asyncio.sleep(min(_HANG_POLL_S, left))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(poll, left)):
+                    await self.closing.wait()
+            poll = min(2 * poll, 1.0)
 
     def _completion(
         self,
@@ -373,12 +392,21 @@ class SimServer:
 
     async def start(self) -> None:
         runner = web.AppRunner(
-            self._app, access_log=None, handle_signals=False, shutdown_timeout=self._shutdown_timeout
+            self._app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=self._shutdown_timeout,
+            handler_cancellation=True,
         )
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self._port, backlog=4096)
             await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(
+                f"simulator cannot listen on {self.host}:{self._port}: {exc.strerror or exc}; pick another --port"
+            ) from None
         except BaseException:
             await runner.cleanup()
             raise
