@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -112,17 +112,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     from . import commands
+    from .pipeline import loop_options
+
+    def run(fn: Callable[..., Awaitable[int]], *fn_args: object) -> int:
+        return anyio.run(fn, *fn_args, backend_options=loop_options())
 
     if args.command == "demo":
         if args.queries < 1:
             raise ArenaError("--queries must be at least 1")
-        return anyio.run(commands.demo, args.output, args.queries, args.latency, args.seed, args.quiet)
+        return run(commands.demo, args.output, args.queries, args.latency, args.seed, args.quiet)
     if args.command == "run":
-        return anyio.run(commands.run, args.config, args.dry_run, args.fresh, args.quiet)
+        return run(commands.run, args.config, args.dry_run, args.fresh, args.quiet)
     if args.command == "sim":
         return commands.sim(args.host, args.port, args.config)
     if args.command in ("report", "rate"):
-        return anyio.run(commands.report, args.run_dir, args.rounds, args.command == "report")
+        return run(commands.report, args.run_dir, args.rounds, args.command == "report")
     if args.command == "import-evalscope":
         return commands.import_evalscope(args.report_path)
     raise AssertionError(args.command)

@@ -26,7 +26,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import aiohttp
@@ -191,6 +191,7 @@ class RetryDecision:
     kind: str
     reason: str | None = None
     wait: float | None = None  # seconds the server asked for (None: use backoff)
+    status: int | None = None  # HTTP status of the answer, if one arrived
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|µs|ns|h|m|s)")
@@ -344,11 +345,29 @@ def _server_message(raw: bytes, scrub: Callable[[str], str] = str) -> str:
     return message
 
 
+class _Secret:
+    """Holds the API key; its repr never shows it (so neither do `vars(client)` nor debuggers)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+    __str__ = __repr__
+
+
 class ChatClient:
     """Sends chat requests to one `Endpoint`. Use inside the running loop: `async with ChatClient(ep) as c`.
 
-    `clock` (default `time.monotonic`) times latencies, waits and the retry budget; `rng` draws backoff
-    jitter. `stats` holds live counters; `limiter` the endpoint's admission state.
+    The API key is `api_key`, else the value of the environment variable `endpoint.api_key_env`
+    (ConfigError if that is named but unset); only the Authorization header ever sees it.
+    `clock` (default `time.monotonic`; must count seconds like the loop's clock) times latencies, waits and the retry budget; `rng` draws backoff
+    jitter; `trace_configs` are handed to the aiohttp session (request timing hooks; they see the
+    Authorization header, so treat them as trusted code). `stats` holds live counters; `limiter` the
+    endpoint's admission state.
     """
 
     def __init__(
@@ -358,18 +377,27 @@ class ChatClient:
         api_key: str | None = None,
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
     ) -> None:
         self.endpoint = endpoint
         if api_key is None and endpoint.api_key_env:
             api_key = os.environ.get(endpoint.api_key_env) or None
-        self.__key = api_key
+            if api_key is None:
+                raise ConfigError(
+                    f"endpoint {endpoint.name!r}: environment variable {endpoint.api_key_env} is not set; "
+                    "export the API key there (or leave api_key_env out for an endpoint without keys)"
+                )
+        self.__key = _Secret(api_key) if api_key else None
         self._clock: Callable[[], float] = clock or time.monotonic
         self._rng = rng or random.Random()
         self._url = endpoint.chat_url
+        self._model = endpoint.model
+        self._total_timeout = endpoint.timeouts.total
         self._session: aiohttp.ClientSession | None = None
         self._limiter: EndpointLimiter | None = None
         t = endpoint.timeouts
         self._timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.read)
+        self._trace_configs = list(trace_configs)
         self.stats = ClientStats()
 
     @property
@@ -382,11 +410,15 @@ class ChatClient:
         if self._session is not None:
             raise RuntimeError("ChatClient is already open")
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.__key:
-            headers["Authorization"] = f"Bearer {self.__key}"
+        if self.__key is not None:
+            headers["Authorization"] = f"Bearer {self.__key.value}"
         connector = aiohttp.TCPConnector(limit=self.endpoint.limits.concurrency, limit_per_host=0)
         self._session = aiohttp.ClientSession(
-            connector=connector, headers=headers, timeout=self._timeout, raise_for_status=False
+            connector=connector,
+            headers=headers,
+            timeout=self._timeout,
+            raise_for_status=False,
+            trace_configs=self._trace_configs or None,
         )
         self._limiter = EndpointLimiter(self.endpoint.limits, clock=self._clock)
         return self
@@ -399,13 +431,12 @@ class ChatClient:
     def __repr__(self) -> str:
         return (
             f"ChatClient(endpoint={self.endpoint.name!r}, model={self.endpoint.model!r}, "
-            f"url={self._url!r}, key={'set' if self.__key else 'none'}, {self.stats!r})"
+            f"url={self._url!r}, key={'set' if self.__key is not None else 'none'}, {self.stats!r})"
         )
 
     def _scrub(self, text: str) -> str:
-        key = self.__key
-        if key and key in text:
-            text = text.replace(key, "***")
+        if self.__key is not None and self.__key.value in text:
+            text = text.replace(self.__key.value, "***")
         return text
 
     async def chat(
@@ -417,72 +448,94 @@ class ChatClient:
         limiter = self._limiter
         if session is None or limiter is None:
             raise RuntimeError("ChatClient is not open: use `async with ChatClient(endpoint) as client:`")
-        body: dict[str, Any] = {"model": self.endpoint.model, "messages": messages}
+        body: dict[str, Any] = {"model": self._model, "messages": messages}
         if params:
             body.update(params)
         data = orjson.dumps(body)
-        est = estimate_tokens(messages, params) if limiter.needs_tokens else 0
+        est = estimate_tokens(messages, params) if limiter.tokens is not None else 0
         policy = self.endpoint.retry
         clock = self._clock
         stats = self.stats
+        url = self._url
         start = clock()
         deadline = start + policy.max_time
         attempt = 0
         latency = 0.0
         status: int | None = None
-        reason: str | None = None
+        reason = "timeout"
         while True:
             attempt += 1
             ticket = await limiter.acquire(est)
             sent = False
             used: int | None = None
             try:
-                remaining = deadline - clock()
-                timeout = self._timeout
-                if remaining < self.endpoint.timeouts.total:
-                    if remaining <= 0:
-                        reason = reason or "timeout"
-                        result = self._failure(
+                t0 = clock()
+                remaining = deadline - t0
+                if remaining < self._total_timeout:
+                    if remaining <= 0:  # the wait for admission used up the time budget
+                        return self._failure(
                             f"{RETRY_BUDGET_EXHAUSTED}: {reason}", status, latency, attempt - 1, start
                         )
-                        return result
-                    t = self.endpoint.timeouts
-                    timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=t.connect, sock_read=t.read)
+                    timeout = aiohttp.ClientTimeout(
+                        total=remaining,
+                        sock_connect=self._timeout.sock_connect,
+                        sock_read=self._timeout.sock_read,
+                    )
+                else:
+                    timeout = self._timeout
                 sent = True
                 stats.requests += 1
                 stats.in_flight += 1
-                t0 = clock()
                 try:
-                    decision, status, payload, used = await self._attempt(session, data, timeout, ticket)
+                    async with session.post(url, data=data, timeout=timeout) as resp:
+                        status = resp.status
+                        raw = await resp.read()
+                except aiohttp.ClientError as exc:
+                    decision = _network_failure(exc)
+                    status = decision.status
+                except TimeoutError:  # the attempt's total timeout
+                    decision = TIMEOUT
+                    status = None
+                except OSError:  # a socket error aiohttp did not wrap
+                    decision = CONNECTION_RESET
+                    status = None
+                else:
+                    if 200 <= status < 300:
+                        outcome = self._parse(raw)
+                        if type(outcome) is tuple:
+                            content, choices, finish_reason, prompt_tokens, completion_tokens = outcome
+                            used = prompt_tokens + completion_tokens
+                            latency = clock() - t0
+                            stats.successes += 1
+                            limiter.on_success()
+                            return _result(
+                                content,
+                                choices,
+                                finish_reason,
+                                prompt_tokens,
+                                completion_tokens,
+                                latency,
+                                attempt,
+                                status,
+                                None,
+                                clock() - start,
+                            )
+                        assert isinstance(outcome, RetryDecision)
+                        decision = outcome
+                    else:
+                        decision = self._http_failure(status, raw, resp.headers, ticket)
                 finally:
                     stats.in_flight -= 1
-                    latency = clock() - t0
+                latency = clock() - t0
             finally:
                 limiter.release(ticket, used_tokens=used, sent=sent)
-            if decision.kind == "done":
-                assert isinstance(payload, ChatResult)
-                stats.successes += 1
-                limiter.on_success()
-                return ChatResult(
-                    payload.content,
-                    payload.choices,
-                    payload.finish_reason,
-                    payload.prompt_tokens,
-                    payload.completion_tokens,
-                    latency,
-                    attempt,
-                    status,
-                    None,
-                    clock() - start,
-                )
-            reason = decision.reason
+            reason = decision.reason or "error"
             if decision.kind == "fatal":
-                return self._failure(reason or "error", status, latency, attempt, start)
-            # retry
+                return self._failure(reason, status, latency, attempt, start)
             now = clock()
             if decision.wait is not None:
                 wait = decision.wait
-                limiter.hold(now + wait)
+                limiter.hold(now + wait)  # nothing else goes to this endpoint before the wait is over
             else:
                 wait = backoff_delay(attempt, policy, self._rng)
             if attempt >= policy.max_attempts or now + wait >= deadline:
@@ -499,86 +552,103 @@ class ChatClient:
             None, (), None, 0, 0, latency, attempts, status, self._scrub(error), self._clock() - start
         )
 
-    async def _attempt(
-        self, session: aiohttp.ClientSession, data: bytes, timeout: aiohttp.ClientTimeout, ticket: Ticket
-    ) -> tuple[RetryDecision, int | None, ChatResult | None, int | None]:
-        """One POST. Returns (decision, status, parsed success or None, tokens used or None)."""
-        try:
-            async with session.post(self._url, data=data, timeout=timeout) as resp:
-                status = resp.status
-                raw = await resp.read()
-                headers = resp.headers
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            return RetryDecision("retry", "timeout"), None, None, None
-        except aiohttp.ClientConnectorError as exc:
-            return RetryDecision("retry", f"connect_error: {type(exc).__name__}"), None, None, None
-        except (
-            aiohttp.ServerDisconnectedError,
-            aiohttp.ClientPayloadError,
-            aiohttp.ClientOSError,
-            ConnectionError,
-        ):
-            return RetryDecision("retry", "connection_reset"), None, None, None
-        except aiohttp.ClientResponseError as exc:
-            return RetryDecision("retry", f"bad_response: {exc.status}"), exc.status or None, None, None
-        except aiohttp.ClientError as exc:
-            return RetryDecision("retry", f"client_error: {type(exc).__name__}"), None, None, None
-        if status == 200:
-            return self._parse_success(raw)
-        kind = classify_status(status)
-        if kind == "done":  # another 2xx: parse it the same way
-            return self._parse_success(raw)
+    def _http_failure(
+        self, status: int, raw: bytes, headers: Mapping[str, str], ticket: Ticket
+    ) -> RetryDecision:
         reason = f"http_{status}: {_server_message(raw, self._scrub)}"
-        if kind == "fatal":
-            return RetryDecision("fatal", reason), status, None, None
+        if classify_status(status) == "fatal":
+            return RetryDecision("fatal", reason, status=status)
         if status == 429:
             self.stats.rate_limited += 1
             self.limiter.on_rate_limited(ticket)
-        return RetryDecision("retry", reason, server_wait(headers)), status, None, None
+        return RetryDecision("retry", reason, server_wait(headers), status=status)
 
-    def _parse_success(self, raw: bytes) -> tuple[RetryDecision, int | None, ChatResult | None, int | None]:
+    def _parse(self, raw: bytes) -> tuple[str | None, tuple[str, ...], str | None, int, int] | RetryDecision:
+        """(content, choices, finish_reason, prompt_tokens, completion_tokens) of a 2xx body, or why not."""
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            return RetryDecision("retry", "malformed_json"), 200, None, None
-        if not isinstance(data, dict):
-            return RetryDecision("retry", "malformed_json"), 200, None, None
+            return MALFORMED
+        if type(data) is not dict:
+            return MALFORMED
         usage = data.get("usage")
         prompt_tokens = completion_tokens = 0
-        used: int | None = None
-        if isinstance(usage, dict):
+        if type(usage) is dict:
             p = usage.get("prompt_tokens")
             c = usage.get("completion_tokens")
-            prompt_tokens = p if isinstance(p, int) else 0
-            completion_tokens = c if isinstance(c, int) else 0
-            used = prompt_tokens + completion_tokens
+            prompt_tokens = p if type(p) is int else 0
+            completion_tokens = c if type(c) is int else 0
             self.stats.tokens_in += prompt_tokens
             self.stats.tokens_out += completion_tokens
         raw_choices = data.get("choices")
-        if not isinstance(raw_choices, list) or not raw_choices:
-            return RetryDecision("fatal", "no_choices"), 200, None, used
+        if type(raw_choices) is not list or not raw_choices:
+            return NO_CHOICES
         texts: list[str] = []
-        finish_reason: str | None = None
-        for i, choice in enumerate(raw_choices):
-            if not isinstance(choice, dict):
-                return RetryDecision("retry", "malformed_json"), 200, None, used
+        for choice in raw_choices:
+            if type(choice) is not dict:
+                return MALFORMED
             message = choice.get("message")
-            text = message.get("content") if isinstance(message, dict) else None
-            texts.append(text if isinstance(text, str) else "")
-            if i == 0:
-                fr = choice.get("finish_reason")
-                finish_reason = fr if isinstance(fr, str) else None
-        first = raw_choices[0].get("message")
-        content = first.get("content") if isinstance(first, dict) else None
-        result = ChatResult(
-            content if isinstance(content, str) else None,
+            text = message.get("content") if type(message) is dict else None
+            texts.append(text if type(text) is str else "")
+        first = raw_choices[0]
+        message = first.get("message")
+        content = message.get("content") if type(message) is dict else None
+        finish_reason = first.get("finish_reason")
+        return (
+            content if type(content) is str else None,
             tuple(texts),
-            finish_reason,
+            finish_reason if type(finish_reason) is str else None,
             prompt_tokens,
             completion_tokens,
-            0.0,
-            0,
-            200,
-            None,
         )
-        return RetryDecision("done"), 200, result, used
+
+
+def _network_failure(exc: aiohttp.ClientError) -> RetryDecision:
+    """Map an aiohttp exception to a retry decision (all network trouble is worth another attempt)."""
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return TIMEOUT
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return RetryDecision("retry", f"connect_error: {type(exc).__name__}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | aiohttp.ClientOSError):
+        return CONNECTION_RESET
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return RetryDecision("retry", f"bad_response: {exc.status}", status=exc.status or None)
+    return RetryDecision("retry", f"client_error: {type(exc).__name__}")
+
+
+TIMEOUT = RetryDecision("retry", "timeout")
+CONNECTION_RESET = RetryDecision("retry", "connection_reset")
+MALFORMED = RetryDecision("retry", "malformed_json", status=200)
+NO_CHOICES = RetryDecision("fatal", "no_choices", status=200)
+
+_RESULT_SETTERS = tuple(getattr(ChatResult, f.name).__set__ for f in fields(ChatResult))
+_new = object.__new__
+
+
+def _result(
+    content: str | None,
+    choices: tuple[str, ...],
+    finish_reason: str | None,
+    prompt_tokens: int,
+    completion_tokens: int,
+    latency: float,
+    attempts: int,
+    status: int | None,
+    error: str | None,
+    elapsed: float,
+) -> ChatResult:
+    """`ChatResult(...)` at half the cost of the frozen dataclass __init__ (the hot path builds one per
+    request): the slots are filled through their descriptors, which is what the frozen init does too."""
+    r: ChatResult = _new(ChatResult)
+    s0, s1, s2, s3, s4, s5, s6, s7, s8, s9 = _RESULT_SETTERS
+    s0(r, content)
+    s1(r, choices)
+    s2(r, finish_reason)
+    s3(r, prompt_tokens)
+    s4(r, completion_tokens)
+    s5(r, latency)
+    s6(r, attempts)
+    s7(r, status)
+    s8(r, error)
+    s9(r, elapsed)
+    return r

@@ -8,15 +8,13 @@ a config object, a checkpoint or a report.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
-
 from .client import Endpoint, RetryPolicy, Timeouts
+from .configfile import read_config_file
 from .errors import ConfigError
 from .limits import Limits
 
@@ -311,6 +309,8 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
         interval=rt.choice("interval", ("bootstrap", "sandwich"), "bootstrap"),  # type: ignore[arg-type]
         overall=rt.choice("overall", ("pooled", "evalscope"), "pooled"),  # type: ignore[arg-type]
     )
+    if rating.interval == "sandwich" and rating.method != "bt":
+        raise ConfigError(f"{source}: 'rating.interval' = \"sandwich\" needs 'rating.method' = \"bt\"")
     rt.done()
     top.done()
     return RunConfig(
@@ -336,15 +336,5 @@ def _import_endpoint(m: _Reader, name: str) -> Endpoint:
 def load_config(path: str | Path) -> RunConfig:
     """Load a run config from a TOML or JSON file. Relative paths in it are relative to the file."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    try:
-        if path.suffix.lower() == ".json":
-            data = orjson.loads(raw)
-        else:
-            data = tomllib.loads(raw.decode("utf-8-sig"))
-    except (orjson.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {exc}") from None
+    data = read_config_file(path)
     return config_from_dict(data, source=str(path), base_dir=path.parent.resolve())

@@ -15,7 +15,7 @@ that time, so a binding limit costs one timer per request.
 The window guarantee is exact, not average: each `WindowLimit` keeps a log of the admissions still
 inside the window and never admits a unit that would push the sum over `limit` in any window of
 `period` (+ a small safety margin for clock jitter between us and the server). On top of that, pacing
-(GCRA with a burst tolerance of one second's worth, at most a tenth of the window) spreads admissions evenly instead of firing the whole
+(GCRA with a burst tolerance of one second's worth, at most 2% of the window) spreads admissions evenly instead of firing the whole
 minute's budget at once.
 """
 
@@ -31,12 +31,17 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
-from anyio.abc import ObjectReceiveStream
+from anyio.streams.memory import (
+    MemoryObjectReceiveStream,
+    MemoryObjectSendStream,
+    MemoryObjectStreamStatistics,
+)
 
 from arena_engine.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
+    "BoundedResults",
     "ConcurrencyGate",
     "EndpointLimiter",
     "Grant",
@@ -48,12 +53,18 @@ __all__ = [
 
 DEFAULT_CONCURRENCY = 32
 MINUTE = 60.0
-#: Added to every window so that scheduling jitter cannot put `limit + 1` sends into one server window.
+#: Added to every window (1% of it, within 20-100 ms) so that jitter between the reserved time and the
+#: send (and the server's clock) cannot put `limit + 1` sends into one window. A request that wakes
+#: later than this margin after its reserved time does not send: it queues again.
+MIN_WINDOW_MARGIN = 0.02
 MAX_WINDOW_MARGIN = 0.1
 WINDOW_MARGIN_FRACTION = 0.01
-#: Largest default burst, as a fraction of the window: bigger bursts repeated every window would let
-#: arrival jitter put two bursts into one server-side window.
-MAX_BURST_FRACTION = 0.1
+#: Time slices of a window log: bounds its memory whatever the limit.
+WINDOW_BUCKETS = 100
+#: Largest default burst, as a fraction of the window. Under steady demand the burst is spent at the
+#: start of every window and the window log then stalls for as long at its end, so a window straddling
+#: the stall holds about (1 - fraction) of the limit: 2% keeps every window >= 0.95 of the limit.
+MAX_BURST_FRACTION = 0.02
 #: Multiplicative decrease of the adaptive concurrency on a 429 (additive increase: +1 per window).
 ADAPTIVE_BACKOFF = 0.5
 
@@ -119,15 +130,27 @@ class Limits:
         return self.tpm * self.window / MINUTE, self.window
 
 
+class _Bucket:
+    """Admissions within one `window / WINDOW_BUCKETS` slice of time, expiring together with the latest."""
+
+    __slots__ = ("amount", "at", "live", "start")
+
+    def __init__(self, at: float, amount: float) -> None:
+        self.start = at  # first admission in the bucket
+        self.at = at  # latest admission in the bucket: the whole bucket leaves the window with it
+        self.amount = amount
+        self.live = True  # still in the window log
+
+
 class Grant:
     """One admission recorded in a `WindowLimit`: `amount` units at time `at`."""
 
-    __slots__ = ("amount", "at", "live")
+    __slots__ = ("_bucket", "amount", "at")
 
-    def __init__(self, at: float, amount: float) -> None:
+    def __init__(self, at: float, amount: float, bucket: _Bucket) -> None:
         self.at = at
         self.amount = amount
-        self.live = True  # still inside the window log
+        self._bucket = bucket
 
     def __repr__(self) -> str:
         return f"Grant(at={self.at:.6f}, amount={self.amount:g})"
@@ -138,12 +161,27 @@ class WindowLimit:
 
     Pure bookkeeping: `reserve(amount, now)` returns the `Grant` whose `at` is the earliest time the
     amount may be sent (>= now); the caller must send no earlier than that. Reservations are made in
-    time order (each `at` >= the previous one), which keeps every operation O(1) amortised.
+    time order (each `at` >= the previous one), which keeps every operation O(1) amortised. The log
+    holds at most ~`WINDOW_BUCKETS` buckets whatever the limit: admissions close in time share a
+    bucket that leaves the window when its *latest* admission does (never early: the guarantee stays
+    exact; at most 1/WINDOW_BUCKETS of the window is lost when binding).
     `settle(grant, actual)` corrects an estimate (tokens) once the real amount is known; `settle(grant, 0)`
     refunds a grant that was never used.
     """
 
-    __slots__ = ("_interval", "_last", "_log", "_tat", "_tolerance", "_total", "limit", "period", "window")
+    __slots__ = (
+        "_bucket_width",
+        "_interval",
+        "_last",
+        "_log",
+        "_tat",
+        "_tolerance",
+        "_total",
+        "limit",
+        "margin",
+        "period",
+        "window",
+    )
 
     def __init__(self, limit: float, period: float = MINUTE, *, burst: float | None = None) -> None:
         if not (limit > 0 and math.isfinite(limit)):
@@ -152,15 +190,17 @@ class WindowLimit:
             raise ConfigError(f"rate period must be a positive number of seconds, not {period!r}")
         self.limit = float(limit)
         self.period = float(period)
-        self.window = period + min(MAX_WINDOW_MARGIN, period * WINDOW_MARGIN_FRACTION)
+        self.margin = min(max(MIN_WINDOW_MARGIN, period * WINDOW_MARGIN_FRACTION), MAX_WINDOW_MARGIN)
+        self.window = period + self.margin
         self._interval = self.window / self.limit  # seconds per unit at the sustained rate
-        if burst is None:  # one second's worth, at most a tenth of the window
+        if burst is None:  # one second's worth, at most 2% of the window
             burst = self.limit * min(1.0 / period, MAX_BURST_FRACTION)
         burst = min(max(burst, 1.0), self.limit)
         self._tolerance = (burst - 1.0) * self._interval
         self._tat = -math.inf  # GCRA theoretical arrival time
         self._last = -math.inf  # time of the latest reservation
-        self._log: deque[Grant] = deque()
+        self._bucket_width = self.window / WINDOW_BUCKETS
+        self._log: deque[_Bucket] = deque()
         self._total = 0.0  # sum of amounts in the log
 
     def earliest(self, amount: float, now: float) -> float:
@@ -175,11 +215,11 @@ class WindowLimit:
         window = self.window
         limit = self.limit
         while log and (log[0].at <= t - window or self._total + amount > limit):
-            g = log.popleft()
-            g.live = False
-            self._total -= g.amount
-            if g.at + window > t:
-                t = g.at + window
+            b = log.popleft()
+            b.live = False
+            self._total -= b.amount
+            if b.at + window > t:
+                t = b.at + window
         if not log:
             self._total = 0.0
         return t
@@ -187,16 +227,47 @@ class WindowLimit:
     def commit(self, amount: float, at: float) -> Grant:
         """Record `amount` admitted at `at`, which must be >= `earliest(amount, ...)` just computed."""
         amount = min(amount, self.limit)
-        g = Grant(at, amount)
-        self._log.append(g)
+        log = self._log
+        if log and at - log[-1].start < self._bucket_width:
+            b = log[-1]
+            b.at = at
+            b.amount += amount
+        else:
+            b = _Bucket(at, amount)
+            log.append(b)
         self._total += amount
         self._last = at
         self._tat = (self._tat if self._tat > at else at) + amount * self._interval
-        return g
+        return Grant(at, amount, b)
 
     def reserve(self, amount: float, now: float) -> Grant:
         """`earliest` then `commit`: reserve `amount` at the first time it fits."""
         return self.commit(amount, self.earliest(amount, now))
+
+    def take_late(self, amount: float, now: float) -> Grant | None:
+        """Admit `amount` at `now` for a request that missed its reserved slot (and refunded it), if every
+        window containing `now` keeps room: all that is recorded after `now - window` plus `amount` fits.
+        Otherwise None (the request must reserve a new slot). Lets a stalled process catch up."""
+        amount = min(amount, self.limit)
+        log = self._log
+        horizon = now - self.window
+        while log and log[0].at <= horizon:  # safe: every later reservation is at >= now
+            b = log.popleft()
+            b.live = False
+            self._total -= b.amount
+        if not log:
+            self._total = 0.0
+        if self._total + amount > self.limit:
+            return None
+        if now >= self._last:
+            return self.commit(amount, now)
+        # slots after `now` are already reserved: count this one with the latest bucket (it then leaves
+        # the window later than it needs to, never earlier)
+        b = log[-1]
+        b.amount += amount
+        self._total += amount
+        self._tat += amount * self._interval
+        return Grant(now, amount, b)
 
     def settle(self, grant: Grant, actual: float) -> None:
         """Replace the grant's amount by `actual` (e.g. the tokens the server reported; 0 to refund)."""
@@ -205,7 +276,9 @@ class WindowLimit:
         if delta == 0:
             return
         self._tat += delta * self._interval
-        if grant.live:
+        bucket = grant._bucket
+        if bucket.live:
+            bucket.amount += delta
             self._total += delta
         grant.amount = actual
 
@@ -228,23 +301,23 @@ class ConcurrencyGate:
     of 429s from one round of requests cuts once); `on_success()` adds 1/size, i.e. one slot per round.
     """
 
-    __slots__ = ("_cut_seq", "_issued", "_waiters", "adaptive", "in_use", "max_limit", "size")
+    __slots__ = ("_cut_seq", "_issued", "_waiters", "adaptive", "cap", "in_use", "max_limit", "size")
 
     def __init__(self, limit: int, *, adaptive: bool = False) -> None:
         if limit < 1:
             raise ConfigError(f"concurrency must be >= 1, not {limit!r}")
         self.max_limit = limit
         self.size = float(limit)
+        self.cap = limit
         self.adaptive = adaptive
         self.in_use = 0
         self._issued = 0  # sequence number of the next slot handed out
         self._cut_seq = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    @property
-    def cap(self) -> int:
-        """The current number of slots."""
-        return int(self.size) if self.size >= 1.0 else 1
+    def _resize(self, size: float) -> None:
+        self.size = size
+        self.cap = int(size) if size >= 1.0 else 1  # the current number of slots
 
     @property
     def waiting(self) -> int:
@@ -287,13 +360,13 @@ class ConcurrencyGate:
         """A request holding slot `seq` got a 429. Returns True if the size was cut."""
         if not self.adaptive or seq < self._cut_seq:
             return False
-        self.size = max(1.0, self.size * ADAPTIVE_BACKOFF)
+        self._resize(max(1.0, self.size * ADAPTIVE_BACKOFF))
         self._cut_seq = self._issued
         return True
 
     def on_success(self) -> None:
         if self.adaptive and self.size < self.max_limit:
-            self.size = min(float(self.max_limit), self.size + 1.0 / self.size)
+            self._resize(min(float(self.max_limit), self.size + 1.0 / self.size))
             self._wake()
 
     def __repr__(self) -> str:
@@ -323,7 +396,18 @@ class EndpointLimiter:
     already waiting for their reserved time re-check it when they wake. Create it inside the running loop.
     """
 
-    __slots__ = ("_clock", "_sleep", "blocked_until", "gate", "holds", "limits", "requests", "tokens")
+    __slots__ = (
+        "_clock",
+        "_slack",
+        "_sleep",
+        "blocked_until",
+        "gate",
+        "holds",
+        "late_wakeups",
+        "limits",
+        "requests",
+        "tokens",
+    )
 
     def __init__(
         self,
@@ -342,6 +426,9 @@ class EndpointLimiter:
         self.tokens = WindowLimit(*tw) if tw is not None else None
         self.blocked_until = -math.inf
         self.holds = 0
+        self.late_wakeups = 0
+        margins = [w.margin for w in (self.requests, self.tokens) if w is not None]
+        self._slack = min(margins) if margins else math.inf
 
     @property
     def needs_tokens(self) -> bool:
@@ -357,21 +444,23 @@ class EndpointLimiter:
     async def acquire(self, tokens: float = 0.0) -> Ticket:
         """Wait until a request of about `tokens` tokens may be sent now; returns its ticket."""
         seq = await self.gate.acquire()
+        requests = self.requests
+        token_window = self.tokens
+        if requests is None and token_window is None and self.blocked_until == -math.inf:
+            return Ticket(seq, None, None)  # nothing to wait for but the slot
         try:
             while True:
                 now = self._clock()
                 t = self.blocked_until if self.blocked_until > now else now
                 rg = tg = None
-                if self.requests is not None or self.tokens is not None:
-                    if self.requests is not None:
-                        t = self.requests.earliest(1.0, t)
-                    if self.tokens is not None:
-                        # the request window still admits at any later time: it only ever empties
-                        t = self.tokens.earliest(tokens, t)
-                    if self.requests is not None:
-                        rg = self.requests.commit(1.0, t)
-                    if self.tokens is not None:
-                        tg = self.tokens.commit(tokens, t)
+                if requests is not None:
+                    t = requests.earliest(1.0, t)
+                if token_window is not None:
+                    # the request window still admits at any later time: it only ever empties
+                    t = token_window.earliest(tokens, t)
+                    tg = token_window.commit(tokens, t)
+                if requests is not None:
+                    rg = requests.commit(1.0, t)
                 if t <= now:
                     return Ticket(seq, rg, tg)
                 try:
@@ -379,9 +468,24 @@ class EndpointLimiter:
                 except BaseException:
                     self._refund(rg, tg)
                     raise
-                if self.blocked_until <= self._clock():
+                now = self._clock()
+                if self.blocked_until > now:  # a 429 arrived while we slept: queue again behind the hold
+                    self._refund(rg, tg)
+                    continue
+                if now - t <= self._slack:
                     return Ticket(seq, rg, tg)
-                self._refund(rg, tg)  # a 429 arrived while we slept: queue again behind the hold
+                # we woke too late to use the slot (the loop was starved): sending more than the windows'
+                # safety margin after the reserved time could bunch sends past a limit. Go now only if
+                # the windows have room around `now`, else reserve a new slot.
+                self.late_wakeups += 1
+                self._refund(rg, tg)
+                rg = requests.take_late(1.0, now) if requests is not None else None
+                if requests is None or rg is not None:
+                    tg = token_window.take_late(tokens, now) if token_window is not None else None
+                    if token_window is None or tg is not None:
+                        return Ticket(seq, rg, tg)
+                    if rg is not None and requests is not None:
+                        requests.settle(rg, 0.0)
         except BaseException:
             self.gate.release()
             raise
@@ -418,6 +522,35 @@ class EndpointLimiter:
         return f"EndpointLimiter({', '.join(parts)})"
 
 
+class BoundedResults(AsyncIterator[R]):
+    """The results of `map_bounded`, in completion order. Takes a ready result without yielding to the
+    loop (anyio's `receive()` always yields once first, which costs more than the rest of the hop)."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: MemoryObjectReceiveStream[R]) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> BoundedResults[R]:
+        return self
+
+    async def __anext__(self) -> R:
+        try:
+            return self._stream.receive_nowait()
+        except anyio.WouldBlock:
+            pass
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+        try:
+            return await self._stream.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    def statistics(self) -> MemoryObjectStreamStatistics:
+        """Buffered results and waiting workers (for progress displays)."""
+        return self._stream.statistics()
+
+
 @asynccontextmanager
 async def map_bounded(
     items: Iterable[T] | AsyncIterable[T],
@@ -425,7 +558,7 @@ async def map_bounded(
     *,
     limit: int,
     buffer: int | None = None,
-) -> AsyncIterator[ObjectReceiveStream[R]]:
+) -> AsyncIterator[BoundedResults[R]]:
     """Run `fn` over `items` with at most `limit` calls at once; results arrive in completion order.
 
     `items` is read lazily (one item per free worker), results wait in a stream of `buffer` (default
@@ -436,7 +569,7 @@ async def map_bounded(
                 ...
 
     Leaving the block early cancels the remaining work. An exception in `fn` cancels the rest and
-    propagates out of the block.
+    propagates out of the block (in an ExceptionGroup, as anyio task groups do).
     """
     if limit < 1:
         raise ConfigError(f"limit must be >= 1, not {limit!r}")
@@ -460,20 +593,24 @@ async def map_bounded(
                 return True, item
             return False, None
 
-    async def worker(out: anyio.abc.ObjectSendStream[R]) -> None:
-        async with out:
+    async def worker(out: MemoryObjectSendStream[R]) -> None:
+        with out:
             while True:
                 more, item = await next_item()
                 if not more:
                     return
-                await out.send(await fn(item))  # type: ignore[arg-type]
+                result = await fn(item)  # type: ignore[arg-type]
+                try:
+                    out.send_nowait(result)  # the common case: room in the buffer, no extra loop pass
+                except anyio.WouldBlock:
+                    await out.send(result)
 
     async with anyio.create_task_group() as tg:
-        async with send:
+        with send:
             for _ in range(limit):
                 tg.start_soon(worker, send.clone())
         try:
-            yield receive
+            yield BoundedResults(receive)
         finally:
             tg.cancel_scope.cancel()
             receive.close()

@@ -30,7 +30,7 @@ from .battles import Battle, Game, combine
 from .client import ChatClient, ChatResult
 from .config import ModelConfig, RunConfig
 from .datasets import Query, iter_queries
-from .errors import ConfigError, VerdictError
+from .errors import ArenaError, ConfigError, VerdictError
 from .evalscope_import import ImportedAnswer, load_evalscope_answers
 from .judge import (
     DEFAULT_REFERENCE_TEMPLATE,
@@ -43,8 +43,9 @@ from .judge import (
     render_prompt,
 )
 from .leaderboard import Board, leaderboards
-from .metrics import sample_metrics
+from .metrics import METRIC_NAMES, sample_metrics_batch
 from .progress import ProgressEvent, StageProgress
+from .rating import rate_battles
 from .runfolder import save_config
 from .store import RunStore, content_key
 
@@ -78,15 +79,10 @@ class EndpointUsage:
 
 @dataclass
 class MetricSums:
-    """Running sums of per-sample reference metrics for one (model, dataset, subset)."""
+    """Sums of per-sample reference metrics for one (model, dataset, subset)."""
 
     n: int = 0
     sums: dict[str, float] = field(default_factory=dict)
-
-    def add(self, scores: dict[str, float]) -> None:
-        self.n += 1
-        for k, v in scores.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
 
     def means(self) -> dict[str, float]:
         return {k: v / self.n for k, v in self.sums.items()} if self.n else {}
@@ -188,6 +184,13 @@ class Arena:
                 await self._stack.__aexit__(None, None, None)
             self._stack = None
 
+    @property
+    def store(self) -> RunStore:
+        """The run folder's open checkpoints (for write_reports inside ``async with``)."""
+        if self._store is None:
+            raise RuntimeError("the arena is not open: use 'async with Arena(config) as arena:'")
+        return self._store
+
     # ------------------------------------------------------------------------------------- progress
 
     def snapshot(self) -> ProgressEvent:
@@ -237,7 +240,15 @@ class Arena:
             raise RuntimeError("use 'async with Arena(config) as arena:' before arena.run()")
         self._started = time.monotonic()
         try:
-            await self._run_queries()
+            async with anyio.create_task_group() as tg:
+                # load the compiled rating/metrics kernels while the requests are in flight
+                tg.start_soon(partial(anyio.to_thread.run_sync, self._warm_kernels, abandon_on_cancel=True))
+                await self._run_queries()
+        except BaseExceptionGroup as group:
+            error = _first_arena_error(group)
+            if error is None:
+                raise
+            raise error from None  # callers get the ArenaError itself, not a task group's wrapping
         finally:
             self._finished.set()
         return await anyio.to_thread.run_sync(self._results)
@@ -480,13 +491,28 @@ class Arena:
 
     # -------------------------------------------------------------------------------------- results
 
+    def _warm_kernels(self) -> None:
+        """Load (or compile) the numba kernels the results need: ~1 s that would otherwise follow the run."""
+        r = self.config.rating
+        two = np.array([0, 1], dtype=np.int64)
+        rate_battles(two, two[::-1].copy(), np.array([1, -1], dtype=np.int8), two, models=["a", "b"], baseline="a",
+                     rounds=2, seed=0, ci=r.ci, strong_weight=r.strong_weight, method=r.method, interval=r.interval)
+        sample_metrics_batch(["warm up"], ["warm up"])
+
     def _reference_metrics(self) -> dict[tuple[str, str, str], MetricSums]:
+        """ROUGE/BLEU of every answer to a query with a reference, batched per (model, dataset, subset)."""
         assert self._store is not None
-        sums: dict[tuple[str, str, str], MetricSums] = {}
+        groups: dict[tuple[str, str, str], tuple[list[str], list[str]]] = {}
         for model, dataset, subset, key, reference in self._reference_items:
             rec = self._store.get(GENERATIONS, key)
             if rec is not None:
-                sums.setdefault((model, dataset, subset), MetricSums()).add(sample_metrics(rec["answer"], reference))
+                preds, refs = groups.setdefault((model, dataset, subset), ([], []))
+                preds.append(rec["answer"])
+                refs.append(reference)
+        sums: dict[tuple[str, str, str], MetricSums] = {}
+        for group, (preds, refs) in groups.items():
+            scores = sample_metrics_batch(preds, refs)
+            sums[group] = MetricSums(len(preds), dict(zip(METRIC_NAMES, scores.sum(axis=0).tolist(), strict=True)))
         return sums
 
     def _results(self) -> ArenaResults:
@@ -504,9 +530,33 @@ class Arena:
         )
 
 
+def _first_arena_error(group: BaseExceptionGroup) -> ArenaError | None:
+    """The ArenaError a task group wrapped, if every failure in it is one (or a cancellation)."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    errors = [e for e in leaves if isinstance(e, ArenaError)]
+    others = [e for e in leaves if not isinstance(e, ArenaError | anyio.get_cancelled_exc_class())]
+    return errors[0] if errors and not others else None
+
+
 def _n_pairs(k: int, cap: int | None) -> int:
     n = k * (k - 1) // 2
     return min(n, cap) if cap is not None else n
+
+
+def loop_options() -> dict[str, Any]:
+    """anyio's asyncio backend options: uvloop's event loop when it is installed (the `fast` extra)."""
+    try:
+        import uvloop
+    except ImportError:
+        return {}
+    return {"loop_factory": uvloop.new_event_loop}
 
 
 def run_arena(config: RunConfig, *, offline: bool = False) -> ArenaResults:
@@ -516,4 +566,4 @@ def run_arena(config: RunConfig, *, offline: bool = False) -> ArenaResults:
         async with Arena(config, offline=offline) as arena:
             return await arena.run()
 
-    return anyio.run(main)
+    return anyio.run(main, backend_options=loop_options())

@@ -72,7 +72,8 @@ def main() -> None:
     t0 = time.perf_counter()
     sample_metrics("warm up the compiled kernel", "warm up")
     warm = time.perf_counter() - t0
-    ours = min(_timed(lambda: reference_metrics(preds, refs)) for _ in range(args.rounds))
+    runs = [_timed(lambda: reference_metrics(preds, refs)) for _ in range(args.rounds)]
+    ours, ours_cpu = min(w for w, _ in runs), min(c for _, c in runs)
     k = min(args.reference_pairs, args.pairs)
     theirs = reference_seconds(preds[:k], refs[:k]) * args.pairs / k
     t0 = time.perf_counter()
@@ -81,19 +82,23 @@ def main() -> None:
     one_by_one = (time.perf_counter() - t0) / 1000
     print(f"first call (kernel load or compile): {warm:.2f} s")
     print(
-        f"ours: {args.pairs} pairs in {ours:.3f} s ({ours / args.pairs * 1e6:.1f} us/pair, best of {args.rounds})"
+        f"ours: {args.pairs} pairs in {ours:.3f} s wall, {ours_cpu:.3f} s CPU "
+        f"({ours / args.pairs * 1e6:.1f} us/pair, best of {args.rounds})"
     )
     print(f"ours one pair at a time (sample_metrics): {one_by_one * 1e6:.1f} us/pair")
     print(f"rouge-score + nltk: {theirs:.2f} s for {args.pairs} pairs (measured on {k}, scaled)")
+    per_10k = ours_cpu / args.pairs * 1e4
     print(
-        f"speed-up: {theirs / ours:.1f}x; bar (< 1 s for 10k pairs): {'met' if ours / args.pairs * 1e4 < 1 else 'NOT met'}"
+        f"speed-up: {theirs / ours:.1f}x; bar (< 1 s CPU per 10k pairs): "
+        f"{per_10k:.2f} s, {'met' if per_10k < 1 else 'NOT met'}"
     )
 
 
-def _timed(fn: object) -> float:
-    t0 = time.perf_counter()
+def _timed(fn: object) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process): CPU time stays meaningful on a shared machine."""
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()  # type: ignore[operator]
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 if __name__ == "__main__":

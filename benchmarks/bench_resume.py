@@ -1,13 +1,18 @@
-"""Resume cost of a run folder: RunStore.open() time and memory on ~1M records, and put() cost.
+"""Resume cost of a run folder: RunStore.open() time and memory on 1M records, and put() cost.
 
     python benchmarks/bench_resume.py [--generations 350000] [--judgments 650000] [--puts 200000]
 
-1. put cost: ``RunStore.put`` (frame + crc32 + one write to the OS, fsync batched on a thread) against a
-   plain ``f.write(orjson.dumps(rec)); f.flush()`` loop over the same records, side by side.
-2. builds a run folder in a temp dir (generations with ~1.5 KB answers, judgments with ~0.8 KB of judge
-   text; record bodies like the pipeline's), then opens it in a fresh subprocess, warm (page cache hot)
-   and cold (file pages evicted with posix_fadvise), printing open time and RSS growth (peak) against
-   the bars: < 3 s and < 300 MB for 1M records.
+1. put cost: ``RunStore.put`` (index lookup, frame + crc32, one write to the OS, fsync batched on a
+   thread) against a plain ``f.write(orjson.dumps(rec)); f.flush()`` loop over the same records, side
+   by side (best of 3), and the ratio.
+2. builds a run folder in a temp dir (generations with 1-2 KB answers, judgments with 0.4-1.2 KB of
+   judge text; record bodies like the pipeline's), written without sidecar indexes, then opens it in a
+   fresh subprocess each time, printing wall and CPU time and RSS growth (and peak) against the bars
+   (< 3 s, < 300 MB): the first open (full scan, writes the sidecars), opens with the sidecars (page
+   cache warm, and cold: pages evicted with posix_fadvise), and ``full_scan=True``.
+3. the worst put: 65536 puts into the 1M-record store, which triggers one merge of the key index.
+
+The machine may be shared: the load average is printed; CPU times are steadier than wall times.
 """
 
 from __future__ import annotations
@@ -26,13 +31,38 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from arena_engine.store import RunStore, content_key  # noqa: E402
-from arena_engine.store.frame import encode_record, frame  # noqa: E402
+from arena_engine.store import RunStore, content_key
+from arena_engine.store.frame import encode_record, frame
+from arena_engine.store.index import MERGE_AT
 
-WORDS = (
-    "the model answers with a careful step by step explanation of why this holds and what to do next "
-    "résumé naïve 数据 分析 </script> \"quoted\" tab\there"
-).split(" ")
+WORDS = [
+    "the",
+    "model",
+    "answers",
+    "with",
+    "a",
+    "careful",
+    "step",
+    "by",
+    "step",
+    "explanation",
+    "of",
+    "why",
+    "this",
+    "holds",
+    "and",
+    "what",
+    "to",
+    "do",
+    "next",
+    "résumé",
+    "naïve",
+    "数据",
+    "分析",
+    "</script>",
+    '"quoted"',
+    "tab\there",
+]
 
 
 _POOL: list[str] = []
@@ -112,7 +142,25 @@ def bench_put(n: int, rng: random.Random) -> None:
     print(f"  RunStore.put              {best_store / n * 1e6:7.2f} us/record")
     print(f"  plain write+flush loop    {best_plain / n * 1e6:7.2f} us/record")
     print(f"  ratio store/plain         {best_store / best_plain:7.2f}x")
-    print(f"  put of a present key      {dup_cost * 1e6:7.2f} us   has() after reopen {has_cost * 1e6:.2f} us")
+    print(
+        f"  put of a present key      {dup_cost * 1e6:7.2f} us   has() after reopen {has_cost * 1e6:.2f} us"
+    )
+
+
+def bench_merge_stall(run_dir: Path, first_new: int, rng: random.Random) -> None:
+    """Puts into the 1M-record store until recent keys are merged into the numpy index: the worst put."""
+    times = []
+    with RunStore(run_dir) as store:
+        for i in range(first_new, first_new + MERGE_AT):
+            key, rec = generation(i, rng)
+            t = time.perf_counter()
+            store.put("generations", key, rec)
+            times.append(time.perf_counter() - t)
+    times.sort()
+    print(
+        f"  {MERGE_AT} puts into the 1M-record store: median {times[len(times) // 2] * 1e6:.1f} us, "
+        f"worst {times[-1] * 1e3:.0f} ms (the index merge every {MERGE_AT} puts)"
+    )
 
 
 def build_folder(run_dir: Path, n_gen: int, n_judge: int, seed: int) -> int:
@@ -138,7 +186,7 @@ def build_folder(run_dir: Path, n_gen: int, n_judge: int, seed: int) -> int:
 
 
 def _evict(run_dir: Path) -> None:
-    for p in (run_dir / "checkpoints").glob("*.jsonl"):
+    for p in (run_dir / "checkpoints").iterdir():
         fd = os.open(p, os.O_RDONLY)
         try:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
@@ -161,19 +209,23 @@ def hwm():
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 t = time.perf_counter()
-store = RunStore(Path({run_dir!r})).open()
+cpu = time.process_time()
+store = RunStore(Path({run_dir!r}), full_scan={full_scan!r}).open()
 dt = time.perf_counter() - t
+cpu = time.process_time() - cpu
 after = rss()
 peak = hwm()
 n = sum(store.count(k) for k in store.kinds())
 store.close()
-print(json.dumps({{"open_s": dt, "rss_growth": after - base, "peak_growth": peak - base,
+print(json.dumps({{"open_s": dt, "cpu_s": cpu, "rss_growth": after - base, "peak_growth": peak - base,
                    "records": n, "corrupt": store.corrupt}}))
 """
 
 
-def probe_open(run_dir: Path) -> dict[str, float]:
-    code = _OPEN_PROBE.format(root=str(Path(__file__).resolve().parents[1]), run_dir=str(run_dir))
+def probe_open(run_dir: Path, *, full_scan: bool = False) -> dict[str, float]:
+    code = _OPEN_PROBE.format(
+        root=str(Path(__file__).resolve().parents[1]), run_dir=str(run_dir), full_scan=full_scan
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     result: dict[str, float] = json.loads(out.stdout)
     return result
@@ -199,16 +251,29 @@ def main() -> None:
             f"\nrun folder: {n} records ({args.generations} generations, {args.judgments} judgments), "
             f"{size / 2**20:.0f} MiB, built in {time.perf_counter() - t:.1f} s"
         )
-        for label, evict in (("warm", False), ("cold", True)):
+        # The folder was written without sidecar indexes, so the first open scans and checksums every
+        # line (and writes the sidecars); later opens read the sidecars and scan only lines past them.
+        cases = [
+            ("first open, no sidecar: full scan", False, False),
+            ("sidecar index", False, False),
+            ("sidecar index", True, False),
+            ("full_scan=True (checksum every line)", False, True),
+            ("full_scan=True (checksum every line)", True, True),
+        ]
+        for label, evict, full in cases:
             if evict:
                 _evict(run_dir)
-            r = probe_open(run_dir)
+            r = probe_open(run_dir, full_scan=full)
             assert r["records"] == n and r["corrupt"] == 0, r
             ok = "meets" if r["open_s"] < 3.0 and r["peak_growth"] < 300 * 2**20 else "MISSES"
+            cache = "cold" if evict else "warm"
             print(
-                f"  open ({label} page cache): {r['open_s']:.2f} s   RSS growth {r['rss_growth'] / 2**20:.0f} MB "
-                f"(peak {r['peak_growth'] / 2**20:.0f} MB)   bars < 3 s, < 300 MB: {ok}"
+                f"  open, {label:38s} ({cache} cache): {r['open_s']:5.2f} s (cpu {r['cpu_s']:5.2f} s)   RSS growth "
+                f"{r['rss_growth'] / 2**20:4.0f} MB (peak {r['peak_growth'] / 2**20:4.0f} MB)   "
+                f"bars < 3 s, < 300 MB: {ok}"
             )
+        bench_merge_stall(run_dir, args.generations, random.Random(args.seed + 1))
+        print(f"  (load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

@@ -137,3 +137,34 @@ def cluster_bootstrap(a, b, o, q, *, k: int, base: int, rounds: int, seed: int, 
         rows = np.concatenate([rows_of[c] for c in pick.tolist()])
         out[r] = bradley_terry(pair_table(a[rows], b[rows], o[rows], strong_weight=strong_weight), k, base)
     return out
+
+
+def length_controlled(a, b, o, lengths, *, k: int, base: int, strong_weight: int = 3, ridge: float = 1e-3):
+    """Length-controlled BT by IRLS on a dense design matrix: logit P(A wins) = b_A - b_B + phi x,
+    x = tanh((len_A - len_B) / sd); ties as half wins; ridge * phi^2 / 2 penalty. Returns (Elo, phi)."""
+    keep = a != b
+    a, b, o, lengths = a[keep], b[keep], o[keep], lengths[keep]
+    diff = lengths[:, 0] - lengths[:, 1]
+    x = np.tanh(diff / diff.std()) if diff.std() > 0 else np.zeros(diff.size)
+    weight = np.where(np.abs(o) == 2, strong_weight, 1).astype(float)
+    score = np.where(o > 0, 1.0, np.where(o == 0, 0.5, 0.0))
+    design = np.zeros((a.size, k + 1))
+    design[np.arange(a.size), a] += 1.0
+    design[np.arange(a.size), b] -= 1.0
+    design[:, k] = x
+    free = [c for c in range(k + 1) if c != base]
+    design = design[:, free]
+    theta = np.zeros(len(free))
+    penalty = np.zeros(len(free))
+    penalty[-1] = ridge
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-(design @ theta)))
+        grad = design.T @ (weight * (score - p)) - penalty * theta
+        hess = design.T @ (design * (weight * p * (1 - p))[:, None]) + np.diag(penalty)
+        step = np.linalg.solve(hess, grad)
+        theta += step
+        if np.max(np.abs(step)) < 1e-13:
+            break
+    strengths = np.zeros(k)
+    strengths[[m for m in range(k) if m != base]] = theta[:-1]
+    return 1000.0 + TO_ELO * strengths, theta[-1]

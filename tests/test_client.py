@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from arena_engine.client import ChatClient, ChatResult, Endpoint, RetryPolicy, Timeouts
+from arena_engine.errors import ConfigError
 from arena_engine.limits import Limits, map_bounded
 from arena_engine.sim import Faults, Latency, SimConfig, SimModel, SimServer, serve
 
@@ -23,9 +24,11 @@ pytestmark = pytest.mark.anyio
 # Requests already on the wire when a 429 leaves the server may arrive after it; the simulator forgives
 # arrivals up to `violation_grace_s` after the 429. On this 2-core machine, shared with other test runs,
 # the server process itself sometimes takes 20-40 ms to get to a request that was sent *before* the
-# 429 existed, so the tests that count violations allow 0.1 s and keep Retry-After well above that: a
-# client that ignored the endpoint-wide hold would still send during most of each wait.
-GRACE = 0.1
+# 429 existed (and under a load average of 8 the client itself can take as long to read the 429), so
+# the tests that count violations allow 0.2 s and keep Retry-After well above that: a client that
+# ignored the endpoint-wide hold would still send during most of each wait (and does: without the
+# hold these tests count dozens of violations).
+GRACE = 0.2
 FAST_RETRY = RetryPolicy(max_attempts=8, max_time=30.0, base_delay=0.01, max_delay=0.05)
 SECRET = "sk-test-DISTINCTIVE-9f3b2c7e1d"
 
@@ -183,7 +186,7 @@ async def test_retry_budget_caps_time_instead_of_waiting_too_long() -> None:
 
 @pytest.mark.parametrize("fmt", ["seconds", "ms", "both"])
 async def test_retry_after_is_honoured_per_request_and_endpoint_wide(fmt: str) -> None:
-    faults = Faults(rate_429=0.3, retry_after=fmt, retry_after_s=0.3)  # type: ignore[arg-type]
+    faults = Faults(rate_429=0.3, retry_after=fmt, retry_after_s=0.5)  # type: ignore[arg-type]
     async with sim_process(sim_config(faults)) as sim:
         ep = endpoint(sim.url, limits=Limits(concurrency=16))
         async with ChatClient(ep) as client:
@@ -195,7 +198,7 @@ async def test_retry_after_is_honoured_per_request_and_endpoint_wide(fmt: str) -
     assert stats["faults"]["429"] == client.stats.rate_limited >= 5
     assert client.limiter.holds > 0
     retried = [r for r in results if r.attempts > 1]
-    assert retried and min(r.elapsed for r in retried) >= 0.3
+    assert retried and min(r.elapsed for r in retried) >= 0.5
 
 
 async def test_429_without_retry_after_backs_off_with_jitter() -> None:
@@ -253,7 +256,7 @@ async def test_connection_refused_is_a_recorded_failure() -> None:
 
 async def test_the_issue_fault_mix_ends_every_request_exactly_once() -> None:
     # 10% 429 with Retry-After, 5% 503, 2% resets, 1% hangs (issue 3's robustness bar)
-    faults = Faults(rate_429=0.10, retry_after_s=0.25, rate_503=0.05, rate_reset=0.02, rate_hang=0.01)
+    faults = Faults(rate_429=0.10, retry_after_s=0.5, rate_503=0.05, rate_reset=0.02, rate_hang=0.01)
     async with sim_process(sim_config(faults, latency=Latency("fixed", 0.005))) as sim:
         ep = Endpoint(
             "sim",
@@ -265,15 +268,15 @@ async def test_the_issue_fault_mix_ends_every_request_exactly_once() -> None:
         )
         results: list[ChatResult] = []
         client = ChatClient(ep)
-        async with client, map_bounded(range(300), lambda i: client.chat(ask(i)), limit=64) as stream:
+        async with client, map_bounded(range(200), lambda i: client.chat(ask(i)), limit=64) as stream:
             async for r in stream:
                 results.append(r)
         stats = await sim.stats()
-    assert len(results) == 300
+    assert len(results) == 200
     failed = [r for r in results if not r.ok]
     assert all(r.error for r in failed)  # every failure carries its reason
     ok = [r for r in results if r.ok]
-    assert len(ok) >= 295
+    assert len(ok) >= 195
     assert stats["status"]["200"] == len(ok) == client.stats.successes
     assert stats["duplicate_200"] == 0
     assert stats["retry_after_violations"] == 0
@@ -373,15 +376,17 @@ async def test_key_from_env_goes_only_into_the_authorization_header(monkeypatch:
     assert seen == [f"Bearer {SECRET}"]
     assert r.status == 401 and r.attempts == 1
     assert r.error == "http_401: Incorrect API key provided: ***. Check it."
-    assert_no_secret(r, client, client.stats, client.limiter, ep)
+    assert_no_secret(r, client, client.stats, client.limiter, ep, vars(client))
 
 
-async def test_no_key_configured_sends_no_authorization(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_named_but_unset_key_variable_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ARENA_TEST_KEY", raising=False)
-    async with (
-        SimServer(sim_config()) as sim,
-        ChatClient(endpoint(sim.url, api_key_env="ARENA_TEST_KEY")) as c,
-    ):
+    with pytest.raises(ConfigError, match="ARENA_TEST_KEY is not set"):
+        ChatClient(Endpoint("sim", "http://127.0.0.1:9/v1", "m", api_key_env="ARENA_TEST_KEY"))
+
+
+async def test_no_key_sends_no_authorization() -> None:
+    async with SimServer(sim_config()) as sim, ChatClient(endpoint(sim.url)) as c:
         r = await c.chat(ask(1))
     assert r.ok and "key=none" in repr(c)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import random
 import time
+from typing import Any
 
 import pytest
 from multidict import CIMultiDict
@@ -105,7 +106,7 @@ def test_status_classes(status: int, kind: str) -> None:
 
 
 def test_token_estimate_counts_prompt_and_completion_budget() -> None:
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "system", "content": "x" * 400},
         {"role": "user", "content": [{"type": "text", "text": "y" * 40}]},
     ]

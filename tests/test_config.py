@@ -100,3 +100,20 @@ def test_missing_key_variable_stops_before_any_request(tmp_path: Path, monkeypat
     with pytest.raises(ConfigError, match="ARENA_TEST_KEY"):
         anyio.run(main)
     assert not cfg.output_dir.exists(), "nothing is created before the keys are known"
+
+
+def test_bad_dataset_line_is_the_error_itself_for_library_callers(tmp_path: Path) -> None:
+    import anyio
+
+    from arena_engine.errors import DatasetError
+
+    (tmp_path / "data" / "qa").mkdir(parents=True)
+    (tmp_path / "data" / "qa" / "arena.jsonl").write_text('{"query": "ok"}\n{"query": 3}\n')
+    cfg = load_config(_write(tmp_path, GOOD.replace('api_key_env = "ARENA_TEST_KEY"\n', "")))
+
+    async def main() -> None:
+        async with Arena(cfg) as arena:
+            await arena.run()
+
+    with pytest.raises(DatasetError, match=r"arena.jsonl:2: query"):
+        anyio.run(main)

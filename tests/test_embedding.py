@@ -98,8 +98,8 @@ def test_two_arenas_in_one_web_app_and_cancel_one(tmp_path: Path) -> None:
     assert len(resumed_a.games) == len(reference_a.games) == 60 * 2 * 2
     # the event loop stayed responsive while two arenas ran in it (bounds allow for a loaded CI box)
     latencies.sort()
-    assert latencies[len(latencies) // 2] < 0.1, f"median health check {latencies[len(latencies) // 2]:.3f} s"
-    assert latencies[-1] < 1.5, f"health check took {latencies[-1]:.3f} s"
+    assert latencies[len(latencies) // 2] < 0.3, f"median health check {latencies[len(latencies) // 2]:.3f} s"
+    assert latencies[-1] < 2.0, f"health check took {latencies[-1]:.3f} s"
 
 
 def test_sync_wrapper_for_scripts(tmp_path: Path) -> None:

@@ -186,6 +186,32 @@ def test_amount_larger_than_the_limit_goes_alone() -> None:
     assert w.reserve(1, 0.0).at >= 60.0
 
 
+def test_a_late_request_catches_up_only_where_the_window_has_room() -> None:
+    w = WindowLimit(10, 1.0, burst=1)
+    grants = [w.reserve(1, 0.0).at for _ in range(5)]  # paced: 0, 0.102, 0.204, ...
+    assert grants[1] > 0.1
+    # the process stalled until 0.5 s: the first request went out, the four others missed their slots
+    w2 = WindowLimit(10, 1.0, burst=1)
+    sent = [w2.reserve(1, 0.0)]
+    missed = [w2.reserve(1, 0.0) for _ in range(4)]
+    for g in missed:
+        w2.settle(g, 0)
+    late = [w2.take_late(1, 0.5) for _ in range(12)]
+    assert sum(g is not None for g in late) == 9  # 10 per window, one already sent at 0
+    assert w2.reserve(1, 0.5).at >= 1.0  # the next one waits for the request sent at 0 to leave
+    assert sent[0].at == 0.0
+
+
+def test_window_log_stays_small_whatever_the_limit() -> None:
+    # a limit far above the traffic (the common "limits on, not binding" case) must not keep one entry
+    # per request for a whole minute
+    w = WindowLimit(1e9, 60.0)
+    for i in range(50_000):
+        w.reserve(1, i * 0.001)
+    assert len(w._log) <= 101
+    assert w.in_window == 50_000
+
+
 @pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan")])
 def test_window_rejects_bad_limits(bad: float) -> None:
     with pytest.raises(ConfigError):
@@ -301,6 +327,47 @@ def test_limiter_sleeps_once_per_request_when_binding() -> None:
         gaps = [b - a for a, b in itertools.pairwise(sent)]
         assert min(gaps) >= 0.99
         assert max_in_any_window(sent, [1.0] * len(sent), 60.0) <= 60
+
+    run(main())
+
+
+class LateTime(FakeTime):
+    """A starved process: timers fire only when the loop gets the CPU back, all at once at the end."""
+
+    async def advance(self, dt: float) -> None:
+        self.now += dt
+        while self._timers and self._timers[0][0] <= self.now:
+            _, _, fut = heapq.heappop(self._timers)
+            if not fut.done():
+                fut.set_result(None)
+        await settle_loop()
+
+
+def test_late_wakeups_cannot_bunch_sends_past_the_limit() -> None:
+    async def main() -> None:
+        ft = LateTime()
+        lim = EndpointLimiter(Limits(concurrency=64, rpm=600, window=1.0), clock=ft.clock, sleep=ft.sleep)
+        sent: list[float] = []
+
+        async def one() -> None:
+            ticket = await lim.acquire()
+            sent.append(ft.now)
+            lim.release(ticket)
+
+        tasks = [asyncio.create_task(one()) for _ in range(60)]
+        await settle_loop()
+        # the loop gets the CPU every 5 ms, but stalls for 0.3-0.5 s now and then
+        steps = [0.005] * 100 + [0.5] + [0.005] * 300 + [0.3]
+        i = 0
+        while not all(t.done() for t in tasks) and i < 10_000:
+            await ft.advance(steps[i % len(steps)])
+            i += 1
+        await asyncio.gather(*tasks)
+        assert len(sent) == 60
+        # requests that missed their slot in a stall queue again instead of going out in a clump
+        assert max_in_any_window(sent, [1.0] * len(sent), 1.0) <= 10
+        assert lim.late_wakeups > 0
+        assert ft.now < 8.5  # 60 requests at 10 per 1.02 s = 6 s, plus what the stalls cost
 
     run(main())
 

@@ -87,12 +87,12 @@ def test_all_pairs_bt_matches_reference_mm():
 def test_general_fit_reproduces_star_closed_form():
     """The Newton fitter used for all-pairs data gives (W + T/2) / N on a one-baseline design."""
     from arena_engine.rating import _bradley_terry as bt
-    from arena_engine.rating._aggregate import canonical_games, pair_totals
+    from arena_engine.rating._aggregate import aggregate, pair_totals
 
     rng = np.random.default_rng(3)
     k = 5
     a, b, o, q = star_battles(rng, k, 60, np.array([0, -1, 0.3, 1, 2.0]))
-    games = canonical_games(a, b, o, q, k=k, base=0, strong_weight=3)
+    games = aggregate(a, b, o, q, k=k, base=0, strong_weight=3)
     s2, w = pair_totals(games)
     beta = bt.fit(games.pi, games.pj, 0.5 * s2, w.astype(float), k, 0, np.zeros(k), np.zeros((0, 0)))
     expected = naive.star_winrates(a, b, o, base=0, k=k)
@@ -336,3 +336,88 @@ def test_self_games_are_ignored():
     q = np.array([0, 0, 1, 1])
     r = rate_battles(a, b, o, q, models=["x", "y"], baseline="x", rounds=0)
     assert r["y"].winrate == pytest.approx(0.5) and r["y"].n_battles == 2 and r["x"].n_battles == 2
+
+
+def length_battles(rng: np.random.Generator, queries: int, quality: np.ndarray, verbosity: np.ndarray, bias: float):
+    """Star design; the judge adds `bias` * tanh(length difference / 300) to the better-answer logit."""
+    a, b, o, q, lens = [], [], [], [], []
+    k = quality.size
+    for qid in range(queries):
+        for m in range(1, k):
+            for cand_is_a in (True, False):
+                len_c = rng.normal(400 * verbosity[m], 80)
+                len_0 = rng.normal(400 * verbosity[0], 80)
+                u = quality[m] - quality[0] + bias * math.tanh((len_c - len_0) / 300) + rng.logistic()
+                v = 2 if u > 2 else 1 if u > 0.5 else 0 if u > -0.5 else -1 if u > -2 else -2
+                a.append(m if cand_is_a else 0)
+                b.append(0 if cand_is_a else m)
+                o.append(v if cand_is_a else -v)
+                q.append(qid)
+                lens.append((len_c, len_0) if cand_is_a else (len_0, len_c))
+    return np.array(a), np.array(b), np.array(o, dtype=np.int8), np.array(q), np.array(lens)
+
+
+def test_length_control_matches_reference_and_removes_length_bias():
+    rng = np.random.default_rng(12)
+    quality = np.array([0.0, 0.0, 0.0, 0.6])
+    verbosity = np.array([1.0, 2.0, 1.0, 1.0])  # m1 is as good as the baseline but twice as long
+    a, b, o, q, lens = length_battles(rng, 300, quality, verbosity, bias=1.5)
+    models = names(4)
+    raw = rate_battles(a, b, o, q, models=models, baseline="m0", rounds=0)
+    lc = rate_battles(a, b, o, q, models=models, baseline="m0", rounds=200, lengths=lens)
+    ref, _ = naive.length_controlled(a, b, o, lens, k=4, base=0)
+    np.testing.assert_allclose([m.rating / TO_ELO for m in lc.per_model], ref / TO_ELO, atol=1e-8)
+    assert raw["m1"].winrate > 0.6  # the length bias, uncorrected
+    assert lc["m1"].winrate_lower < 0.5 < lc["m1"].winrate_upper  # corrected: as good as the baseline
+    assert abs(lc["m2"].winrate - raw["m2"].winrate) < 0.05  # same length as the baseline: little change
+    assert lc["m3"].winrate_lower > 0.5
+    sandwich = rate_battles(a, b, o, q, models=models, baseline="m0", interval="sandwich", lengths=lens)
+    assert [m.rating for m in sandwich.per_model] == [m.rating for m in lc.per_model]
+    for m in ("m1", "m2", "m3"):
+        boot_width = lc[m].rating_upper - lc[m].rating_lower
+        assert sandwich[m].rating_upper - sandwich[m].rating_lower == pytest.approx(boot_width, rel=0.3)
+
+
+def test_length_control_with_equal_lengths_is_plain_bradley_terry():
+    rng = np.random.default_rng(13)
+    k = 5
+    a, b, o, q = all_pairs_battles(rng, k, 1200, rng.normal(0, 1, k))
+    lens = np.full((a.size, 2), 250.0)
+    plain = rate_battles(a, b, o, q, models=names(k), baseline="m1", rounds=0)
+    lc = rate_battles(a, b, o, q, models=names(k), baseline="m1", rounds=0, lengths=lens)
+    np.testing.assert_allclose([m.rating for m in lc.per_model], [m.rating for m in plain.per_model], atol=1e-7)
+    # and degenerate data stays finite
+    lc_small = rate_battles(a[:3], b[:3], o[:3], q[:3], models=names(k), baseline="m1", rounds=20, lengths=lens[:3])
+    assert all(math.isfinite(m.rating_lower) and math.isfinite(m.rating_upper) for m in lc_small.per_model)
+
+
+@pytest.mark.parametrize("design", ["star", "pairs"])
+def test_results_do_not_depend_on_the_number_of_threads(design, monkeypatch):
+    from arena_engine.rating import _pipeline
+
+    rng = np.random.default_rng(14)
+    k = 6
+    quality = np.linspace(-1, 1, k)
+    data = star_battles(rng, k, 50, quality) if design == "star" else all_pairs_battles(rng, k, 900, quality)
+    lens = rng.uniform(100, 900, (data[0].size, 2))
+    runs = []
+    for cpus in (1, 3):
+        monkeypatch.setattr(_pipeline.os, "cpu_count", lambda cpus=cpus: cpus)
+        monkeypatch.setattr(_pipeline, "MIN_THREAD_WORK", 0)
+        runs.append(
+            [
+                rate_battles(*data, models=names(k), baseline="m0", rounds=30, seed=3, method=method, lengths=lengths)
+                for method, lengths in (("bt", None), ("evalscope", None), ("elo", None), ("bt", lens))
+            ]
+        )
+    assert runs[0] == runs[1]
+
+
+def test_length_controlled_ratings_ignore_row_order():
+    rng = np.random.default_rng(15)
+    a, b, o, q, lens = length_battles(rng, 40, np.array([0.0, 0.3, -0.2]), np.array([1.0, 1.5, 0.8]), bias=1.0)
+    kwargs = dict(models=names(3), baseline="m0", rounds=40, seed=2)
+    first = rate_battles(a, b, o, q, lengths=lens, **kwargs)
+    perm = rng.permutation(a.size)
+    again = rate_battles(a[perm], b[perm], o[perm], q[perm], lengths=lens[perm], **kwargs)
+    assert first == again and first.length_controlled and first.interval == "bootstrap"

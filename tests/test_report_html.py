@@ -7,7 +7,7 @@ import base64
 import hashlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import orjson
 import pytest
 from report_browser import Spec, launch_browser, open_report, shown_count, synthetic_run, wait_ready
 
-from arena_engine.battles import Battle
+from arena_engine.battles import Battle, Game, combine
 from arena_engine.demo import demo_config, demo_sim_config, write_demo_dataset
 from arena_engine.pipeline import GENERATIONS, JUDGMENTS, Arena, ArenaResults
 from arena_engine.report import parse_leaderboard, write_reports
@@ -78,7 +78,7 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def page(browser: Any, demo: Demo) -> Iterator[Any]:
+def page(demo: Demo, browser: Any) -> Iterator[Any]:  # demo first: it runs an event loop, Playwright holds one
     page, watch = open_report(browser, demo.html)
     yield page
     page.close()
@@ -167,6 +167,42 @@ def test_excluded_games_carry_their_reason_and_raw_judge_output(tmp_path: Path) 
     assert c["s"][second] == 4 and c["x1"][second] == c["x2"][second] == -1
 
 
+def test_battle_without_judgments_takes_its_texts_from_the_answers(tmp_path: Path) -> None:
+    """A candidate's request failed: the battle was never judged, yet the question and the baseline's
+    answer are shown, found by model and query."""
+    specs = [Spec("1", "q one", "cand", "answer one", "base one", ("A>B", "B>A"), ("r1", "r2"))]
+    results, store = synthetic_run(tmp_path / "run", dataset="ds", subset="sub", baseline="base", judge="j", specs=specs)
+    with store:
+        store.put(GENERATIONS, b"\x01" * 16, {"model": "base", "dataset": "ds", "subset": "sub", "query_id": "2",
+                                              "question": "q two", "answer": "base two"})
+        games = [*results.games, *(Game("ds", "sub", "2", "cand", "base", a, None, "no answer: cand") for a in (True, False))]
+        results = replace(results, games=games, battles=combine(games))
+        data = battle_data(results, store)
+    s, c = data["strings"], data["columns"]
+    i = [b.query_id for b in results.battles].index("2")
+    assert s[c["q"][i]] == "q two" and s[c["ao"][i]] == "base two" and c["ac"][i] == -1
+    assert s[c["x1"][i]] == s[c["x2"][i]] == "no answer: cand" and c["r1"][i] == c["r2"][i] == -1
+
+
+def test_all_excluded_run_renders_and_browses(browser: Any, tmp_path: Path) -> None:
+    specs = [Spec(str(i), f"q {i}", "cand", f"a {i}", f"b {i}", (None, None), ("junk", "more junk")) for i in range(3)]
+    results, store = synthetic_run(tmp_path / "run", dataset="ds", subset="sub", baseline="base", judge="j", specs=specs)
+    with store:
+        html = write_reports(results, store=store)["html"]
+    page, watch = open_report(browser, html)
+    assert page.locator("#boards").inner_text().strip() != ""
+    assert shown_count(page) == 3
+    page.select_option("#f-mode", "ge")
+    assert shown_count(page) == 0
+    page.select_option("#f-mode", "excluded")
+    assert shown_count(page) == 3
+    page.locator("#battle-rows tr").first.click()
+    assert page.inner_text("#detail-reasoning-1") == "junk"
+    assert page.inner_text("#detail-verdict-1") == "no verdict"
+    page.close()
+    assert watch.errors == [] and watch.dialogs == []
+
+
 # --------------------------------------------------------------------------------------- in Chromium
 
 
@@ -186,6 +222,13 @@ def test_leaderboards_show_the_numbers_of_report_json_and_leaderboard_txt(page: 
     # the forest plot draws one row per model of the overall board, and the heat map a cell per candidate x scope
     assert page.locator("#forest-plot svg g.row").count() == len(boards[0]["entries"])
     assert page.locator("table.heat td.cell").count() == 2 * 3
+    # pairwise results: won / tied / lost battles per pair, as the battles say
+    for row in page.locator("#pairs tbody tr").all():
+        cand, opp, n, won, tied, lost, excluded, _ = row.locator("td").all_inner_texts()
+        mine = [b for b in demo.results.battles if b.candidate == cand and b.opponent == opp]
+        assert int(n) == len(mine) == 2 * DEMO_QUERIES and int(excluded) == 0
+        assert (int(won), int(tied), int(lost)) == (sum(b.score > 0.5 for b in mine), sum(b.score == 0.5 for b in mine),
+                                                    sum(b.score < 0.5 for b in mine))
 
 
 def test_threshold_and_text_filters_count_the_right_battles(page: Any, demo: Demo) -> None:

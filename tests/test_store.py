@@ -486,9 +486,11 @@ def test_fsync_failure_surfaces_as_checkpoint_error(tmp_path: Path) -> None:
     failing.set()  # the disk goes bad
     store.put(GEN, content_key(2), {"i": 2})
     assert failed.wait(10)
-    with pytest.raises(CheckpointError, match="Input/output error"):
-        store.put(GEN, content_key(3), {"i": 3})
+    for _ in range(2):  # it stays raised: the run must stop
+        with pytest.raises(CheckpointError, match="Input/output error"):
+            store.put(GEN, content_key(3), {"i": 3})
     failing.clear()
-    store.close()
-    with RunStore(tmp_path) as store:
+    with pytest.raises(CheckpointError, match="Input/output error"):
+        store.close()
+    with RunStore(tmp_path) as store:  # closed (lock released) all the same
         assert store.count(GEN) == 2  # both writes reached the OS; only their fsync failed

@@ -122,6 +122,7 @@ def check(run_dir: Path, acked: set[int]) -> int:
     return len(stored)
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing_acknowledged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1,9 +1,9 @@
-"""Battles into sufficient statistics: canonical games grouped by query cluster, cells per pair.
+"""Battles into sufficient statistics: per (query cluster, pair) sums, and cells per pair.
 
 Everything here is integer arithmetic, so the result does not depend on the order of the rows.
-A game between models i < j is stored from i's side: `s2` = 2 x (weighted wins of i, ties as half),
-`w` = its weight (`strong_weight` for a strong verdict, else 1). Rows where a model meets itself
-carry no information and are dropped.
+A game between models i < j is counted from i's side: `s2` = 2 x (weighted wins of i, ties as
+half), `w` = its weight (`strong_weight` for a strong verdict, else 1). Rows where a model meets
+itself carry no information and are dropped.
 """
 
 from __future__ import annotations
@@ -15,13 +15,16 @@ import numpy.typing as npt
 from numba import njit
 
 I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
+I8 = npt.NDArray[np.int8]
 
 DENSE_SPAN_LIMIT = 1 << 26  # id span up to which codes come from a lookup table instead of a sort
 DENSE_PAIR_LIMIT = 1 << 24  # k * k up to which pair codes come from a lookup table
+DENSE_ENTRY_LIMIT = 1 << 24  # clusters x pairs up to which sums go to a table instead of a sort
 
 
 @njit(cache=True)
-def _dense_codes(values: I64, vmin: int, span: int) -> tuple[I64, int]:  # pragma: no cover - numba
+def _dense_codes(values: I64, vmin: int, span: int) -> tuple[I32, int]:  # pragma: no cover - numba
     table = np.zeros(span, np.int32)
     for idx in range(values.size):
         table[values[idx] - vmin] = 1
@@ -32,76 +35,36 @@ def _dense_codes(values: I64, vmin: int, span: int) -> tuple[I64, int]:  # pragm
             code += 1
         else:
             table[t] = -1
-    out = np.empty(values.size, np.int64)
+    out = np.empty(values.size, np.int32)
     for idx in range(values.size):
         out[idx] = table[values[idx] - vmin]
     return out, code
 
 
-def dense_codes(values: I64) -> tuple[I64, I64]:
-    """Codes 0..n-1 ordered like the distinct values, and the distinct values."""
+def cluster_codes(values: I64) -> tuple[I32, int]:
+    """Codes 0..n-1 ordered like the distinct values, and n."""
     if values.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.zeros(0, np.int32), 0
     vmin = int(values.min())
-    vmax = int(values.max())
-    span = vmax - vmin + 1
+    span = int(values.max()) - vmin + 1
     if span <= min(DENSE_SPAN_LIMIT, 2 * values.size + (1 << 20)):
-        codes, n = _dense_codes(values, vmin, span)
-        uniq = np.empty(n, np.int64)
-        uniq[codes] = values
-        return codes, uniq
+        return _dense_codes(values, vmin, span)
     uniq, inv = np.unique(values, return_inverse=True)
-    return inv.astype(np.int64), uniq.astype(np.int64)
+    return inv.astype(np.int32), int(uniq.size)
 
 
 @njit(cache=True)
-def _canonical_by_cluster(
-    a: I64, b: I64, o: npt.NDArray[np.int8], cluster: I64, n_clusters: int, strong_weight: int
-) -> tuple[I64, I64, I64, I64, I64, I64]:  # pragma: no cover - numba
-    """Games sorted by cluster (counting sort), self-games dropped: (ptr, i, j, s2, w, row)."""
-    n = a.size
-    ptr = np.zeros(n_clusters + 1, np.int64)
-    for r in range(n):
-        if a[r] != b[r]:
-            ptr[cluster[r] + 1] += 1
-    for c in range(n_clusters):
-        ptr[c + 1] += ptr[c]
-    m = ptr[n_clusters]
-    fill = ptr[:-1].copy()
-    gi = np.empty(m, np.int64)
-    gj = np.empty(m, np.int64)
-    gs2 = np.empty(m, np.int64)
-    gw = np.empty(m, np.int64)
-    grow = np.empty(m, np.int64)
-    for r in range(n):
+def _pair_codes(a: I64, b: I64, k: int) -> tuple[I32, I64, I64, I64]:  # pragma: no cover - numba
+    """Per row the code of its pair (i < j; -1 for self-games), the pairs, and games per model."""
+    table = np.full(k * k, -1, np.int32)
+    n_battles = np.zeros(k, np.int64)
+    for r in range(a.size):
         x = a[r]
         y = b[r]
-        if x == y:
-            continue
-        oc = o[r]
-        w = strong_weight if (oc == 2 or oc == -2) else 1
-        sign = 1 if oc > 0 else (-1 if oc < 0 else 0)
-        s2a = (sign + 1) * w
-        pos = fill[cluster[r]]
-        fill[cluster[r]] += 1
-        if x < y:
-            gi[pos] = x
-            gj[pos] = y
-            gs2[pos] = s2a
-        else:
-            gi[pos] = y
-            gj[pos] = x
-            gs2[pos] = 2 * w - s2a
-        gw[pos] = w
-        grow[pos] = r
-    return ptr, gi, gj, gs2, gw, grow
-
-
-@njit(cache=True)
-def _dense_pair_codes(gi: I64, gj: I64, k: int) -> tuple[I64, I64, I64]:  # pragma: no cover - numba
-    table = np.full(k * k, -1, np.int64)
-    for idx in range(gi.size):
-        table[gi[idx] * k + gj[idx]] = 0
+        if x != y:
+            table[min(x, y) * k + max(x, y)] = 0
+            n_battles[x] += 1
+            n_battles[y] += 1
     n = 0
     for t in range(k * k):
         if table[t] == 0:
@@ -113,27 +76,214 @@ def _dense_pair_codes(gi: I64, gj: I64, k: int) -> tuple[I64, I64, I64]:  # prag
         if table[t] >= 0:
             pi[table[t]] = t // k
             pj[table[t]] = t % k
-    code = np.empty(gi.size, np.int64)
-    for idx in range(gi.size):
-        code[idx] = table[gi[idx] * k + gj[idx]]
-    return code, pi, pj
+    code = np.empty(a.size, np.int32)
+    for r in range(a.size):
+        x = a[r]
+        y = b[r]
+        code[r] = -1 if x == y else table[min(x, y) * k + max(x, y)]
+    return code, pi, pj, n_battles
+
+
+def pair_codes(a: I64, b: I64, k: int) -> tuple[I32, I64, I64, I64]:
+    if k * k <= DENSE_PAIR_LIMIT:
+        return _pair_codes(a, b, k)
+    self_game = a == b
+    keys = np.minimum(a, b) * k + np.maximum(a, b)
+    uniq, inv = np.unique(keys[~self_game], return_inverse=True)
+    code = np.full(a.size, -1, np.int32)
+    code[~self_game] = inv
+    n_battles = np.bincount(a[~self_game], minlength=k) + np.bincount(b[~self_game], minlength=k)
+    return code, uniq // k, uniq % k, n_battles.astype(np.int64)
+
+
+@njit(cache=True, inline="always")
+def _game_value(x: int, oc: int, pi_x: int, strong_weight: int) -> tuple[int, int]:  # pragma: no cover
+    """(s2, w) of one game from the side of the pair's first model; x is model A of the row."""
+    w = strong_weight if (oc == 2 or oc == -2) else 1
+    sign = 1 if oc > 0 else (-1 if oc < 0 else 0)
+    s2a = (sign + 1) * w
+    return (s2a if x == pi_x else 2 * w - s2a), w
+
+
+@njit(cache=True)
+def _entries_sorted(
+    a: I64, o: I8, cluster: I32, pair: I32, pi: I64, n_clusters: int, strong_weight: int
+) -> tuple[I64, I64, I64, I64]:  # pragma: no cover - numba
+    """(cluster, pair) sums by a counting sort on the cluster, then a scratch table per cluster."""
+    n_pairs = pi.size
+    start = np.zeros(n_clusters + 1, np.int64)
+    for r in range(a.size):
+        if pair[r] >= 0:
+            start[cluster[r] + 1] += 1
+    for c in range(n_clusters):
+        start[c + 1] += start[c]
+    fill = start[:-1].copy()
+    rows = np.empty(start[n_clusters], np.int64)
+    for r in range(a.size):
+        if pair[r] >= 0:
+            rows[fill[cluster[r]]] = r
+            fill[cluster[r]] += 1
+    acc_s2 = np.zeros(n_pairs, np.int64)
+    acc_w = np.zeros(n_pairs, np.int64)
+    seen = np.full(n_pairs, -1, np.int64)
+    touched = np.empty(n_pairs, np.int64)
+    ptr = np.zeros(n_clusters + 1, np.int64)
+    e_pair = np.empty(rows.size, np.int64)
+    e_s2 = np.empty(rows.size, np.int64)
+    e_w = np.empty(rows.size, np.int64)
+    m = 0
+    for c in range(n_clusters):
+        nt = 0
+        for t in range(start[c], start[c + 1]):
+            r = rows[t]
+            p = pair[r]
+            if seen[p] != c:
+                seen[p] = c
+                acc_s2[p] = 0
+                acc_w[p] = 0
+                touched[nt] = p
+                nt += 1
+            s2, w = _game_value(a[r], o[r], pi[p], strong_weight)
+            acc_s2[p] += s2
+            acc_w[p] += w
+        for t in range(1, nt):  # insertion sort: clusters touch few pairs
+            x = touched[t]
+            u = t - 1
+            while u >= 0 and touched[u] > x:
+                touched[u + 1] = touched[u]
+                u -= 1
+            touched[u + 1] = x
+        for t in range(nt):
+            p = touched[t]
+            e_pair[m] = p
+            e_s2[m] = acc_s2[p]
+            e_w[m] = acc_w[p]
+            m += 1
+        ptr[c + 1] = m
+    return ptr, e_pair[:m], e_s2[:m], e_w[:m]
+
+
+@njit(cache=True)
+def _scan(a: I64, b: I64, q: I64, qmin: int, qspan: int, k: int) -> tuple[I32, int, I32, I64, I64, I64]:  # pragma: no cover
+    """One pass: lookup tables query id -> cluster code and pair key -> pair code (-1 if absent),
+    the pairs, and games per model."""
+    qtable = np.zeros(qspan, np.int32)
+    ptable = np.zeros(k * k, np.int32)
+    n_battles = np.zeros(k, np.int64)
+    for r in range(a.size):
+        x = a[r]
+        y = b[r]
+        if x != y:
+            qtable[q[r] - qmin] = 1
+            ptable[min(x, y) * k + max(x, y)] = 1
+            n_battles[x] += 1
+            n_battles[y] += 1
+    n_clusters = 0
+    for t in range(qspan):
+        if qtable[t] != 0:
+            qtable[t] = n_clusters
+            n_clusters += 1
+        else:
+            qtable[t] = -1
+    n_pairs = 0
+    for t in range(k * k):
+        if ptable[t] != 0:
+            n_pairs += 1
+    pi = np.empty(n_pairs, np.int64)
+    pj = np.empty(n_pairs, np.int64)
+    n_pairs = 0
+    for t in range(k * k):
+        if ptable[t] != 0:
+            ptable[t] = n_pairs
+            pi[n_pairs] = t // k
+            pj[n_pairs] = t % k
+            n_pairs += 1
+        else:
+            ptable[t] = -1
+    return qtable, n_clusters, ptable, pi, pj, n_battles
+
+
+@njit(cache=True)
+def _entries_from_tables(
+    a: I64, b: I64, o: I8, q: I64, qmin: int, qtable: I32, ptable: I32, k: int, pi: I64, n_clusters: int,
+    strong_weight: int,
+) -> tuple[I64, I64, I64, I64]:  # pragma: no cover - numba
+    """(cluster, pair) sums through a clusters x pairs table; one pass over the rows."""
+    n_pairs = pi.size
+    table = np.zeros(n_clusters * n_pairs, np.int64)  # s2 << 32 | w
+    for r in range(a.size):
+        x = a[r]
+        y = b[r]
+        if x == y:
+            continue
+        p = ptable[min(x, y) * k + max(x, y)]
+        s2, w = _game_value(x, o[r], pi[p], strong_weight)
+        table[qtable[q[r] - qmin] * n_pairs + p] += (s2 << 32) + w
+    return _scan_table(table, n_clusters, n_pairs)
+
+
+@njit(cache=True, inline="always")
+def _scan_table(table: I64, n_clusters: int, n_pairs: int) -> tuple[I64, I64, I64, I64]:  # pragma: no cover
+    ptr = np.zeros(n_clusters + 1, np.int64)
+    m = 0
+    for c in range(n_clusters):
+        for p in range(n_pairs):
+            if table[c * n_pairs + p] != 0:
+                m += 1
+        ptr[c + 1] = m
+    e_pair = np.empty(m, np.int64)
+    e_s2 = np.empty(m, np.int64)
+    e_w = np.empty(m, np.int64)
+    pos = 0
+    for c in range(n_clusters):
+        row = c * n_pairs
+        for p in range(n_pairs):
+            v = table[row + p]
+            if v != 0:
+                e_pair[pos] = p
+                e_s2[pos] = v >> 32
+                e_w[pos] = v & 0xFFFFFFFF
+                pos += 1
+    return ptr, e_pair, e_s2, e_w
+
+
+@njit(cache=True)
+def _row_codes(a: I64, b: I64, q: I64, qmin: int, qtable: I32, ptable: I32, k: int) -> tuple[I32, I32]:  # pragma: no cover
+    cluster = np.empty(a.size, np.int32)
+    pair = np.empty(a.size, np.int32)
+    for r in range(a.size):
+        x = a[r]
+        y = b[r]
+        if x == y:
+            cluster[r] = -1
+            pair[r] = -1
+        else:
+            cluster[r] = qtable[q[r] - qmin]
+            pair[r] = ptable[min(x, y) * k + max(x, y)]
+    return cluster, pair
 
 
 @dataclass(frozen=True)
-class Games:
-    """Canonical games grouped by cluster. `pair[g]` indexes (`pi`, `pj`), sorted by (i, j)."""
+class Battles:
+    """Sufficient statistics of a set of battles.
+
+    Pairs (pi[p] < pj[p]) are sorted. Entry e is the sum over one query cluster of the games of one
+    pair: `e_pair`, `e_s2`, `e_w`; the entries of cluster c are ptr[c]:ptr[c+1], in pair order.
+    Clusters without games are dropped. `cluster` and `pair` give each input row's codes (-1 for
+    self-games) for the per-game paths (Elo, length control).
+    """
 
     k: int
     base: int
-    ptr: I64  # games of cluster c are ptr[c]:ptr[c+1]
-    i: I64
-    j: I64
-    s2: I64
-    w: I64
-    row: I64  # input row of each game (for per-row covariates)
-    pair: I64
     pi: I64
     pj: I64
+    ptr: I64
+    e_pair: I64
+    e_s2: I64
+    e_w: I64
+    n_battles: I64
+    cluster: I32
+    pair: I32
 
     @property
     def n_clusters(self) -> int:
@@ -145,68 +295,57 @@ class Games:
         return bool(np.all((self.pi == self.base) | (self.pj == self.base)))
 
 
-def canonical_games(
-    a: I64, b: I64, o: npt.NDArray[np.int8], q: I64, *, k: int, base: int, strong_weight: int
-) -> Games:
-    cluster, _ = dense_codes(q)
-    n_clusters = int(cluster.max()) + 1 if cluster.size else 0
-    ptr, gi, gj, gs2, gw, grow = _canonical_by_cluster(a, b, o, cluster, n_clusters, strong_weight)
-    if k * k <= DENSE_PAIR_LIMIT:
-        pair, pi, pj = _dense_pair_codes(gi, gj, k)
+def aggregate(
+    a: I64, b: I64, o: I8, q: I64, *, k: int, base: int, strong_weight: int, row_codes: bool = False
+) -> Battles:
+    """Sufficient statistics; with `row_codes`, also each row's cluster and pair codes."""
+    n = a.size
+    qmin = int(q.min()) if n else 0
+    qspan = int(q.max()) - qmin + 1 if n else 1
+    tables_fit = qspan <= min(DENSE_SPAN_LIMIT, 2 * n + (1 << 20)) and k * k <= DENSE_PAIR_LIMIT
+    if tables_fit:
+        qtable, n_clusters, ptable, pi, pj, n_battles = _scan(a, b, q, qmin, qspan, k)
+        if n_clusters * pi.size <= min(DENSE_ENTRY_LIMIT, 4 * n + (1 << 16)):
+            ptr, e_pair, e_s2, e_w = _entries_from_tables(
+                a, b, o, q, qmin, qtable, ptable, k, pi, n_clusters, strong_weight
+            )
+            cluster = pair = np.zeros(0, np.int32)
+            if row_codes:
+                cluster, pair = _row_codes(a, b, q, qmin, qtable, ptable, k)
+            return _battles(k, base, pi, pj, ptr, e_pair, e_s2, e_w, n_battles, cluster, pair)
+        cluster, pair = _row_codes(a, b, q, qmin, qtable, ptable, k)
     else:
-        keys, inv = np.unique(gi * k + gj, return_inverse=True)
-        pair, pi, pj = inv.astype(np.int64), keys // k, keys % k
-    ptr = np.unique(ptr)  # drop clusters left empty (only self-games): they hold no information
-    return Games(k=k, base=base, ptr=ptr, i=gi, j=gj, s2=gs2, w=gw, row=grow, pair=pair, pi=pi, pj=pj)
+        cluster, n_clusters = cluster_codes(q)
+        pair, pi, pj, n_battles = pair_codes(a, b, k)
+    ptr, e_pair, e_s2, e_w = _entries_sorted(a, o, cluster, pair, pi, n_clusters, strong_weight)
+    return _battles(k, base, pi, pj, ptr, e_pair, e_s2, e_w, n_battles, cluster, pair)
+
+
+def _battles(
+    k: int, base: int, pi: I64, pj: I64, ptr: I64, e_pair: I64, e_s2: I64, e_w: I64, n_battles: I64,
+    cluster: I32, pair: I32,
+) -> Battles:
+    keep = np.ones(ptr.size, dtype=bool)
+    keep[1:] = ptr[1:] != ptr[:-1]  # drop clusters without games (only self-games)
+    return Battles(
+        k=k, base=base, pi=pi, pj=pj, ptr=ptr[keep], e_pair=e_pair, e_s2=e_s2, e_w=e_w,
+        n_battles=n_battles, cluster=cluster, pair=pair,
+    )
 
 
 @njit(cache=True)
-def _pair_totals(pair: I64, s2: I64, w: I64, n_pairs: int) -> tuple[I64, I64]:  # pragma: no cover
+def _pair_totals(e_pair: I64, e_s2: I64, e_w: I64, n_pairs: int) -> tuple[I64, I64]:  # pragma: no cover
     s2p = np.zeros(n_pairs, np.int64)
     wp = np.zeros(n_pairs, np.int64)
-    for g in range(pair.size):
-        s2p[pair[g]] += s2[g]
-        wp[pair[g]] += w[g]
+    for e in range(e_pair.size):
+        s2p[e_pair[e]] += e_s2[e]
+        wp[e_pair[e]] += e_w[e]
     return s2p, wp
 
 
-def pair_totals(games: Games) -> tuple[I64, I64]:
+def pair_totals(battles: Battles) -> tuple[I64, I64]:
     """(2 x weighted wins of i, weighted games) per pair."""
-    return _pair_totals(games.pair, games.s2, games.w, games.pi.size)
-
-
-@njit(cache=True)
-def _cluster_pair_sums(
-    ptr: I64, pair: I64, s2: I64, w: I64, n_pairs: int
-) -> tuple[I64, I64, I64]:  # pragma: no cover - numba
-    """Per (cluster, pair) sums, as (pair, s2, w) entries in cluster order."""
-    acc_s2 = np.zeros(n_pairs, np.int64)
-    acc_w = np.zeros(n_pairs, np.int64)
-    seen = np.full(n_pairs, -1, np.int64)
-    touched = np.empty(n_pairs, np.int64)
-    out_p = np.empty(pair.size, np.int64)
-    out_s2 = np.empty(pair.size, np.int64)
-    out_w = np.empty(pair.size, np.int64)
-    m = 0
-    for c in range(ptr.size - 1):
-        nt = 0
-        for g in range(ptr[c], ptr[c + 1]):
-            p = pair[g]
-            if seen[p] != c:
-                seen[p] = c
-                acc_s2[p] = 0
-                acc_w[p] = 0
-                touched[nt] = p
-                nt += 1
-            acc_s2[p] += s2[g]
-            acc_w[p] += w[g]
-        for t in range(nt):
-            p = touched[t]
-            out_p[m] = p
-            out_s2[m] = acc_s2[p]
-            out_w[m] = acc_w[p]
-            m += 1
-    return out_p[:m], out_s2[:m], out_w[:m]
+    return _pair_totals(battles.e_pair, battles.e_s2, battles.e_w, battles.pi.size)
 
 
 @njit(cache=True)
@@ -243,7 +382,7 @@ def _cells_dense(
 
 @dataclass(frozen=True)
 class Cells:
-    """Per pair, the distinct (s2, w) values one cluster contributes, and how many clusters do."""
+    """Per pair, the distinct (s2, w) sums one cluster contributes, and how many clusters do."""
 
     ptr: I64  # cells of pair p are ptr[p]:ptr[p+1], sorted by (s2, w)
     s2: I64
@@ -251,16 +390,48 @@ class Cells:
     count: I64
 
 
-def pair_cells(games: Games) -> Cells:
+def pair_cells(n_pairs: int, e_pair: I64, e_s2: I64, e_w: I64) -> Cells:
     """Cluster contributions per pair, histogrammed: a bootstrap round is a multinomial over these."""
-    n_pairs = games.pi.size
-    ep, es2, ew = _cluster_pair_sums(games.ptr, games.pair, games.s2, games.w, n_pairs)
-    wmax = int(ew.max()) if ew.size else 0
+    wmax = int(e_w.max()) if e_w.size else 0
     if n_pairs * (2 * wmax + 1) * (wmax + 1) <= DENSE_SPAN_LIMIT:
-        ptr, cs2, cw, cc = _cells_dense(ep, es2, ew, n_pairs, wmax)
+        ptr, cs2, cw, cc = _cells_dense(e_pair, e_s2, e_w, n_pairs, wmax)
         return Cells(ptr=ptr, s2=cs2, w=cw, count=cc)
-    keys = np.stack([ep, es2, ew])
-    uniq, counts = np.unique(keys, axis=1, return_counts=True)
+    order = np.lexsort((e_w, e_s2, e_pair))
+    keys = np.stack([e_pair[order], e_s2[order], e_w[order]])
+    new = np.ones(order.size, dtype=bool)
+    new[1:] = np.any(keys[:, 1:] != keys[:, :-1], axis=0)
+    starts = np.flatnonzero(new)
+    counts = np.diff(np.append(starts, order.size))
     ptr = np.zeros(n_pairs + 1, np.int64)
-    np.add.at(ptr, uniq[0] + 1, 1)
-    return Cells(ptr=np.cumsum(ptr), s2=uniq[1].copy(), w=uniq[2].copy(), count=counts.astype(np.int64))
+    np.add.at(ptr, keys[0, starts] + 1, 1)
+    return Cells(ptr=np.cumsum(ptr), s2=keys[1, starts].copy(), w=keys[2, starts].copy(), count=counts)
+
+
+@njit(cache=True)
+def _unit_counts(a: I64, o: I8, pair: I32, pi: I64, strong_weight: int) -> I64:  # pragma: no cover
+    """Weighted game copies per pair won by i, tied, won by j (columns 0, 1, 2)."""
+    counts = np.zeros((pi.size, 3), np.int64)
+    for r in range(a.size):
+        p = pair[r]
+        if p < 0:
+            continue
+        s2, w = _game_value(a[r], o[r], pi[p], strong_weight)
+        counts[p, 2 - s2 // w] += w
+    return counts
+
+
+def unit_cells(a: I64, o: I8, battles: Battles, strong_weight: int) -> Cells:
+    """Every weighted copy of every game as its own cluster (EvalScope's game-row bootstrap): per pair
+    three cells, copies won by i (s2 = 2), tied (1), won by j (0), each of weight 1."""
+    counts = _unit_counts(a, o, battles.pair, battles.pi, strong_weight)
+    n_pairs = battles.pi.size
+    pair = np.repeat(np.arange(n_pairs), 3)
+    s2 = np.tile(np.array([2, 1, 0], np.int64), n_pairs)
+    flat = counts.ravel()
+    used = flat > 0
+    ptr = np.zeros(n_pairs + 1, np.int64)
+    np.add.at(ptr, pair[used] + 1, 1)
+    order = np.lexsort((s2[used], pair[used]))  # (s2, w) ascending within a pair, like pair_cells
+    return Cells(
+        ptr=np.cumsum(ptr), s2=s2[used][order], w=np.ones(int(used.sum()), np.int64), count=flat[used][order]
+    )

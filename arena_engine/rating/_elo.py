@@ -15,7 +15,7 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _expand(order: I64, w: I64) -> I64:  # pragma: no cover - numba
     total = 0
     for g in order:
@@ -29,7 +29,7 @@ def _expand(order: I64, w: I64) -> I64:  # pragma: no cover - numba
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _shuffle(x: I64) -> None:  # pragma: no cover - numba
     for t in range(x.size - 1, 0, -1):
         u = np.random.randint(0, t + 1)
@@ -38,7 +38,7 @@ def _shuffle(x: I64) -> None:  # pragma: no cover - numba
         x[u] = tmp
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _run(units: I64, i: I64, j: I64, s2: I64, w: I64, k: int, base: int, k_factor: float) -> F64:  # pragma: no cover
     r = np.full(k, 1000.0)
     for g in units:
@@ -66,7 +66,7 @@ def elo_point(
     return _run(units, i, j, s2, w, k, base, k_factor)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def elo_bootstrap(
     ptr: I64, canon: I64, i: I64, j: I64, s2: I64, w: I64, k: int, base: int, k_factor: float,
     seeds: npt.NDArray[np.uint32],
@@ -78,7 +78,8 @@ def elo_bootstrap(
     counts = np.zeros(n_clusters, np.int64)
     for r in range(seeds.size):
         np.random.seed(seeds[r])
-        counts[:] = 0
+        for c in range(n_clusters):
+            counts[c] = 0
         for _ in range(n_clusters):
             counts[np.random.randint(0, n_clusters)] += 1
         total = 0
@@ -95,5 +96,7 @@ def elo_bootstrap(
                         units[pos] = g
                         pos += 1
         _shuffle(units)
-        out[r] = _run(units, i, j, s2, w, k, base, k_factor)
+        ratings = _run(units, i, j, s2, w, k, base, k_factor)
+        for m in range(k):
+            out[r, m] = ratings[m]
     return out

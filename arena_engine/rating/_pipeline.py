@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -10,13 +13,12 @@ import numpy as np
 import numpy.typing as npt
 
 from arena_engine.rating import _bradley_terry as bt
-from arena_engine.rating._aggregate import Cells, Games, canonical_games, pair_cells, pair_totals
-from arena_engine.rating._elo import elo_bootstrap, elo_point
-from arena_engine.rating._sandwich import sandwich_se, star_sandwich_se
+from arena_engine.rating._aggregate import Battles, Cells, aggregate, pair_cells, pair_totals, unit_cells
 from arena_engine.rating.results import ELO_BASE, ELO_SCALE
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+I8 = npt.NDArray[np.int8]
 TO_ELO = ELO_SCALE / math.log(10.0)
 
 # purposes that seed independent random streams from the one user seed
@@ -33,13 +35,30 @@ class Fit:
     flags: list[tuple[str, ...]]
 
 
+MIN_THREAD_WORK = 2e6  # rough inner-loop steps below which a job stays on the calling thread
+
+
+def in_threads(call: Callable[[int, int], F64], n: int, work: float) -> F64:
+    """call(lo, hi) over slices of range(n) on up to one thread per CPU, results stacked on axis 0.
+
+    The kernels release the GIL and seed every round (or pair) on its own, so the result is the same
+    on any number of threads. Small jobs (`work` in rough inner-loop steps) stay on this thread."""
+    workers = min(os.cpu_count() or 1, n, 8)
+    if workers <= 1 or work < MIN_THREAD_WORK:
+        return call(0, n)
+    bounds = np.linspace(0, n, workers + 1).astype(np.int64)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        parts = list(pool.map(lambda t: call(int(bounds[t]), int(bounds[t + 1])), range(workers)))
+    return np.concatenate(parts, axis=0)
+
+
 def _seeds(seed: int, purpose: int, n: int) -> npt.NDArray[np.uint32]:
     state = np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, purpose]).generate_state(max(n, 1))
     return state[:n].astype(np.uint32)
 
 
-def _flags(games: Games, s2p: I64, wp: I64) -> list[tuple[str, ...]]:
-    k, base, pi, pj = games.k, games.base, games.pi, games.pj
+def _flags(battles: Battles, s2p: I64, wp: I64) -> list[tuple[str, ...]]:
+    k, base, pi, pj = battles.k, battles.base, battles.pi, battles.pj
     wins2 = np.bincount(pi, weights=s2p, minlength=k) + np.bincount(pj, weights=2 * wp - s2p, minlength=k)
     played = np.bincount(pi, weights=wp, minlength=k) + np.bincount(pj, weights=wp, minlength=k)
     linked = np.zeros(k, dtype=bool)  # undirected component of the baseline
@@ -50,7 +69,10 @@ def _flags(games: Games, s2p: I64, wp: I64) -> list[tuple[str, ...]]:
         linked[pi[linked[pj]]] = True
         if int(linked.sum()) == before:
             break
-    outside = bt.outside_component(pi, pj, 0.5 * s2p.astype(np.float64), wp.astype(np.float64), k, base)
+    if battles.is_star:  # a candidate fails Zermelo's condition only by winning or losing everything
+        outside = (wins2 == 0) | (wins2 == 2 * played)
+    else:
+        outside = bt.outside_component(pi, pj, 0.5 * s2p.astype(np.float64), wp.astype(np.float64), k, base)
     flags: list[tuple[str, ...]] = []
     for m in range(k):
         if m == base:
@@ -70,56 +92,81 @@ def _flags(games: Games, s2p: I64, wp: I64) -> list[tuple[str, ...]]:
     return flags
 
 
-def _star_candidates(games: Games) -> tuple[I64, npt.NDArray[np.bool_]]:
-    """Candidate of each pair, and whether the pair is stored from the candidate's side (i)."""
-    cand_is_i = games.pj == games.base
-    return np.where(cand_is_i, games.pi, games.pj), cand_is_i
+def _star_candidates(battles: Battles) -> tuple[I64, npt.NDArray[np.bool_]]:
+    """Candidate of each pair, and whether the pair is counted from the candidate's side (i)."""
+    cand_is_i = battles.pj == battles.base
+    return np.where(cand_is_i, battles.pi, battles.pj), cand_is_i
 
 
-def _star_point(games: Games, s2p: I64, wp: I64) -> F64:
-    beta = np.zeros(games.k)
-    cand, cand_is_i = _star_candidates(games)
-    for p in range(cand.size):
-        logit = bt.star_logit(int(s2p[p]), int(wp[p]))
-        beta[cand[p]] = logit if cand_is_i[p] else -logit
+def _star_point(battles: Battles, s2p: I64, wp: I64) -> F64:
+    """logit((W + T/2) / N) per candidate; one virtual tie when that share is 0 or 1 (as in bt.fit)."""
+    s2 = s2p.astype(np.float64)
+    w = wp.astype(np.float64)
+    degenerate = (s2 == 0) | (s2 == 2 * w)
+    wins = np.where(degenerate, 0.5 * s2 + 0.5, 0.5 * s2)
+    losses = np.where(degenerate, w - 0.5 * s2 + 0.5, w - 0.5 * s2)
+    logit = np.log(wins) - np.log(losses)
+    cand, cand_is_i = _star_candidates(battles)
+    beta = np.zeros(battles.k)
+    beta[cand] = np.where(cand_is_i, logit, -logit)
     return beta
 
 
-def _general_point(games: Games, s2p: I64, wp: I64) -> tuple[F64, F64]:
+def _general_point(battles: Battles, s2p: I64, wp: I64) -> tuple[F64, F64]:
     """BT MLE from zero, and the Cholesky factor of its information (empty if virtual ties were needed)."""
-    k, base = games.k, games.base
+    k, base = battles.k, battles.base
     win = 0.5 * s2p.astype(np.float64)
     n = wp.astype(np.float64)
-    beta = bt.fit(games.pi, games.pj, win, n, k, base, np.zeros(k), np.zeros((0, 0)))
-    outside = bt.outside_component(games.pi, games.pj, win, n, k, base)
+    beta = bt.fit(battles.pi, battles.pj, win, n, k, base, np.zeros(k), np.zeros((0, 0)))
+    outside = bt.outside_component(battles.pi, battles.pj, win, n, k, base)
     chol = np.zeros((0, 0))
     if k > 1 and not outside.any():
-        chol = bt.cholesky(bt.hessian(games.pi, games.pj, n, beta, k, base))
+        chol = bt.cholesky(bt.hessian(battles.pi, battles.pj, n, beta, k, base))
     return beta, chol
 
 
-def _unit_rows(games: Games) -> Games:
-    """Every weighted copy of every game as its own cluster: EvalScope's game-row bootstrap."""
-    canon = _canonical_order(games)
-    units = np.repeat(canon, games.w[canon])
-    s2 = games.s2[units] // games.w[units]
-    return Games(
-        k=games.k, base=games.base, ptr=np.arange(units.size + 1, dtype=np.int64), i=games.i[units],
-        j=games.j[units], s2=s2, w=np.ones(units.size, np.int64), row=games.row[units],
-        pair=games.pair[units], pi=games.pi, pj=games.pj,
+def _star_samples(battles: Battles, cells: Cells, seed: int, rounds: int) -> F64:
+    """Bootstrap strengths (rounds x k), each candidate drawn from its own cells and random stream."""
+    cand, cand_is_i = _star_candidates(battles)
+    model_seeds = _seeds(seed, _STREAM_BOOTSTRAP, battles.k)
+    # within each pair, cells rarest first (ties by (s2, w) order): the commonest takes the rest
+    pair_of_cell = np.repeat(np.arange(cells.ptr.size - 1), np.diff(cells.ptr))
+    order = np.lexsort((np.arange(cells.count.size), cells.count, pair_of_cell)).astype(np.int64)
+    pair_seeds = model_seeds[cand]
+    logits = in_threads(
+        lambda lo, hi: bt.star_bootstrap(
+            cells.ptr[lo : hi + 1], cells.s2, cells.w, cells.count, order, pair_seeds[lo:hi], rounds
+        ),
+        cand.size,
+        work=float(cells.count.size) * rounds,
     )
+    samples = np.zeros((rounds, battles.k))
+    samples[:, cand] = np.where(cand_is_i[:, None], logits, -logits).T
+    return samples
 
 
-def _canonical_order(games: Games) -> I64:
-    """Games sorted by (cluster, i, j, s2, w): an order that does not depend on the input order."""
-    cluster = np.repeat(np.arange(games.n_clusters), np.diff(games.ptr))
-    return np.lexsort((games.w, games.s2, games.j, games.i, cluster)).astype(np.int64)
+def _games(a: I64, o: I8, battles: Battles, strong_weight: int) -> tuple[I64, I64, I64, I64, I64]:
+    """Games in canonical order (cluster, pair, s2, w) as (ptr over clusters, i, j, s2, w)."""
+    rows = np.flatnonzero(battles.pair >= 0)
+    pair = battles.pair[rows].astype(np.int64)
+    i = battles.pi[pair]
+    j = battles.pj[pair]
+    oc = o[rows].astype(np.int64)
+    w = np.where(np.abs(oc) == 2, strong_weight, 1).astype(np.int64)
+    s2a = (np.sign(oc) + 1) * w
+    s2 = np.where(a[rows] == i, s2a, 2 * w - s2a).astype(np.int64)
+    cluster = battles.cluster[rows]
+    order = np.lexsort((w, s2, pair, cluster))
+    cluster = cluster[order]
+    starts = np.flatnonzero(np.r_[True, cluster[1:] != cluster[:-1]]) if cluster.size else np.zeros(0, np.int64)
+    ptr = np.append(starts, cluster.size).astype(np.int64)
+    return ptr, i[order], j[order], s2[order], w[order]
 
 
 def rate(
     a: I64,
     b: I64,
-    o: npt.NDArray[np.int8],
+    o: I8,
     q: I64,
     *,
     k: int,
@@ -133,10 +180,11 @@ def rate(
     lengths: F64 | None,
     elo_k: float,
 ) -> Fit:
-    games = canonical_games(a, b, o, q, k=k, base=base, strong_weight=strong_weight)
-    n_battles = np.bincount(games.i, minlength=k) + np.bincount(games.j, minlength=k)
-    s2p, wp = pair_totals(games)
-    flags = _flags(games, s2p, wp)
+    per_game = method in ("elo", "evalscope") or lengths is not None
+    battles = aggregate(a, b, o, q, k=k, base=base, strong_weight=strong_weight, row_codes=per_game)
+    n_battles = battles.n_battles
+    s2p, wp = pair_totals(battles)
+    flags = _flags(battles, s2p, wp)
 
     def summary(point: F64, samples: F64 | None = None, se: F64 | None = None) -> Fit:
         """Point ratings (Elo scale) with percentile bounds of `samples` or normal bounds from `se`."""
@@ -151,14 +199,19 @@ def rate(
         return Fit(point, lower, upper, n_battles, flags)
 
     if method == "elo":
-        canon = _canonical_order(games)
+        from arena_engine.rating._elo import elo_bootstrap, elo_point
+
+        ptr, gi, gj, gs2, gw = _games(a, o, battles, strong_weight)
+        canon = np.arange(gi.size, dtype=np.int64)
         order_seed = _seeds(seed, _STREAM_ELO_ORDER, 1)[0]
-        point = elo_point(canon, games.i, games.j, games.s2, games.w, k, base, elo_k, order_seed)
+        point = elo_point(canon, gi, gj, gs2, gw, k, base, elo_k, order_seed)
         samples = None
         if rounds:
-            samples = elo_bootstrap(
-                games.ptr, canon, games.i, games.j, games.s2, games.w, k, base, elo_k,
-                _seeds(seed, _STREAM_BOOTSTRAP, rounds),
+            seeds = _seeds(seed, _STREAM_BOOTSTRAP, rounds)
+            samples = in_threads(
+                lambda lo, hi: elo_bootstrap(ptr, canon, gi, gj, gs2, gw, k, base, elo_k, seeds[lo:hi]),
+                rounds,
+                work=float(gw.sum()) * rounds,
             )
         return summary(point, samples)
 
@@ -166,49 +219,85 @@ def rate(
         from arena_engine.rating._length import rate_length_controlled
 
         beta, beta_samples, se = rate_length_controlled(
-            games, lengths, rounds=rounds, seeds=_seeds(seed, _STREAM_BOOTSTRAP, rounds), interval=interval
+            a, o, battles, lengths, strong_weight=strong_weight, rounds=rounds,
+            seeds=_seeds(seed, _STREAM_BOOTSTRAP, rounds), interval=interval,
         )
         point = ELO_BASE + TO_ELO * beta
         return summary(point, None if beta_samples is None else ELO_BASE + TO_ELO * beta_samples, se)
 
-    star = games.is_star
+    star = battles.is_star
     if star:
-        beta = _star_point(games, s2p, wp)
+        beta, chol = _star_point(battles, s2p, wp), np.zeros((0, 0))
     else:
-        beta, chol = _general_point(games, s2p, wp)
+        beta, chol = _general_point(battles, s2p, wp)
+    point = ELO_BASE + TO_ELO * beta
 
     if interval == "sandwich":
         if star:
-            cells = pair_cells(games)
-            cand, cand_is_i = _star_candidates(games)
+            from arena_engine.rating._sandwich import star_sandwich_se
+
+            cells = pair_cells(battles.pi.size, battles.e_pair, battles.e_s2, battles.e_w)
+            cand, cand_is_i = _star_candidates(battles)
             logit = np.where(cand_is_i, beta[cand], -beta[cand])
             se = np.zeros(k)
             se[cand] = star_sandwich_se(cells.ptr, cells.s2, cells.w, cells.count, logit)
         else:
+            from arena_engine.rating._sandwich import sandwich_se
+
             se = sandwich_se(
-                games.ptr, games.i, games.j, games.s2, games.w, games.pi, games.pj,
+                battles.ptr, battles.e_pair, battles.e_s2, battles.e_w, battles.pi, battles.pj,
                 wp.astype(np.float64), beta, k, base,
             )
-        return summary(ELO_BASE + TO_ELO * beta, se=se)
+        return summary(point, se=se)
 
     if rounds == 0:
-        return summary(ELO_BASE + TO_ELO * beta)
-    resampled = _unit_rows(games) if method == "evalscope" else games
-    if star:
-        samples = _star_samples(resampled, pair_cells(resampled), seed, rounds)
+        return summary(point)
+    seeds = _seeds(seed, _STREAM_BOOTSTRAP, rounds)
+    if method == "evalscope":
+        cells = unit_cells(a, o, battles, strong_weight)
+        if star:
+            samples = _star_samples(battles, cells, seed, rounds)
+        else:
+            empty = np.zeros(1, np.int64), np.zeros(0, np.int64)
+            samples = in_threads(
+                lambda lo, hi: bt.cluster_bootstrap(
+                    empty[0], empty[1], empty[1], empty[1], cells.ptr, cells.s2, cells.w, cells.count,
+                    battles.pi, battles.pj, k, base, seeds[lo:hi], beta, chol,
+                ),
+                rounds,
+                work=float(cells.count.size + battles.pi.size) * rounds,
+            )
+    elif star:
+        cells = pair_cells(battles.pi.size, battles.e_pair, battles.e_s2, battles.e_w)
+        samples = _star_samples(battles, cells, seed, rounds)
     else:
-        samples = bt.cluster_bootstrap(
-            resampled.ptr, resampled.pair, resampled.s2, resampled.w, games.pi, games.pj, k, base,
-            _seeds(seed, _STREAM_BOOTSTRAP, rounds), beta, chol,
+        listed, cells = _split_single_entry_clusters(battles)
+        samples = in_threads(
+            lambda lo, hi: bt.cluster_bootstrap(
+                *listed, cells.ptr, cells.s2, cells.w, cells.count, battles.pi, battles.pj, k, base,
+                seeds[lo:hi], beta, chol,
+            ),
+            rounds,
+            work=float(listed[1].size + cells.count.size + battles.pi.size) * rounds,
         )
-    return summary(ELO_BASE + TO_ELO * beta, ELO_BASE + TO_ELO * samples)
+    return summary(point, ELO_BASE + TO_ELO * samples)
 
 
-def _star_samples(games: Games, cells: Cells, seed: int, rounds: int) -> F64:
-    """Bootstrap strengths (rounds x k), each candidate drawn from its own cells and random stream."""
-    cand, cand_is_i = _star_candidates(games)
-    model_seeds = _seeds(seed, _STREAM_BOOTSTRAP, games.k)
-    logits = bt.star_bootstrap(cells.ptr, cells.s2, cells.w, cells.count, model_seeds[cand], rounds)
-    samples = np.zeros((rounds, games.k))
-    samples[:, cand] = np.where(cand_is_i[:, None], logits, -logits).T
-    return samples
+def _split_single_entry_clusters(battles: Battles) -> tuple[tuple[I64, I64, I64, I64], Cells]:
+    """Clusters touching one pair, grouped into cells when that makes far fewer draws; the rest listed."""
+    sizes = np.diff(battles.ptr)
+    single = sizes == 1
+    n_pairs = battles.pi.size
+    if single.any():
+        first = battles.ptr[:-1][single]
+        cells = pair_cells(n_pairs, battles.e_pair[first], battles.e_s2[first], battles.e_w[first])
+        if cells.count.size * 6 < first.size:
+            entry_of_multi = np.repeat(~single, sizes)
+            ptr = np.concatenate([[0], np.cumsum(sizes[~single])]).astype(np.int64)
+            listed = (
+                ptr, battles.e_pair[entry_of_multi], battles.e_s2[entry_of_multi], battles.e_w[entry_of_multi]
+            )
+            return listed, cells
+    none = np.zeros(0, np.int64)
+    no_cells = Cells(ptr=np.zeros(n_pairs + 1, np.int64), s2=none, w=none, count=none)
+    return (battles.ptr, battles.e_pair, battles.e_s2, battles.e_w), no_cells

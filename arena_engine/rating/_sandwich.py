@@ -16,17 +16,21 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 
-@njit(cache=True)
-def _meat(ptr: I64, i: I64, j: I64, s2: I64, w: I64, beta: F64, k: int, base: int) -> F64:  # pragma: no cover
+@njit(cache=True, inline="always")
+def _meat(
+    ptr: I64, e_pair: I64, e_s2: I64, e_w: I64, pi: I64, pj: I64, beta: F64, k: int, base: int
+) -> F64:  # pragma: no cover - numba
     meat = np.zeros((k - 1, k - 1))
     score = np.zeros(k)
     seen = np.full(k, -1, np.int64)
     touched = np.empty(k, np.int64)
     for c in range(ptr.size - 1):
         nt = 0
-        for g in range(ptr[c], ptr[c + 1]):
-            r = 0.5 * s2[g] - w[g] * _sigmoid(beta[i[g]] - beta[j[g]])
-            for m, v in ((i[g], r), (j[g], -r)):
+        for e in range(ptr[c], ptr[c + 1]):
+            i = pi[e_pair[e]]
+            j = pj[e_pair[e]]
+            r = 0.5 * e_s2[e] - e_w[e] * _sigmoid(beta[i] - beta[j])
+            for m, v in ((i, r), (j, -r)):
                 if seen[m] != c:
                     seen[m] = c
                     score[m] = 0.0
@@ -45,14 +49,14 @@ def _meat(ptr: I64, i: I64, j: I64, s2: I64, w: I64, beta: F64, k: int, base: in
 
 
 def sandwich_se(
-    ptr: I64, i: I64, j: I64, s2: I64, w: I64, pi: I64, pj: I64, n: F64, beta: F64, k: int, base: int
+    ptr: I64, e_pair: I64, e_s2: I64, e_w: I64, pi: I64, pj: I64, n: F64, beta: F64, k: int, base: int
 ) -> F64:
     """Standard errors of the strengths (natural log; 0 for the baseline)."""
     se = np.zeros(k)
     if k == 1:
         return se
     h = hessian(pi, pj, n, beta, k, base)
-    meat = _meat(ptr, i, j, s2, w, beta, k, base)
+    meat = _meat(ptr, e_pair, e_s2, e_w, pi, pj, beta, k, base)
     g = ptr.size - 1
     if g > 1:
         meat *= g / (g - 1.0)
@@ -78,6 +82,6 @@ def star_sandwich_se(ptr: I64, cs2: I64, cw: I64, cc: I64, logit: F64) -> F64:  
             meat += cc[c] * d * d
             g += cc[c]
         if g > 1:
-            meat *= g / (g - 1.0)
+            meat = meat * g / (g - 1.0)
         se[p] = np.sqrt(meat) / info if info > 0 else 0.0
     return se

@@ -98,12 +98,30 @@ def rate_battles(
     lengths: npt.ArrayLike | None = None,
     elo_k: float = 4.0,
 ) -> Ratings:
-    """Rate models from pairwise battles.
+    """Rate models from pairwise battles (SPEC.md section 3).
 
     `model_a`/`model_b` index into `models`; `outcome` is from A's view (2 = A>>B, 1 = A>B, 0 = tie,
-    -1 = B>A, -2 = B>>A); `query` is the cluster id (games of one query are resampled together).
-    A strong verdict counts `strong_weight` times; a tie counts half a win for each side.
-    Rows where a model meets itself carry no information and are ignored.
+    -1 = B>A, -2 = B>>A); `query` is the cluster id: all games of one query (both orders, every
+    pair, every strong copy) are resampled together. A strong verdict counts `strong_weight` times; a
+    tie counts half a win for each side. Rows where a model meets itself are ignored.
+
+    method:   "bt"        Bradley-Terry MLE; with one baseline (every pair involves it) this is
+                          exactly p = (W + T/2) / N per candidate; cluster bootstrap over queries.
+              "evalscope" same point estimates; intervals from resampling game rows (each strong copy
+                          on its own), per candidate against the baseline, as EvalScope/Arena-Hard do.
+              "elo"       online Elo (K = `elo_k`) over all games in a seeded shuffled order;
+                          cluster bootstrap, each round reshuffled.
+    interval: "bootstrap" percentile interval of `rounds` resamples (`rounds=0`: bounds = point);
+              "sandwich"  closed-form cluster-robust normal interval on the logit scale (method="bt").
+    lengths:  optional (n_rows, 2) lengths of A's and B's answers: length-controlled ratings
+              (the rating at equal lengths; see _length.py).
+
+    Ratings are on the Elo scale (400 log10 odds) with the baseline at 1000; win rates are against
+    the baseline (exactly 0.5 for it). Results depend only on the multiset of rows and the seed, not
+    on row order or thread count. Degenerate models get finite values and a flag: "only_wins",
+    "only_losses", "no_battles", "disconnected" (no path of games to the baseline), "separated"
+    (connected, but Zermelo's condition fails); their estimate adds one virtual tied game against
+    the baseline, e.g. (W + 1/2) / (N + 1) for a model with only wins.
     """
     from arena_engine.rating import _pipeline  # local import: numba loads on first use
 
@@ -154,6 +172,8 @@ def rate_battles(
         ci=ci,
         seed=seed,
         per_model=tuple(per_model),
+        interval=interval,
+        length_controlled=lens is not None,
     )
 
 
@@ -204,6 +224,8 @@ def evalscope_overall(subsets: Sequence[Ratings]) -> Ratings:
         ci=first.ci,
         seed=first.seed,
         per_model=tuple(per_model),
+        interval=first.interval,
+        length_controlled=first.length_controlled,
     )
 
 

@@ -35,6 +35,8 @@ class Ratings:
     ci: float
     seed: int
     per_model: tuple[ModelRating, ...]
+    interval: str = "bootstrap"  # "bootstrap" (percentiles of `rounds` resamples) or "sandwich"
+    length_controlled: bool = False  # ratings at equal answer lengths (rate_battles(lengths=...))
 
     def __getitem__(self, name: str) -> ModelRating:
         for rating in self.per_model:

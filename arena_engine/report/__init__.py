@@ -52,11 +52,12 @@ def _write_reports(results: ArenaResults, store: RunStore | None, out: Path) -> 
     }
     _write_text(paths["report_table"], report_table(results) + "\n")
     _write_text(paths["leaderboard"], leaderboard_text(results.boards))
-    write_json(paths["json"], report_dict(results))
+    report = report_dict(results)
+    write_json(paths["json"], report)
     if store is not None or not (results.run_dir / CHECKPOINT_DIR).is_dir():
-        html = report_html(results, store)
+        html = report_html(results, store, report=report)
     else:
         with RunStore(results.run_dir) as own:
-            html = report_html(results, own)
+            html = report_html(results, own, report=report)
     _write_text(paths["html"], html)
     return paths

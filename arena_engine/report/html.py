@@ -15,26 +15,23 @@ integers that index it (a baseline answer shared by two candidates is stored onc
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
-import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from ..battles import Battle, Game
-from ..judge import LABELS, Verdict
+from ..battles import Battle
+from ..judge import Verdict
 from ..pipeline import GENERATIONS, JUDGMENTS, ArenaResults
 from ..store import RunStore
 from .json_report import report_dict
 
-__all__ = ["BATTLE_COLUMNS", "NO_OUTCOME", "battle_data", "embed_json", "page_data", "render_html", "report_html",
-           "write_html"]
+__all__ = ["BATTLE_COLUMNS", "NO_OUTCOME", "battle_data", "embed_json", "page_data", "render_html", "report_html"]
 
 DATA_SCHEMA = 1
 NO_OUTCOME = 9  # outcome column value of a game that has no verdict (excluded or never judged)
@@ -52,10 +49,7 @@ BATTLE_COLUMNS: tuple[str, ...] = (
 _TEXT_COLUMNS = ("q", "ac", "ao", "r1", "r2")
 
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
-_JSON_ESCAPES = {
-    ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
-    0x2028: "\\u2028", 0x2029: "\\u2029",
-}
+_JSON_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
 
 
 def embed_json(obj: Any) -> str:
@@ -65,9 +59,10 @@ def embed_json(obj: Any) -> str:
     are escaped too so the text is inert in any HTML context, and U+2028/U+2029 so it is also valid
     as JavaScript source. ``JSON.parse`` reads the escapes back to the original characters.
     """
-    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode().translate(
-        _JSON_ESCAPES
-    )
+    text = orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
+    for char, escape in _JSON_ESCAPES:
+        text = text.replace(char, escape)  # one C-speed pass per character: faster than str.translate
+    return text
 
 
 class _Strings:
@@ -87,42 +82,43 @@ class _Strings:
         return i
 
 
-@dataclass(frozen=True, slots=True)
-class _Texts:
-    """What the checkpoints say about one game: the two answers (candidate's, opponent's) and the judge."""
-
-    question: str | None
-    cand_answer: str | None
-    opp_answer: str | None
-    reasoning: str | None
+# What the checkpoints say about one game: question, candidate's answer, opponent's answer, judge's text.
+_GameTexts = tuple[str | None, str | None, str | None, str | None]
 
 
 class _TextSource:
-    """Reads battle texts from a run's checkpoints by content key, each generation read once."""
+    """The texts of a run's battles, read from its checkpoints in one pass over each file (sequential
+    reads beat one random read per record); only the records the battles point at are kept."""
 
-    def __init__(self, store: RunStore) -> None:
+    def __init__(self, store: RunStore, battles: Iterable[Battle]) -> None:
         self.store = store
-        self._generations: dict[str, dict[str, Any] | None] = {}
+        wanted = {k for b in battles for k in b.keys if k}
+        # judgment key -> (candidate-as-A generation key, as-B generation key, the judge's text)
+        self.judgments: dict[str, tuple[str | None, str | None, str | None]] = {}
+        for key, rec in store.items(JUDGMENTS):
+            h = key.hex()
+            if h in wanted:
+                text = rec.get("reasoning") if rec.get("verdict") is not None else rec.get("raw")
+                self.judgments[h] = (_str(rec.get("a_key")), _str(rec.get("b_key")), _str(text))
+        wanted = {k for a, b, _ in self.judgments.values() for k in (a, b) if k}
+        self.generations: dict[str, tuple[str | None, str | None]] = {}  # key -> (question, answer)
+        for key, rec in store.items(GENERATIONS):
+            h = key.hex()
+            if h in wanted:
+                self.generations[h] = (_str(rec.get("question")), _str(rec.get("answer")))
         self._by_query: dict[tuple[str, str, str, str], dict[str, Any]] | None = None
 
-    def generation(self, key_hex: str | None) -> dict[str, Any] | None:
-        if not key_hex:
+    def game(self, judgment_key: str | None, candidate_is_a: bool) -> _GameTexts | None:
+        j = self.judgments.get(judgment_key) if judgment_key else None
+        if j is None:
             return None
-        if key_hex not in self._generations:
-            self._generations[key_hex] = self.store.get(GENERATIONS, _key(key_hex))
-        return self._generations[key_hex]
-
-    def game(self, judgment_key: str | None, candidate_is_a: bool) -> _Texts | None:
-        if not judgment_key:
-            return None
-        rec = self.store.get(JUDGMENTS, _key(judgment_key))
-        if rec is None:
-            return None
-        a, b = self.generation(rec.get("a_key")), self.generation(rec.get("b_key"))
+        a = self.generations.get(j[0]) if j[0] else None
+        b = self.generations.get(j[1]) if j[1] else None
         cand, opp = (a, b) if candidate_is_a else (b, a)
-        question = next((g.get("question") for g in (cand, opp) if g is not None), None)
-        reasoning = rec.get("reasoning") if rec.get("verdict") is not None else rec.get("raw")
-        return _Texts(question, _answer(cand), _answer(opp), _str(reasoning))
+        question = cand[0] if cand is not None else None
+        if question is None and opp is not None:
+            question = opp[0]
+        return question, cand[1] if cand else None, opp[1] if opp else None, j[2]
 
     def latest_answer(self, model: str, dataset: str, subset: str, query_id: str) -> dict[str, Any] | None:
         """A model's answer found by query, for battles that never reached the judge (one scan, on demand)."""
@@ -134,13 +130,6 @@ class _TextSource:
         return self._by_query.get((model, dataset, subset, query_id))
 
 
-def _key(key_hex: str) -> bytes:
-    try:
-        return bytes.fromhex(key_hex)
-    except ValueError:
-        return b""
-
-
 def _str(x: object) -> str | None:
     return x if isinstance(x, str) else None
 
@@ -149,45 +138,62 @@ def _answer(rec: dict[str, Any] | None) -> str | None:
     return None if rec is None else _str(rec.get("answer"))
 
 
-def _game_index(games: Iterable[Game]) -> dict[tuple[str, str, str, str, str, bool], Game]:
-    return {(g.dataset, g.subset, g.query_id, g.candidate, g.opponent, g.candidate_is_a): g for g in games}
-
-
 def battle_data(results: ArenaResults, store: RunStore | None = None) -> dict[str, Any]:
     """The battle browser's data: a string table, models, subsets and one integer column per field.
 
     Texts come from ``store`` (an open :class:`RunStore` of the run folder); without it the battles
     are listed with their verdicts but without questions, answers or reasoning.
     """
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # hundreds of thousands of long-lived objects: collection passes would only slow this down
+    try:
+        return _battle_data(results, store)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _battle_data(results: ArenaResults, store: RunStore | None) -> dict[str, Any]:
     strings = _Strings()
+    add = strings.add
     models: dict[str, int] = {}
     subsets: dict[tuple[str, str], int] = {}
     cols: dict[str, list[int]] = {c: [] for c in BATTLE_COLUMNS}
-    games = _game_index(results.games)
-    source = _TextSource(store) if store is not None else None
+    (c_sub, c_cand, c_opp, c_qid, c_q, c_ac, c_ao, c_s, c_o1, c_o2, c_r1, c_r2, c_x1, c_x2) = cols.values()
+    reasons = {(g.dataset, g.subset, g.query_id, g.candidate, g.opponent, g.candidate_is_a): g.reason
+               for g in results.games if g.outcome is None}
+    source = _TextSource(store, results.battles) if store is not None else None
     for b in results.battles:
-        g1 = games.get((b.dataset, b.subset, b.query_id, b.candidate, b.opponent, True))
-        g2 = games.get((b.dataset, b.subset, b.query_id, b.candidate, b.opponent, False))
-        t1 = source.game(b.keys[0], True) if source else None
-        t2 = source.game(b.keys[1], False) if source else None
-        question = _first(t.question for t in (t1, t2) if t)
-        cand_answer = _first(t.cand_answer for t in (t1, t2) if t)
-        opp_answer = _first(t.opp_answer for t in (t1, t2) if t)
-        if source is not None and (question is None or cand_answer is None or opp_answer is None):
-            question, cand_answer, opp_answer = _fallback(source, b, question, cand_answer, opp_answer)
-        row = (
-            subsets.setdefault((b.dataset, b.subset), len(subsets)),
-            models.setdefault(b.candidate, len(models)),
-            models.setdefault(b.opponent, len(models)),
-            strings.add(b.query_id), strings.add(question), strings.add(cand_answer), strings.add(opp_answer),
-            NONE if b.score is None else round(4 * b.score),
-            NO_OUTCOME if b.first is None else b.first, NO_OUTCOME if b.second is None else b.second,
-            strings.add(t1.reasoning if t1 else None), strings.add(t2.reasoning if t2 else None),
-            strings.add(_reason(g1, b.first)), strings.add(_reason(g2, b.second)),
-        )
-        for name, value in zip(BATTLE_COLUMNS, row, strict=True):
-            cols[name].append(value)
-    text_ids = sorted({i for c in _TEXT_COLUMNS for i in cols[c] if i != NONE})
+        t1 = t2 = None
+        question = cand_answer = opp_answer = None
+        if source is not None:
+            t1 = source.game(b.keys[0], True)
+            t2 = source.game(b.keys[1], False)
+            for t in (t1, t2):
+                if t is not None:
+                    question = question if question is not None else t[0]
+                    cand_answer = cand_answer if cand_answer is not None else t[1]
+                    opp_answer = opp_answer if opp_answer is not None else t[2]
+            if question is None or cand_answer is None or opp_answer is None:
+                question, cand_answer, opp_answer = _fallback(source, b, question, cand_answer, opp_answer)
+        sub = subsets.get((b.dataset, b.subset))
+        if sub is None:
+            sub = subsets[(b.dataset, b.subset)] = len(subsets)
+        c_sub.append(sub)
+        c_cand.append(models.setdefault(b.candidate, len(models)))
+        c_opp.append(models.setdefault(b.opponent, len(models)))
+        c_qid.append(add(b.query_id))
+        c_q.append(add(question))
+        c_ac.append(add(cand_answer))
+        c_ao.append(add(opp_answer))
+        c_s.append(NONE if b.score is None else round(4 * b.score))
+        c_o1.append(NO_OUTCOME if b.first is None else b.first)
+        c_o2.append(NO_OUTCOME if b.second is None else b.second)
+        c_r1.append(add(t1[3]) if t1 is not None else NONE)
+        c_r2.append(add(t2[3]) if t2 is not None else NONE)
+        c_x1.append(NONE if b.first is not None else add(_reason(reasons, b, True)))
+        c_x2.append(NONE if b.second is not None else add(_reason(reasons, b, False)))
+    text_ids = sorted({i for c in _TEXT_COLUMNS for i in cols[c]} - {NONE})
     return {
         "schema": DATA_SCHEMA,
         "texts": store is not None,
@@ -201,16 +207,11 @@ def battle_data(results: ArenaResults, store: RunStore | None = None) -> dict[st
     }
 
 
-def _first(xs: Iterable[str | None]) -> str | None:
-    return next((x for x in xs if x is not None), None)
-
-
-def _reason(game: Game | None, outcome: int | None) -> str | None:
-    if outcome is not None:
-        return None
-    if game is None:
+def _reason(reasons: dict[tuple[str, str, str, str, str, bool], str | None], b: Battle, candidate_is_a: bool) -> str:
+    key = (b.dataset, b.subset, b.query_id, b.candidate, b.opponent, candidate_is_a)
+    if key not in reasons:
         return "not judged"
-    return game.reason or "excluded"
+    return reasons[key] or "excluded"
 
 
 def _fallback(source: _TextSource, b: Battle, question: str | None, cand: str | None,
@@ -218,14 +219,17 @@ def _fallback(source: _TextSource, b: Battle, question: str | None, cand: str | 
     """Texts of a battle whose judgments are missing (an answer failed, or it was never judged)."""
     rc = source.latest_answer(b.candidate, b.dataset, b.subset, b.query_id) if cand is None else None
     ro = source.latest_answer(b.opponent, b.dataset, b.subset, b.query_id) if opp is None else None
-    if question is None:
-        question = _first(_str(r.get("question")) for r in (rc, ro) if r is not None)
+    for r in (rc, ro):
+        if question is None and r is not None:
+            question = _str(r.get("question"))
     return question, cand if cand is not None else _answer(rc), opp if opp is not None else _answer(ro)
 
 
-def page_data(results: ArenaResults, store: RunStore | None = None) -> dict[str, Any]:
-    """Everything the page shows: ``report.json``'s numbers and the battle browser's data."""
-    return {"report": report_dict(results), "battles": battle_data(results, store), "verdict_labels": list(LABELS)}
+def page_data(results: ArenaResults, store: RunStore | None = None, *,
+              report: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything the page shows: ``report.json``'s numbers (``report``, made here if not given) and the
+    battle browser's data."""
+    return {"report": report if report is not None else report_dict(results), "battles": battle_data(results, store)}
 
 
 @cache
@@ -252,11 +256,7 @@ def render_html(data: dict[str, Any]) -> str:
     return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], _asset("report_template.html"))
 
 
-def report_html(results: ArenaResults, store: RunStore | None = None) -> str:
-    return render_html(page_data(results, store))
-
-
-def write_html(path: Path, results: ArenaResults, store: RunStore | None = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(report_html(results, store), encoding="utf-8")
-    os.replace(tmp, path)
+def report_html(results: ArenaResults, store: RunStore | None = None, *,
+                report: dict[str, Any] | None = None) -> str:
+    """The whole ``report.html`` of ``results``; texts come from ``store`` (see :func:`battle_data`)."""
+    return render_html(page_data(results, store, report=report))

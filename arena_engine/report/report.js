@@ -114,7 +114,7 @@
       const y = top + rowH * i + rowH / 2;
       const isBase = e.model === R.baseline;
       const g = svg("g", { class: "row" }, svg("title", null, e.model + ": " + pct(e.winrate) + "% (" + pct(e.lower) + " – " + pct(e.upper) + ")"));
-      g.appendChild(svg("text", { x: L - 10, y: y + 4, "text-anchor": "end" }, clip(e.model, 26)));
+      g.appendChild(svg("text", { x: L - 10, y: y + 4, "text-anchor": "end" }, clip(e.model, 24)));
       if (!isBase) g.appendChild(svg("line", { x1: x(e.lower), x2: x(e.upper), y1: y, y2: y, class: "ci" }));
       if (!isBase) for (const v of [e.lower, e.upper]) g.appendChild(svg("line", { x1: x(v), x2: x(v), y1: y - 5, y2: y + 5, class: "ci" }));
       g.appendChild(isBase ? svg("rect", { x: x(0.5) - 4.5, y: y - 4.5, width: 9, height: 9, class: "base", transform: "rotate(45 " + x(0.5) + " " + y + ")" })
@@ -162,6 +162,30 @@
   const S = B.strings;
   const str = (i) => (i >= 0 ? S[i] : null);
   const judgeLabel = (outcome, candIsA) => (outcome === NO_OUTCOME ? null : B.labels[candIsA ? 2 - outcome : 2 + outcome]);
+
+  // ------------------------------------------------------------------ pairwise results
+
+  (function drawPairs() {
+    const pairs = new Map();
+    for (let i = 0; i < N; i++) {
+      const key = C.cand[i] * 65536 + C.opp[i];
+      let p = pairs.get(key);
+      if (!p) pairs.set(key, (p = { cand: C.cand[i], opp: C.opp[i], n: 0, win: 0, tie: 0, loss: 0, excluded: 0, sum: 0 }));
+      p.n++;
+      const s = C.s[i];
+      if (s < 0) { p.excluded++; continue; }
+      p.sum += s / 4;
+      if (s > 2) p.win++; else if (s < 2) p.loss++; else p.tie++;
+    }
+    const rows = [...pairs.values()].sort((a, b) => B.models[a.cand].localeCompare(B.models[b.cand]) || B.models[a.opp].localeCompare(B.models[b.opp]))
+      .map((p) => {
+        const scored = p.n - p.excluded;
+        return el("tr", null, td(B.models[p.cand]), td(B.models[p.opp]), td(int(p.n), "num"), td(int(p.win), "num"), td(int(p.tie), "num"),
+          td(int(p.loss), "num"), td(int(p.excluded), "num"), td(scored ? (p.sum / scored).toFixed(3) : "—", "num"));
+      });
+    $("pairs-table").appendChild(rows.length ? table(["Candidate", "Opponent", "Battles", "Won", "Tied", "Lost", "Excluded", "Mean score"].map((h, i) => th(h, i >= 2 ? "num" : "")), rows, { id: "pairs" })
+      : el("p", { class: "muted", text: "No battles." }));
+  })();
 
   // ------------------------------------------------------------------ judge diagnostics
 
@@ -228,12 +252,12 @@
     const withLat = eps.filter(([, u]) => u.latency && u.latency.p50 !== undefined);
     if (!withLat.length) return;
     const max = Math.max(...withLat.map(([, u]) => u.latency.p90));
-    const W = 780, L = 190, Rm = 150, rowH = 26, H = 20 + rowH * withLat.length;
+    const W = 820, L = 190, Rm = 220, rowH = 26, H = 20 + rowH * withLat.length;
     const x = (v) => (W - L - Rm) * (max > 0 ? v / max : 0);
     const s = svg("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img", "aria-label": "latency per endpoint" });
     withLat.forEach(([name, u], i) => {
       const y = 10 + rowH * i;
-      s.append(svg("text", { x: L - 10, y: y + 14, "text-anchor": "end" }, clip(name, 26)),
+      s.append(svg("text", { x: L - 10, y: y + 14, "text-anchor": "end" }, clip(name, 24)),
         svg("rect", { x: L, y: y + 2, width: Math.max(1, x(u.latency.p90)), height: 16, class: "bar" }, svg("title", null, name + " p90 " + secs(u.latency.p90))),
         svg("rect", { x: L, y: y + 2, width: Math.max(1, x(u.latency.p50)), height: 16, class: "bar2" }, svg("title", null, name + " p50 " + secs(u.latency.p50))),
         svg("text", { x: L + x(u.latency.p90) + 8, y: y + 14 }, "p50 " + secs(u.latency.p50) + " · p90 " + secs(u.latency.p90)));
@@ -447,4 +471,5 @@
   readControls();
   applyFilters();
   busy(false);
+  $("loading").hidden = true;
 })();

@@ -7,14 +7,13 @@ file and the key.
 
 from __future__ import annotations
 
-import json
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from arena_engine.configfile import read_config_file
 from arena_engine.errors import ConfigError
 
 LatencyKind = Literal["fixed", "lognormal"]
@@ -199,21 +198,9 @@ class SimConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> SimConfig:
-        """Read a TOML (`.toml`) or JSON (any other suffix) simulator config."""
+        """Read a simulator config: TOML, or JSON for a ``.json`` file."""
         p = Path(path)
-        try:
-            raw = p.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"{p}: cannot read simulator config: {exc.strerror or exc}") from None
-        try:
-            if p.suffix.lower() == ".toml":
-                data: Any = tomllib.loads(raw.decode("utf-8-sig"))
-            else:
-                data = json.loads(raw.decode("utf-8-sig"))
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"{p}: not valid {'TOML' if p.suffix.lower() == '.toml' else 'JSON'}: {exc}"
-            ) from None
+        data = read_config_file(p, "simulator config")
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: the top level must be a table/object")
         return cls.from_mapping(data, source=str(p))

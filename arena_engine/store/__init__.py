@@ -17,9 +17,16 @@ Guarantees:
   on the same line is kept. If the damaged line's key can be read, the warning names the key and says
   its request will be sent again: its result cannot be read, so it is neither used nor forgotten
   silently. Those keys are listed by ``RunStore.unreadable(kind)`` and in ``RunStore.corrupt_lines``.
-- Opening a folder of 1M records takes well under a second with its sidecar index (only lines past the
-  index are scanned and checksummed), and a few seconds without (``full_scan=True`` forces that). The
-  index costs ~40 bytes of memory per record.
+- Opening reads the sidecar index and scans (and checksums) only the lines written after it, which is
+  where a crash leaves its damage: 1M records open in about a second, in ~40 bytes of memory per
+  record. Lines the sidecar covers are checksummed when read (``get``, ``items``, ``records``); a line
+  damaged since it was indexed (disk fault, hand edit) is then reported with ``file:line`` like above,
+  its key is forgotten so the request is sent again, and the sidecar is emptied so the next open
+  rescans the whole file. Without a usable sidecar, or with ``full_scan=True``, open scans everything.
+  So ``has`` answers from the index, and ``get`` is the call that proves a result is readable: use
+  ``get(...) is None`` to decide whether to send a request whose result you need.
+- Every 65536 puts, recent keys are merged into the numpy index; at 1M records that merge blocks
+  the caller for ~0.1-0.3 s (measured on a loaded 2-core machine).
 """
 
 from arena_engine.store.keys import content_key

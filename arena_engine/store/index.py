@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from arena_engine.store.scan import Entries, split_key
+from arena_engine.store.scan import Entries, rows_for_keys, split_key
 
 MERGE_AT = 65536  # recent puts kept in the dict before they are merged into the arrays
 
@@ -40,12 +40,9 @@ class KeyIndex:
             return hit
         if self.dead and key in self.dead:
             return None
-        hi = int.from_bytes(key[:8], "big")
+        hi, lo = split_key(key)
         b = hi >> self._shift
         i, j = self._dir_mv[b], self._dir_mv[b + 1]
-        if i == j:
-            return None
-        lo = int.from_bytes(key[8:], "big")
         hi_mv, lo_mv = self._hi_mv, self._lo_mv
         while i < j:
             if hi_mv[i] == hi and lo_mv[i] == lo:
@@ -98,24 +95,25 @@ class KeyIndex:
             return
         recent, self.recent = self.recent, {}
         hi, lo, off, ln, line = self._hi, self._lo, self._off.copy(), self._len.copy(), self._line.copy()
-        new: list[tuple[int, int, int, int, int]] = []
-        for key, (o, n, li) in recent.items():
+        new_keys: list[bytes] = []
+        new_locs: list[Location] = []
+        for key, loc in recent.items():
             if key in self.dead:  # stored again after its first copy proved unreadable: replace in place
                 self.dead.discard(key)
                 i = self._slot(key)
-                off[i], ln[i], line[i] = o, n, li
+                off[i], ln[i], line[i] = loc
             else:
-                new.append((*split_key(key), o, n, li))
-        if new:
-            cols = np.array(new, dtype=np.uint64)
-            order = np.argsort(cols[:, 0], kind="stable")
-            cols = cols[order]
-            at = np.searchsorted(hi, cols[:, 0])
-            hi = np.insert(hi, at, cols[:, 0])
-            lo = np.insert(lo, at, cols[:, 1])
-            off = np.insert(off, at, cols[:, 2].astype(np.int64))
-            ln = np.insert(ln, at, cols[:, 3].astype(np.uint32))
-            line = np.insert(line, at, cols[:, 4].astype(np.uint32))
+                new_keys.append(key)
+                new_locs.append(loc)
+        if new_keys:
+            rows = rows_for_keys(new_keys, new_locs)
+            rows = rows[np.argsort(rows["hi"], kind="stable")]
+            at = np.searchsorted(hi, rows["hi"])
+            hi = np.insert(hi, at, rows["hi"])
+            lo = np.insert(lo, at, rows["lo"])
+            off = np.insert(off, at, rows["off"])
+            ln = np.insert(ln, at, rows["len"])
+            line = np.insert(line, at, rows["line"])
         self._set_sorted(hi, lo, off, ln, line)
 
     def _slot(self, key: bytes) -> int:

@@ -31,6 +31,7 @@ from arena_engine.store.scan import (
     Entries,
     join_key,
     make_entries,
+    rows_for_keys,
     scan,
     split_key,
 )
@@ -42,6 +43,7 @@ DEFAULT_FSYNC_EVERY = 1000
 CHECKPOINT_DIR = "checkpoints"
 LOCK_NAME = ".lock"
 KIND_PATTERN = re.compile(r"[a-z_][a-z0-9_]*")
+MAX_LINE = int(LEN_MASK)
 
 Fsync = Callable[[int], None]
 
@@ -100,7 +102,7 @@ class _Kind:
     lines: int  # number of the last whole line
     index: KeyIndex
     side: sidecar.SidecarWriter
-    pending: deque[tuple[int, int, int, int, int]] = field(default_factory=deque)  # rows not in the sidecar
+    pending: deque[tuple[bytes, Location]] = field(default_factory=deque)  # not yet in the sidecar
     side_stale: bool = False  # the sidecar lists a record found damaged: emptied, next open rescans
     unreadable: dict[bytes, CorruptLine] = field(default_factory=dict)
 
@@ -279,17 +281,17 @@ class RunStore:
         if k.index.find(key) is not None:
             return
         if self._sync_error is not None:
-            self._raise_sync_error()
+            self._raise_sync_error()  # stays raised: what was written may not be on disk
         line = frame(key, encode_record(record))
-        if len(line) > LEN_MASK:
+        if len(line) > MAX_LINE:
             raise CheckpointError(f"record for key {key.hex()} is {len(line)} bytes; the limit is 1 GiB")
         self._append(k, line)
         off = k.end
         k.end += len(line)
         k.lines += 1
-        k.index.add(key, (off, len(line), k.lines))
-        hi, lo = split_key(key)
-        k.pending.append((hi, lo, off, len(line), k.lines))
+        loc = (off, len(line), k.lines)
+        k.index.add(key, loc)
+        k.pending.append((key, loc))
         self._written += 1
         pending = self._written - self._synced
         if pending == 1 or pending == self.fsync_every:
@@ -318,7 +320,7 @@ class RunStore:
         if not KIND_PATTERN.fullmatch(kind):
             raise ValueError(f"checkpoint kind must match [a-z_][a-z0-9_]*, got {kind!r}")
         path = self.run_dir / CHECKPOINT_DIR / f"{kind}.jsonl"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
         side = sidecar.SidecarWriter(path.with_suffix(".idx"))
         side.reset(np.empty(0, ENTRY))
         self._fsync_dir(path.parent)
@@ -498,13 +500,13 @@ class RunStore:
             written = self._written
             try:
                 for k in list(self._kinds.values()):
-                    rows: list[tuple[int, int, int, int, int]] = []
+                    done: list[tuple[bytes, Location]] = []
                     with contextlib.suppress(IndexError):
                         while True:
-                            rows.append(k.pending.popleft())
+                            done.append(k.pending.popleft())
                     self._fsync(k.fd)
-                    if rows and not k.side_stale:
-                        k.side.append(make_entries(rows))
+                    if done and not k.side_stale:
+                        k.side.append(rows_for_keys([key for key, _ in done], [loc for _, loc in done]))
                         self._fsync(k.side.fd)
             except OSError as exc:
                 self._sync_error = exc
@@ -516,9 +518,12 @@ class RunStore:
                     self._first_pending = time.monotonic()
 
     def _raise_sync_error(self) -> None:
-        exc, self._sync_error = self._sync_error, None
+        exc = self._sync_error
         if exc is not None:
-            raise CheckpointError(f"fsync of checkpoints in {self.run_dir} failed: {exc}") from exc
+            raise CheckpointError(
+                f"fsync of checkpoints in {self.run_dir} failed: {exc}; records written since the last "
+                "good fsync may not be on disk. Stop, fix the disk, and resume from this folder"
+            ) from exc
 
     def _fsync_dir(self, path: Path) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -8,7 +8,9 @@ sidecar index can remember them. The unterminated end of the file (a torn write)
 from __future__ import annotations
 
 import os
+import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,12 +51,23 @@ _FRAME_VAL = np.frombuffer(P0 + P1 + P2 + b"{", np.uint8)
 _CRC_WEIGHTS = (16 ** np.arange(7, -1, -1)).astype(np.uint64)
 
 
-def split_key(key: bytes) -> tuple[int, int]:
-    return int.from_bytes(key[:8], "big"), int.from_bytes(key[8:], "big")
+_KEY_HALVES = struct.Struct(">QQ")
+split_key: Callable[[bytes], tuple[int, int]] = _KEY_HALVES.unpack  # key -> (hi, lo)
 
 
 def join_key(hi: int, lo: int) -> bytes:
-    return hi.to_bytes(8, "big") + lo.to_bytes(8, "big")
+    return _KEY_HALVES.pack(hi, lo)
+
+
+def rows_for_keys(keys: list[bytes], locs: list[tuple[int, int, int]]) -> Entries:
+    """ENTRY rows for keys with their (offset, length, line) locations."""
+    out = np.empty(len(keys), ENTRY)
+    if keys:
+        halves = np.frombuffer(b"".join(keys), dtype=">u8").reshape(-1, 2)
+        cols = np.array(locs, dtype=np.int64).reshape(-1, 3)
+        out["hi"], out["lo"] = halves[:, 0], halves[:, 1]
+        out["off"], out["len"], out["line"] = cols[:, 0], cols[:, 1], cols[:, 2]
+    return out
 
 
 def make_entries(rows: list[tuple[int, int, int, int, int]]) -> Entries:

@@ -1,0 +1,310 @@
+"""Length-controlled Bradley-Terry (as AlpacaEval 2 does for its length-controlled win rate).
+
+Per game between A and B: logit P(A wins) = beta_A - beta_B + phi * tanh((len_A - len_B) / s), with
+s the standard deviation of the length differences over the scope's games, ties as half wins and
+strong verdicts weighted. The length-controlled rating is beta: the rating the model would have if
+its answers were as long as its opponent's. One slope phi is shared by every model: length bias is a
+property of the judge. phi carries a weak ridge penalty (RIDGE) so that data a length rule separates
+perfectly still gives a finite fit. Intervals: cluster bootstrap (queries drawn with replacement, one
+refit per round) or the cluster-robust sandwich.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from arena_engine.rating._aggregate import Battles
+from arena_engine.rating._bradley_terry import (
+    _log_sigmoid,
+    _max_abs,
+    _sigmoid,
+    cholesky,
+    cholesky_solve,
+    outside_component,
+)
+from arena_engine.rating._random import below, new_state
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+I8 = npt.NDArray[np.int8]
+
+RIDGE = 1e-3  # penalty phi^2 * RIDGE / 2 on the length slope
+NEWTON_TOL = 1e-12
+CHORD_TOL = 1e-8
+MAX_ITER = 100
+
+
+@njit(cache=True, inline="always")
+def _index(m: int, base: int) -> int:  # pragma: no cover - numba
+    return m - 1 if m > base else m
+
+
+@njit(cache=True, inline="always")
+def _virtual_games(
+    gp: I64, gi: I64, gj: I64, gx: F64, gs2: I64, gw: I64, cw: F64, n_pairs: int, pi: I64, pj: I64, k: int, base: int
+) -> tuple[I64, I64, F64, F64, F64]:  # pragma: no cover - numba
+    """Games as (i, j, x, wins, n) float weights with one virtual tie (x = 0) for every model that is
+    not strongly connected to the baseline in the weighted data."""
+    win = np.zeros(n_pairs)
+    n = np.zeros(n_pairs)
+    for g in range(gi.size):
+        win[gp[g]] += cw[g] * 0.5 * gs2[g]
+        n[gp[g]] += cw[g] * gw[g]
+    outside = outside_component(pi, pj, win, n, k, base)
+    extra = 0
+    for m in range(k):
+        if outside[m]:
+            extra += 1
+    size = gi.size + extra
+    ri = np.empty(size, np.int64)
+    rj = np.empty(size, np.int64)
+    rx = np.zeros(size)
+    rwin = np.empty(size)
+    rn = np.empty(size)
+    for g in range(gi.size):
+        ri[g] = gi[g]
+        rj[g] = gj[g]
+        rx[g] = gx[g]
+        rwin[g] = cw[g] * 0.5 * gs2[g]
+        rn[g] = cw[g] * gw[g]
+    pos = gi.size
+    for m in range(k):
+        if outside[m]:
+            ri[pos] = min(m, base)
+            rj[pos] = max(m, base)
+            rwin[pos] = 0.5
+            rn[pos] = 1.0
+            pos += 1
+    return ri, rj, rx, rwin, rn
+
+
+@njit(cache=True)
+def _loglik(gi: I64, gj: I64, gx: F64, win: F64, n: F64, theta: F64, k: int, base: int) -> float:  # pragma: no cover
+    phi = theta[k - 1]
+    total = -0.5 * RIDGE * phi * phi
+    for g in range(gi.size):
+        d = phi * gx[g]
+        if gi[g] != base:
+            d += theta[_index(gi[g], base)]
+        if gj[g] != base:
+            d -= theta[_index(gj[g], base)]
+        total += win[g] * _log_sigmoid(d) + (n[g] - win[g]) * _log_sigmoid(-d)
+    return total
+
+
+@njit(cache=True)
+def _grad_hess(
+    gi: I64, gj: I64, gx: F64, win: F64, n: F64, theta: F64, k: int, base: int, want_hess: bool
+) -> tuple[F64, F64]:  # pragma: no cover - numba
+    """Gradient and information over theta = (free strengths in model order, phi)."""
+    dim = k
+    grad = np.zeros(dim)
+    hess = np.zeros((dim, dim)) if want_hess else np.zeros((0, 0))
+    phi = theta[dim - 1]
+    grad[dim - 1] -= RIDGE * phi
+    if want_hess:
+        hess[dim - 1, dim - 1] += RIDGE
+    for g in range(gi.size):
+        a = _index(gi[g], base) if gi[g] != base else -1
+        b = _index(gj[g], base) if gj[g] != base else -1
+        d = phi * gx[g]
+        if a >= 0:
+            d += theta[a]
+        if b >= 0:
+            d -= theta[b]
+        p = _sigmoid(d)
+        r = win[g] - n[g] * p
+        x = gx[g]
+        grad[dim - 1] += r * x
+        if a >= 0:
+            grad[a] += r
+        if b >= 0:
+            grad[b] -= r
+        if want_hess:
+            h = n[g] * p * (1.0 - p)
+            hess[dim - 1, dim - 1] += h * x * x
+            if a >= 0:
+                hess[a, a] += h
+                hess[a, dim - 1] += h * x
+                hess[dim - 1, a] += h * x
+            if b >= 0:
+                hess[b, b] += h
+                hess[b, dim - 1] -= h * x
+                hess[dim - 1, b] -= h * x
+            if a >= 0 and b >= 0:
+                hess[a, b] -= h
+                hess[b, a] -= h
+    return grad, hess
+
+
+@njit(cache=True)
+def lc_fit(
+    gi: I64, gj: I64, gx: F64, win: F64, n: F64, k: int, base: int, theta0: F64, chol: F64
+) -> F64:  # pragma: no cover - numba
+    """Penalised MLE of theta = (free strengths, phi): chord steps with `chol` if given, else Newton."""
+    theta = theta0.copy()
+    if chol.shape[0] == k:
+        prev = np.inf
+        for _ in range(MAX_ITER):
+            grad, _ = _grad_hess(gi, gj, gx, win, n, theta, k, base, False)
+            step = cholesky_solve(chol, grad)
+            biggest = _max_abs(step)
+            if not biggest < 0.9 * prev and biggest > CHORD_TOL:
+                break
+            for m in range(k):
+                theta[m] += step[m]
+            if biggest < CHORD_TOL:
+                return theta
+            prev = biggest
+        theta = theta0.copy()
+    ll = _loglik(gi, gj, gx, win, n, theta, k, base)
+    for _ in range(MAX_ITER):
+        grad, hess = _grad_hess(gi, gj, gx, win, n, theta, k, base, True)
+        step = cholesky_solve(cholesky(hess), grad)
+        t = 1.0
+        cand = np.empty(k)
+        while True:
+            for m in range(k):
+                cand[m] = theta[m] + t * step[m]
+            ll_new = _loglik(gi, gj, gx, win, n, cand, k, base)
+            if ll_new >= ll - 1e-12 * abs(ll) or t < 1e-8:
+                break
+            t *= 0.5
+        theta = cand
+        ll = ll_new
+        if _max_abs(step) * t < NEWTON_TOL:
+            break
+    return theta
+
+
+@njit(cache=True, nogil=True)
+def lc_bootstrap(
+    ptr: I64, gp: I64, gi: I64, gj: I64, gx: F64, gs2: I64, gw: I64, pi: I64, pj: I64, k: int, base: int,
+    seeds: npt.NDArray[np.uint32], theta_hat: F64, chol: F64,
+) -> F64:  # pragma: no cover - numba
+    """Per round: clusters (games ptr[c]:ptr[c+1]) drawn with replacement, one refit; rows = rounds."""
+    n_clusters = ptr.size - 1
+    out = np.empty((seeds.size, k))
+    counts = np.zeros(n_clusters, np.float64)
+    cw = np.empty(gi.size)
+    for r in range(seeds.size):
+        state = new_state(seeds[r])
+        for c in range(n_clusters):
+            counts[c] = 0.0
+        for _ in range(n_clusters):
+            counts[below(state, n_clusters)] += 1.0
+        for c in range(n_clusters):
+            for g in range(ptr[c], ptr[c + 1]):
+                cw[g] = counts[c]
+        ri, rj, rx, rwin, rn = _virtual_games(gp, gi, gj, gx, gs2, gw, cw, pi.size, pi, pj, k, base)
+        use_chol = chol if ri.size == gi.size else np.zeros((0, 0))
+        theta = lc_fit(ri, rj, rx, rwin, rn, k, base, theta_hat, use_chol)
+        for m in range(k):
+            out[r, m] = theta[m]
+    return out
+
+
+@njit(cache=True)
+def lc_meat(
+    ptr: I64, gi: I64, gj: I64, gx: F64, gs2: I64, gw: I64, theta: F64, k: int, base: int
+) -> F64:  # pragma: no cover - numba
+    """sum over clusters of the outer product of the cluster's score (free strengths, phi)."""
+    meat = np.zeros((k, k))
+    score = np.zeros(k)
+    phi = theta[k - 1]
+    for c in range(ptr.size - 1):
+        for m in range(k):
+            score[m] = 0.0
+        for g in range(ptr[c], ptr[c + 1]):
+            a = _index(gi[g], base) if gi[g] != base else -1
+            b = _index(gj[g], base) if gj[g] != base else -1
+            d = phi * gx[g]
+            if a >= 0:
+                d += theta[a]
+            if b >= 0:
+                d -= theta[b]
+            r = 0.5 * gs2[g] - gw[g] * _sigmoid(d)
+            score[k - 1] += r * gx[g]
+            if a >= 0:
+                score[a] += r
+            if b >= 0:
+                score[b] -= r
+        for x in range(k):
+            if score[x] != 0.0:
+                for y in range(k):
+                    meat[x, y] += score[x] * score[y]
+    return meat
+
+
+def _strengths(theta: F64, k: int, base: int) -> F64:
+    beta = np.zeros(k)
+    beta[np.arange(k) != base] = theta[: k - 1]
+    return beta
+
+
+def rate_length_controlled(
+    a: I64,
+    o: I8,
+    battles: Battles,
+    lengths: F64,
+    *,
+    strong_weight: int,
+    rounds: int,
+    seeds: npt.NDArray[np.uint32],
+    interval: str,
+) -> tuple[F64, F64 | None, F64 | None]:
+    """(strengths, bootstrap strengths or None, standard errors or None), natural-log units."""
+    k, base = battles.k, battles.base
+    rows = np.flatnonzero(battles.pair >= 0)
+    gp = battles.pair[rows].astype(np.int64)
+    gi = battles.pi[gp]
+    gj = battles.pj[gp]
+    oc = o[rows].astype(np.int64)
+    gw = np.where(np.abs(oc) == 2, strong_weight, 1).astype(np.int64)
+    s2a = (np.sign(oc) + 1) * gw
+    a_is_i = a[rows] == gi
+    gs2 = np.where(a_is_i, s2a, 2 * gw - s2a).astype(np.int64)
+    diff = lengths[rows, 0] - lengths[rows, 1]
+    spread = float(np.std(diff)) if diff.size else 0.0
+    gx = np.tanh(diff / spread) if spread > 0 else np.zeros(diff.size)
+    gx = np.where(a_is_i, gx, -gx)
+    cluster = battles.cluster[rows]
+    order = np.lexsort((gx, gw, gs2, gp, cluster))
+    gp, gi, gj, gs2, gw = gp[order], gi[order], gj[order], gs2[order], gw[order]
+    gx = gx[order]
+    cluster = cluster[order]
+    starts = np.flatnonzero(np.r_[True, cluster[1:] != cluster[:-1]]) if cluster.size else np.zeros(0, np.int64)
+    ptr = np.append(starts, cluster.size).astype(np.int64)
+
+    ones = np.ones(gi.size)
+    ri, rj, rx, rwin, rn = _virtual_games(gp, gi, gj, gx, gs2, gw, ones, battles.pi.size, battles.pi, battles.pj, k, base)
+    theta = lc_fit(ri, rj, rx, rwin, rn, k, base, np.zeros(k), np.zeros((0, 0)))
+    beta = _strengths(theta, k, base)
+    _, hess = _grad_hess(ri, rj, rx, rwin, rn, theta, k, base, True)
+    if interval == "sandwich":
+        meat = lc_meat(ptr, gi, gj, gx, gs2, gw, theta, k, base)
+        g = ptr.size - 1
+        if g > 1:
+            meat *= g / (g - 1.0)
+        hinv = np.linalg.pinv(hess)
+        cov = hinv @ meat @ hinv
+        se = np.zeros(k)
+        se[np.arange(k) != base] = np.sqrt(np.maximum(np.diag(cov)[: k - 1], 0.0))
+        return beta, None, se
+    if rounds == 0:
+        return beta, None, None
+    chol = cholesky(hess) if ri.size == gi.size else np.zeros((0, 0))
+    from arena_engine.rating._pipeline import in_threads
+
+    thetas = in_threads(
+        lambda lo, hi: lc_bootstrap(
+            ptr, gp, gi, gj, gx, gs2, gw, battles.pi, battles.pj, k, base, seeds[lo:hi], theta, chol
+        ),
+        rounds,
+        work=float(gi.size) * 10 * rounds,
+    )
+    samples = np.zeros((rounds, k))
+    samples[:, np.arange(k) != base] = thetas[:, : k - 1]
+    return beta, samples, None
