@@ -60,26 +60,18 @@ Think briefly, then give exactly one verdict label:
 
 Reply with one JSON object and nothing else: {"reasoning": "<your short reasoning>", "verdict": "<label>"}"""
 
-DEFAULT_TEMPLATE = """\
+_QUESTION_BLOCK = """\
 <|User Prompt|>
 {question}
 
-<|The Start of Assistant A's Answer|>
-{answer_a}
-<|The End of Assistant A's Answer|>
-
-<|The Start of Assistant B's Answer|>
-{answer_b}
-<|The End of Assistant B's Answer|>"""
-
-DEFAULT_REFERENCE_TEMPLATE = """\
-<|User Prompt|>
-{question}
-
+"""
+_REFERENCE_BLOCK = """\
 <|The Start of Reference Answer|>
 {reference}
 <|The End of Reference Answer|>
 
+"""
+_ANSWERS_BLOCK = """\
 <|The Start of Assistant A's Answer|>
 {answer_a}
 <|The End of Assistant A's Answer|>
@@ -87,6 +79,9 @@ DEFAULT_REFERENCE_TEMPLATE = """\
 <|The Start of Assistant B's Answer|>
 {answer_b}
 <|The End of Assistant B's Answer|>"""
+
+DEFAULT_TEMPLATE = _QUESTION_BLOCK + _ANSWERS_BLOCK
+DEFAULT_REFERENCE_TEMPLATE = _QUESTION_BLOCK + _REFERENCE_BLOCK + _ANSWERS_BLOCK
 
 PLACEHOLDERS = ("question", "answer_a", "answer_b", "reference")
 _PLACEHOLDER_RE = re.compile(r"\{(question|answer_a|answer_b|reference)\}")
