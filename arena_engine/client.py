@@ -27,13 +27,16 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 
 from arena_engine.errors import ConfigError
 from arena_engine.limits import EndpointLimiter, Limits, Ticket
+
+if TYPE_CHECKING:
+    from arena_engine.leases import LeaseClient
 
 __all__ = [
     "ChatClient",
@@ -367,7 +370,8 @@ class ChatClient:
     `clock` (default `time.monotonic`; must count seconds like the loop's clock) times latencies, waits and the retry budget; `rng` draws backoff
     jitter; `trace_configs` are handed to the aiohttp session (request timing hooks; they see the
     Authorization header, so treat them as trusted code). `stats` holds live counters; `limiter` the
-    endpoint's admission state.
+    endpoint's admission state. `lease` (a distributed run) takes the rate windows from the cluster's
+    lease broker instead of keeping them locally (see arena_engine.leases).
     """
 
     def __init__(
@@ -378,8 +382,10 @@ class ChatClient:
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
         trace_configs: Sequence[aiohttp.TraceConfig] = (),
+        lease: LeaseClient | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self._lease = lease
         if api_key is None and endpoint.api_key_env:
             api_key = os.environ.get(endpoint.api_key_env) or None
             if api_key is None:
@@ -420,7 +426,7 @@ class ChatClient:
             raise_for_status=False,
             trace_configs=self._trace_configs or None,
         )
-        self._limiter = EndpointLimiter(self.endpoint.limits, clock=self._clock)
+        self._limiter = EndpointLimiter(self.endpoint.limits, clock=self._clock, lease=self._lease)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -452,7 +458,7 @@ class ChatClient:
         if params:
             body.update(params)
         data = orjson.dumps(body)
-        est = estimate_tokens(messages, params) if limiter.tokens is not None else 0
+        est = estimate_tokens(messages, params) if limiter.needs_tokens else 0
         policy = self.endpoint.retry
         clock = self._clock
         stats = self.stats

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 from anyio.streams.memory import (
@@ -38,6 +38,9 @@ from anyio.streams.memory import (
 )
 
 from arena_engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from arena_engine.leases import LeaseClient, LeaseSlot
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -378,12 +381,14 @@ class ConcurrencyGate:
 class Ticket:
     """What `EndpointLimiter.acquire` hands out; give it back with `EndpointLimiter.release`."""
 
-    __slots__ = ("requests", "sent", "seq", "tokens")
+    __slots__ = ("requests", "sent", "seq", "slot", "tokens")
 
-    def __init__(self, seq: int, requests: Grant | None, tokens: Grant | None) -> None:
+    def __init__(self, seq: int, requests: Grant | None, tokens: Grant | None,
+                 slot: LeaseSlot | None = None) -> None:
         self.seq = seq
         self.requests = requests
         self.tokens = tokens
+        self.slot = slot
         self.sent = False
 
 
@@ -394,6 +399,9 @@ class EndpointLimiter:
     time (so the request is recorded in each window at the moment it is actually sent) and sleeps once
     until then. `hold(until)` stops every new request until `until` (a 429 with Retry-After); requests
     already waiting for their reserved time re-check it when they wake. Create it inside the running loop.
+
+    With a `lease` (a distributed run), the request and token windows live in the cluster's broker:
+    admissions come out of leased batches instead of local windows, and holds are shared.
     """
 
     __slots__ = (
@@ -404,6 +412,7 @@ class EndpointLimiter:
         "gate",
         "holds",
         "late_wakeups",
+        "lease",
         "limits",
         "requests",
         "tokens",
@@ -415,13 +424,15 @@ class EndpointLimiter:
         *,
         clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        lease: LeaseClient | None = None,
     ) -> None:
         self.limits = limits
+        self.lease = lease
         self._clock: Clock = clock or time.monotonic
         self._sleep = sleep or asyncio.sleep
         self.gate = ConcurrencyGate(limits.concurrency, adaptive=limits.adaptive)
-        rw = limits.request_window()
-        tw = limits.token_window()
+        rw = limits.request_window() if lease is None else None
+        tw = limits.token_window() if lease is None else None
         self.requests = WindowLimit(*rw) if rw is not None else None
         self.tokens = WindowLimit(*tw) if tw is not None else None
         self.blocked_until = -math.inf
@@ -433,17 +444,48 @@ class EndpointLimiter:
     @property
     def needs_tokens(self) -> bool:
         """Whether callers should estimate the request's tokens (only when a token limit is set)."""
-        return self.tokens is not None
+        return self.tokens is not None or (self.lease is not None and self.limits.tpm is not None)
 
     def hold(self, until: float) -> None:
         """Admit nothing new before `until` (clock time)."""
         if until > self.blocked_until:
             self.blocked_until = until
             self.holds += 1
+            if self.lease is not None:
+                self.lease.hold(until)
+
+    async def _acquire_leased(self, seq: int, tokens: float, lease: LeaseClient) -> Ticket:
+        """A slot out of a leased batch: wait for its start, never send after its end."""
+        try:
+            while True:
+                now = self._clock()
+                blocked = max(self.blocked_until, lease.hold_until)
+                if blocked > now:
+                    await self._sleep(blocked - now)
+                    continue
+                slot = await lease.take(tokens)
+                now = self._clock()
+                if slot.at > now:
+                    try:
+                        await self._sleep(slot.at - now)
+                    except BaseException:
+                        lease.release(slot, sent=False)
+                        raise
+                    now = self._clock()
+                if now > slot.expires or max(self.blocked_until, lease.hold_until) > now:
+                    self.late_wakeups += now > slot.expires
+                    lease.release(slot, sent=False)
+                    continue
+                return Ticket(seq, None, None, slot)
+        except BaseException:
+            self.gate.release()
+            raise
 
     async def acquire(self, tokens: float = 0.0) -> Ticket:
         """Wait until a request of about `tokens` tokens may be sent now; returns its ticket."""
         seq = await self.gate.acquire()
+        if self.lease is not None:
+            return await self._acquire_leased(seq, tokens, self.lease)
         requests = self.requests
         token_window = self.tokens
         if requests is None and token_window is None and self.blocked_until == -math.inf:
@@ -498,7 +540,9 @@ class EndpointLimiter:
 
     def release(self, ticket: Ticket, *, used_tokens: float | None = None, sent: bool = True) -> None:
         """Give the slot back. `used_tokens` settles the token estimate; `sent=False` refunds the grants."""
-        if not sent:
+        if ticket.slot is not None and self.lease is not None:
+            self.lease.release(ticket.slot, sent=sent, used_tokens=used_tokens)
+        elif not sent:
             self._refund(ticket.requests, ticket.tokens)
         elif used_tokens is not None and ticket.tokens is not None and self.tokens is not None:
             self.tokens.settle(ticket.tokens, used_tokens)

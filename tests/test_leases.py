@@ -1,0 +1,100 @@
+"""Leased rate limits: shards of one run, each with its own limiter, stay under each endpoint's limit
+together only because they lease from one broker (here in-process; in a Ray run, an actor)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import anyio
+import pytest
+from distributed_support import RATES, limited_config, limited_sim, window_excess
+
+from arena_engine.distributed import JUDGE, worker_config
+from arena_engine.leases import LeaseBroker, LeaseClient, LeaseReply, batch_cap
+from arena_engine.limits import Limits
+from arena_engine.pipeline import Arena
+from arena_engine.sim.process import SimProcess
+from arena_engine.store import RunStore
+from arena_engine.store.shards import SHARDS_DIR, LayeredStore
+
+SHARDS = 2
+
+
+async def _run_shards(cfg, broker: LeaseBroker | None) -> int:  # type: ignore[no-untyped-def]
+    """Run the config as SHARDS sharded arenas at once in this process; returns the failures."""
+    failures = 0
+
+    async def fetch(endpoint: str, k: int, tokens: float, settle: list[tuple[int, int, float]]) -> LeaseReply:
+        assert broker is not None
+        return broker.lease(endpoint, k, tokens, settle)
+
+    def hold(endpoint: str, until: float) -> None:
+        assert broker is not None
+        broker.hold(endpoint, until)
+
+    async def shard(i: int) -> None:
+        nonlocal failures
+        wcfg = worker_config(cfg, SHARDS, i) if broker is not None else cfg
+        roles = {m.name: m.endpoint.limits for m in cfg.models} | {JUDGE: cfg.judge.endpoint.limits}
+        leases = {} if broker is None else {
+            role: LeaseClient(role, fetch, notify_hold=hold, max_batch=batch_cap(lim, SHARDS))
+            for role, lim in roles.items()}
+        store = LayeredStore(cfg.output_dir, i, SHARDS)
+        async with Arena(wcfg, shard=(i, SHARDS), store=store, leases=leases) as arena:
+            await arena.run()
+            failures += arena.snapshot().errors
+
+    async with anyio.create_task_group() as tg:
+        for i in range(SHARDS):
+            tg.start_soon(shard, i)
+    return failures
+
+
+def test_shards_leasing_from_one_broker_keep_every_endpoint_under_its_limit(tmp_path: Path) -> None:
+    with SimProcess(limited_sim()) as sim:
+        cfg = limited_config(sim.url, tmp_path, "run", queries=10)
+        roles = {m.name: m.endpoint.limits for m in cfg.models} | {JUDGE: cfg.judge.endpoint.limits}
+        broker = LeaseBroker(roles)
+        failures = anyio.run(_run_shards, cfg, broker)
+        stats = sim.stats(times=True)
+    assert failures == 0
+    assert stats["status"].get("429", 0) == 0, stats["status"]
+    assert window_excess(stats, RATES) == {}
+    assert broker.leases > 0
+    # every answer is in a shard's checkpoints; opening the run folder folds them in
+    with RunStore(cfg.output_dir) as store:
+        from arena_engine.store.shards import merge_shards
+
+        assert merge_shards(store) == store.count("generations") + store.count("judgments")
+        assert store.count("generations") == 3 * 20 and store.count("judgments") == 4 * 20
+    assert not (cfg.output_dir / SHARDS_DIR).exists()
+
+
+def test_without_the_broker_the_same_shards_overrun_the_limit(tmp_path: Path) -> None:
+    """The control: each shard alone keeps its limit, so two of them send twice the rate."""
+    with SimProcess(limited_sim()) as sim:
+        cfg = limited_config(sim.url, tmp_path, "run", queries=10)
+        anyio.run(_run_shards, cfg, None)
+        stats = sim.stats(times=True)
+    assert stats["status"].get("429", 0) > 0 or window_excess(stats, RATES)
+
+
+def test_broker_batches_respect_the_window_and_refund_unused_slots() -> None:
+    now = [1000.0]
+    limits = Limits(concurrency=4, rpm=600.0, window=1.0)  # 10 per second
+    broker = LeaseBroker({"m": limits}, clock=lambda: now[0])
+    a = broker.lease("m", 10, 0.0)
+    assert a.requests == 10 and a.start == now[0] and a.span == pytest.approx(0.05)
+    b = broker.lease("m", 5, 0.0)
+    # the first batch filled the (stretched) window: the next starts when it leaves it
+    assert b.start >= a.start + 1.0 + a.span
+    # a batch never used goes back to the window at once (settled with 0 used)
+    now[0] = b.start + 1.2 + b.span  # 'b' has left the window too
+    broker.settle("m", [(b.lease_id, 0, 0.0)])
+    c = broker.lease("m", 10, 0.0)
+    assert c.start == now[0] and c.requests == 10
+    broker.hold("m", now[0] + 5.0)
+    d = broker.lease("m", 1, 0.0, [(c.lease_id, 10, 0.0)])
+    assert d.start >= now[0] + 5.0 and d.hold_until == now[0] + 5.0
+    assert math.isinf(LeaseBroker({"free": Limits()}).lease("free", 3, 0.0).tokens)
