@@ -101,7 +101,7 @@ class _Kind:
     end: int  # bytes of whole lines; every append lands here (O_APPEND, and we hold the lock)
     lines: int  # number of the last whole line
     index: KeyIndex
-    side: sidecar.SidecarWriter
+    side: sidecar.SidecarWriter | None  # None in a read-only store
     pending: deque[tuple[bytes, Location]] = field(default_factory=deque)  # not yet in the sidecar
     side_stale: bool = False  # the sidecar lists a record found damaged: emptied, next open rescans
     unreadable: dict[bytes, CorruptLine] = field(default_factory=dict)
@@ -115,6 +115,11 @@ class RunStore:
     seconds after a write, or as soon as ``fsync_every`` records are pending. ``sync()`` fsyncs now.
 
     ``full_scan=True`` ignores the sidecar indexes and re-reads and checksums every line on open.
+
+    ``readonly=True`` opens the folder under a *shared* lock for reading only (the workers of a
+    distributed run read the records of earlier runs this way, side by side): nothing is repaired or
+    written, a torn last line is left out, and a missing folder reads as empty. A writer's exclusive
+    lock and readers' shared locks exclude each other.
     """
 
     def __init__(
@@ -125,6 +130,7 @@ class RunStore:
         fsync_every: int = DEFAULT_FSYNC_EVERY,
         full_scan: bool = False,
         fsync: Fsync = os.fsync,
+        readonly: bool = False,
     ) -> None:
         if fsync_interval < 0:
             raise ValueError(f"fsync_interval must be >= 0, got {fsync_interval}")
@@ -134,6 +140,7 @@ class RunStore:
         self.fsync_interval = fsync_interval
         self.fsync_every = fsync_every
         self.full_scan = full_scan
+        self.readonly = readonly
         self._fsync = fsync
         self._kinds: dict[str, _Kind] = {}
         self._lock_fd: int | None = None
@@ -160,6 +167,8 @@ class RunStore:
         """Lock the folder, repair and index its checkpoint files. Raises CheckpointError if in use."""
         if self._open:
             return self
+        if self.readonly:
+            return self._open_readonly()
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._take_lock()
@@ -185,11 +194,32 @@ class RunStore:
         self._syncer.start()
         return self
 
+    def _open_readonly(self) -> RunStore:
+        ck = self.run_dir / CHECKPOINT_DIR
+        try:
+            if ck.is_dir():
+                self._take_lock()
+                for path in sorted(ck.glob("*.jsonl")):
+                    if KIND_PATTERN.fullmatch(path.stem):
+                        self._kinds[path.stem] = self._load(path)
+        except BaseException as exc:
+            self._close_files()
+            self._release_lock()
+            if isinstance(exc, OSError):
+                raise CheckpointError(f"cannot read the checkpoints of {self.run_dir}: {exc.strerror or exc}") from exc
+            raise
+        self._open = True
+        return self
+
     def close(self) -> None:
         """fsync everything, update the sidecar indexes, release the lock. Idempotent."""
         if not self._open:
             return
         self._open = False
+        if self.readonly:
+            self._close_files()
+            self._release_lock()
+            return
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -273,6 +303,8 @@ class RunStore:
 
     def put(self, kind: str, key: bytes, record: dict[str, Any]) -> None:
         """Append ``record`` under ``key``, written to the OS before returning. No-op if ``key`` is stored."""
+        if self.readonly:
+            raise CheckpointError(f"run store {self.run_dir} is open read-only")
         k = self._kinds.get(kind) if self._open else None
         if k is None:
             k = self._new_kind(kind)
@@ -376,7 +408,8 @@ class RunStore:
         with self._sync_lock:
             if not k.side_stale:
                 k.side_stale = True
-                k.side.keep(0)
+                if k.side is not None:
+                    k.side.keep(0)
         c = CorruptLine(k.path, line, "record damaged since it was indexed (bad frame or checksum)", key)
         k.unreadable[key] = c
         self.corrupt += 1
@@ -386,7 +419,10 @@ class RunStore:
     # ------------------------------------------------------------------ internals: open-time scan
 
     def _load(self, path: Path) -> _Kind:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        if self.readonly:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        else:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
         side: sidecar.SidecarWriter | None = None
         try:
             size = os.fstat(fd).st_size
@@ -402,6 +438,11 @@ class RunStore:
             found = scan(fd, start, first_line)
             end, lines = found.end, found.lines
             tail_rows = found.entries
+            if self.readonly:  # a torn tail is a writer's business: leave it out
+                rows = np.concatenate([known, tail_rows]) if len(tail_rows) else known
+                k = _Kind(path, fd, end, lines, KeyIndex(), None)
+                self._index_rows(k, rows)
+                return k
             if found.torn is not None:
                 end, lines, extra = self._repair_tail(fd, path, found.torn, lines)
                 if len(extra):
@@ -505,7 +546,7 @@ class RunStore:
                         while True:
                             done.append(k.pending.popleft())
                     self._fsync(k.fd)
-                    if done and not k.side_stale:
+                    if done and not k.side_stale and k.side is not None:
                         k.side.append(rows_for_keys([key for key, _ in done], [loc for _, loc in done]))
                         self._fsync(k.side.fd)
             except OSError as exc:
@@ -538,7 +579,7 @@ class RunStore:
         path = self.run_dir / LOCK_NAME
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.readonly else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
@@ -549,6 +590,9 @@ class RunStore:
         except OSError as exc:
             os.close(fd)
             raise CheckpointError(f"cannot lock run folder {self.run_dir}: {exc.strerror or exc}") from exc
+        if self.readonly:
+            self._lock_fd = fd
+            return
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -560,15 +604,17 @@ class RunStore:
     def _release_lock(self) -> None:
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+            if not self.readonly:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
     def _close_files(self) -> None:
         kinds, self._kinds = self._kinds, {}
         for k in kinds.values():
-            with contextlib.suppress(OSError):
-                k.side.close()
+            if k.side is not None:
+                with contextlib.suppress(OSError):
+                    k.side.close()
             with contextlib.suppress(OSError):
                 os.close(k.fd)
