@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="print the plan (requests per endpoint, reuse) and send nothing")
     r.add_argument("--fresh", action="store_true", help="start over in a new folder beside output_dir")
     r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: this process (default); ray: spread the queries over a Ray cluster's workers, "
+                        "sharing each endpoint's rate limits (needs: pip install 'arena-engine[ray]')")
+    r.add_argument("--address", help="with --backend ray: the cluster to join (e.g. ray://head:10001 or host:6379); "
+                                     "default: start a local cluster")
+    r.add_argument("--workers", type=int, default=2, help="with --backend ray: worker tasks (default: 2)")
 
     s = add("sim", "run the simulated OpenAI-compatible endpoint standalone",
             "Serve the simulator (models with latent quality, a judge, latency, fault injection, "
@@ -122,7 +128,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise ArenaError("--queries must be at least 1")
         return run(commands.demo, args.output, args.queries, args.latency, args.seed, args.quiet)
     if args.command == "run":
-        return run(commands.run, args.config, args.dry_run, args.fresh, args.quiet)
+        if args.backend == "local" and (args.address is not None or args.workers != 2):
+            raise ArenaError("--address and --workers need --backend ray")
+        return run(commands.run, args.config, args.dry_run, args.fresh, args.quiet, args.backend, args.address,
+                   args.workers)
     if args.command == "sim":
         return commands.sim(args.host, args.port, args.config)
     if args.command in ("report", "rate"):

@@ -122,7 +122,8 @@ async def demo(output: Path, queries: int, latency: float, seed: int, quiet: boo
     return _finish(results, quiet)
 
 
-async def run(config_path: Path, dry_run: bool, fresh: bool, quiet: bool) -> int:
+async def run(config_path: Path, dry_run: bool, fresh: bool, quiet: bool, backend: str = "local",
+              address: str | None = None, workers: int = 2) -> int:
     cfg = load_config(config_path)
     if fresh:
         cfg = cfg.with_output_dir(fresh_dir(cfg.output_dir))
@@ -130,8 +131,19 @@ async def run(config_path: Path, dry_run: bool, fresh: bool, quiet: bool) -> int
         from .plan import print_plan
 
         return await print_plan(cfg)
+    if backend == "ray":
+        from .distributed import run_on_ray
+
+        async def body() -> ArenaResults:
+            return await run_on_ray(cfg, address=address, workers=workers,
+                                    progress=lambda watcher: show_progress(watcher, quiet=quiet))
+    else:
+
+        async def body() -> ArenaResults:
+            return await run_with_progress(cfg, quiet=quiet)
+
     try:
-        results = await _until_signal(lambda: run_with_progress(cfg, quiet=quiet))
+        results = await _until_signal(body)
     except Interrupted:
         print("arena-engine: interrupted; finished work is saved, rerun to resume", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Protocol, TextIO
 
-from .pipeline import Arena
 from .progress import ProgressEvent, StageProgress
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
+
+
+class Watchable(Protocol):
+    """What the progress display reads: an Arena, or a distributed run's RayProgress."""
+
+    def events(self) -> AsyncIterator[ProgressEvent]: ...
 
 
 def _eta(seconds: float | None) -> str:
@@ -28,7 +34,7 @@ def stage_line(s: StageProgress, now: float | None = None) -> str:
             f"{s.rate(now):.1f} req/s {toks:.0f} tok/s ETA {_eta(s.eta(now))}")
 
 
-async def log_progress(arena: Arena, out: TextIO, every: float = 5.0) -> None:
+async def log_progress(arena: Watchable, out: TextIO, every: float = 5.0) -> None:
     """Without a terminal: one line per stage every ``every`` seconds, and a final one."""
     last = 0.0
     async for ev in arena.events():
@@ -41,7 +47,7 @@ async def log_progress(arena: Arena, out: TextIO, every: float = 5.0) -> None:
                 print(f"retries: {ev.retries}, errors: {ev.errors}", file=out, flush=True)
 
 
-async def live_progress(arena: Arena, out: TextIO) -> None:
+async def live_progress(arena: Watchable, out: TextIO) -> None:
     """On a terminal: one live bar per stage (generation per model, judging) with rates and ETA."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -70,7 +76,7 @@ def _update(bars: Progress, tasks: dict[str, TaskID], ev: ProgressEvent) -> None
         bars.update(tasks[s.name], completed=s.done, total=s.total or None, rate=rate, toks=toks, extra=extra)
 
 
-async def show_progress(arena: Arena, *, quiet: bool, out: TextIO | None = None) -> None:
+async def show_progress(arena: Watchable, *, quiet: bool, out: TextIO | None = None) -> None:
     out = out or sys.stderr
     if quiet:
         return

@@ -15,12 +15,12 @@ import hashlib
 import logging
 import time
 from array import array
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import numpy as np
@@ -48,9 +48,14 @@ from .progress import ProgressEvent, StageProgress
 from .rating import rate_battles
 from .runfolder import save_config
 from .store import RunStore, content_key
+from .store.shards import LayeredStore, merge_shards
+
+if TYPE_CHECKING:
+    from .leases import LeaseClient
 
 log = logging.getLogger(__name__)
 
+JUDGE = "\0judge"  # the judge's key among the endpoint roles (model names cannot hold NUL)
 GENERATIONS = "generations"
 JUDGMENTS = "judgments"
 FAILURES = "failures"
@@ -113,10 +118,15 @@ class Arena:
 
     ``async with Arena(config) as arena: results = await arena.run()``; ``arena.events()`` yields
     progress snapshots while it runs. No global state: two arenas in one process are independent.
+
+    A distributed run's worker passes ``shard=(i, n)`` (the queries whose position % n == i), ``store``
+    (its :class:`LayeredStore`; the run folder and its config.json are then the driver's business) and
+    ``leases`` (endpoint role -> LeaseClient: model names, and ``JUDGE`` for the judge).
     """
 
     def __init__(self, config: RunConfig, *, offline: bool = False, progress_interval: float = 0.5,
-                 shard: tuple[int, int] | None = None) -> None:
+                 shard: tuple[int, int] | None = None, store: LayeredStore | None = None,
+                 leases: Mapping[str, LeaseClient] | None = None) -> None:
         if shard is not None and not 0 <= shard[0] < shard[1]:
             raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
         self.config = config
@@ -125,7 +135,9 @@ class Arena:
         self.progress_interval = progress_interval
         self.run_dir = config.output_dir
         self._stack: AsyncExitStack | None = None
-        self._store: RunStore | None = None
+        self._store: RunStore | LayeredStore | None = None
+        self._given_store = store
+        self._leases = dict(leases or {})
         self._clients: dict[str, ChatClient] = {}
         self._imported: dict[str, dict[tuple[str, str, str], ImportedAnswer]] = {}
         self._games: list[Game] = []
@@ -151,21 +163,32 @@ class Arena:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
-            store = RunStore(self.run_dir, fsync_interval=self.config.fsync_interval)
-            await anyio.to_thread.run_sync(store.open)
-            self._store = store
-            stack.push_async_callback(self._close_store)
+            if self._given_store is not None:
+                store: RunStore | LayeredStore = self._given_store
+                await anyio.to_thread.run_sync(store.open)
+                self._store = store
+                stack.push_async_callback(self._close_store)
+            else:
+                main = RunStore(self.run_dir, fsync_interval=self.config.fsync_interval)
+                await anyio.to_thread.run_sync(main.open)
+                self._store = main
+                stack.push_async_callback(self._close_store)
+                # a distributed run that stopped early left its shards' checkpoints beside ours
+                await anyio.to_thread.run_sync(merge_shards, main)
             names = [d.name for d in self.config.datasets]
             for m in self.config.models:
                 if m.evalscope_report is not None:
                     found = await anyio.to_thread.run_sync(partial(load_evalscope_answers, m.evalscope_report, datasets=names))
                     self._imported[m.name] = {(a.dataset, a.subset, str(a.index)): a for a in found}
             if not self.offline:
-                save_config(self.config, self.run_dir)
+                if self._given_store is None:
+                    save_config(self.config, self.run_dir)
                 for m in self.config.models:
                     if m.evalscope_report is None:
-                        self._clients[m.name] = await stack.enter_async_context(ChatClient(m.endpoint))
-                self._clients["\0judge"] = await stack.enter_async_context(ChatClient(self.config.judge.endpoint))
+                        client = ChatClient(m.endpoint, lease=self._leases.get(m.name))
+                        self._clients[m.name] = await stack.enter_async_context(client)
+                judge = ChatClient(self.config.judge.endpoint, lease=self._leases.get(JUDGE))
+                self._clients[JUDGE] = await stack.enter_async_context(judge)
         except BaseException:
             await stack.__aexit__(None, None, None)
             raise
@@ -185,7 +208,7 @@ class Arena:
             self._stack = None
 
     @property
-    def store(self) -> RunStore:
+    def store(self) -> RunStore | LayeredStore:
         """The run folder's open checkpoints (for write_reports inside ``async with``)."""
         if self._store is None:
             raise RuntimeError("the arena is not open: use 'async with Arena(config) as arena:'")
@@ -263,8 +286,8 @@ class Arena:
             self.stages[m.name] = StageProgress(f"generate {m.name}", total=n_queries)
             self.usage[m.name] = EndpointUsage(m.name)
         pairs_per_query = len(cfg.candidates) if cfg.mode == "baseline" else _n_pairs(len(cfg.models), cfg.max_pairs_per_query)
-        self.stages["\0judge"] = StageProgress(f"judge {cfg.judge.name}", total=2 * pairs_per_query * n_queries)
-        self.usage["\0judge"] = EndpointUsage(cfg.judge.name)
+        self.stages[JUDGE] = StageProgress(f"judge {cfg.judge.name}", total=2 * pairs_per_query * n_queries)
+        self.usage[JUDGE] = EndpointUsage(cfg.judge.name)
 
         in_flight = cfg.queries_in_flight or max(
             8, 2 * max(m.endpoint.limits.concurrency for m in cfg.models) + cfg.judge.endpoint.limits.concurrency
@@ -400,7 +423,7 @@ class Arena:
         a_c, a_o = answers.get(cand), answers.get(opp)
         if a_c is None or a_o is None:
             missing = cand if a_c is None else opp
-            stage = self.stages["\0judge"]
+            stage = self.stages[JUDGE]
             stage.done += 2
             for candidate_is_a in (True, False):
                 self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None,
@@ -414,7 +437,7 @@ class Arena:
                           candidate_is_a: bool) -> None:
         assert self._store is not None
         cfg = self.config.judge
-        stage, usage = self.stages["\0judge"], self.usage["\0judge"]
+        stage, usage = self.stages[JUDGE], self.usage[JUDGE]
         first, second = (a_c, a_o) if candidate_is_a else (a_o, a_c)
         template = cfg.template or (DEFAULT_REFERENCE_TEMPLATE if q.reference is not None else DEFAULT_TEMPLATE)
         user = render_prompt(template, question=q.question, answer_a=first["answer"], answer_b=second["answer"],
@@ -463,8 +486,8 @@ class Arena:
                          params: dict[str, Any]) -> tuple[dict[str, Any] | None, ChatResult]:
         """Ask the judge, retrying unparseable answers; (None, the failed result) if the request itself
         failed for good (the caller records it with its reason)."""
-        client = self._clients["\0judge"]
-        usage = self.usage["\0judge"]
+        client = self._clients[JUDGE]
+        usage = self.usage[JUDGE]
         tries = 1 + self.config.judge.parse_retries
         reason = ""
         result: ChatResult | None = None
