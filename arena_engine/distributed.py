@@ -261,8 +261,10 @@ async def run_on_ray(cfg: RunConfig, *, address: str | None = None, workers: int
     await anyio.to_thread.run_sync(_prepare, cfg)
     started_here = False
     if address is not None or not ray.is_initialized():
+        # in a thread: Ray must not replace our SIGINT/SIGTERM handling (it only does so on the main thread)
+        quiet = logging.ERROR if logging.getLogger().level > logging.DEBUG else logging.INFO
         await anyio.to_thread.run_sync(lambda: ray.init(address=address, include_dashboard=False,
-                                                        log_to_driver=False, logging_level=logging.WARNING))
+                                                        log_to_driver=False, logging_level=quiet))
         started_here = True
     coordinator = None
     refs: list[Any] = []
