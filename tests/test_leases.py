@@ -98,3 +98,20 @@ def test_broker_batches_respect_the_window_and_refund_unused_slots() -> None:
     d = broker.lease("m", 1, 0.0, [(c.lease_id, 10, 0.0)])
     assert d.start >= now[0] + 5.0 and d.hold_until == now[0] + 5.0
     assert math.isinf(LeaseBroker({"free": Limits()}).lease("free", 3, 0.0).tokens)
+
+
+def test_token_leases_settle_to_what_the_server_counted() -> None:
+    now = [50.0]
+
+    def broker_after_first_batch() -> tuple[LeaseBroker, LeaseReply]:
+        broker = LeaseBroker({"m": Limits(tpm=6000.0, window=1.0)}, clock=lambda: now[0])  # 100 tokens/s
+        a = broker.lease("m", 4, 100.0)  # 4 requests estimated at 25 tokens each: the whole window
+        assert a.tokens == 100.0 and a.start == now[0]
+        return broker, a
+
+    broker, a = broker_after_first_batch()
+    assert broker.lease("m", 2, 50.0, [(a.lease_id, 4, 100.0)]).start > now[0] + 1.0  # full until a leaves
+    broker, a = broker_after_first_batch()
+    # the server counted 40 tokens for the first batch: 60 come back, so the next batch goes as soon as
+    # the pacing of those 40 allows (0.4 s), not when the batch leaves the window (1.07 s)
+    assert broker.lease("m", 2, 50.0, [(a.lease_id, 4, 40.0)]).start < now[0] + 0.5
