@@ -137,6 +137,7 @@ class Arena:
         self._stack: AsyncExitStack | None = None
         self._store: RunStore | LayeredStore | None = None
         self._given_store = store
+        self._failed_judgments: dict[tuple[str, str, str, str, str, bool], str] | None = None
         self._leases = dict(leases or {})
         self._clients: dict[str, ChatClient] = {}
         self._imported: dict[str, dict[tuple[str, str, str], ImportedAnswer]] = {}
@@ -452,9 +453,16 @@ class Arena:
             stage.reused += 1
             usage.reused += 1
         elif self.offline:
-            self._missing += 1
+            failed = self._judgment_failures().get((q.dataset, q.subset, q.id, cand, opp, candidate_is_a))
             stage.done += 1
-            self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None, "not judged yet"))
+            if failed is None:
+                self._missing += 1
+                reason = "not judged yet"
+            else:  # the run's own reason, so `report` shows what the run showed
+                self._failures += 1
+                stage.failed += 1
+                reason = f"judge request failed: {failed}"
+            self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None, reason))
             return
         else:
             rec, error = await self._ask_judge(messages, params)
@@ -481,6 +489,20 @@ class Arena:
             outcome = candidate_view(Verdict.from_label(label), candidate_is_a)
         self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, outcome,
                                 None if outcome is not None else f"unparseable verdict: {rec.get('error')}", key.hex()))
+
+    def _judgment_failures(self) -> dict[tuple[str, str, str, str, str, bool], str]:
+        """Judge requests that failed for good in the run (offline runs read them from the checkpoints)."""
+        if self._failed_judgments is None:
+            assert self._store is not None
+            found: dict[tuple[str, str, str, str, str, bool], str] = {}
+            store = self._store
+            for rec in store.records(FAILURES) if isinstance(store, RunStore) else ():
+                if rec.get("stage") == "judgment":
+                    key = (rec["dataset"], rec["subset"], rec["query_id"], rec["candidate"], rec["opponent"],
+                           bool(rec["candidate_is_a"]))
+                    found[key] = rec.get("error") or "error"
+            self._failed_judgments = found
+        return self._failed_judgments
 
     async def _ask_judge(self, messages: list[dict[str, Any]],
                          params: dict[str, Any]) -> tuple[dict[str, Any] | None, ChatResult]:

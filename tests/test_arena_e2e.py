@@ -109,3 +109,30 @@ def test_all_pairs_mode_with_a_cap_and_structured_output(tmp_path: Path) -> None
     assert len({frozenset(p) for p in per_query.values()}) > 1
     assert len(capped.games) == queries * 2 * 2
     assert all(g.outcome is not None for g in capped.games)
+
+
+def test_report_from_the_checkpoints_shows_the_runs_failed_judgments(tmp_path: Path) -> None:
+    """`arena-engine report` (an offline run) gives every game the reason the run gave it, also for
+    judge requests that failed for good (not 'not judged yet')."""
+    from dataclasses import replace
+
+    from arena_engine.client import RetryPolicy
+
+    data = dataset(tmp_path, 15)
+    sim_cfg = replace(_sim(), faults=Faults(rate_503=0.3))
+
+    async def main() -> tuple[ArenaResults, ArenaResults]:
+        async with SimServer(sim_cfg) as sim:
+            cfg = arena_config(sim.url, tmp_path / "run", data, [n for n, _ in MODELS])
+            judge = replace(cfg.judge, endpoint=replace(cfg.judge.endpoint, retry=RetryPolicy(max_attempts=1)))
+            cfg = replace(cfg, judge=judge)
+            async with Arena(cfg) as arena:
+                run = await arena.run()
+        async with Arena(cfg, offline=True) as arena:
+            return run, await arena.run()
+
+    run, report = anyio.run(main)
+    failed = [g for g in run.games if g.reason and g.reason.startswith("judge request failed")]
+    assert len(failed) >= 10
+    assert report.games == run.games
+    assert report.failures == run.failures == len(failed)
