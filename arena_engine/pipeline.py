@@ -137,6 +137,7 @@ class Arena:
         self._stack: AsyncExitStack | None = None
         self._store: RunStore | LayeredStore | None = None
         self._given_store = store
+        self._run_scope: anyio.CancelScope | None = None
         self._failed_judgments: dict[tuple[str, str, str, str, str, bool], str] | None = None
         self._leases = dict(leases or {})
         self._clients: dict[str, ChatClient] = {}
@@ -265,6 +266,7 @@ class Arena:
         self._started = time.monotonic()
         try:
             async with anyio.create_task_group() as tg:
+                self._run_scope = tg.cancel_scope
                 # load the compiled rating/metrics kernels while the requests are in flight
                 tg.start_soon(partial(anyio.to_thread.run_sync, self._warm_kernels, abandon_on_cancel=True))
                 await self._run_queries()
@@ -350,7 +352,7 @@ class Arena:
                "prompt_tokens": found.prompt_tokens or 0, "completion_tokens": found.completion_tokens or 0,
                "latency": found.latency, "attempts": 0, "imported_from": str(m.evalscope_report)}
         if self._store.get(GENERATIONS, key) is None:
-            self._store.put(GENERATIONS, key, rec)
+            self._save(GENERATIONS, key, rec)
         else:
             stage.reused += 1
         if q.reference is not None:
@@ -389,13 +391,24 @@ class Arena:
                 "completion_tokens": result.completion_tokens, "latency": round(result.latency, 6),
                 "attempts": result.attempts, "time": time.time(),
             }
-            self._store.put(GENERATIONS, key, rec)
+            self._save(GENERATIONS, key, rec)
         stage.done += 1
         stage.prompt_tokens += int(rec.get("prompt_tokens") or 0)
         stage.completion_tokens += int(rec.get("completion_tokens") or 0)
         if q.reference is not None:  # scored after the run, off the request path
             self._reference_items.append((m.name, q.dataset, q.subset, key, q.reference))
         return {**rec, "key": key.hex()}
+
+    def _save(self, kind: str, key: bytes, rec: dict[str, Any]) -> None:
+        """Checkpoint a record. If that fails (disk full, read-only), stop the whole run at once: every
+        task's next await is cancelled, so no request is sent whose answer could not be saved."""
+        assert self._store is not None
+        try:
+            self._store.put(kind, key, rec)
+        except BaseException:
+            if self._run_scope is not None:
+                self._run_scope.cancel()
+            raise
 
     def _account(self, usage: EndpointUsage, result: ChatResult) -> None:
         usage.requests += 1
@@ -412,7 +425,7 @@ class Arena:
         self._failures += 1
         rec = {"stage": stage, "endpoint": who, "dataset": q.dataset, "subset": q.subset, "query_id": q.id,
                "error": result.error, "status": result.status, "attempts": result.attempts, "time": time.time(), **extra}
-        self._store.put(FAILURES, content_key(rec), rec)
+        self._save(FAILURES, content_key(rec), rec)
         log.warning("%s %s failed on %s/%s#%s: %s", stage, who, q.dataset, q.subset, q.id, result.error)
 
     # -------------------------------------------------------------------------------------- judging
@@ -479,7 +492,7 @@ class Arena:
                 "a": first["model"], "b": second["model"], "a_key": first["key"], "b_key": second["key"],
                 "time": time.time(),
             })
-            self._store.put(JUDGMENTS, key, rec)
+            self._save(JUDGMENTS, key, rec)
         stage.done += 1
         stage.prompt_tokens += int(rec.get("prompt_tokens") or 0)
         stage.completion_tokens += int(rec.get("completion_tokens") or 0)
