@@ -248,3 +248,21 @@ def test_cancelling_a_library_run_keeps_checkpoints_consistent_and_a_rerun_match
     ]
     print(f"\ncancelled at {kept} of {total} records; lost in flight {[lost for _, lost in cancels]}; "
           f"duplicate_200 {after['duplicate_200']}")
+
+
+@pytest.mark.parametrize("delay", [0.15, 0.3, 0.6])
+def test_sigterm_while_the_cli_is_still_starting_exits_130(sim: SimProcess, tmp_path: Path, delay: float) -> None:
+    """A supervisor's SIGTERM that lands while the CLI imports its modules (before a run has installed its
+    handlers) ends it like Ctrl-C: status 130 and the one-line message, not death by signal (-15)."""
+    data = dataset(tmp_path, QUERIES_PER_SUBSET)
+    config = write_run_config(tmp_path / "arena.toml", sim.url, tmp_path / "run", data)
+    log = tmp_path / "early"
+    proc = cli("run", str(config), "--quiet", log=log)
+    try:
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+    finally:
+        stop(proc)
+    assert rc == 130, output(log)
+    assert output(log)[1] == INTERRUPTED_MESSAGE + "\n"
