@@ -174,8 +174,28 @@ class RunStore:
             self._take_lock()
         except OSError as exc:  # a read-only or full disk, a file where the folder should be
             raise CheckpointError(f"cannot use run folder {self.run_dir}: {exc.strerror or exc}") from exc
+        ck = self.run_dir / CHECKPOINT_DIR
+        self._load_all(ck, "open")
+        self._open = True
+        self._stopping = False
+        self._syncer = threading.Thread(target=self._sync_loop, name=f"fsync {self.run_dir}", daemon=True)
+        self._syncer.start()
+        return self
+
+    def _open_readonly(self) -> RunStore:
+        ck = self.run_dir / CHECKPOINT_DIR
+        if ck.is_dir():  # a folder without checkpoints reads as empty
+            try:
+                self._take_lock()
+            except OSError as exc:
+                raise CheckpointError(f"cannot read run folder {self.run_dir}: {exc.strerror or exc}") from exc
+            self._load_all(ck, "read")
+        self._open = True
+        return self
+
+    def _load_all(self, ck: Path, verb: str) -> None:
+        """Index every kind's checkpoint file (the lock is held); on failure release everything."""
         try:
-            ck = self.run_dir / CHECKPOINT_DIR
             if not ck.is_dir():
                 ck.mkdir()
                 self._fsync_dir(self.run_dir)
@@ -186,30 +206,8 @@ class RunStore:
             self._close_files()
             self._release_lock()
             if isinstance(exc, OSError):
-                raise CheckpointError(f"cannot open the checkpoints of {self.run_dir}: {exc.strerror or exc}") from exc
+                raise CheckpointError(f"cannot {verb} the checkpoints of {self.run_dir}: {exc.strerror or exc}") from exc
             raise
-        self._open = True
-        self._stopping = False
-        self._syncer = threading.Thread(target=self._sync_loop, name=f"fsync {self.run_dir}", daemon=True)
-        self._syncer.start()
-        return self
-
-    def _open_readonly(self) -> RunStore:
-        ck = self.run_dir / CHECKPOINT_DIR
-        try:
-            if ck.is_dir():
-                self._take_lock()
-                for path in sorted(ck.glob("*.jsonl")):
-                    if KIND_PATTERN.fullmatch(path.stem):
-                        self._kinds[path.stem] = self._load(path)
-        except BaseException as exc:
-            self._close_files()
-            self._release_lock()
-            if isinstance(exc, OSError):
-                raise CheckpointError(f"cannot read the checkpoints of {self.run_dir}: {exc.strerror or exc}") from exc
-            raise
-        self._open = True
-        return self
 
     def close(self) -> None:
         """fsync everything, update the sidecar indexes, release the lock. Idempotent."""
