@@ -16,7 +16,7 @@ from arena_engine.limits import Limits
 from arena_engine.pipeline import Arena
 from arena_engine.sim.process import SimProcess
 from arena_engine.store import RunStore
-from arena_engine.store.shards import SHARDS_DIR, LayeredStore
+from arena_engine.store.shards import SHARDS_DIR, LayeredStore, merge_shards
 
 SHARDS = 2
 
@@ -64,8 +64,6 @@ def test_shards_leasing_from_one_broker_keep_every_endpoint_under_its_limit(tmp_
     assert broker.leases > 0
     # every answer is in a shard's checkpoints; opening the run folder folds them in
     with RunStore(cfg.output_dir) as store:
-        from arena_engine.store.shards import merge_shards
-
         assert merge_shards(store) == store.count("generations") + store.count("judgments")
         assert store.count("generations") == 3 * 20 and store.count("judgments") == 4 * 20
     assert not (cfg.output_dir / SHARDS_DIR).exists()
@@ -115,3 +113,23 @@ def test_token_leases_settle_to_what_the_server_counted() -> None:
     # the server counted 40 tokens for the first batch: 60 come back, so the next batch goes as soon as
     # the pacing of those 40 allows (0.4 s), not when the batch leaves the window (1.07 s)
     assert broker.lease("m", 2, 50.0, [(a.lease_id, 4, 40.0)]).start < now[0] + 0.5
+
+
+def test_a_writer_is_refused_while_shard_workers_read_the_run_folder(tmp_path: Path) -> None:
+    from arena_engine.errors import CheckpointError
+
+    with RunStore(tmp_path / "run") as store:
+        store.put("generations", b"k" * 16, {"answer": "kept"})
+    reader = LayeredStore(tmp_path / "run", 0, 2).open()
+    try:
+        assert reader.get("generations", b"k" * 16) == {"answer": "kept"}
+        with pytest.raises(CheckpointError, match="in use by the workers of a distributed run"):
+            RunStore(tmp_path / "run").open()
+        with pytest.raises(CheckpointError, match="open read-only"):
+            reader.base.put("generations", b"j" * 16, {})
+        reader.put("generations", b"j" * 16, {"answer": "new"})  # goes to the shard's own store
+    finally:
+        reader.close()
+    with RunStore(tmp_path / "run") as store:  # the readers are gone: the writer gets in
+        assert merge_shards(store) == 1
+        assert store.get("generations", b"j" * 16) == {"answer": "new"}

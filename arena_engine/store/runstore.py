@@ -579,10 +579,12 @@ class RunStore:
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if self.readonly else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
             os.close(fd)
+            # a writer leaves its pid in the lock file; readers (a distributed run's workers) do not
+            who = f"process {holder}" if holder else "the workers of a distributed run (--backend ray)"
             raise CheckpointError(
-                f"run folder {self.run_dir} is in use by process {holder}; wait for it to finish or stop "
+                f"run folder {self.run_dir} is in use by {who}; wait for it to finish or stop "
                 "it, or start over in a new folder (--fresh)"
             ) from None
         except OSError as exc:
