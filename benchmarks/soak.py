@@ -16,7 +16,7 @@ warm-up (round 1 includes numba's compiles); both must stay under the bar:
 - median: the median of the round's RSS samples (1 s apart) while it runs.
 
 The peak sample is printed too but is not the figure: one 1 s sample of a round that allocates and frees
-tens of MB (the checkpoint read-back below alone holds every record) swings by +-20 MB from round to
+tens of MB swings by +-20 MB from round to
 round with no change in live memory.
 
 After each round the run folder's checkpoint files are read back line by line and compared with the
@@ -138,13 +138,22 @@ def write_round_dataset(folder: Path, round_no: int, n: int) -> None:
         for i in range(n - half)))
 
 
-def read_checkpoints(run_dir: Path) -> tuple[dict[str, list[dict[str, Any]]], int]:
-    """Records per kind, and the number of keys stored more than once."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    dup = 0
+@dataclass
+class Readback:
+    """What the checkpoint files hold, counted line by line (no record is kept)."""
+
+    generations: int = 0
+    verdicts: int = 0  # judgments with a verdict
+    failures: int = 0
+    failures_without_reason: int = 0
+    duplicated_keys: int = 0
+
+
+def read_checkpoints(run_dir: Path) -> Readback:
+    """Stream the run folder's checkpoint files; count records, keys stored twice and bare failures."""
+    out = Readback()
     for path in sorted((run_dir / "checkpoints").glob("*.jsonl")):
         keys: set[bytes] = set()
-        records = out.setdefault(path.stem, [])
         with path.open("rb") as fh:
             for raw in fh:
                 parsed = parse_line(raw)
@@ -152,10 +161,16 @@ def read_checkpoints(run_dir: Path) -> tuple[dict[str, list[dict[str, Any]]], in
                     raise SystemExit(f"soak: damaged checkpoint line in {path}")
                 key, body = parsed
                 if key in keys:
-                    dup += 1
+                    out.duplicated_keys += 1
                 keys.add(key)
-                records.append(orjson.loads(body))
-    return out, dup
+                if path.stem == "generations":
+                    out.generations += 1
+                elif path.stem == "judgments":
+                    out.verdicts += orjson.loads(body).get("verdict") is not None
+                elif path.stem == "failures":
+                    out.failures += 1
+                    out.failures_without_reason += not orjson.loads(body).get("error")
+    return out
 
 
 def usable_200(stats: dict[str, Any]) -> int:
@@ -163,7 +178,7 @@ def usable_200(stats: dict[str, Any]) -> int:
     return int(stats["status"].get("200", 0)) - broken
 
 
-def check_round(results: ArenaResults, records: dict[str, list[dict[str, Any]]], queries: int) -> tuple[int, Counter[str]]:
+def check_round(results: ArenaResults, back: Readback, queries: int) -> tuple[int, Counter[str]]:
     """Every game once, decided or excluded with a reason; returns (games, excluded reasons)."""
     keys = Counter((g.dataset, g.subset, g.query_id, g.candidate, g.candidate_is_a) for g in results.games)
     if len(keys) != 2 * queries or max(keys.values()) != 1:
@@ -174,9 +189,8 @@ def check_round(results: ArenaResults, records: dict[str, list[dict[str, Any]]],
             if not g.reason:
                 raise SystemExit(f"soak: game excluded without a reason: {g}")
             excluded[g.reason.split(":", 1)[0]] += 1
-    failures = records.get("failures", [])
-    if any(not f.get("error") for f in failures):
-        raise SystemExit("soak: a failure record without its reason")
+    if back.failures_without_reason:
+        raise SystemExit(f"soak: {back.failures_without_reason} failure records without their reason")
     return len(results.games), excluded
 
 
@@ -240,16 +254,14 @@ def main() -> int:
             seconds, cpu = time.monotonic() - t0, time.process_time() - cpu0
             stats = sim.stats()
             window = max(stats["last_request"].values()) - min(stats["first_request"].values())
-            records, dup_keys = read_checkpoints(root / f"run-{n}")
-            games, excluded = check_round(results, records, a.queries_per_round)
-            stored = len(records.get("generations", [])) + sum(
-                1 for r in records.get("judgments", []) if r.get("verdict") is not None)
+            back = read_checkpoints(root / f"run-{n}")
+            games, excluded = check_round(results, back, a.queries_per_round)
+            stored = back.generations + back.verdicts
             r = Round(n, a.queries_per_round, seconds, stats["requests"], stored, usable_200(stats) - stored,
-                      dup_keys, stats["duplicate_200"], stats["retry_after_violations"], games, window,
-                      1e6 * cpu / max(1, stats["requests"]), excluded,
-                      len(records.get("failures", [])), stats["faults"])
+                      back.duplicated_keys, stats["duplicate_200"], stats["retry_after_violations"], games, window,
+                      1e6 * cpu / max(1, stats["requests"]), excluded, back.failures, stats["faults"])
             rounds.append(r)
-            del results, records
+            del results
             shutil.rmtree(root / f"run-{n}")
             shutil.rmtree(root / f"data-{n}")
             gc.collect()
