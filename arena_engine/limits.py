@@ -208,7 +208,9 @@ class WindowLimit:
 
     def earliest(self, amount: float, now: float) -> float:
         """The earliest time >= now at which `amount` fits. Drops entries that leave the window by then."""
-        amount = min(amount, self.limit)
+        limit = self.limit
+        if amount > limit:
+            amount = limit
         t = now
         if self._tat - self._tolerance > t:
             t = self._tat - self._tolerance
@@ -216,7 +218,6 @@ class WindowLimit:
             t = self._last
         log = self._log
         window = self.window
-        limit = self.limit
         while log and (log[0].at <= t - window or self._total + amount > limit):
             b = log.popleft()
             b.live = False
@@ -229,7 +230,8 @@ class WindowLimit:
 
     def commit(self, amount: float, at: float) -> Grant:
         """Record `amount` admitted at `at`, which must be >= `earliest(amount, ...)` just computed."""
-        amount = min(amount, self.limit)
+        if amount > self.limit:
+            amount = self.limit
         log = self._log
         if log and at - log[-1].start < self._bucket_width:
             b = log[-1]
@@ -483,7 +485,13 @@ class EndpointLimiter:
 
     async def acquire(self, tokens: float = 0.0) -> Ticket:
         """Wait until a request of about `tokens` tokens may be sent now; returns its ticket."""
-        seq = await self.gate.acquire()
+        gate = self.gate
+        if gate.in_use < gate.cap and not gate._waiters:  # a free slot: ConcurrencyGate.acquire's fast path
+            gate.in_use += 1
+            seq = gate._issued
+            gate._issued = seq + 1
+        else:
+            seq = await gate.acquire()
         if self.lease is not None:
             return await self._acquire_leased(seq, tokens, self.lease)
         requests = self.requests
