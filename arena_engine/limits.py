@@ -328,22 +328,31 @@ class ConcurrencyGate:
     def waiting(self) -> int:
         return len(self._waiters)
 
+    def try_acquire(self) -> int | None:
+        """Take a free slot without waiting (none is free, or others queue first: None)."""
+        if self.in_use >= self.cap or self._waiters:
+            return None
+        self.in_use += 1
+        seq = self._issued
+        self._issued = seq + 1
+        return seq
+
     async def acquire(self) -> int:
         """Wait for a slot (FIFO); returns the slot's sequence number for `on_rate_limited`."""
-        if self.in_use < self.cap and not self._waiters:
-            self.in_use += 1
-        else:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(fut)
-            try:
-                await fut
-            except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled():
-                    self.release()  # the slot was handed to us just before the cancellation
-                else:
-                    with suppress(ValueError):
-                        self._waiters.remove(fut)
-                raise
+        seq = self.try_acquire()
+        if seq is not None:
+            return seq
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot was handed to us just before the cancellation
+            else:
+                with suppress(ValueError):
+                    self._waiters.remove(fut)
+            raise
         seq = self._issued
         self._issued = seq + 1
         return seq
@@ -485,13 +494,9 @@ class EndpointLimiter:
 
     async def acquire(self, tokens: float = 0.0) -> Ticket:
         """Wait until a request of about `tokens` tokens may be sent now; returns its ticket."""
-        gate = self.gate
-        if gate.in_use < gate.cap and not gate._waiters:  # a free slot: ConcurrencyGate.acquire's fast path
-            gate.in_use += 1
-            seq = gate._issued
-            gate._issued = seq + 1
-        else:
-            seq = await gate.acquire()
+        seq = self.gate.try_acquire()  # a free slot without creating a coroutine (the common case)
+        if seq is None:
+            seq = await self.gate.acquire()
         if self.lease is not None:
             return await self._acquire_leased(seq, tokens, self.lease)
         requests = self.requests

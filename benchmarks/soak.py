@@ -16,8 +16,7 @@ warm-up (round 1 includes numba's compiles); both must stay under the bar:
 - median: the median of the round's RSS samples (1 s apart) while it runs.
 
 The peak sample is printed too but is not the figure: one 1 s sample of a round that allocates and frees
-tens of MB swings by +-20 MB from round to
-round with no change in live memory.
+tens of MB swings by +-20 MB from round to round with no change in live memory.
 
 After each round the run folder's checkpoint files are read back line by line and compared with the
 simulator's counters:
@@ -153,6 +152,7 @@ def read_checkpoints(run_dir: Path) -> Readback:
     """Stream the run folder's checkpoint files; count records, keys stored twice and bare failures."""
     out = Readback()
     for path in sorted((run_dir / "checkpoints").glob("*.jsonl")):
+        kind = path.stem
         keys: set[bytes] = set()
         with path.open("rb") as fh:
             for raw in fh:
@@ -163,11 +163,11 @@ def read_checkpoints(run_dir: Path) -> Readback:
                 if key in keys:
                     out.duplicated_keys += 1
                 keys.add(key)
-                if path.stem == "generations":
+                if kind == "generations":
                     out.generations += 1
-                elif path.stem == "judgments":
+                elif kind == "judgments":
                     out.verdicts += orjson.loads(body).get("verdict") is not None
-                elif path.stem == "failures":
+                elif kind == "failures":
                     out.failures += 1
                     out.failures_without_reason += not orjson.loads(body).get("error")
     return out
