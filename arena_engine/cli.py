@@ -97,13 +97,39 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM before a run installs its own handling: ends the command like Ctrl-C (exit 130).
+
+    A subclass on purpose: when a bare KeyboardInterrupt passes through exec() of a string (dataclasses
+    build their methods that way), CPython notes it as unhandled and, under `python -m`, ends the process
+    by SIGINT at exit (-2) even though main() handled it. It checks the exact type, so a subclass is
+    handled like Ctrl-C everywhere and exits with main()'s status."""
+
+
+_sigterm_seen = False
+
+
+def _note_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM while the modules import: noted, and acted on once they have. Raising in the middle of an
+    import is not safe: library code that cleans up with a bare `except:` can swallow it (the run then
+    went on to finish, now and then)."""
+    global _sigterm_seen
+    _sigterm_seen = True
+
+
 def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM before a run installs its own handling: exit 130 like Ctrl-C
+    raise _Terminated
+
+
+def _on_sigterm(handler: Callable[[int, object], None]) -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+    global _sigterm_seen
+    _sigterm_seen = False
+    _on_sigterm(_note_sigterm)
     args = _parser().parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -127,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from . import commands
     from .pipeline import loop_options
+
+    _on_sigterm(_terminate)  # imports done: a SIGTERM now interrupts at once (until a run takes over)
+    if _sigterm_seen:
+        raise _Terminated
 
     def run(fn: Callable[..., Awaitable[int]], *fn_args: object) -> int:
         return anyio.run(fn, *fn_args, backend_options=loop_options())
