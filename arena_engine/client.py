@@ -34,6 +34,7 @@ import orjson
 
 from arena_engine.errors import ConfigError
 from arena_engine.limits import EndpointLimiter, Limits, Ticket
+from arena_engine.read_timeout import ReadWatchdog
 
 if TYPE_CHECKING:
     from arena_engine.leases import LeaseClient
@@ -402,7 +403,9 @@ class ChatClient:
         self._session: aiohttp.ClientSession | None = None
         self._limiter: EndpointLimiter | None = None
         t = endpoint.timeouts
-        self._timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.read)
+        # the read timeout is the watchdog's (one timer for all attempts; see arena_engine.read_timeout)
+        self._timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect)
+        self._watchdog = ReadWatchdog(t.read, self._clock)
         self._trace_configs = list(trace_configs)
         self.stats = ClientStats()
 
@@ -431,6 +434,7 @@ class ChatClient:
 
     async def __aexit__(self, *exc: object) -> None:
         session, self._session = self._session, None
+        self._watchdog.close()
         if session is not None:
             await session.close()
 
@@ -463,6 +467,7 @@ class ChatClient:
         clock = self._clock
         stats = self.stats
         url = self._url
+        watchdog = self._watchdog
         start = clock()
         deadline = start + policy.max_time
         attempt = 0
@@ -482,20 +487,23 @@ class ChatClient:
                         return self._failure(
                             f"{RETRY_BUDGET_EXHAUSTED}: {reason}", status, latency, attempt - 1, start
                         )
-                    timeout = aiohttp.ClientTimeout(
-                        total=remaining,
-                        sock_connect=self._timeout.sock_connect,
-                        sock_read=self._timeout.sock_read,
-                    )
+                    timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=self._timeout.sock_connect)
                 else:
                     timeout = self._timeout
                 sent = True
                 stats.requests += 1
                 stats.in_flight += 1
+                watch = watchdog.start(t0)
                 try:
                     async with session.post(url, data=data, timeout=timeout) as resp:
                         status = resp.status
+                        watchdog.receiving(watch, resp.content, clock())
                         raw = await resp.read()
+                except asyncio.CancelledError:
+                    if not watchdog.absorb(watch):
+                        raise
+                    decision = TIMEOUT  # nothing received for timeouts.read seconds
+                    status = None
                 except aiohttp.ClientError as exc:
                     decision = _network_failure(exc)
                     status = decision.status
@@ -531,6 +539,7 @@ class ChatClient:
                     else:
                         decision = self._http_failure(status, raw, resp.headers, ticket)
                 finally:
+                    watchdog.stop(watch)
                     stats.in_flight -= 1
                 latency = clock() - t0
             finally:

@@ -223,6 +223,35 @@ async def test_hang_times_out_and_is_retried() -> None:
     assert 0.4 <= waited < 3.0
 
 
+async def test_a_body_that_stalls_half_way_times_out_on_the_read_timeout() -> None:
+    # headers and half the body arrive, then nothing: the read timeout (not the 5 s total) ends it
+    timeouts = Timeouts(connect=1.0, read=0.3, total=5.0)
+    policy = RetryPolicy(max_attempts=2, max_time=10.0, base_delay=0.01, max_delay=0.02)
+    async with (
+        SimServer(sim_config(Faults(rate_stall=1.0, hang_seconds=30.0))) as sim,
+        ChatClient(endpoint(sim.url, retry=policy, timeouts=timeouts)) as client,
+    ):
+        t0 = time.monotonic()
+        r = await client.chat(ask(1))
+        waited = time.monotonic() - t0
+    assert r.error == "retry_budget_exhausted: timeout" and r.attempts == 2 and r.status is None
+    assert 0.6 <= waited < 3.0
+    assert client.stats.requests == 2 and client.stats.in_flight == 0
+
+
+async def test_a_slow_body_that_keeps_coming_is_not_cut_by_the_read_timeout() -> None:
+    # 10 pieces over 1.5 s: the whole answer takes five read timeouts, but no gap is longer than one
+    timeouts = Timeouts(connect=1.0, read=0.3, total=5.0)
+    tasks_before = asyncio.all_tasks()
+    async with (
+        SimServer(sim_config(Faults(rate_trickle=1.0, trickle_seconds=1.5))) as sim,
+        ChatClient(endpoint(sim.url, timeouts=timeouts)) as client,
+    ):
+        r = await client.chat(ask(1))
+    assert r.ok and r.attempts == 1 and r.latency >= 1.0
+    assert asyncio.all_tasks() == tasks_before  # the client left no watchdog task behind
+
+
 async def test_connection_reset_is_retried_then_reported() -> None:
     policy = RetryPolicy(max_attempts=2, max_time=10.0, base_delay=0.01, max_delay=0.02)
     async with (

@@ -106,6 +106,42 @@ async def test_hang_outlasts_the_client_timeout_and_ends_when_the_client_leaves(
     assert stats["in_flight"] == 0 and stats["status"] == {"hang_abandoned": 1}
 
 
+async def test_stall_sends_headers_and_half_the_body_then_nothing() -> None:
+    cfg = config(Faults(rate_stall=1.0, hang_seconds=30.0))
+    async with SimServer(cfg) as sim, aiohttp.ClientSession() as s:
+        async with s.post(sim.url + "/chat/completions", data=body(1), headers=JSON_HEADERS) as r:
+            assert r.status == 200 and r.content_length is not None
+            first = await asyncio.wait_for(r.content.read(r.content_length // 2), 2.0)
+            assert 0 < len(first) < r.content_length
+            with pytest.raises(TimeoutError):  # the rest never comes
+                await asyncio.wait_for(r.content.read(), 0.3)
+        for _ in range(40):  # leaving the response drops the connection; the server notices
+            if sim.stats()["in_flight"] == 0:
+                break
+            await asyncio.sleep(0.025)
+        stats = sim.stats()
+    assert stats["in_flight"] == 0 and stats["status"] == {"stall_abandoned": 1}
+    assert stats["faults"] == {"stall": 1}
+
+
+async def test_trickle_spreads_a_whole_answer_over_trickle_seconds() -> None:
+    cfg = config(Faults(rate_trickle=1.0, trickle_seconds=0.5))
+    async with SimServer(cfg) as sim, aiohttp.ClientSession() as s:
+        loop = asyncio.get_running_loop()
+        async with s.post(sim.url + "/chat/completions", data=body(1), headers=JSON_HEADERS) as r:
+            t_headers = loop.time()
+            raw = await r.read()
+            spread = loop.time() - t_headers
+        for _ in range(40):  # the handler counts the request once it has returned
+            if sim.stats()["in_flight"] == 0:
+                break
+            await asyncio.sleep(0.025)
+        stats = sim.stats()
+    assert r.status == 200 and orjson.loads(raw)["choices"][0]["message"]["content"]
+    assert 0.3 <= spread < 2.0
+    assert stats["status"] == {"200": 1} and stats["faults"] == {"trickle": 1}
+
+
 async def test_a_patient_client_gets_the_answer_after_the_hang() -> None:
     cfg = config(Faults(rate_hang=1.0, hang_seconds=0.3))
     async with SimServer(cfg) as sim, aiohttp.ClientSession() as s:

@@ -60,6 +60,11 @@ class Faults:
     rate_reset: float = 0.0
     rate_hang: float = 0.0
     hang_seconds: float = 30.0
+    #: headers and half the body, then silence for hang_seconds (a stall mid-body)
+    rate_stall: float = 0.0
+    #: a healthy answer whose body arrives in 10 pieces spread over trickle_seconds
+    rate_trickle: float = 0.0
+    trickle_seconds: float = 1.0
     rate_malformed: float = 0.0
     rate_no_choices: float = 0.0
     rate_bad_verdict: float = 0.0
@@ -74,6 +79,7 @@ class Faults:
                 _check_number(f"faults.{f.name}", getattr(self, f.name), low=0.0, high=1.0)
         _check_number("faults.retry_after_s", self.retry_after_s, low=0.0)
         _check_number("faults.hang_seconds", self.hang_seconds, low=0.0)
+        _check_number("faults.trickle_seconds", self.trickle_seconds, low=0.0)
         total = sum(rate for _, rate in self.http_fault_rates())
         if total > 1.0 + 1e-9:
             raise ConfigError(f"faults: the request fault rates sum to {total:g}, more than 1")
@@ -87,6 +93,8 @@ class Faults:
             ("503", self.rate_503),
             ("reset", self.rate_reset),
             ("hang", self.rate_hang),
+            ("stall", self.rate_stall),
+            ("trickle", self.rate_trickle),
             ("malformed", self.rate_malformed),
             ("no_choices", self.rate_no_choices),
         )

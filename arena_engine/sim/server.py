@@ -138,7 +138,7 @@ class _Simulator:
             return response
         except asyncio.CancelledError:
             # the client went away (our runners cancel handlers on disconnect)
-            if outcome[0] != "hang_abandoned":
+            if outcome[0] not in ("hang_abandoned", "stall_abandoned"):
                 outcome[0] = "client_gone"
             raise
         finally:
@@ -208,6 +208,9 @@ class _Simulator:
                     if request.transport is not None:
                         request.transport.abort()
                     return "hang_abandoned", web.Response(status=504)
+            elif fault in ("stall", "trickle"):
+                response = self._completion(data, model, body_key, occurrence, u_bad, u_form, broken)
+                return await self._dribble(request, response, fault, outcome)
             elif fault == "malformed":
                 broken.append(True)
                 return "200", web.Response(body=_MALFORMED_BODY, content_type=_JSON)
@@ -222,6 +225,32 @@ class _Simulator:
                 }
                 return "200", web.Response(body=orjson.dumps(body), content_type=_JSON)
         return "200", self._completion(data, model, body_key, occurrence, u_bad, u_form, broken)
+
+    async def _dribble(
+        self, request: web.Request, response: web.Response, fault: str, outcome: list[str]
+    ) -> tuple[str, web.StreamResponse]:
+        """Send `response` slowly: "trickle" spreads the body over trickle_seconds in 10 pieces; "stall"
+        sends the headers and half the body, then nothing for hang_seconds (then drops the connection)."""
+        body = response.body
+        assert isinstance(body, bytes)
+        stream = web.StreamResponse(status=response.status, headers={"Content-Type": _JSON})
+        stream.content_length = len(body)
+        await stream.prepare(request)
+        faults = self.config.faults
+        if fault == "stall":
+            outcome[0] = "stall_abandoned"
+            await stream.write(body[: len(body) // 2])
+            await self._hang(request, faults.hang_seconds)
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError  # the answer is never finished; the runner logs nothing for this
+        pieces = 10
+        step = -(-len(body) // pieces)
+        for i in range(0, len(body), step):
+            await stream.write(body[i : i + step])
+            await asyncio.sleep(faults.trickle_seconds / pieces)
+        await stream.write_eof()
+        return "200", stream
 
     async def _hang(self, request: web.Request, seconds: float) -> bool:
         """Sleep `seconds` or until the client goes away / the server shuts down; True if abandoned."""

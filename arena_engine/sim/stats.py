@@ -99,7 +99,8 @@ class SimStats:
         return occurrence
 
     def done(self, body_key: int, status: str, *, usable: bool = True) -> None:
-        """Count how a request ended: an HTTP status ('200', '429', ...), 'reset' or 'hang_abandoned'.
+        """Count how a request ended: an HTTP status ('200', '429', ...), 'reset', 'hang_abandoned' or
+        'stall_abandoned'.
 
         ``usable=False`` marks a 200 broken on purpose; it does not make the body "answered"."""
         self.in_flight -= 1
