@@ -476,7 +476,7 @@ class ChatClient:
         reason = "timeout"
         while True:
             attempt += 1
-            ticket = await limiter.acquire(est)
+            ticket = limiter.try_acquire(est) or await limiter.acquire(est)
             sent = False
             used: int | None = None
             try:

@@ -25,17 +25,12 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-from anyio.streams.memory import (
-    MemoryObjectReceiveStream,
-    MemoryObjectSendStream,
-    MemoryObjectStreamStatistics,
-)
 
 from arena_engine.errors import ConfigError
 
@@ -227,6 +222,24 @@ class WindowLimit:
         if not log:
             self._total = 0.0
         return t
+
+    def admits_now(self, amount: float, now: float) -> bool:
+        """Whether `earliest(amount, now)` would be `now`, without its side effects: only entries that have
+        left the window by `now` are dropped (`earliest` also drops entries still in the window, on the
+        promise that the caller commits at the later time it returns)."""
+        if amount > self.limit:
+            amount = self.limit
+        if self._tat - self._tolerance > now or self._last > now:
+            return False
+        log = self._log
+        horizon = now - self.window
+        while log and log[0].at <= horizon:
+            b = log.popleft()
+            b.live = False
+            self._total -= b.amount
+        if not log:
+            self._total = 0.0
+        return self._total + amount <= self.limit
 
     def commit(self, amount: float, at: float) -> Grant:
         """Record `amount` admitted at `at`, which must be >= `earliest(amount, ...)` just computed."""
@@ -492,9 +505,32 @@ class EndpointLimiter:
             self.gate.release()
             raise
 
+    def try_acquire(self, tokens: float = 0.0) -> Ticket | None:
+        """The ticket of a request of about `tokens` tokens that may be sent at once (a free slot, no hold,
+        room in the windows now), else None with nothing changed: then `await acquire(tokens)`. The
+        common unthrottled case then costs no coroutine."""
+        if self.lease is not None:
+            return None
+        now = self._clock()
+        if self.blocked_until > now:
+            return None
+        seq = self.gate.try_acquire()
+        if seq is None:
+            return None
+        requests = self.requests
+        token_window = self.tokens
+        if (requests is not None and not requests.admits_now(1.0, now)) or (
+            token_window is not None and not token_window.admits_now(tokens, now)
+        ):
+            self.gate.release()
+            return None
+        rg = requests.commit(1.0, now) if requests is not None else None
+        tg = token_window.commit(tokens, now) if token_window is not None else None
+        return Ticket(seq, rg, tg)
+
     async def acquire(self, tokens: float = 0.0) -> Ticket:
         """Wait until a request of about `tokens` tokens may be sent now; returns its ticket."""
-        seq = self.gate.try_acquire()  # a free slot without creating a coroutine (the common case)
+        seq = self.gate.try_acquire()  # a free slot without waiting (the common case)
         if seq is None:
             seq = await self.gate.acquire()
         if self.lease is not None:
@@ -580,32 +616,78 @@ class EndpointLimiter:
 
 
 class BoundedResults(AsyncIterator[R]):
-    """The results of `map_bounded`, in completion order. Takes a ready result without yielding to the
-    loop (anyio's `receive()` always yields once first, which costs more than the rest of the hop)."""
+    """The results of `map_bounded`, in completion order, through a bounded buffer.
 
-    __slots__ = ("_stream",)
+    A deque and one future per wait, not an anyio memory stream: a stream's `receive()` yields to the
+    loop once before it even looks (a whole extra task step per result when the reader keeps up) and
+    allocates an Event per wait; at concurrency 256 the reader waits for nearly every result."""
 
-    def __init__(self, stream: MemoryObjectReceiveStream[R]) -> None:
-        self._stream = stream
+    __slots__ = ("_getter", "_items", "_putters", "_senders", "size")
+
+    def __init__(self, size: int, senders: int) -> None:
+        self.size = size
+        self._items: deque[R] = deque()
+        self._getter: asyncio.Future[None] | None = None
+        self._putters: deque[asyncio.Future[None]] = deque()
+        self._senders = senders  # workers that may still put
+
+    @property
+    def buffered(self) -> int:
+        """Results waiting to be read."""
+        return len(self._items)
+
+    @property
+    def blocked_workers(self) -> int:
+        """Workers waiting for room in the buffer (the reader is the bottleneck)."""
+        return len(self._putters)
 
     def __aiter__(self) -> BoundedResults[R]:
         return self
 
     async def __anext__(self) -> R:
-        try:
-            return self._stream.receive_nowait()
-        except anyio.WouldBlock:
-            pass
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-        try:
-            return await self._stream.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
+        items = self._items
+        while not items:
+            if self._senders == 0:
+                raise StopAsyncIteration
+            getter = self._getter = asyncio.get_running_loop().create_future()
+            try:
+                await getter
+            finally:
+                self._getter = None
+        putters = self._putters
+        while putters:  # room again: let the first blocked worker in
+            putter = putters.popleft()
+            if not putter.done():
+                putter.set_result(None)
+                break
+        return items.popleft()
 
-    def statistics(self) -> MemoryObjectStreamStatistics:
-        """Buffered results and waiting workers (for progress displays)."""
-        return self._stream.statistics()
+    def _wake_reader(self) -> None:
+        getter = self._getter
+        if getter is not None and not getter.done():
+            getter.set_result(None)
+
+    async def _put(self, item: R) -> None:
+        items = self._items
+        while len(items) >= self.size:
+            putter = asyncio.get_running_loop().create_future()
+            self._putters.append(putter)
+            try:
+                await putter
+            except asyncio.CancelledError:
+                with suppress(ValueError):
+                    self._putters.remove(putter)
+                raise
+        items.append(item)
+        self._wake_reader()
+
+    def _sender_done(self) -> None:
+        self._senders -= 1
+        if self._senders == 0:
+            self._wake_reader()
+
+
+_END = object()
 
 
 @asynccontextmanager
@@ -618,7 +700,7 @@ async def map_bounded(
 ) -> AsyncIterator[BoundedResults[R]]:
     """Run `fn` over `items` with at most `limit` calls at once; results arrive in completion order.
 
-    `items` is read lazily (one item per free worker), results wait in a stream of `buffer` (default
+    `items` is read lazily (one item per free worker), results wait in a buffer of `buffer` (default
     `limit`) entries, so memory stays bounded however long the input is. Use as::
 
         async with map_bounded(queries, ask, limit=64) as results:
@@ -630,44 +712,43 @@ async def map_bounded(
     """
     if limit < 1:
         raise ConfigError(f"limit must be >= 1, not {limit!r}")
-    send, receive = anyio.create_memory_object_stream[R](limit if buffer is None else buffer)
+    if buffer is not None and buffer < 1:
+        raise ConfigError(f"buffer must be >= 1, not {buffer!r}")
+    results: BoundedResults[R] = BoundedResults(limit if buffer is None else buffer, limit)
 
+    sync_source: Iterator[T] | None = None
+    async_source: AsyncIterator[T] | None = None
     if isinstance(items, AsyncIterable):
-        source = aiter(items)
-        lock = anyio.Lock()
-
-        async def next_item() -> tuple[bool, T | None]:
-            async with lock:  # an async generator cannot be advanced by two workers at once
-                try:
-                    return True, await anext(source)
-                except StopAsyncIteration:
-                    return False, None
+        async_source = aiter(items)
     else:
-        sync_source = iter(items)
+        sync_source = iter(items)  # read inline by the workers: no coroutine per item
+    lock = anyio.Lock()
 
-        async def next_item() -> tuple[bool, T | None]:
-            for item in sync_source:
-                return True, item
-            return False, None
+    async def next_async() -> Any:
+        assert async_source is not None
+        async with lock:  # an async generator cannot be advanced by two workers at once
+            return await anext(async_source, _END)
 
-    async def worker(out: MemoryObjectSendStream[R]) -> None:
-        with out:
+    async def worker() -> None:
+        buffered = results._items
+        try:
             while True:
-                more, item = await next_item()
-                if not more:
+                item = next(sync_source, _END) if sync_source is not None else await next_async()
+                if item is _END:
                     return
-                result = await fn(item)  # type: ignore[arg-type]
-                try:
-                    out.send_nowait(result)  # the common case: room in the buffer, no extra loop pass
-                except anyio.WouldBlock:
-                    await out.send(result)
+                result = await fn(item)  # type: ignore[arg-type]  # not _END here
+                if len(buffered) < results.size:  # the common case: room, no extra loop pass
+                    buffered.append(result)
+                    results._wake_reader()
+                else:
+                    await results._put(result)
+        finally:
+            results._sender_done()
 
     async with anyio.create_task_group() as tg:
-        with send:
-            for _ in range(limit):
-                tg.start_soon(worker, send.clone())
+        for _ in range(limit):
+            tg.start_soon(worker)
         try:
-            yield BoundedResults(receive)
+            yield results
         finally:
             tg.cancel_scope.cancel()
-            receive.close()

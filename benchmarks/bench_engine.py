@@ -576,7 +576,7 @@ def main() -> None:
         if "cpu" in only:
             results["cpu"] = bar_cpu(base, 5000 if q else 20000, 3 if q else 5)
         if "latency" in only:
-            results["latency"] = bar_latency(base, 10000 if q else 30000, 1 if q else 3)
+            results["latency"] = bar_latency(base, 10000 if q else 30000, 1 if q else 5)
         if "rate" in only:
             results["rate"] = bar_rate(base, max(3 * ARGS.rate_window, 10.0 if q else 20.0))
         if "memory" in only:

@@ -202,6 +202,17 @@ def test_a_late_request_catches_up_only_where_the_window_has_room() -> None:
     assert sent[0].at == 0.0
 
 
+def test_admits_now_keeps_a_full_window_intact() -> None:
+    w = WindowLimit(10, 1.0, burst=10)
+    for _ in range(10):
+        w.reserve(1.0, 0.0)  # the whole burst at t = 0
+    for now in (0.2, 0.5, 0.9):
+        assert not w.admits_now(1.0, now)
+        assert w.in_window == 10  # a refusal forgets nothing that is still in the window
+    assert w.reserve(1.0, 0.5).at >= 1.0  # so the next admission still waits for the window to pass
+    assert w.admits_now(1.0, 2.5) and w.in_window == 0  # everything has left the window by then
+
+
 def test_window_log_stays_small_whatever_the_limit() -> None:
     # a limit far above the traffic (the common "limits on, not binding" case) must not keep one entry
     # per request for a whole minute
@@ -331,6 +342,40 @@ def test_limiter_sleeps_once_per_request_when_binding() -> None:
     run(main())
 
 
+def test_the_sync_fast_path_and_the_waiting_path_together_keep_every_window() -> None:
+    # what ChatClient does: `try_acquire() or await acquire()`. The window log binds at the end of
+    # each window (the burst is spent at its start), which is where a fast path that dropped
+    # still-counted entries would let extra requests through.
+    async def main() -> None:
+        ft = FakeTime()
+        lim = EndpointLimiter(Limits(concurrency=64, rpm=12_000, window=5.0), clock=ft.clock, sleep=ft.sleep)
+        sent: list[float] = []
+        fast = 0
+
+        async def worker() -> None:
+            nonlocal fast
+            while ft.now < 16.0:
+                ticket = lim.try_acquire()
+                if ticket is None:
+                    ticket = await lim.acquire()
+                else:
+                    fast += 1
+                sent.append(ft.now)
+                await ft.sleep(0.05)  # the request's latency, then the slot is free
+                lim.release(ticket)
+
+        tasks = [asyncio.create_task(worker()) for _ in range(64)]
+        for _ in range(400):
+            await ft.advance(0.05)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert fast > 0 and len(sent) > 3000
+        assert max_in_any_window(sent, [1.0] * len(sent), 5.0) <= 1000
+
+    run(main())
+
+
 class LateTime(FakeTime):
     """A starved process: timers fire only when the loop gets the CPU back, all at once at the end."""
 
@@ -394,6 +439,35 @@ def test_hold_stops_new_and_already_waiting_requests() -> None:
         assert sent[0] == 0.0
         assert all(t >= 10.0 for t in sent[1:]) and len(sent) == 5
         assert max_in_any_window(sent, [1.0] * 5, 60.0) <= 60
+
+    run(main())
+
+
+def test_try_acquire_admits_only_what_may_go_now_and_changes_nothing_otherwise() -> None:
+    async def main() -> None:
+        ft = FakeTime()
+        lim = EndpointLimiter(Limits(concurrency=2, rpm=60, tpm=6000), clock=ft.clock, sleep=ft.sleep)
+        assert lim.requests is not None and lim.tokens is not None
+        first = lim.try_acquire(10.0)
+        assert first is not None and first.requests is not None and first.requests.at == 0.0
+        # the request window paces the next one to ~1 s: not now, and nothing is reserved for trying
+        assert lim.try_acquire(10.0) is None
+        assert lim.gate.in_use == 1 and lim.requests.in_window == 1 and lim.tokens.in_window == 10
+        waiting = asyncio.create_task(lim.acquire(10.0))  # the awaited path reserves the paced slot
+        await settle_loop()
+        assert not waiting.done() and lim.requests.in_window == 2
+        await ft.advance(1.5)
+        second = await waiting
+        assert lim.try_acquire(10.0) is None  # both slots of the concurrency gate are taken
+        lim.release(first, used_tokens=10.0)
+        lim.release(second, used_tokens=10.0)
+        await ft.advance(5.0)
+        lim.hold(ft.now + 3.0)  # a 429 said wait
+        assert lim.try_acquire(10.0) is None and lim.gate.in_use == 0
+        await ft.advance(3.5)
+        third = lim.try_acquire(10.0)
+        assert third is not None and third.requests is not None and third.requests.at == ft.now
+        lim.release(third, used_tokens=10.0)
 
     run(main())
 
@@ -498,6 +572,32 @@ def test_map_bounded_limits_concurrency_and_reads_lazily() -> None:
                     assert pulled <= 10 + 8 + 8 + 1
         assert sorted(got) == [2 * i for i in range(1000)]
         assert peak <= 8
+
+    run(main())
+
+
+def test_map_bounded_stops_the_workers_while_the_reader_does_not_read() -> None:
+    async def main() -> None:
+        calls = 0
+
+        async def fn(i: int) -> int:
+            nonlocal calls
+            calls += 1
+            await asyncio.sleep(0)
+            return i
+
+        async with map_bounded(range(100), fn, limit=4, buffer=2) as results:
+            await settle_loop()
+            # two results wait in the buffer, each of the four workers holds one more: nothing else runs
+            assert (results.buffered, results.blocked_workers, calls) == (2, 4, 6)
+            got = [await anext(results) for _ in range(3)]
+            await settle_loop()
+            assert results.buffered == 2 and calls == 9
+            got += [r async for r in results]
+        assert sorted(got) == list(range(100))
+        with pytest.raises(ConfigError, match="buffer must be >= 1"):
+            async with map_bounded(range(3), fn, limit=2, buffer=0):
+                pass
 
     run(main())
 
