@@ -231,6 +231,11 @@ class WindowLimit:
             amount = self.limit
         if self._tat - self._tolerance > now or self._last > now:
             return False
+        self._expire(now)
+        return self._total + amount <= self.limit
+
+    def _expire(self, now: float) -> None:
+        """Drop the entries that have left the window by `now` (safe: every later admission is at >= now)."""
         log = self._log
         horizon = now - self.window
         while log and log[0].at <= horizon:
@@ -239,7 +244,6 @@ class WindowLimit:
             self._total -= b.amount
         if not log:
             self._total = 0.0
-        return self._total + amount <= self.limit
 
     def commit(self, amount: float, at: float) -> Grant:
         """Record `amount` admitted at `at`, which must be >= `earliest(amount, ...)` just computed."""
@@ -267,14 +271,8 @@ class WindowLimit:
         window containing `now` keeps room: all that is recorded after `now - window` plus `amount` fits.
         Otherwise None (the request must reserve a new slot). Lets a stalled process catch up."""
         amount = min(amount, self.limit)
+        self._expire(now)
         log = self._log
-        horizon = now - self.window
-        while log and log[0].at <= horizon:  # safe: every later reservation is at >= now
-            b = log.popleft()
-            b.live = False
-            self._total -= b.amount
-        if not log:
-            self._total = 0.0
         if self._total + amount > self.limit:
             return None
         if now >= self._last:
@@ -667,9 +665,17 @@ class BoundedResults(AsyncIterator[R]):
         if getter is not None and not getter.done():
             getter.set_result(None)
 
+    def _try_put(self, item: R) -> bool:
+        """Buffer `item` if there is room (the common case: no extra loop pass); False if full."""
+        if len(self._items) >= self.size:
+            return False
+        self._items.append(item)
+        self._wake_reader()
+        return True
+
     async def _put(self, item: R) -> None:
-        items = self._items
-        while len(items) >= self.size:
+        """Buffer `item`, waiting for room."""
+        while not self._try_put(item):
             putter = asyncio.get_running_loop().create_future()
             self._putters.append(putter)
             try:
@@ -678,8 +684,6 @@ class BoundedResults(AsyncIterator[R]):
                 with suppress(ValueError):
                     self._putters.remove(putter)
                 raise
-        items.append(item)
-        self._wake_reader()
 
     def _sender_done(self) -> None:
         self._senders -= 1
@@ -730,17 +734,13 @@ async def map_bounded(
             return await anext(async_source, _END)
 
     async def worker() -> None:
-        buffered = results._items
         try:
             while True:
                 item = next(sync_source, _END) if sync_source is not None else await next_async()
                 if item is _END:
                     return
                 result = await fn(item)  # type: ignore[arg-type]  # not _END here
-                if len(buffered) < results.size:  # the common case: room, no extra loop pass
-                    buffered.append(result)
-                    results._wake_reader()
-                else:
+                if not results._try_put(result):
                     await results._put(result)
         finally:
             results._sender_done()
