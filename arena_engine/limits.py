@@ -10,7 +10,8 @@ Layers, bottom up (the bookkeeping is plain sync code; only `EndpointLimiter.acq
 Why not aiolimiter: its bucket starts empty (a full extra burst passes at start: 1,182 req/s for a
 1,000/s limit) and its waiters poll (57 wake-ups per acquisition under uvloop when binding). Here a
 request *reserves* its admission time with O(1) sync bookkeeping and then sleeps exactly once until
-that time, so a binding limit costs one timer per request.
+that time; requests due within the same `ADMISSION_TICK` share one timer, so a binding limit costs at
+most one timer per request, and a fraction of one when requests fall due faster than one per tick.
 
 The window guarantee is exact, not average: each `WindowLimit` keeps a log of the admissions still
 inside the window and never admits a unit that would push the sum over `limit` in any window of
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from arena_engine.leases import LeaseClient, LeaseSlot
 
 __all__ = [
+    "ADMISSION_TICK",
     "DEFAULT_CONCURRENCY",
     "BoundedResults",
     "ConcurrencyGate",
@@ -63,6 +65,15 @@ WINDOW_BUCKETS = 100
 #: start of every window and the window log then stalls for as long at its end, so a window straddling
 #: the stall holds about (1 - fraction) of the limit: 2% keeps every window >= 0.95 of the limit.
 MAX_BURST_FRACTION = 0.02
+#: A request that must wait for a window is sent on the next multiple of this tick (of the request window's
+#: length divided into equal ticks, so the window's own pacing stays on the grid) when requests fall due
+#: closer together than a tick and the request waits a tick or more anyway: those due in the same tick
+#: share one timer and wake in one pass of the event loop. At 100/s one wake-up then serves two
+#: requests, at 1,000/s twenty. It costs at most one tick of waiting, only to requests queued behind a
+#: window, and no throughput: pacing goes on from the time each request was due, the window log
+#: records the time it is really sent, and a request that would wait less than a tick (its slot is
+#: needed back soon) goes when it is due.
+ADMISSION_TICK = 0.02
 #: Multiplicative decrease of the adaptive concurrency on a 429 (additive increase: +1 per window).
 ADAPTIVE_BACKOFF = 0.5
 
@@ -229,7 +240,7 @@ class WindowLimit:
         promise that the caller commits at the later time it returns)."""
         if amount > self.limit:
             amount = self.limit
-        if self._tat - self._tolerance > now or self._last > now:
+        if self._tat - self._tolerance > now or self._last > now or self.last_at > now:
             return False
         self._expire(now)
         return self._total + amount <= self.limit
@@ -245,8 +256,17 @@ class WindowLimit:
         if not log:
             self._total = 0.0
 
-    def commit(self, amount: float, at: float) -> Grant:
-        """Record `amount` admitted at `at`, which must be >= `earliest(amount, ...)` just computed."""
+    @property
+    def last_at(self) -> float:
+        """The latest admission time recorded (-inf when the log is empty): later ones must not be earlier."""
+        return self._log[-1].at if self._log else -math.inf
+
+    def commit(self, amount: float, at: float, paced: float | None = None) -> Grant:
+        """Record `amount` admitted at `at`, which must be >= `earliest(amount, ...)` just computed and >=
+        `last_at`. `paced` is that earliest time when the caller sends later than it (a shared wake-up
+        tick): the pacing continues from it, so waiting for the tick costs no throughput."""
+        if paced is None:
+            paced = at
         if amount > self.limit:
             amount = self.limit
         log = self._log
@@ -258,8 +278,8 @@ class WindowLimit:
             b = _Bucket(at, amount)
             log.append(b)
         self._total += amount
-        self._last = at
-        self._tat = (self._tat if self._tat > at else at) + amount * self._interval
+        self._last = paced
+        self._tat = (self._tat if self._tat > paced else paced) + amount * self._interval
         return Grant(at, amount, b)
 
     def reserve(self, amount: float, now: float) -> Grant:
@@ -275,7 +295,7 @@ class WindowLimit:
         log = self._log
         if self._total + amount > self.limit:
             return None
-        if now >= self._last:
+        if now >= self._last and now >= self.last_at:
             return self.commit(amount, now)
         # slots after `now` are already reserved: count this one with the latest bucket (it then leaves
         # the window later than it needs to, never earlier)
@@ -428,8 +448,11 @@ class EndpointLimiter:
 
     __slots__ = (
         "_clock",
+        "_shared_timers",
         "_slack",
         "_sleep",
+        "_timer_loop",
+        "_waiters",
         "blocked_until",
         "gate",
         "holds",
@@ -437,6 +460,8 @@ class EndpointLimiter:
         "lease",
         "limits",
         "requests",
+        "tick",
+        "timers",
         "tokens",
     )
 
@@ -451,7 +476,13 @@ class EndpointLimiter:
         self.limits = limits
         self.lease = lease
         self._clock: Clock = clock or time.monotonic
+        # by default requests due at the same tick share one loop timer; a given `sleep` (a test's fake
+        # time) is called once per waiting request instead
+        self._shared_timers = sleep is None
         self._sleep = sleep or asyncio.sleep
+        self._waiters: dict[float, list[asyncio.Future[None]]] = {}
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self.timers = 0  # wake-up timers set for requests held back by a window or a hold
         self.gate = ConcurrencyGate(limits.concurrency, adaptive=limits.adaptive)
         rw = limits.request_window() if lease is None else None
         tw = limits.token_window() if lease is None else None
@@ -462,6 +493,9 @@ class EndpointLimiter:
         self.late_wakeups = 0
         margins = [w.margin for w in (self.requests, self.tokens) if w is not None]
         self._slack = min(margins) if margins else math.inf
+        grid = self.requests or self.tokens
+        # the grid of shared wake-ups (seconds; 0 without a window): the window's length in equal ticks
+        self.tick = grid.window / math.ceil(grid.window / ADMISSION_TICK) if grid is not None else 0.0
 
     @property
     def needs_tokens(self) -> bool:
@@ -540,20 +574,22 @@ class EndpointLimiter:
         try:
             while True:
                 now = self._clock()
-                t = self.blocked_until if self.blocked_until > now else now
+                due = self.blocked_until if self.blocked_until > now else now
                 rg = tg = None
                 if requests is not None:
-                    t = requests.earliest(1.0, t)
+                    due = requests.earliest(1.0, due)
                 if token_window is not None:
                     # the request window still admits at any later time: it only ever empties
-                    t = token_window.earliest(tokens, t)
-                    tg = token_window.commit(tokens, t)
+                    due = token_window.earliest(tokens, due)
+                t = self._send_time(due, now)
+                if token_window is not None:
+                    tg = token_window.commit(tokens, t, due)
                 if requests is not None:
-                    rg = requests.commit(1.0, t)
+                    rg = requests.commit(1.0, t, due)
                 if t <= now:
                     return Ticket(seq, rg, tg)
                 try:
-                    await self._sleep(t - now)
+                    await self._wait(t, now)
                 except BaseException:
                     self._refund(rg, tg)
                     raise
@@ -578,6 +614,48 @@ class EndpointLimiter:
         except BaseException:
             self.gate.release()
             raise
+
+    def _send_time(self, due: float, now: float) -> float:
+        """When a request the windows admit from `due` is sent: with the requests already waiting for a
+        later tick; on the next tick when requests fall due closer together than a tick and this one waits
+        a tick or more anyway (a queue of waiting requests: their slots are not what bounds the rate, so
+        the rate is the same); else at `due`."""
+        booked = paced = -math.inf
+        for window in (self.requests, self.tokens):
+            if window is not None:
+                booked = max(booked, window.last_at)
+                paced = max(paced, window._last)
+        if due <= booked:
+            return booked  # the log stays in time order; this request joins that tick's wake-up
+        if due - now >= self.tick and due - paced < self.tick:
+            # a due time a hair past a tick (float noise: a window's length added to a tick) is that
+            # tick: up to 1e-6 of a tick (20 ns) early, far inside the windows' safety margin
+            return math.ceil(due / self.tick - 1e-6) * self.tick
+        return due
+
+    async def _wait(self, t: float, now: float) -> None:
+        """Sleep until clock time `t`; waits for the same `t` share one loop timer."""
+        if not self._shared_timers:
+            self.timers += 1
+            await self._sleep(t - now)
+            return
+        loop = asyncio.get_running_loop()
+        if loop is not self._timer_loop:  # a limiter used from a new loop: forget the old loop's timers
+            self._timer_loop = loop
+            self._waiters = {}
+        waiters = self._waiters.get(t)
+        if waiters is None:
+            waiters = self._waiters[t] = []
+            loop.call_later(t - now, self._wake, t)
+            self.timers += 1
+        fut: asyncio.Future[None] = loop.create_future()
+        waiters.append(fut)
+        await fut
+
+    def _wake(self, t: float) -> None:
+        for fut in self._waiters.pop(t, ()):
+            if not fut.done():
+                fut.set_result(None)
 
     def _refund(self, rg: Grant | None, tg: Grant | None) -> None:
         if rg is not None and self.requests is not None:
