@@ -186,6 +186,7 @@ class WindowLimit:
         "_tat",
         "_tolerance",
         "_total",
+        "last_at",
         "limit",
         "margin",
         "period",
@@ -207,7 +208,9 @@ class WindowLimit:
         burst = min(max(burst, 1.0), self.limit)
         self._tolerance = (burst - 1.0) * self._interval
         self._tat = -math.inf  # GCRA theoretical arrival time
-        self._last = -math.inf  # time of the latest reservation
+        self._last = -math.inf  # time of the latest reservation, as paced
+        # the latest admission time recorded: later ones must not be earlier (the log stays in time order)
+        self.last_at = -math.inf
         self._bucket_width = self.window / WINDOW_BUCKETS
         self._log: deque[_Bucket] = deque()
         self._total = 0.0  # sum of amounts in the log
@@ -256,11 +259,6 @@ class WindowLimit:
         if not log:
             self._total = 0.0
 
-    @property
-    def last_at(self) -> float:
-        """The latest admission time recorded (-inf when the log is empty): later ones must not be earlier."""
-        return self._log[-1].at if self._log else -math.inf
-
     def commit(self, amount: float, at: float, paced: float | None = None) -> Grant:
         """Record `amount` admitted at `at`, which must be >= `earliest(amount, ...)` just computed and >=
         `last_at`. `paced` is that earliest time when the caller sends later than it (a shared wake-up
@@ -279,6 +277,7 @@ class WindowLimit:
             log.append(b)
         self._total += amount
         self._last = paced
+        self.last_at = at
         self._tat = (self._tat if self._tat > paced else paced) + amount * self._interval
         return Grant(at, amount, b)
 
@@ -589,7 +588,7 @@ class EndpointLimiter:
                 if t <= now:
                     return Ticket(seq, rg, tg)
                 try:
-                    await self._wait(t, now)
+                    await self._wait(t, now, due)
                 except BaseException:
                     self._refund(rg, tg)
                     raise
@@ -620,11 +619,13 @@ class EndpointLimiter:
         later tick; on the next tick when requests fall due closer together than a tick and this one waits
         a tick or more anyway (a queue of waiting requests: their slots are not what bounds the rate, so
         the rate is the same); else at `due`."""
-        booked = paced = -math.inf
-        for window in (self.requests, self.tokens):
-            if window is not None:
-                booked = max(booked, window.last_at)
-                paced = max(paced, window._last)
+        window = self.requests or self.tokens
+        if window is None:
+            return due
+        booked, paced = window.last_at, window._last
+        if self.tokens is not None and self.tokens is not window:
+            booked = max(booked, self.tokens.last_at)
+            paced = max(paced, self.tokens._last)
         if due <= booked:
             return booked  # the log stays in time order; this request joins that tick's wake-up
         if due - now >= self.tick and due - paced < self.tick:
@@ -633,8 +634,9 @@ class EndpointLimiter:
             return math.ceil(due / self.tick - 1e-6) * self.tick
         return due
 
-    async def _wait(self, t: float, now: float) -> None:
-        """Sleep until clock time `t`; waits for the same `t` share one loop timer."""
+    async def _wait(self, t: float, now: float, due: float) -> None:
+        """Sleep until clock time `t`. Waits for a tick (`t` later than the request's `due`) share one
+        loop timer; a wait for the request's own due time sleeps on its own."""
         if not self._shared_timers:
             self.timers += 1
             await self._sleep(t - now)
@@ -645,9 +647,12 @@ class EndpointLimiter:
             self._waiters = {}
         waiters = self._waiters.get(t)
         if waiters is None:
+            self.timers += 1
+            if t == due:
+                await asyncio.sleep(t - now)
+                return
             waiters = self._waiters[t] = []
             loop.call_later(t - now, self._wake, t)
-            self.timers += 1
         fut: asyncio.Future[None] = loop.create_future()
         waiters.append(fut)
         await fut

@@ -422,8 +422,10 @@ async def _limiter_cpu(kind: str, rate: float, seconds: float, workers: int) -> 
             nonlocal count, next_at
             while time.monotonic() < stop:
                 next_at += 1.0 / rate
-                at = math.ceil(next_at / tick) * tick if tick else next_at
-                await asyncio.sleep(at - time.monotonic())
+                now = time.monotonic()
+                # our limiter's rule: to the tick grid only a wait of a tick or more
+                at = math.ceil(next_at / tick) * tick if tick and next_at - now >= tick else next_at
+                await asyncio.sleep(at - now)
                 count += 1
 
     else:
