@@ -311,21 +311,31 @@ async def test_the_issue_fault_mix_ends_every_request_exactly_once() -> None:
 # ----------------------------------------------------------------------------- limits against the server
 
 
+async def chat_under_limit(cfg: SimConfig, limits: Limits, n: int) -> tuple[list[ChatResult], float, int, list[float]]:
+    """`n` chats at once through `limits` against a simulator process: the results, the seconds they
+    took, the limiter's wake-up timers and the server's sorted arrival times."""
+    async with sim_process(cfg) as sim:
+        async with ChatClient(endpoint(sim.url, limits=limits)) as client:
+            t0 = time.monotonic()
+            results = await asyncio.gather(*(client.chat(ask(i)) for i in range(n)))
+            took = time.monotonic() - t0
+            timers = client.limiter.timers
+        stats = await sim.stats(times=True)
+    assert all(r.ok for r in results)
+    assert stats["status"] == {"200": n}  # the server's own limit never had to say 429
+    return results, took, timers, sorted(stats["times"]["m"])
+
+
+def most_in_a_second(times: list[float]) -> int:
+    return max(bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times))
+
+
 async def test_rpm_limit_is_never_exceeded_and_nearly_reached() -> None:
     # we allow 540/min over 1-second windows (9 per second); the server enforces 10 per second: a
     # little headroom for arrival jitter, as one would configure against a real provider
     cfg = sim_config(rpm_limit=600, rpm_window_s=1.0)
-    async with sim_process(cfg) as sim:
-        ep = endpoint(sim.url, limits=Limits(concurrency=8, rpm=540, window=1.0))
-        async with ChatClient(ep) as client:
-            t0 = time.monotonic()
-            results = await asyncio.gather(*(client.chat(ask(i)) for i in range(35)))
-            took = time.monotonic() - t0
-        stats = await sim.stats(times=True)
-    assert all(r.ok for r in results)
-    assert stats["status"] == {"200": 35}  # the server's own limit never had to say 429
-    times = sorted(stats["times"]["m"])
-    assert max(sum(t <= u < t + 1.0 for u in times) for t in times) <= 10
+    _, took, _, times = await chat_under_limit(cfg, Limits(concurrency=8, rpm=540, window=1.0), 35)
+    assert most_in_a_second(times) <= 10
     # paced evenly at 9 per 1.01 s: 34 gaps of 0.112 s = 3.82 s; never faster, and not much slower
     assert 3.8 <= took < 4.4
 
@@ -334,18 +344,8 @@ async def test_a_fast_binding_limit_shares_wakeups_and_keeps_every_window() -> N
     # 380 per 1.02 s: a request falls due every ~2.7 ms and 64 slots keep a queue waiting, so the
     # waiting requests go out together on 20 ms ticks. The server enforces 400 per second.
     cfg = sim_config(rpm_limit=24_000, rpm_window_s=1.0)
-    async with sim_process(cfg) as sim:
-        ep = endpoint(sim.url, limits=Limits(concurrency=64, rpm=22_800, window=1.0))
-        async with ChatClient(ep) as client:
-            t0 = time.monotonic()
-            results = await asyncio.gather(*(client.chat(ask(i)) for i in range(800)))
-            took = time.monotonic() - t0
-            timers = client.limiter.timers
-        stats = await sim.stats(times=True)
-    assert all(r.ok for r in results)
-    assert stats["status"] == {"200": 800}  # the server's own limit never had to say 429
-    times = sorted(stats["times"]["m"])
-    assert max(bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times)) <= 380
+    _, took, timers, times = await chat_under_limit(cfg, Limits(concurrency=64, rpm=22_800, window=1.0), 800)
+    assert most_in_a_second(times) <= 380
     assert timers < 800 / 5  # ~7 requests per wake-up, not one each
     # a burst of 7, then 793 paced at 2.68 ms: 2.13 s; the ticks cost no throughput
     assert 2.1 <= took < 2.5

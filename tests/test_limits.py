@@ -72,9 +72,29 @@ class FakeTime:
         await settle_loop()
 
 
+def fake_limiter(limits: Limits) -> tuple[FakeTime, EndpointLimiter]:
+    ft = FakeTime()
+    return ft, EndpointLimiter(limits, clock=ft.clock, sleep=ft.sleep)
+
+
 async def settle_loop() -> None:
     for _ in range(20):
         await asyncio.sleep(0)
+
+
+async def run_workers(ft: FakeTime, workers: int, seconds: float, step: float, work: Any) -> None:
+    """`workers` tasks each calling `await work()` until fake time reaches `seconds`, advanced in steps."""
+
+    async def worker() -> None:
+        while ft.now < seconds:
+            await work()
+
+    tasks = [asyncio.create_task(worker()) for _ in range(workers)]
+    for _ in range(round(seconds / step)):
+        await ft.advance(step)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # ----------------------------------------------------------------------------- WindowLimit (pure)
@@ -327,8 +347,7 @@ def test_non_adaptive_gate_ignores_429s() -> None:
 
 def test_limiter_sleeps_once_per_request_when_binding() -> None:
     async def main() -> None:
-        ft = FakeTime()
-        lim = EndpointLimiter(Limits(concurrency=4, rpm=60), clock=ft.clock, sleep=ft.sleep)
+        ft, lim = fake_limiter(Limits(concurrency=4, rpm=60))
         sent: list[float] = []
 
         async def one() -> None:
@@ -355,8 +374,7 @@ def test_the_sync_fast_path_and_the_waiting_path_together_keep_every_window() ->
     # each window (the burst is spent at its start), which is where a fast path that dropped
     # still-counted entries would let extra requests through.
     async def main() -> None:
-        ft = FakeTime()
-        lim = EndpointLimiter(Limits(concurrency=64, rpm=12_000, window=5.0), clock=ft.clock, sleep=ft.sleep)
+        ft, lim = fake_limiter(Limits(concurrency=64, rpm=12_000, window=5.0))
         sent: list[float] = []
         fast = 0
 
@@ -427,8 +445,7 @@ def test_late_wakeups_cannot_bunch_sends_past_the_limit() -> None:
 
 def test_hold_stops_new_and_already_waiting_requests() -> None:
     async def main() -> None:
-        ft = FakeTime()
-        lim = EndpointLimiter(Limits(concurrency=8, rpm=60), clock=ft.clock, sleep=ft.sleep)
+        ft, lim = fake_limiter(Limits(concurrency=8, rpm=60))
         sent: list[float] = []
 
         async def one() -> None:
@@ -453,8 +470,7 @@ def test_hold_stops_new_and_already_waiting_requests() -> None:
 
 def test_try_acquire_admits_only_what_may_go_now_and_changes_nothing_otherwise() -> None:
     async def main() -> None:
-        ft = FakeTime()
-        lim = EndpointLimiter(Limits(concurrency=2, rpm=60, tpm=6000), clock=ft.clock, sleep=ft.sleep)
+        ft, lim = fake_limiter(Limits(concurrency=2, rpm=60, tpm=6000))
         assert lim.requests is not None and lim.tokens is not None
         first = lim.try_acquire(10.0)
         assert first is not None and first.requests is not None and first.requests.at == 0.0
@@ -482,8 +498,7 @@ def test_try_acquire_admits_only_what_may_go_now_and_changes_nothing_otherwise()
 
 def test_token_limit_is_settled_with_reported_usage() -> None:
     async def main() -> None:
-        ft = FakeTime()
-        lim = EndpointLimiter(Limits(concurrency=1, tpm=1000), clock=ft.clock, sleep=ft.sleep)
+        ft, lim = fake_limiter(Limits(concurrency=1, tpm=1000))
 
         async def acquire_advancing(tokens: float) -> Any:
             task = asyncio.create_task(lim.acquire(tokens))
@@ -510,27 +525,20 @@ def test_requests_due_faster_than_a_tick_share_wakeups_and_lose_no_throughput() 
     # 1,000 per 1.02 s: a request falls due every ~1 ms, far closer than a tick. The ones that wait go
     # out together on the tick grid, ~20 per wake-up, and the rate is the limit's all the same.
     async def main() -> None:
-        ft = FakeTime()
-        lim = EndpointLimiter(Limits(concurrency=64, rpm=60_000, window=1.0), clock=ft.clock, sleep=ft.sleep)
+        ft, lim = fake_limiter(Limits(concurrency=64, rpm=60_000, window=1.0))
         sent: list[float] = []
         waited: list[float] = []
 
-        async def worker() -> None:
-            while ft.now < 10.0:
-                ticket = lim.try_acquire()
-                if ticket is None:
-                    ticket = await lim.acquire()
-                    waited.append(ft.now)
-                sent.append(ft.now)
-                lim.release(ticket)
-                await asyncio.sleep(0)
+        async def work() -> None:
+            ticket = lim.try_acquire()
+            if ticket is None:
+                ticket = await lim.acquire()
+                waited.append(ft.now)
+            sent.append(ft.now)
+            lim.release(ticket)
+            await asyncio.sleep(0)
 
-        tasks = [asyncio.create_task(worker()) for _ in range(64)]
-        for _ in range(2000):
-            await ft.advance(0.005)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await run_workers(ft, 64, 10.0, 0.005, work)
         assert len(waited) > 0.95 * len(sent)
         assert len(set(waited)) <= len(waited) / 15  # the wake-ups are shared
         on_grid = [t for t in waited if abs(t / lim.tick - round(t / lim.tick)) < 1e-6]
@@ -545,8 +553,7 @@ def test_requests_due_faster_than_a_tick_share_wakeups_and_lose_no_throughput() 
 def test_sparse_requests_are_not_moved_to_the_grid() -> None:
     # one request every ~1 s: nothing to share a wake-up with, so each goes at the time it is due
     async def main() -> None:
-        ft = FakeTime()
-        lim = EndpointLimiter(Limits(concurrency=4, rpm=60), clock=ft.clock, sleep=ft.sleep)
+        ft, lim = fake_limiter(Limits(concurrency=4, rpm=60))
         first = await lim.acquire()
         waiting = asyncio.create_task(lim.acquire())
         await settle_loop()
@@ -567,23 +574,16 @@ def test_requests_that_would_wait_less_than_a_tick_go_when_due() -> None:
     # and never long: moving them to the tick grid would hold their slots longer and cost throughput
     # (1,447 sent instead of 1,464 here: the 1% this checks).
     async def main() -> None:
-        ft = FakeTime()
-        lim = EndpointLimiter(Limits(concurrency=8, rpm=9_000, window=1.0), clock=ft.clock, sleep=ft.sleep)
+        ft, lim = fake_limiter(Limits(concurrency=8, rpm=9_000, window=1.0))
         sent: list[float] = []
 
-        async def worker() -> None:
-            while ft.now < 10.0:
-                ticket = lim.try_acquire() or await lim.acquire()
-                sent.append(ft.now)
-                await ft.sleep(0.05)
-                lim.release(ticket)
+        async def work() -> None:
+            ticket = lim.try_acquire() or await lim.acquire()
+            sent.append(ft.now)
+            await ft.sleep(0.05)
+            lim.release(ticket)
 
-        tasks = [asyncio.create_task(worker()) for _ in range(8)]
-        for _ in range(10_000):
-            await ft.advance(0.001)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await run_workers(ft, 8, 10.0, 0.001, work)
         assert len(sent) >= 0.99 * 10.0 * 150 / 1.02  # on the grid: 1,447
 
     run(main())
@@ -592,8 +592,7 @@ def test_requests_that_would_wait_less_than_a_tick_go_when_due() -> None:
 def test_a_request_due_before_a_booked_tick_joins_it_instead_of_going_first() -> None:
     # the window log is kept in time order: once a tick is booked, nothing is recorded before it
     async def main() -> None:
-        ft = FakeTime()
-        lim = EndpointLimiter(Limits(concurrency=64, rpm=60_000, window=1.0), clock=ft.clock, sleep=ft.sleep)
+        ft, lim = fake_limiter(Limits(concurrency=64, rpm=60_000, window=1.0))
         burst = []
         while (ticket := lim.try_acquire()) is not None:
             burst.append(ticket)
@@ -643,8 +642,7 @@ def test_cancelling_one_request_of_a_shared_wakeup_leaves_the_others_waiting() -
 
 def test_cancelled_acquire_releases_slot_and_refunds_window() -> None:
     async def main() -> None:
-        ft = FakeTime()
-        lim = EndpointLimiter(Limits(concurrency=1, rpm=2), clock=ft.clock, sleep=ft.sleep)
+        _ft, lim = fake_limiter(Limits(concurrency=1, rpm=2))
         first = await lim.acquire()
         lim.release(first)
         task = asyncio.create_task(lim.acquire())  # must wait: 2/min paced at one per 30 s
@@ -672,8 +670,7 @@ def test_unsent_ticket_is_refunded() -> None:
 
 def test_limiter_repr_shows_live_state() -> None:
     async def main() -> None:
-        ft = FakeTime()
-        lim = EndpointLimiter(Limits(concurrency=3, rpm=100), clock=ft.clock, sleep=ft.sleep)
+        _ft, lim = fake_limiter(Limits(concurrency=3, rpm=100))
         await lim.acquire()
         lim.hold(5.0)
         text = repr(lim)
