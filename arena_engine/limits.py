@@ -181,7 +181,6 @@ class WindowLimit:
     __slots__ = (
         "_bucket_width",
         "_interval",
-        "_last",
         "_log",
         "_tat",
         "_tolerance",
@@ -189,6 +188,7 @@ class WindowLimit:
         "last_at",
         "limit",
         "margin",
+        "paced_at",
         "period",
         "window",
     )
@@ -208,7 +208,7 @@ class WindowLimit:
         burst = min(max(burst, 1.0), self.limit)
         self._tolerance = (burst - 1.0) * self._interval
         self._tat = -math.inf  # GCRA theoretical arrival time
-        self._last = -math.inf  # time of the latest reservation, as paced
+        self.paced_at = -math.inf  # when the latest reservation fell due (`last_at` may be a later tick)
         # the latest admission time recorded: later ones must not be earlier (the log stays in time order)
         self.last_at = -math.inf
         self._bucket_width = self.window / WINDOW_BUCKETS
@@ -223,8 +223,8 @@ class WindowLimit:
         t = now
         if self._tat - self._tolerance > t:
             t = self._tat - self._tolerance
-        if self._last > t:
-            t = self._last
+        if self.paced_at > t:
+            t = self.paced_at
         log = self._log
         window = self.window
         while log and (log[0].at <= t - window or self._total + amount > limit):
@@ -243,7 +243,7 @@ class WindowLimit:
         promise that the caller commits at the later time it returns)."""
         if amount > self.limit:
             amount = self.limit
-        if self._tat - self._tolerance > now or self._last > now or self.last_at > now:
+        if self._tat - self._tolerance > now or self.paced_at > now or self.last_at > now:
             return False
         self._expire(now)
         return self._total + amount <= self.limit
@@ -276,7 +276,7 @@ class WindowLimit:
             b = _Bucket(at, amount)
             log.append(b)
         self._total += amount
-        self._last = paced
+        self.paced_at = paced
         self.last_at = at
         self._tat = (self._tat if self._tat > paced else paced) + amount * self._interval
         return Grant(at, amount, b)
@@ -294,7 +294,7 @@ class WindowLimit:
         log = self._log
         if self._total + amount > self.limit:
             return None
-        if now >= self._last and now >= self.last_at:
+        if now >= self.paced_at and now >= self.last_at:
             return self.commit(amount, now)
         # slots after `now` are already reserved: count this one with the latest bucket (it then leaves
         # the window later than it needs to, never earlier)
@@ -325,7 +325,7 @@ class WindowLimit:
     def __repr__(self) -> str:
         return (
             f"WindowLimit(limit={self.limit:g}, period={self.period:g}s, in_window={self._total:g}, "
-            f"next_free={max(self._last, self._tat - self._tolerance):.3f})"
+            f"next_free={max(self.paced_at, self._tat - self._tolerance):.3f})"
         )
 
 
@@ -622,10 +622,10 @@ class EndpointLimiter:
         window = self.requests or self.tokens
         if window is None:
             return due
-        booked, paced = window.last_at, window._last
+        booked, paced = window.last_at, window.paced_at
         if self.tokens is not None and self.tokens is not window:
             booked = max(booked, self.tokens.last_at)
-            paced = max(paced, self.tokens._last)
+            paced = max(paced, self.tokens.paced_at)
         if due <= booked:
             return booked  # the log stays in time order; this request joins that tick's wake-up
         if due - now >= self.tick and due - paced < self.tick:

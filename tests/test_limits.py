@@ -558,7 +558,7 @@ def test_sparse_requests_are_not_moved_to_the_grid() -> None:
         waiting = asyncio.create_task(lim.acquire())
         await settle_loop()
         assert lim.requests is not None
-        due = lim.requests._last
+        due = lim.requests.paced_at
         assert due > 0.99 and abs(due / ADMISSION_TICK - round(due / ADMISSION_TICK)) > 1e-3
         await ft.advance(2.0)
         second = await waiting

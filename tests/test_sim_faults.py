@@ -31,6 +31,16 @@ def body(i: int | str, model: str = "m") -> bytes:
     return orjson.dumps({"model": model, "messages": [{"role": "user", "content": f"question {i}"}]})
 
 
+async def settled_stats(sim: SimServer) -> dict[str, Any]:
+    """The stats once the server has finished every request it holds (it notices a client leaving
+    within its poll interval, and counts a request once its handler has returned); 1 s at most."""
+    for _ in range(40):
+        if sim.stats()["in_flight"] == 0:
+            break
+        await asyncio.sleep(0.025)
+    return sim.stats()
+
+
 async def send(
     s: aiohttp.ClientSession, url: str, raw: bytes, timeout: float = 5.0
 ) -> tuple[int, Any, bytes]:
@@ -98,11 +108,7 @@ async def test_hang_outlasts_the_client_timeout_and_ends_when_the_client_leaves(
             await send(s, sim.url, body(1), timeout=0.3)
         assert loop.time() - t0 < 2.0
         assert sim.stats()["in_flight"] <= 1
-        for _ in range(40):  # the server notices the client went away within its poll interval
-            if sim.stats()["in_flight"] == 0:
-                break
-            await asyncio.sleep(0.025)
-        stats = sim.stats()
+        stats = await settled_stats(sim)
     assert stats["in_flight"] == 0 and stats["status"] == {"hang_abandoned": 1}
 
 
@@ -115,11 +121,7 @@ async def test_stall_sends_headers_and_half_the_body_then_nothing() -> None:
             assert 0 < len(first) < r.content_length
             with pytest.raises(TimeoutError):  # the rest never comes
                 await asyncio.wait_for(r.content.read(), 0.3)
-        for _ in range(40):  # leaving the response drops the connection; the server notices
-            if sim.stats()["in_flight"] == 0:
-                break
-            await asyncio.sleep(0.025)
-        stats = sim.stats()
+        stats = await settled_stats(sim)
     assert stats["in_flight"] == 0 and stats["status"] == {"stall_abandoned": 1}
     assert stats["faults"] == {"stall": 1}
 
@@ -132,11 +134,7 @@ async def test_trickle_spreads_a_whole_answer_over_trickle_seconds() -> None:
             t_headers = loop.time()
             raw = await r.read()
             spread = loop.time() - t_headers
-        for _ in range(40):  # the handler counts the request once it has returned
-            if sim.stats()["in_flight"] == 0:
-                break
-            await asyncio.sleep(0.025)
-        stats = sim.stats()
+        stats = await settled_stats(sim)
     assert r.status == 200 and orjson.loads(raw)["choices"][0]["message"]["content"]
     assert 0.3 <= spread < 2.0
     assert stats["status"] == {"200": 1} and stats["faults"] == {"trickle": 1}
@@ -330,9 +328,5 @@ async def test_a_client_leaving_during_latency_is_counted_and_frees_the_handler(
     async with SimServer(cfg) as sim, aiohttp.ClientSession() as s:
         with pytest.raises(asyncio.TimeoutError):
             await send(s, sim.url, body(1), timeout=0.2)
-        for _ in range(40):
-            if sim.stats()["in_flight"] == 0:
-                break
-            await asyncio.sleep(0.025)
-        stats = sim.stats()
+        stats = await settled_stats(sim)
     assert stats["in_flight"] == 0 and stats["status"] == {"client_gone": 1}

@@ -6,8 +6,9 @@
 Routes: GET /v1/models, POST /v1/chat/completions, GET /sim/stats (?times=1 adds arrival times),
 POST /sim/reset. Stats keys: requests, per_model, status (HTTP codes as strings, plus "reset",
 "hang_abandoned", "stall_abandoned", "client_gone"), faults (429, rpm_429, 500, 502, 503, reset, hang,
-stall, trickle, malformed, no_choices, bad_verdict), in_flight, max_in_flight, distinct_bodies, duplicate_requests, duplicate_200,
-retry_after_violations, endpoint_retry_after_violations, first_request, last_request.
+stall, trickle, malformed, no_choices, bad_verdict), in_flight, max_in_flight, distinct_bodies,
+duplicate_requests, duplicate_200, retry_after_violations, endpoint_retry_after_violations,
+first_request, last_request.
 """
 
 from arena_engine.sim.answers import TAG_RE, candidate_answer, query_hash

@@ -63,6 +63,12 @@ def _retry_headers(wait: float, fmt: str) -> dict[str, str]:
     return headers
 
 
+def _drop(request: web.Request) -> None:
+    """Drop the connection without an answer."""
+    if request.transport is not None:
+        request.transport.abort()
+
+
 def _estimate_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
@@ -198,15 +204,12 @@ class _Simulator:
             if fault in ("500", "502", "503"):
                 return fault, _error(int(fault), f"Simulated server error {fault}.", "server_error")
             if fault == "reset":
-                if request.transport is not None:
-                    request.transport.abort()
+                _drop(request)
                 return "reset", web.Response(status=500)
             if fault == "hang":
                 outcome[0] = "hang_abandoned"
                 if await self._hang(request, config.faults.hang_seconds):
-                    # the client left or the server is closing: drop the connection without an answer
-                    if request.transport is not None:
-                        request.transport.abort()
+                    _drop(request)  # the client left or the server is closing: no answer
                     return "hang_abandoned", web.Response(status=504)
             elif fault in ("stall", "trickle"):
                 response = self._completion(data, model, body_key, occurrence, u_bad, u_form, broken)
@@ -241,8 +244,7 @@ class _Simulator:
             outcome[0] = "stall_abandoned"
             await stream.write(body[: len(body) // 2])
             await self._hang(request, faults.hang_seconds)
-            if request.transport is not None:
-                request.transport.abort()
+            _drop(request)
             raise asyncio.CancelledError  # the answer is never finished; the runner logs nothing for this
         pieces = 10
         step = -(-len(body) // pieces)
