@@ -345,7 +345,10 @@ async def test_a_fast_binding_limit_shares_wakeups_and_keeps_every_window() -> N
     # waiting requests go out together on 20 ms ticks. The server enforces 400 per second.
     cfg = sim_config(rpm_limit=24_000, rpm_window_s=1.0)
     _, took, timers, times = await chat_under_limit(cfg, Limits(concurrency=64, rpm=22_800, window=1.0), 800)
-    assert most_in_a_second(times) <= 380
+    # the server's own limit, as in the test above: its arrival times carry its own scheduling jitter
+    # (a whole test run on 2 cores once put 383 arrivals in one second, more than the 20 ms margin
+    # allows for); the client's exact bound on its send times is checked on fake time in test_limits
+    assert most_in_a_second(times) <= 400
     assert timers < 800 / 5  # ~7 requests per wake-up, not one each
     # a burst of 7, then 793 paced at 2.68 ms: 2.13 s; the ticks cost no throughput
     assert 2.1 <= took < 2.5
