@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="print the plan (requests per endpoint, reuse) and send nothing")
     r.add_argument("--fresh", action="store_true", help="start over in a new folder beside output_dir")
     r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--retry-excluded", action="store_true",
+                   help="ask the judge again for the verdicts it answered unparseably (excluded games); the old "
+                        "answers stay in the checkpoints, the new ones are used (local backend)")
     r.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local: this process (default); ray: spread the queries over a Ray cluster's workers, "
                         "sharing each endpoint's rate limits (needs: pip install 'arena-engine[ray]')")
@@ -168,8 +171,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         if args.backend == "local" and (args.address is not None or args.workers != 2):
             raise ArenaError("--address and --workers need --backend ray")
+        if args.backend == "ray" and args.retry_excluded:
+            raise ArenaError("--retry-excluded runs on the local backend only; rerun without --backend ray")
         return run(commands.run, args.config, args.dry_run, args.fresh, args.quiet, args.backend, args.address,
-                   args.workers)
+                   args.workers, args.retry_excluded)
     if args.command == "sim":
         return commands.sim(args.host, args.port, args.config)
     if args.command in ("report", "rate"):

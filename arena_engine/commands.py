@@ -80,8 +80,9 @@ def _unwrap(exc: Exception) -> Exception:
     return exc
 
 
-async def run_with_progress(config: RunConfig, *, quiet: bool, offline: bool = False) -> ArenaResults:
-    async with Arena(config, offline=offline) as arena, anyio.create_task_group() as tg:
+async def run_with_progress(config: RunConfig, *, quiet: bool, offline: bool = False,
+                            retry_excluded: bool = False) -> ArenaResults:
+    async with Arena(config, offline=offline, retry_excluded=retry_excluded) as arena, anyio.create_task_group() as tg:
         tg.start_soon(lambda: show_progress(arena, quiet=quiet))
         results = await arena.run()
     return results
@@ -123,7 +124,7 @@ async def demo(output: Path, queries: int, latency: float, seed: int, quiet: boo
 
 
 async def run(config_path: Path, dry_run: bool, fresh: bool, quiet: bool, backend: str = "local",
-              address: str | None = None, workers: int = 2) -> int:
+              address: str | None = None, workers: int = 2, retry_excluded: bool = False) -> int:
     cfg = load_config(config_path)
     if fresh:
         cfg = cfg.with_output_dir(fresh_dir(cfg.output_dir))
@@ -140,7 +141,7 @@ async def run(config_path: Path, dry_run: bool, fresh: bool, quiet: bool, backen
     else:
 
         async def body() -> ArenaResults:
-            return await run_with_progress(cfg, quiet=quiet)
+            return await run_with_progress(cfg, quiet=quiet, retry_excluded=retry_excluded)
 
     try:
         results = await _until_signal(body)

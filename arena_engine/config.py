@@ -32,6 +32,8 @@ class ModelConfig:
     price_in: float | None = None  # currency per 1M prompt tokens
     price_out: float | None = None  # currency per 1M completion tokens
     evalscope_report: Path | None = None  # answers imported from an EvalScope reports/<model> folder
+    identity: str | None = None  # None: "<name> @ <api_url>" (see arena_engine.identity)
+    reuse_answers_of: str | None = None  # share the answers of this other configured model
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class JudgeConfig:
     name: str
     endpoint: Endpoint
     generation: Mapping[str, Any] = field(default_factory=lambda: {"temperature": 0.0})
+    identity: str | None = None  # None: "<name> @ <api_url>" (see arena_engine.identity)
     system_prompt: str | None = None  # None: arena_engine.judge.DEFAULT_SYSTEM_PROMPT
     template: str | None = None  # None: the default template (with a reference block when the subset has one)
     parse_retries: int = 2
@@ -262,6 +265,8 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
                 price_in=m.get("price_in", float, None),
                 price_out=m.get("price_out", float, None),
                 evalscope_report=(base / report) if report else None,
+                identity=_identity(m),
+                reuse_answers_of=m.get("reuse_answers_of", str, None),
             )
         )
         m.done()
@@ -270,6 +275,7 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: model names must be distinct, got {names}")
+    _check_reuse(source, models)
 
     arena = top.sub("arena") or _Reader(source, "arena", {})
     baseline = arena.get("baseline", str, names[0])
@@ -290,6 +296,7 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
         structured_output=j.get("structured_output", bool, False),
         price_in=j.get("price_in", float, None),
         price_out=j.get("price_out", float, None),
+        identity=_identity(j),
     )
     if judge.template is not None:
         for needed in ("{question}", "{answer_a}", "{answer_b}"):
@@ -326,6 +333,40 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
         rating=rating,
         fsync_interval=fsync_interval,
     )
+
+
+def _identity(r: _Reader) -> str | None:
+    value = r.get("identity", str, None)
+    if value is not None and not value.strip():
+        raise ConfigError(f"{r.source}: '{r.where('identity')}' must not be empty (leave it out for the default)")
+    return value
+
+
+def _check_reuse(source: str, models: Sequence[ModelConfig]) -> None:
+    """``reuse_answers_of`` must name another configured model that sends the same request."""
+    by_name = {m.name: (i, m) for i, m in enumerate(models)}
+    for i, m in enumerate(models):
+        other_name = m.reuse_answers_of
+        if other_name is None:
+            continue
+        where = f"{source}: 'models[{i}].reuse_answers_of'"
+        if m.identity is not None:
+            raise ConfigError(f"{where}: set only one of 'identity' and 'reuse_answers_of' for model {m.name!r}")
+        if other_name not in by_name or other_name == m.name:
+            raise ConfigError(f"{where} = {other_name!r} must name another model, one of "
+                              f"{[n for n in by_name if n != m.name]}")
+        other = by_name[other_name][1]
+        if other.reuse_answers_of is not None:
+            raise ConfigError(f"{where} = {other_name!r}: that model reuses {other.reuse_answers_of!r} itself; "
+                              f"name {other.reuse_answers_of!r} directly")
+        if m.evalscope_report is not None or other.evalscope_report is not None:
+            raise ConfigError(f"{where}: imported (evalscope_report) answers are not shared this way")
+        if other.endpoint.model != m.endpoint.model or dict(other.generation) != dict(m.generation):
+            raise ConfigError(
+                f"{where} = {other_name!r}: the two models must send the same model id and generation params "
+                f"to share answers (got {m.endpoint.model!r} {dict(m.generation)} and "
+                f"{other.endpoint.model!r} {dict(other.generation)})"
+            )
 
 
 def _import_endpoint(m: _Reader, name: str) -> Endpoint:

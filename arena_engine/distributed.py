@@ -232,19 +232,11 @@ def _raise_worker_error(exc: BaseException) -> None:
     raise ArenaError(f"a ray worker failed: {exc}") from exc
 
 
-def _sum_usage(summaries: list[ShardSummary]) -> dict[str, EndpointUsage]:
-    total: dict[str, EndpointUsage] = {}
+def _add_sent(usage: dict[str, EndpointUsage], summaries: list[ShardSummary]) -> None:
+    """The final offline pass counted the records; add what the workers sent."""
     for s in summaries:
         for role, u in s.usage.items():
-            t = total.setdefault(role, EndpointUsage(u.name))
-            t.requests += u.requests
-            t.reused += u.reused
-            t.failures += u.failures
-            t.attempts += u.attempts
-            t.prompt_tokens += u.prompt_tokens
-            t.completion_tokens += u.completion_tokens
-            t.latencies.extend(u.latencies)
-    return total
+            usage.setdefault(role, EndpointUsage(u.name)).add_sent(u)
 
 
 async def run_on_ray(cfg: RunConfig, *, address: str | None = None, workers: int = 2,
@@ -309,6 +301,6 @@ async def run_on_ray(cfg: RunConfig, *, address: str | None = None, workers: int
     # ratings and reports once, from the checkpoints (the shards are folded in on open)
     async with Arena(cfg, offline=True) as arena:
         results = await arena.run()
-    results.usage = _sum_usage(summaries)
+    _add_sent(results.usage, summaries)
     results.failures = sum(s.failures for s in summaries)
     return results

@@ -11,9 +11,12 @@ rerun reuses it and sends only the rest; ``offline=True`` sends nothing at all (
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import time
+import uuid
 from array import array
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack
@@ -30,8 +33,18 @@ from .battles import Battle, Game, combine
 from .client import ChatClient, ChatResult
 from .config import ModelConfig, RunConfig
 from .datasets import Query, iter_queries
-from .errors import ArenaError, ConfigError, VerdictError
+from .errors import ArenaError, CheckpointError, ConfigError, VerdictError
 from .evalscope_import import ImportedAnswer, load_evalscope_answers
+from .identity import (
+    generation_key,
+    judge_identity,
+    judgment_key,
+    legacy_generation_key,
+    legacy_judgment_key,
+    model_identity,
+    retry_key,
+)
+from .inflight import InFlight
 from .judge import (
     DEFAULT_REFERENCE_TEMPLATE,
     DEFAULT_SYSTEM_PROMPT,
@@ -59,11 +72,34 @@ JUDGE = "\0judge"  # the judge's key among the endpoint roles (model names canno
 GENERATIONS = "generations"
 JUDGMENTS = "judgments"
 FAILURES = "failures"
+RUNS = "runs"  # one record when a process starts sending, one when it ends: a start with no end was a crash
+
+
+@dataclass
+class RunHistory:
+    """The processes that worked on the run folder, from its ``runs`` checkpoint.
+
+    ``interrupted`` processes ended without closing the folder (SIGKILL, power loss): the requests they
+    had in flight were sent (perhaps paid) but their answers were never stored, and how many is not
+    known (at most the endpoints' concurrency each). ``requests`` counts the requests sent by the
+    processes that did close, this one included.
+    """
+
+    processes: int = 0
+    interrupted: int = 0
+    requests: int = 0
 
 
 @dataclass
 class EndpointUsage:
-    """Requests, tokens and latencies of one endpoint in this run (reused records included in tokens)."""
+    """What one endpoint's work cost, read from the records the results use, and what this process sent.
+
+    ``records``, the tokens and ``latencies`` are those of every answer or verdict the results use,
+    whether this process sent it or an earlier one did (``reused``): so a resumed run, ``report`` and an
+    uninterrupted run of the same work show the same totals. A verdict that two battles share (their
+    judge prompts were identical) is counted once (``shared`` counts the other uses). ``requests``,
+    ``attempts``, ``failures`` and the ``sent_*`` tokens are what this process itself sent.
+    """
 
     name: str
     requests: int = 0
@@ -73,6 +109,27 @@ class EndpointUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latencies: array = field(default_factory=lambda: array("d"))
+    records: int = 0
+    shared: int = 0
+    sent_prompt_tokens: int = 0
+    sent_completion_tokens: int = 0
+
+    def use(self, rec: Mapping[str, Any]) -> None:
+        """Count a record the results use (sent now or reused)."""
+        self.records += 1
+        self.prompt_tokens += int(rec.get("prompt_tokens") or 0)
+        self.completion_tokens += int(rec.get("completion_tokens") or 0)
+        latency = rec.get("latency")
+        if isinstance(latency, int | float) and not isinstance(latency, bool):
+            self.latencies.append(float(latency))
+
+    def add_sent(self, other: EndpointUsage) -> None:
+        """Add another process's sending counters (a distributed run's workers)."""
+        self.requests += other.requests
+        self.attempts += other.attempts
+        self.failures += other.failures
+        self.sent_prompt_tokens += other.sent_prompt_tokens
+        self.sent_completion_tokens += other.sent_completion_tokens
 
     def percentiles(self) -> dict[str, float]:
         if not self.latencies:
@@ -107,6 +164,7 @@ class ArenaResults:
     reference_counts: dict[tuple[str, str, str], int]
     queries: dict[tuple[str, str], int]
     elapsed: float
+    history: RunHistory = field(default_factory=RunHistory)
 
     @property
     def overall(self) -> Board:
@@ -126,7 +184,7 @@ class Arena:
 
     def __init__(self, config: RunConfig, *, offline: bool = False, progress_interval: float = 0.5,
                  shard: tuple[int, int] | None = None, store: LayeredStore | None = None,
-                 leases: Mapping[str, LeaseClient] | None = None) -> None:
+                 leases: Mapping[str, LeaseClient] | None = None, retry_excluded: bool = False) -> None:
         if shard is not None and not 0 <= shard[0] < shard[1]:
             raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
         self.config = config
@@ -152,6 +210,12 @@ class Arena:
         self._reference_items: list[tuple[str, str, str, bytes, str]] = []
         self._queries: dict[tuple[str, str], int] = {}
         self._judge_system = config.judge.system_prompt or DEFAULT_SYSTEM_PROMPT
+        self.retry_excluded = retry_excluded and not offline  # ask the judge again for unparseable verdicts
+        self._identities = {m.name: model_identity(config, m) for m in config.models}
+        self._judge_identity = judge_identity(config.judge)
+        self._in_flight = InFlight()
+        self._run_id = uuid.uuid4().hex
+        self._run_logged = False
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -277,7 +341,40 @@ class Arena:
             raise error from None  # callers get the ArenaError itself, not a task group's wrapping
         finally:
             self._finished.set()
+            self._log_run("end")
         return await anyio.to_thread.run_sync(self._results)
+
+    def _log_run(self, event: str) -> None:
+        """Note this process's start and end in the run folder (a local, sending run only)."""
+        store = self._store
+        if self.offline or not isinstance(store, RunStore) or store.readonly:
+            return
+        if event == "start":
+            self._run_logged = True
+        elif not self._run_logged:
+            return
+        rec: dict[str, Any] = {"run_id": self._run_id, "event": event, "pid": os.getpid(), "time": time.time()}
+        if event == "end":
+            rec["requests"] = {u.name: u.requests for u in self.usage.values()}
+            rec["attempts"] = {u.name: u.attempts for u in self.usage.values()}
+        with contextlib.suppress(OSError, CheckpointError):  # a full disk already stopped the run
+            store.put(RUNS, content_key({"run_id": self._run_id, "event": event}), rec)
+
+    def _history(self) -> RunHistory:
+        store = self._store
+        if not isinstance(store, RunStore):
+            return RunHistory()
+        started: set[str] = set()
+        ended: set[str] = set()
+        requests = 0
+        for rec in store.records(RUNS):
+            run_id = str(rec.get("run_id"))
+            if rec.get("event") == "start":
+                started.add(run_id)
+            elif rec.get("event") == "end":
+                ended.add(run_id)
+                requests += sum(int(n) for n in (rec.get("requests") or {}).values())
+        return RunHistory(processes=len(started), interrupted=len(started - ended), requests=requests)
 
     async def _run_queries(self) -> None:
         cfg = self.config
@@ -285,6 +382,7 @@ class Arena:
         counts = await anyio.to_thread.run_sync(self._count_queries)
         n_queries = sum(counts.values())
         self._queries = counts
+        self._log_run("start")  # the datasets are valid: from here on this process may send
         for m in cfg.models:
             self.stages[m.name] = StageProgress(f"generate {m.name}", total=n_queries)
             self.usage[m.name] = EndpointUsage(m.name)
@@ -295,6 +393,7 @@ class Arena:
         in_flight = cfg.queries_in_flight or max(
             8, 2 * max(m.endpoint.limits.concurrency for m in cfg.models) + cfg.judge.endpoint.limits.concurrency
         )
+        in_flight = max(1, min(in_flight, n_queries))  # never more workers than there is work
         send, recv = anyio.create_memory_object_stream[Query](in_flight)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._produce, send)
@@ -321,19 +420,29 @@ class Arena:
     async def _process(self, q: Query) -> None:
         answers: dict[str, dict[str, Any] | None] = {}
         ready = {m.name: anyio.Event() for m in self.config.models}
+        counted: set[bytes] = set()  # records of this query already counted in the usage
         async with anyio.create_task_group() as tg:
             for m in self.config.models:
-                tg.start_soon(self._answer, m, q, answers, ready[m.name])
+                tg.start_soon(self._answer, m, q, answers, ready[m.name], counted)
             for cand, opp in self._pairs(q):
-                tg.start_soon(self._battle, q, cand, opp, answers, ready)
+                tg.start_soon(self._battle, q, cand, opp, answers, ready, counted)
 
     # ----------------------------------------------------------------------------------- generation
 
-    async def _answer(self, m: ModelConfig, q: Query, answers: dict[str, dict[str, Any] | None], ready: anyio.Event) -> None:
+    async def _answer(self, m: ModelConfig, q: Query, answers: dict[str, dict[str, Any] | None], ready: anyio.Event,
+                      counted: set[bytes]) -> None:
         try:
-            answers[m.name] = await self._generate(m, q)
+            answers[m.name] = await self._generate(m, q, counted)
         finally:
             ready.set()
+
+    def _count(self, usage: EndpointUsage, key: bytes, rec: Mapping[str, Any], counted: set[bytes]) -> None:
+        """Count a record in the usage once per query, however many battles use it."""
+        if key in counted:
+            usage.shared += 1
+        else:
+            counted.add(key)
+            usage.use(rec)
 
     def _import(self, m: ModelConfig, q: Query) -> dict[str, Any] | None:
         """An answer from an EvalScope run (keyed by its row index), stored like a generation."""
@@ -355,49 +464,85 @@ class Arena:
             self._save(GENERATIONS, key, rec)
         else:
             stage.reused += 1
+        self.usage[m.name].use(rec)
         if q.reference is not None:
             self._reference_items.append((m.name, q.dataset, q.subset, key, q.reference))
         return {**rec, "key": key.hex()}
 
-    async def _generate(self, m: ModelConfig, q: Query) -> dict[str, Any] | None:
+    def _find_generation(self, m: ModelConfig, key: bytes, params: dict[str, Any],
+                         messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The stored answer under ``key``, or under the 0.1.0 key if that record names this model
+        (then copied under ``key``: see arena_engine.identity)."""
+        assert self._store is not None
+        rec = self._store.get(GENERATIONS, key)
+        if rec is None:
+            old_key = legacy_generation_key(m.endpoint.model, params, messages)
+            old = self._store.get(GENERATIONS, old_key)
+            if old is not None and old.get("model") == m.name and "v" not in old:
+                rec = {**old, "v": 2, "legacy_key": old_key.hex()}
+                self._save(GENERATIONS, key, rec)
+        return rec
+
+    async def _generate(self, m: ModelConfig, q: Query, counted: set[bytes]) -> dict[str, Any] | None:
         assert self._store is not None
         if m.name in self._imported:
             return self._import(m, q)
         stage, usage = self.stages[m.name], self.usage[m.name]
         messages = [dict(msg) for msg in q.messages]
         params = dict(m.generation)
-        key = content_key({"t": "generation", "model": m.endpoint.model, "params": params, "messages": messages})
-        rec = self._store.get(GENERATIONS, key)
-        if rec is not None:
-            stage.reused += 1
-            usage.reused += 1
-        elif self.offline or m.name not in self._clients:
-            self._missing += 1
-            stage.done += 1
-            stage.failed += 1
-            return None
-        else:
-            result = await self._clients[m.name].chat(messages, params)
-            self._account(usage, result)
-            if not result.ok or result.content is None:
-                self._record_failure("generation", m.name, q, result)
+        key = generation_key(self._identities[m.name], m.endpoint.model, params, messages)
+        waited = False
+        while True:
+            rec = self._find_generation(m, key, params, messages)
+            if rec is not None:
+                if not waited:
+                    stage.reused += 1
+                    usage.reused += 1
+                break
+            if self.offline or m.name not in self._clients:
+                self._missing += 1
                 stage.done += 1
                 stage.failed += 1
                 return None
-            rec = {
-                "model": m.name, "endpoint_model": m.endpoint.model, "dataset": q.dataset, "subset": q.subset,
-                "query_id": q.id, "question": q.question, "answer": result.content,
-                "finish_reason": result.finish_reason, "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens, "latency": round(result.latency, 6),
-                "attempts": result.attempts, "time": time.time(),
-            }
-            self._save(GENERATIONS, key, rec)
+            busy = self._in_flight.claim(key)
+            if busy is None:
+                try:
+                    rec = await self._send_generation(m, q, key, messages, params)
+                finally:
+                    self._in_flight.release(key)
+                if rec is None:
+                    return None
+                break
+            await busy.wait()  # the same request is being sent for another model: use its answer
+            waited = True
+        self._count(usage, key, rec, counted)
         stage.done += 1
         stage.prompt_tokens += int(rec.get("prompt_tokens") or 0)
         stage.completion_tokens += int(rec.get("completion_tokens") or 0)
         if q.reference is not None:  # scored after the run, off the request path
             self._reference_items.append((m.name, q.dataset, q.subset, key, q.reference))
         return {**rec, "key": key.hex()}
+
+    async def _send_generation(self, m: ModelConfig, q: Query, key: bytes, messages: list[dict[str, Any]],
+                               params: dict[str, Any]) -> dict[str, Any] | None:
+        stage, usage = self.stages[m.name], self.usage[m.name]
+        result = await self._clients[m.name].chat(messages, params)
+        self._account(usage, result)
+        if not result.ok or result.content is None:
+            self._record_failure("generation", m.name, q, result)
+            stage.done += 1
+            stage.failed += 1
+            return None
+        rec = {
+            "v": 2, "model": m.name, "identity": self._identities[m.name], "endpoint_model": m.endpoint.model,
+            "dataset": q.dataset, "subset": q.subset,
+            "query_id": q.id, "question": q.question, "answer": result.content,
+            "finish_reason": result.finish_reason, "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens, "latency": round(result.latency, 6),
+            "attempts": result.attempts, "time": time.time(),
+        }
+        self._save(GENERATIONS, key, rec)
+        return rec
 
     def _save(self, kind: str, key: bytes, rec: dict[str, Any]) -> None:
         """Checkpoint a record. If that fails (disk full, read-only), stop the whole run at once: every
@@ -411,13 +556,12 @@ class Arena:
             raise
 
     def _account(self, usage: EndpointUsage, result: ChatResult) -> None:
+        """Count a request this process sent (what the results use is counted by EndpointUsage.use)."""
         usage.requests += 1
         usage.attempts += result.attempts
-        usage.prompt_tokens += result.prompt_tokens
-        usage.completion_tokens += result.completion_tokens
-        if result.ok:
-            usage.latencies.append(result.latency)
-        else:
+        usage.sent_prompt_tokens += result.prompt_tokens
+        usage.sent_completion_tokens += result.completion_tokens
+        if not result.ok:
             usage.failures += 1
 
     def _record_failure(self, stage: str, who: str, q: Query, result: ChatResult, **extra: Any) -> None:
@@ -431,7 +575,7 @@ class Arena:
     # -------------------------------------------------------------------------------------- judging
 
     async def _battle(self, q: Query, cand: str, opp: str, answers: dict[str, dict[str, Any] | None],
-                      ready: dict[str, anyio.Event]) -> None:
+                      ready: dict[str, anyio.Event], counted: set[bytes]) -> None:
         await ready[cand].wait()
         await ready[opp].wait()
         a_c, a_o = answers.get(cand), answers.get(opp)
@@ -444,11 +588,34 @@ class Arena:
                                         f"no answer: {missing}"))
             return
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._judge_game, q, cand, opp, a_c, a_o, True)
-            tg.start_soon(self._judge_game, q, cand, opp, a_c, a_o, False)
+            tg.start_soon(self._judge_game, q, cand, opp, a_c, a_o, True, counted)
+            tg.start_soon(self._judge_game, q, cand, opp, a_c, a_o, False, counted)
+
+    def _find_judgment(self, key: bytes, params: dict[str, Any],
+                       messages: list[dict[str, Any]]) -> tuple[bytes, dict[str, Any] | None, int]:
+        """(key of the latest stored verdict, its record, how many re-asks the chain holds).
+
+        Looks under ``key``, else under the 0.1.0 key if that record names this judge (copied under
+        ``key``), then follows the ``--retry-excluded`` chain to the latest answer."""
+        assert self._store is not None
+        rec = self._store.get(JUDGMENTS, key)
+        if rec is None:
+            old_key = legacy_judgment_key(self.config.judge.endpoint.model, params, messages)
+            old = self._store.get(JUDGMENTS, old_key)
+            if old is not None and old.get("judge") == self.config.judge.name and "v" not in old:
+                rec = {**old, "v": 2, "legacy_key": old_key.hex()}
+                self._save(JUDGMENTS, key, rec)
+        found, n = key, 0
+        while rec is not None and rec.get("verdict") is None:
+            again = self._store.get(JUDGMENTS, retry_key(key, n + 1))
+            if again is None:
+                break
+            n += 1
+            found, rec = retry_key(key, n), again
+        return found, rec, n
 
     async def _judge_game(self, q: Query, cand: str, opp: str, a_c: dict[str, Any], a_o: dict[str, Any],
-                          candidate_is_a: bool) -> None:
+                          candidate_is_a: bool, counted: set[bytes]) -> None:
         assert self._store is not None
         cfg = self.config.judge
         stage, usage = self.stages[JUDGE], self.usage[JUDGE]
@@ -460,11 +627,23 @@ class Arena:
         params = dict(cfg.generation)
         if cfg.structured_output:
             params["response_format"] = VERDICT_SCHEMA
-        key = content_key({"t": "judgment", "model": cfg.endpoint.model, "params": params, "messages": messages})
-        rec = self._store.get(JUDGMENTS, key)
+        base = judgment_key(self._judge_identity, cfg.endpoint.model, params, messages)
+        waited = False
+        while True:
+            key, rec, retries = self._find_judgment(base, params, messages)
+            if rec is not None and rec.get("verdict") is None and self.retry_excluded and not waited:
+                key, rec = retry_key(base, retries + 1), None  # --retry-excluded: ask again, keep the old record
+            if rec is not None or self.offline:
+                break
+            busy = self._in_flight.claim(key)
+            if busy is None:
+                break
+            await busy.wait()  # the identical prompt is being judged for another battle: share its verdict
+            waited = True
         if rec is not None:
-            stage.reused += 1
-            usage.reused += 1
+            if not waited:
+                stage.reused += 1
+                usage.reused += 1
         elif self.offline:
             failed = self._judgment_failures().get((q.dataset, q.subset, q.id, cand, opp, candidate_is_a))
             stage.done += 1
@@ -478,7 +657,19 @@ class Arena:
             self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None, reason))
             return
         else:
-            rec, error = await self._ask_judge(messages, params)
+            try:
+                rec, error = await self._ask_judge(messages, params)
+                if rec is not None:
+                    rec.update({
+                        "v": 2, "judge": cfg.name, "identity": self._judge_identity, "dataset": q.dataset,
+                        "subset": q.subset, "query_id": q.id, "a": first["model"], "b": second["model"],
+                        "a_key": first["key"], "b_key": second["key"], "time": time.time(),
+                    })
+                    if key != base:
+                        rec["retry_of"] = base.hex()
+                    self._save(JUDGMENTS, key, rec)
+            finally:
+                self._in_flight.release(key)
             if rec is None:
                 self._record_failure("judgment", cfg.name, q, error, candidate=cand, opponent=opp,
                                      candidate_is_a=candidate_is_a)
@@ -487,12 +678,7 @@ class Arena:
                 self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None,
                                         f"judge request failed: {error.error}"))
                 return
-            rec.update({
-                "judge": cfg.name, "dataset": q.dataset, "subset": q.subset, "query_id": q.id,
-                "a": first["model"], "b": second["model"], "a_key": first["key"], "b_key": second["key"],
-                "time": time.time(),
-            })
-            self._save(JUDGMENTS, key, rec)
+        self._count(usage, key, rec, counted)
         stage.done += 1
         stage.prompt_tokens += int(rec.get("prompt_tokens") or 0)
         stage.completion_tokens += int(rec.get("completion_tokens") or 0)
@@ -584,7 +770,7 @@ class Arena:
             usage=self.usage, failures=self._failures, missing=self._missing,
             reference_metrics={k: s.means() for k, s in metric_sums.items()},
             reference_counts={k: s.n for k, s in metric_sums.items()},
-            queries=self._queries, elapsed=time.monotonic() - self._started,
+            queries=self._queries, elapsed=time.monotonic() - self._started, history=self._history(),
         )
 
 

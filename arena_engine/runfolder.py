@@ -52,14 +52,14 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
         else:
             entry.update(_endpoint_dict(m.endpoint))
         entry["generation"] = dict(m.generation)
-        for key in ("price_in", "price_out"):
+        for key in ("price_in", "price_out", "identity", "reuse_answers_of"):
             if getattr(m, key) is not None:
                 entry[key] = getattr(m, key)
         models.append(entry)
     j = cfg.judge
     judge: dict[str, Any] = {"name": j.name, **_endpoint_dict(j.endpoint), "generation": dict(j.generation),
                              "parse_retries": j.parse_retries, "structured_output": j.structured_output}
-    for key in ("system_prompt", "template", "price_in", "price_out"):
+    for key in ("system_prompt", "template", "price_in", "price_out", "identity"):
         if getattr(j, key) is not None:
             judge[key] = getattr(j, key)
     run: dict[str, Any] = {"output_dir": str(cfg.output_dir), "seed": cfg.seed, "mode": cfg.mode,

@@ -31,10 +31,15 @@ def report_dict(results: ArenaResults) -> dict[str, Any]:
         name = cfg.judge.name if key == "\0judge" else key
         endpoints[name] = {
             "role": "judge" if key == "\0judge" else ("baseline" if key == cfg.baseline else "candidate"),
-            "requests": u.requests, "reused": u.reused, "failures": u.failures, "attempts": u.attempts,
+            # the whole run's work, from the records the results use (whichever process sent them)
+            "records": u.records, "reused": u.reused, "shared": u.shared,
             "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
             "cost": _cost(u.prompt_tokens, u.completion_tokens, *prices.get(key, (None, None))),
             "latency": u.percentiles(),
+            # what this process itself sent
+            "requests": u.requests, "failures": u.failures, "attempts": u.attempts,
+            "sent_prompt_tokens": u.sent_prompt_tokens, "sent_completion_tokens": u.sent_completion_tokens,
+            "sent_cost": _cost(u.sent_prompt_tokens, u.sent_completion_tokens, *prices.get(key, (None, None))),
         }
     excluded = exclusions(results.games)
     per_subset = []
@@ -72,6 +77,12 @@ def report_dict(results: ArenaResults) -> dict[str, Any]:
             for (m, d, s), v in sorted(results.reference_metrics.items())
         ],
         "endpoints": endpoints,
+        "processes": {
+            "runs": results.history.processes, "interrupted": results.history.interrupted,
+            "requests_sent_by_closed_runs": results.history.requests,
+            "note": ("requests in flight when an interrupted process died were sent but not stored; "
+                     "their number and cost are unknown") if results.history.interrupted else None,
+        },
         "failures": results.failures,
         "missing": results.missing,
         "elapsed_seconds": round(results.elapsed, 3),

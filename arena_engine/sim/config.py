@@ -108,6 +108,9 @@ class SimModel:
     quality: float = 0.0
     judge: bool = False
     latency: Latency | None = None
+    #: the name answers are tagged with (default `name`): two simulators serving one model id as two
+    #: variants tag them apart, so a judge simulator that knows both tags can tell their qualities
+    tag: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or any(c.isspace() or c == "]" for c in self.name):

@@ -107,7 +107,8 @@ def config_dict(urls: dict[str, str], run_dir: Path, data: Path, *, api_key_env:
     """A run config in the file format: one URL per endpoint, short timeouts so hangs end quickly."""
 
     def endpoint(name: str) -> dict[str, Any]:
-        ep: dict[str, Any] = {"api_url": urls[name], "model": name, "concurrency": concurrency,
+        # simulators listen on new ports after a restart: pin the identity so resumed runs reuse answers
+        ep: dict[str, Any] = {"api_url": urls[name], "model": name, "identity": name, "concurrency": concurrency,
                               "max_attempts": max_attempts, "retry_max_time": 60.0, "connect_timeout": 5.0,
                               "read_timeout": read_timeout, "timeout": 3 * read_timeout}
         if api_key_env:
