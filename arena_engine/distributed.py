@@ -40,11 +40,12 @@ from .datasets import iter_queries
 from .errors import ArenaError, ConfigError
 from .leases import LeaseBroker, LeaseClient, batch_cap
 from .limits import Limits
-from .pipeline import JUDGE, Arena, ArenaResults, EndpointUsage, loop_options
+from .pipeline import JUDGE, Arena, ArenaResults, loop_options
 from .progress import ProgressEvent, StageProgress
 from .runfolder import save_config
 from .store import RunStore
 from .store.shards import LayeredStore, merge_shards
+from .usage import EndpointUsage
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,11 @@ rerun reuses it and sends only the rest; ``offline=True`` sends nothing at all (
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import time
 import uuid
-from array import array
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -29,11 +27,12 @@ import anyio
 import numpy as np
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
+from . import runlog
 from .battles import Battle, Game, combine
 from .client import ChatClient, ChatResult
 from .config import ModelConfig, RunConfig
 from .datasets import Query, iter_queries
-from .errors import ArenaError, CheckpointError, ConfigError, VerdictError
+from .errors import ArenaError, ConfigError, VerdictError
 from .evalscope_import import ImportedAnswer, load_evalscope_answers
 from .identity import (
     generation_key,
@@ -60,8 +59,10 @@ from .metrics import METRIC_NAMES, sample_metrics_batch
 from .progress import ProgressEvent, StageProgress
 from .rating import rate_battles
 from .runfolder import save_config
+from .runlog import RunHistory
 from .store import RunStore, content_key
 from .store.shards import LayeredStore, merge_shards
+from .usage import EndpointUsage
 
 if TYPE_CHECKING:
     from .leases import LeaseClient
@@ -72,73 +73,6 @@ JUDGE = "\0judge"  # the judge's key among the endpoint roles (model names canno
 GENERATIONS = "generations"
 JUDGMENTS = "judgments"
 FAILURES = "failures"
-RUNS = "runs"  # one record when a process starts sending, one when it ends: a start with no end was a crash
-
-
-@dataclass
-class RunHistory:
-    """The processes that worked on the run folder, from its ``runs`` checkpoint.
-
-    ``interrupted`` processes ended without closing the folder (SIGKILL, power loss): the requests they
-    had in flight were sent (perhaps paid) but their answers were never stored, and how many is not
-    known (at most the endpoints' concurrency each). ``requests`` counts the requests sent by the
-    processes that did close, this one included.
-    """
-
-    processes: int = 0
-    interrupted: int = 0
-    requests: int = 0
-
-
-@dataclass
-class EndpointUsage:
-    """What one endpoint's work cost, read from the records the results use, and what this process sent.
-
-    ``records``, the tokens and ``latencies`` are those of every answer or verdict the results use,
-    whether this process sent it or an earlier one did (``reused``): so a resumed run, ``report`` and an
-    uninterrupted run of the same work show the same totals. A verdict that two battles share (their
-    judge prompts were identical) is counted once (``shared`` counts the other uses). ``requests``,
-    ``attempts``, ``failures`` and the ``sent_*`` tokens are what this process itself sent.
-    """
-
-    name: str
-    requests: int = 0
-    reused: int = 0
-    failures: int = 0
-    attempts: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latencies: array = field(default_factory=lambda: array("d"))
-    records: int = 0
-    shared: int = 0
-    sent_prompt_tokens: int = 0
-    sent_completion_tokens: int = 0
-
-    def use(self, rec: Mapping[str, Any]) -> None:
-        """Count a record the results use (sent now or reused)."""
-        self.records += 1
-        self.prompt_tokens += int(rec.get("prompt_tokens") or 0)
-        self.completion_tokens += int(rec.get("completion_tokens") or 0)
-        latency = rec.get("latency")
-        if isinstance(latency, int | float) and not isinstance(latency, bool):
-            self.latencies.append(float(latency))
-
-    def add_sent(self, other: EndpointUsage) -> None:
-        """Add another process's sending counters (a distributed run's workers)."""
-        self.requests += other.requests
-        self.attempts += other.attempts
-        self.failures += other.failures
-        self.sent_prompt_tokens += other.sent_prompt_tokens
-        self.sent_completion_tokens += other.sent_completion_tokens
-
-    def percentiles(self) -> dict[str, float]:
-        if not self.latencies:
-            return {}
-        lat = np.frombuffer(self.latencies, dtype=np.float64)
-        p50, p90, p99 = np.percentile(lat, [50, 90, 99])
-        return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(lat.max())}
-
-
 @dataclass
 class MetricSums:
     """Sums of per-sample reference metrics for one (model, dataset, subset)."""
@@ -357,24 +291,7 @@ class Arena:
         if event == "end":
             rec["requests"] = {u.name: u.requests for u in self.usage.values()}
             rec["attempts"] = {u.name: u.attempts for u in self.usage.values()}
-        with contextlib.suppress(OSError, CheckpointError):  # a full disk already stopped the run
-            store.put(RUNS, content_key({"run_id": self._run_id, "event": event}), rec)
-
-    def _history(self) -> RunHistory:
-        store = self._store
-        if not isinstance(store, RunStore):
-            return RunHistory()
-        started: set[str] = set()
-        ended: set[str] = set()
-        requests = 0
-        for rec in store.records(RUNS):
-            run_id = str(rec.get("run_id"))
-            if rec.get("event") == "start":
-                started.add(run_id)
-            elif rec.get("event") == "end":
-                ended.add(run_id)
-                requests += sum(int(n) for n in (rec.get("requests") or {}).values())
-        return RunHistory(processes=len(started), interrupted=len(started - ended), requests=requests)
+        runlog.append(self.run_dir, rec)
 
     async def _run_queries(self) -> None:
         cfg = self.config
@@ -770,7 +687,8 @@ class Arena:
             usage=self.usage, failures=self._failures, missing=self._missing,
             reference_metrics={k: s.means() for k, s in metric_sums.items()},
             reference_counts={k: s.n for k, s in metric_sums.items()},
-            queries=self._queries, elapsed=time.monotonic() - self._started, history=self._history(),
+            queries=self._queries, elapsed=time.monotonic() - self._started,
+            history=runlog.history(self.run_dir) if isinstance(self._store, RunStore) else RunHistory(),
         )
 
 

@@ -9,6 +9,7 @@ import anyio
 
 from .config import RunConfig
 from .datasets import iter_queries
+from .identity import judge_identity, model_identity
 from .judge import DEFAULT_SYSTEM_PROMPT
 
 
@@ -71,6 +72,12 @@ async def print_plan(cfg: RunConfig) -> int:
               f"{r.max_completion_tokens:>14} {f'{cost:.2f}' if cost is not None else '-':>10}")
     if costs:
         print(f"estimated cost at most {sum(costs):.2f} (prices per 1M tokens from the config)")
+    print("identities (answers are stored under these; to rename a model or move it to another URL without "
+          "paying again, set its 'identity' to the old one):")
+    for m in cfg.models:
+        if m.evalscope_report is None:
+            print(f"  {m.name:<24} {model_identity(cfg, m)}")
+    print(f"  {cfg.judge.name:<24} {judge_identity(cfg.judge)} (judge)")
     missing = cfg.missing_keys()
     if missing:
         print(f"warning: environment variable(s) {', '.join(missing)} not set; a real run would stop", file=sys.stderr)

@@ -3,6 +3,7 @@
     RUN_DIR/
       config.json            the resolved config, in the config-file format (key *names* only, never values)
       checkpoints/*.jsonl    generations, judgments, failures (arena_engine.store)
+      runs.jsonl             a start and an end line per process that sent (arena_engine.runlog)
       report/                report_table.txt, leaderboard.txt, report.json, report.html
       .lock                  held while a process writes the folder
 """
