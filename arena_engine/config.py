@@ -32,6 +32,7 @@ class ModelConfig:
     price_in: float | None = None  # currency per 1M prompt tokens
     price_out: float | None = None  # currency per 1M completion tokens
     evalscope_report: Path | None = None  # answers imported from an EvalScope reports/<model> folder
+    evalscope_mismatch: Literal["error", "warn"] = "error"  # an imported row that answers no query: stop, or skip it
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,9 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
         m = _Reader(source, f"models[{i}]", raw)
         name = m.get("name", str, required=True)
         report = m.get("evalscope_report", str, None)
+        mismatch = m.choice("evalscope_mismatch", ("error", "warn"), "error")
+        if "evalscope_mismatch" in m.table and report is None:
+            raise ConfigError(f"{source}: '{m.where('evalscope_mismatch')}' needs 'evalscope_report' in the same table")
         models.append(
             ModelConfig(
                 name=name,
@@ -262,6 +266,7 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
                 price_in=m.get("price_in", float, None),
                 price_out=m.get("price_out", float, None),
                 evalscope_report=(base / report) if report else None,
+                evalscope_mismatch=mismatch,  # type: ignore[arg-type]
             )
         )
         m.done()
