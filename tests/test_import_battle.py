@@ -91,11 +91,12 @@ def _import_config(tmp_path: Path, url: str, data: Path, **model: str) -> RunCon
     }, source="<test>")
 
 
-def _run_import(tmp_path: Path, data: Path, **model: str) -> tuple[ArenaResults, dict, int]:
+def _run_import(tmp_path: Path, data: Path, *, shard: tuple[int, int] | None = None,
+                **model: str) -> tuple[ArenaResults, dict, int]:
     async def main() -> tuple[ArenaResults, dict, int]:
         sim_cfg = SimConfig(models=(SimModel("cand", quality=0.5), SimModel("judge", judge=True)), seed=2)
         async with SimServer(sim_cfg) as sim:
-            async with Arena(_import_config(tmp_path, sim.url, data, **model)) as arena:
+            async with Arena(_import_config(tmp_path, sim.url, data, **model), shard=shard) as arena:
                 results = await arena.run()
                 reused = arena.stages["qwen2.5-7b"].reused
             return results, sim.stats(), reused
@@ -156,6 +157,21 @@ def test_shuffled_run_with_warn_pairs_answers_by_question_and_skips_the_changed_
     assert reused == 5 and stats["per_model"] == {}
     assert [g.outcome for g in again.games] == [g.outcome for g in results.games]
     assert len(_records(tmp_path / "run" / "checkpoints" / "generations.jsonl")) == 5 + 6
+
+
+def test_a_shard_pairs_its_queries_against_the_whole_dataset(tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    # a distributed worker handles every 2nd query, but rows pair against the whole dataset: the rows
+    # of the other worker's queries are not mismatches
+    data = _shuffled_dataset(tmp_path / "general_qa")
+    with caplog.at_level("WARNING", logger="arena_engine.evalscope_import"):
+        results, _, _ = _run_import(tmp_path, data, shard=(1, 2), evalscope_mismatch="warn")
+    assert "1 of 6 imported EvalScope row(s) match no query" in caplog.text
+    imported = {(r["subset"], r["query_id"]): r["answer"]
+                for r in _records(tmp_path / "run" / "checkpoints" / "generations.jsonl") if r.get("imported_from")}
+    assert imported == {("arena", "1"): "Plan your day, set priorities, and limit distractions.",
+                        ("example", "0"): "The blue whale is the largest mammal."}
+    assert results.missing == 1  # example/2, the changed question
 
 
 def test_evalscope_mismatch_option_is_checked(tmp_path: Path) -> None:
