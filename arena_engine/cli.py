@@ -95,8 +95,13 @@ def _parser() -> argparse.ArgumentParser:
     i = add("import-evalscope", "list the answers of an EvalScope run's model",
             "Read one model's answers from an EvalScope run (a reports/<model> folder) and print what was "
             "found per dataset and subset. To battle them, point a model entry's 'evalscope_report' at the "
-            "same folder in the config.")
+            "same folder in the config. With --dataset, also pair the answers with that dataset's queries "
+            "by question text, as a run does, and list the rows that match no query (exit 2 if any).")
     i.add_argument("report_path", type=Path, help="an EvalScope outputs/<ts>/reports/<model> folder")
+    i.add_argument("--dataset", type=Path, metavar="PATH",
+                   help="a dataset folder (or .jsonl file) to check the answers against")
+    i.add_argument("--dataset-name", metavar="NAME",
+                   help="the dataset's name in the EvalScope run (default: the folder's name)")
     return p
 
 
@@ -180,7 +185,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("report", "rate"):
         return run(commands.report, args.run_dir, args.rounds, args.command == "report")
     if args.command == "import-evalscope":
-        return commands.import_evalscope(args.report_path)
+        return commands.import_evalscope(args.report_path, args.dataset, args.dataset_name)
     raise AssertionError(args.command)
 
 

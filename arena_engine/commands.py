@@ -183,15 +183,33 @@ def sim(host: str, port: int, config: Path | None) -> int:
     return EXIT_OK
 
 
-def import_evalscope(report_path: Path) -> int:
+def import_evalscope(report_path: Path, dataset: Path | None = None, dataset_name: str | None = None) -> int:
     from collections import Counter
 
-    from .evalscope_import import load_evalscope_answers
+    from .datasets import iter_queries
+    from .errors import ImportMismatchError
+    from .evalscope_import import ImportIndex, load_evalscope_answers
 
-    answers = load_evalscope_answers(report_path)
-    counts = Counter((a.model, a.dataset, a.subset) for a in answers)
-    for (model, dataset, subset), n in sorted(counts.items()):
-        print(f"{model}\t{dataset}\t{subset}\t{n} answers")
+    if dataset is None:
+        answers = load_evalscope_answers(report_path)
+        counts = Counter((a.model, a.dataset, a.subset) for a in answers)
+        for (model, name, subset), n in sorted(counts.items()):
+            print(f"{model}\t{name}\t{subset}\t{n} answers")
+    else:  # check the rows against a dataset the way a run pairs them
+        name = dataset_name or (dataset.parent.name if dataset.is_file() else dataset.name)
+        answers = load_evalscope_answers(report_path, datasets=[name])
+        index = ImportIndex.build(answers, iter_queries(dataset, dataset=name))
+        counts = Counter((a.model, a.dataset, a.subset) for a in answers)
+        unmatched = index.counts()
+        for (model, name_, subset), n in sorted(counts.items()):
+            print(f"{model}\t{name_}\t{subset}\t{n} answers\t{unmatched.get((name_, subset), 0)} match no query")
+        for u in index.unmatched[:20]:
+            print(u.message(), file=sys.stderr)
+        if index.unmatched:
+            raise ImportMismatchError(
+                f"{len(index.unmatched)} of {index.rows} EvalScope row(s) match no query of {dataset} (listed above"
+                f"{', the first 20' if len(index.unmatched) > 20 else ''}); a run would stop, or skip them with "
+                "evalscope_mismatch = \"warn\"")
     print(f"{len(answers)} answers found; add `evalscope_report = \"{report_path}\"` to a [[models]] entry to battle them",
           file=sys.stderr)
     return EXIT_OK

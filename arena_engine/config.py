@@ -34,6 +34,7 @@ class ModelConfig:
     evalscope_report: Path | None = None  # answers imported from an EvalScope reports/<model> folder
     identity: str | None = None  # None: "<name> @ <api_url>" (see arena_engine.identity)
     reuse_answers_of: str | None = None  # share the answers of this other configured model
+    evalscope_mismatch: Literal["error", "warn"] = "error"  # an imported row that answers no query: stop, or skip it
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,9 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
         m = _Reader(source, f"models[{i}]", raw)
         name = m.get("name", str, required=True)
         report = m.get("evalscope_report", str, None)
+        mismatch = m.choice("evalscope_mismatch", ("error", "warn"), "error")
+        if "evalscope_mismatch" in m.table and report is None:
+            raise ConfigError(f"{source}: '{m.where('evalscope_mismatch')}' needs 'evalscope_report' in the same table")
         models.append(
             ModelConfig(
                 name=name,
@@ -267,6 +271,7 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
                 evalscope_report=(base / report) if report else None,
                 identity=_identity(m),
                 reuse_answers_of=m.get("reuse_answers_of", str, None),
+                evalscope_mismatch=mismatch,  # type: ignore[arg-type]
             )
         )
         m.done()

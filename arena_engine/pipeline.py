@@ -33,7 +33,7 @@ from .client import ChatClient, ChatResult
 from .config import ModelConfig, RunConfig
 from .datasets import Query, iter_queries
 from .errors import ArenaError, ConfigError, VerdictError
-from .evalscope_import import ImportedAnswer, load_evalscope_answers
+from .evalscope_import import ImportedAnswer, ImportIndex, load_evalscope_answers
 from .identity import (
     generation_key,
     judge_identity,
@@ -179,7 +179,11 @@ class Arena:
             for m in self.config.models:
                 if m.evalscope_report is not None:
                     found = await anyio.to_thread.run_sync(partial(load_evalscope_answers, m.evalscope_report, datasets=names))
-                    self._imported[m.name] = {(a.dataset, a.subset, str(a.index)): a for a in found}
+                    # paired by question text, against every query (not only this shard's: positions count)
+                    every = (q for d in self.config.datasets for q in iter_queries(d.path, dataset=d.name, subsets=d.subsets))
+                    index = await anyio.to_thread.run_sync(ImportIndex.build, found, every)
+                    index.check(m.evalscope_mismatch, model=m.name)
+                    self._imported[m.name] = index.by_query()
             if not self.offline:
                 if self._given_store is None:
                     save_config(self.config, self.run_dir)
@@ -362,7 +366,7 @@ class Arena:
             usage.use(rec)
 
     def _import(self, m: ModelConfig, q: Query) -> dict[str, Any] | None:
-        """An answer from an EvalScope run (keyed by its row index), stored like a generation."""
+        """An answer from an EvalScope run (paired with the query by its text: ImportIndex), stored like a generation."""
         assert self._store is not None
         stage = self.stages[m.name]
         stage.done += 1
@@ -376,7 +380,8 @@ class Arena:
         rec = {"model": m.name, "endpoint_model": m.endpoint.model, "dataset": q.dataset, "subset": q.subset,
                "query_id": q.id, "question": q.question, "answer": found.answer, "finish_reason": None,
                "prompt_tokens": found.prompt_tokens or 0, "completion_tokens": found.completion_tokens or 0,
-               "latency": found.latency, "attempts": 0, "imported_from": str(m.evalscope_report)}
+               "latency": found.latency, "attempts": 0, "imported_from": str(m.evalscope_report),
+               "imported_row": f"{found.source}:{found.line}"}
         if self._store.get(GENERATIONS, key) is None:
             self._save(GENERATIONS, key, rec)
         else:

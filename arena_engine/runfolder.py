@@ -49,6 +49,8 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": m.name}
         if m.evalscope_report is not None:
             entry["evalscope_report"] = str(m.evalscope_report)
+            if m.evalscope_mismatch != "error":
+                entry["evalscope_mismatch"] = m.evalscope_mismatch
             entry["model"] = m.endpoint.model
         else:
             entry.update(_endpoint_dict(m.endpoint))
