@@ -46,6 +46,7 @@ class DatasetConfig:
     name: str
     path: Path
     subsets: tuple[str, ...] | None = None
+    allow_empty: bool = False  # an empty subset (or dataset folder) is skipped with a warning, not an error
 
 
 @dataclass(frozen=True)
@@ -253,11 +254,15 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
         subsets = d.get("subsets", list, None)
         if subsets is not None and not all(isinstance(s, str) for s in subsets):
             raise ConfigError(f"{source}: '{d.where('subsets')}' must be a list of strings")
+        if subsets == []:
+            raise ConfigError(f"{source}: '{d.where('subsets')}' is empty: name at least one subset, "
+                              "or leave the key out to use every subset of the dataset")
         datasets.append(
             DatasetConfig(
                 name=d.get("name", str, path.name),
                 path=path if path.is_absolute() else base / path,
                 subsets=tuple(subsets) if subsets is not None else None,
+                allow_empty=d.get("allow_empty", bool, False),
             )
         )
         d.done()

@@ -1,7 +1,7 @@
 """Config values are held to the ranges the chat API and the engine can honour, before anything is sent.
 
 Generation parameters against the OpenAI chat API's ranges (models' and the judge's), every other
-numeric option finite and in range, and ceilings on concurrency: each a
+numeric option finite and in range, ceilings on concurrency, and an empty `subsets` list: each a
 ConfigError that names the config file and the key path.
 """
 
@@ -13,6 +13,7 @@ import pytest
 
 from arena_engine.config import MAX_CONCURRENCY, MAX_QUERIES_IN_FLIGHT, load_config
 from arena_engine.errors import ConfigError
+from arena_engine.runfolder import load_run_config, save_config
 
 BASE = """
 [run]
@@ -159,3 +160,12 @@ def test_concurrency_above_the_ceiling_is_an_error_naming_key_and_ceiling(tmp_pa
     assert cfg.model("base").endpoint.limits.concurrency == MAX_CONCURRENCY
     assert cfg.queries_in_flight == MAX_QUERIES_IN_FLIGHT
 
+
+def test_an_empty_subsets_list_is_refused_and_allow_empty_is_kept_in_the_run_folder(tmp_path: Path) -> None:
+    refused(write(tmp_path, dataset="subsets = []"), "'datasets[0].subsets' is empty")
+    refused(write(tmp_path, dataset='allow_empty = "yes"'), "'datasets[0].allow_empty'")
+    cfg = load_config(write(tmp_path, dataset="allow_empty = true"))
+    assert cfg.datasets[0].allow_empty
+    assert not load_config(write(tmp_path)).datasets[0].allow_empty
+    save_config(cfg, tmp_path / "run")
+    assert load_run_config(tmp_path / "run").datasets[0].allow_empty  # `report` skips the same subsets
