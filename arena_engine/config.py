@@ -7,12 +7,14 @@ a config object, a checkpoint or a report.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from .chat_params import check_generation
 from .client import Endpoint, RetryPolicy, Timeouts
 from .configfile import read_config_file
 from .errors import ConfigError
@@ -20,6 +22,11 @@ from .limits import Limits
 
 Mode = Literal["baseline", "all_pairs"]
 OverallMode = Literal["pooled", "evalscope"]
+
+# Ceilings on what a config may ask for. Each concurrent request holds a connection, a task and its
+# buffers; a typo such as `concurrency = 10000000000` once grew the process to 14 GB within a minute.
+MAX_CONCURRENCY = 4096  # concurrent requests per endpoint
+MAX_QUERIES_IN_FLIGHT = 3 * MAX_CONCURRENCY  # queries worked on at once (the default is derived below it)
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class DatasetConfig:
     name: str
     path: Path
     subsets: tuple[str, ...] | None = None
+    allow_empty: bool = False  # an empty subset (or dataset folder) is skipped with a warning, not an error
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,8 @@ class _Reader:
         if not ok:
             want = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
             raise ConfigError(f"{self.source}: '{self.where(key)}' must be {want}, got {value!r}")
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:  # no JSON writer takes it (config.json)
+            raise ConfigError(f"{self.source}: '{self.where(key)}' = {value!r} is out of the 64-bit integer range")
         return value
 
     def choice(self, key: str, options: Sequence[str], default: str) -> str:
@@ -141,10 +151,27 @@ class _Reader:
             raise ConfigError(f"{self.source}: '{self.where(key)}' must be one of {list(options)}, got {value!r}")
         return str(value)
 
-    def positive(self, key: str, kind: type, default: Any) -> Any:
-        value = self.get(key, kind, default)
+    def positive(self, key: str, kind: type, default: Any, *, ceiling: int | None = None) -> Any:
+        value = self.finite(key, kind, default)
         if value is not None and value <= 0:
             raise ConfigError(f"{self.source}: '{self.where(key)}' must be > 0, got {value!r}")
+        if value is not None and ceiling is not None and value > ceiling:
+            raise ConfigError(
+                f"{self.source}: '{self.where(key)}' = {value!r} is above the ceiling of {ceiling}; "
+                f"set it to at most {ceiling}"
+            )
+        return value
+
+    def non_negative(self, key: str, kind: type, default: Any) -> Any:
+        value = self.finite(key, kind, default)
+        if value is not None and value < 0:
+            raise ConfigError(f"{self.source}: '{self.where(key)}' must be >= 0, got {value!r}")
+        return value
+
+    def finite(self, key: str, kind: type, default: Any) -> Any:
+        value = self.get(key, kind, default)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{self.source}: '{self.where(key)}' must be a finite number, got {value!r}")
         return value
 
     def sub(self, key: str, *, required: bool = False) -> _Reader | None:
@@ -168,7 +195,7 @@ def _endpoint(r: _Reader, name: str) -> Endpoint:
             f"{r.source}: '{r.where('api_key')}' is not allowed: keys never sit in config files; "
             f"put the key in an environment variable and name it with 'api_key_env'"
         )
-    concurrency = r.positive("concurrency", int, 32)
+    concurrency = r.positive("concurrency", int, 32, ceiling=MAX_CONCURRENCY)
     rpm, tpm = r.positive("rpm", float, None), r.positive("tpm", float, None)
     adaptive = r.get("adaptive_concurrency", bool, False)
     max_attempts = r.positive("max_attempts", int, RetryPolicy.max_attempts)
@@ -192,18 +219,9 @@ def _endpoint(r: _Reader, name: str) -> Endpoint:
         raise ConfigError(f"{r.source}: {r.path or 'the top level'}: {exc}") from None
 
 
-def _generation(r: _Reader) -> dict[str, Any]:
-    gen = r.get("generation", dict, {})
-    for banned in ("model", "messages", "stream"):
-        if banned in gen:
-            raise ConfigError(f"{r.source}: '{r.where('generation.' + banned)}' is set by arena-engine, remove it")
-    n = gen.get("n", 1)
-    if n != 1:
-        raise ConfigError(
-            f"{r.source}: '{r.where('generation.n')}' = {n!r}: arena battles judge one answer per query; "
-            "set n = 1 (or leave it out)"
-        )
-    return dict(gen)
+def _generation(r: _Reader, default: Mapping[str, Any]) -> dict[str, Any]:
+    """The request parameters, checked against the chat API's ranges (see arena_engine.chat_params)."""
+    return check_generation(r.get("generation", dict, default), r.source, r.where("generation"))
 
 
 def _text_or_file(r: _Reader, key: str, base: Path) -> str | None:
@@ -229,7 +247,7 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
     seed = run.get("seed", int, 0)
     mode = run.choice("mode", ("baseline", "all_pairs"), "baseline")
     max_pairs = run.positive("max_pairs_per_query", int, None)
-    in_flight = run.positive("queries_in_flight", int, None)
+    in_flight = run.positive("queries_in_flight", int, None, ceiling=MAX_QUERIES_IN_FLIGHT)
     fsync_interval = run.positive("fsync_interval", float, 1.0)
     run.done()
 
@@ -240,11 +258,15 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
         subsets = d.get("subsets", list, None)
         if subsets is not None and not all(isinstance(s, str) for s in subsets):
             raise ConfigError(f"{source}: '{d.where('subsets')}' must be a list of strings")
+        if subsets == []:
+            raise ConfigError(f"{source}: '{d.where('subsets')}' is empty: name at least one subset, "
+                              "or leave the key out to use every subset of the dataset")
         datasets.append(
             DatasetConfig(
                 name=d.get("name", str, path.name),
                 path=path if path.is_absolute() else base / path,
                 subsets=tuple(subsets) if subsets is not None else None,
+                allow_empty=d.get("allow_empty", bool, False),
             )
         )
         d.done()
@@ -265,9 +287,9 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
             ModelConfig(
                 name=name,
                 endpoint=_endpoint(m, name) if report is None or "api_url" in m.table else _import_endpoint(m, name),
-                generation=_generation(m),
-                price_in=m.get("price_in", float, None),
-                price_out=m.get("price_out", float, None),
+                generation=_generation(m, {}),
+                price_in=m.non_negative("price_in", float, None),
+                price_out=m.non_negative("price_out", float, None),
                 evalscope_report=(base / report) if report else None,
                 identity=_identity(m),
                 reuse_answers_of=m.get("reuse_answers_of", str, None),
@@ -294,13 +316,13 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
     judge = JudgeConfig(
         name=judge_name,
         endpoint=_endpoint(j, judge_name),
-        generation=j.get("generation", dict, {"temperature": 0.0}),
+        generation=_generation(j, {"temperature": 0.0}),
         system_prompt=_text_or_file(j, "system_prompt", base),
         template=_text_or_file(j, "template", base),
-        parse_retries=j.get("parse_retries", int, 2),
+        parse_retries=j.non_negative("parse_retries", int, 2),
         structured_output=j.get("structured_output", bool, False),
-        price_in=j.get("price_in", float, None),
-        price_out=j.get("price_out", float, None),
+        price_in=j.non_negative("price_in", float, None),
+        price_out=j.non_negative("price_out", float, None),
         identity=_identity(j),
     )
     if judge.template is not None:
@@ -310,7 +332,7 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
     j.done()
 
     rt = top.sub("rating") or _Reader(source, "rating", {})
-    ci = rt.get("ci", float, 0.95)
+    ci = rt.finite("ci", float, 0.95)
     if not 0 < ci < 1:
         raise ConfigError(f"{source}: 'rating.ci' must be between 0 and 1, got {ci}")
     rating = RatingConfig(

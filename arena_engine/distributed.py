@@ -222,7 +222,7 @@ def _prepare(cfg: RunConfig) -> None:
         merge_shards(store)
         save_config(cfg, cfg.output_dir)
     for d in cfg.datasets:
-        for _ in iter_queries(d.path, dataset=d.name, subsets=d.subsets):
+        for _ in iter_queries(d.path, dataset=d.name, subsets=d.subsets, allow_empty=d.allow_empty):
             pass
 
 

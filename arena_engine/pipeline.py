@@ -243,7 +243,7 @@ class Arena:
     def _iter_all(self) -> Iterator[Query]:
         position = 0
         for d in self.config.datasets:
-            for q in iter_queries(d.path, dataset=d.name, subsets=d.subsets):
+            for q in iter_queries(d.path, dataset=d.name, subsets=d.subsets, allow_empty=d.allow_empty):
                 if self.shard is None or position % self.shard[1] == self.shard[0]:
                     yield q
                 position += 1

@@ -40,7 +40,7 @@ def plan(cfg: RunConfig) -> list[PlanRow]:
     n = 0
     prompt_chars = 0
     for d in cfg.datasets:
-        for q in iter_queries(d.path, dataset=d.name, subsets=d.subsets):
+        for q in iter_queries(d.path, dataset=d.name, subsets=d.subsets, allow_empty=d.allow_empty):
             n += 1
             prompt_chars += sum(len(str(m.get("content", ""))) for m in q.messages)
     rows: list[PlanRow] = []

@@ -74,7 +74,8 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     return {
         "run": run,
         "datasets": [
-            {"name": d.name, "path": str(d.path), **({"subsets": list(d.subsets)} if d.subsets is not None else {})}
+            {"name": d.name, "path": str(d.path), **({"subsets": list(d.subsets)} if d.subsets is not None else {}),
+             **({"allow_empty": True} if d.allow_empty else {})}
             for d in cfg.datasets
         ],
         "models": models,

@@ -126,6 +126,35 @@ def config_dict(urls: dict[str, str], run_dir: Path, data: Path, *, api_key_env:
     }
 
 
+def _toml(value: Any) -> str:
+    """A TOML inline value (enough for config_dict's output)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return orjson.dumps(value).decode()
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml(k)} = {_toml(v)}" for k, v in value.items()) + "}"
+    raise TypeError(type(value))
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """A TOML document: tables and arrays of tables for dicts and lists of dicts, inline values else."""
+    head, tables = [], []
+    for k, v in data.items():
+        if isinstance(v, dict):
+            tables += [f"[{_toml(k)}]", *(f"{_toml(kk)} = {_toml(vv)}" for kk, vv in v.items()), ""]
+        elif isinstance(v, list) and v and all(isinstance(i, dict) for i in v):
+            for item in v:
+                tables += [f"[[{_toml(k)}]]", *(f"{_toml(kk)} = {_toml(vv)}" for kk, vv in item.items()), ""]
+        else:
+            head.append(f"{_toml(k)} = {_toml(v)}")
+    return "\n".join([*head, "", *tables])
+
+
 # The default backoff (0.5 s doubling up to 60 s) lets one unlucky request that met six faults in a row
 # sleep half a minute; the tests keep every attempt and the same policy shape, with a faster clock.
 FAST_BACKOFF = {"base_delay": 0.05, "max_delay": 1.0}
