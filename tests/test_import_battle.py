@@ -40,10 +40,10 @@ def test_imported_baseline_battles_a_generated_candidate(tmp_path: Path) -> None
                 "datasets": [{"name": "general_qa", "path": str(data)}],
                 "models": [
                     {"name": "qwen2.5-7b", "evalscope_report": str(REPORT)},
-                    {"name": "cand", "api_url": sim.url},
+                    {"name": "cand", "api_url": sim.url, "identity": "cand"},
                 ],
                 "arena": {"baseline": "qwen2.5-7b"},
-                "judge": {"name": "judge", "api_url": sim.url},
+                "judge": {"name": "judge", "api_url": sim.url, "identity": "judge"},
                 "rating": {"rounds": 100},
             }, source="<test>")
             async with Arena(cfg) as arena:
@@ -84,9 +84,9 @@ def _import_config(tmp_path: Path, url: str, data: Path, **model: str) -> RunCon
     return config_from_dict({
         "run": {"output_dir": str(tmp_path / "run")},
         "datasets": [{"name": "general_qa", "path": str(data)}],
-        "models": [{"name": "qwen2.5-7b", "evalscope_report": str(REPORT), **model}, {"name": "cand", "api_url": url}],
+        "models": [{"name": "qwen2.5-7b", "evalscope_report": str(REPORT), **model}, {"name": "cand", "api_url": url, "identity": "cand"}],
         "arena": {"baseline": "qwen2.5-7b"},
-        "judge": {"name": "judge", "api_url": url},
+        "judge": {"name": "judge", "api_url": url, "identity": "judge"},
         "rating": {"rounds": 50},
     }, source="<test>")
 
