@@ -33,6 +33,7 @@ import aiohttp
 import orjson
 
 from arena_engine.errors import ConfigError
+from arena_engine.health import EndpointHealth
 from arena_engine.limits import EndpointLimiter, Limits, Ticket
 from arena_engine.read_timeout import ReadWatchdog
 
@@ -431,6 +432,7 @@ class ChatClient:
         self._watchdog = ReadWatchdog(t.read, self._clock)
         self._trace_configs = list(trace_configs)
         self.stats = ClientStats()
+        self.health = EndpointHealth()  # the circuit breaker (arena_engine.health)
 
     @property
     def limiter(self) -> EndpointLimiter:

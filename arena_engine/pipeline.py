@@ -98,6 +98,7 @@ class ArenaResults:
     reference_counts: dict[tuple[str, str, str], int]
     queries: dict[tuple[str, str], int]
     elapsed: float
+    failure_lines: list[str] = field(default_factory=list)  # per endpoint and kind of failure, with counts
     history: RunHistory = field(default_factory=RunHistory)
 
     @property
@@ -150,6 +151,8 @@ class Arena:
         self._in_flight = InFlight()
         self._run_id = uuid.uuid4().hex
         self._run_logged = False
+        self._failure_kinds: dict[tuple[str, str, str], int] = {}
+        self._skipped: dict[tuple[str, str], int] = {}  # (model, why) -> requests not sent
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -426,6 +429,13 @@ class Arena:
                 stage.done += 1
                 stage.failed += 1
                 return None
+            down = self._needed_endpoint_down(m)
+            if down is not None:  # its answer could not be judged: do not pay for it
+                self._skipped[(m.name, down)] = self._skipped.get((m.name, down), 0) + 1
+                self._missing += 1
+                stage.done += 1
+                stage.failed += 1
+                return None
             busy = self._in_flight.claim(key)
             if busy is None:
                 try:
@@ -444,6 +454,19 @@ class Arena:
         if q.reference is not None:  # scored after the run, off the request path
             self._reference_items.append((m.name, q.dataset, q.subset, key, q.reference))
         return {**rec, "key": key.hex()}
+
+    def _needed_endpoint_down(self, m: ModelConfig) -> str | None:
+        """Why ``m``'s answer could not be used: the judge's or (for a candidate) the baseline's endpoint
+        has stopped answering (its circuit is open); None while they are up."""
+        judge = self._clients.get(JUDGE)
+        if judge is not None and judge.health.is_open:
+            return f"judge {self.config.judge.name} endpoint down"
+        cfg = self.config
+        if cfg.mode == "baseline" and m.name != cfg.baseline:
+            base = self._clients.get(cfg.baseline)
+            if base is not None and base.health.is_open:
+                return f"baseline {cfg.baseline} endpoint down"
+        return None
 
     async def _send_generation(self, m: ModelConfig, q: Query, key: bytes, messages: list[dict[str, Any]],
                                params: dict[str, Any]) -> dict[str, Any] | None:
@@ -492,7 +515,23 @@ class Arena:
         rec = {"stage": stage, "endpoint": who, "dataset": q.dataset, "subset": q.subset, "query_id": q.id,
                "error": result.error, "status": result.status, "attempts": result.attempts, "time": time.time(), **extra}
         self._save(FAILURES, content_key(rec), rec)
-        log.warning("%s %s failed on %s/%s#%s: %s", stage, who, q.dataset, q.subset, q.id, result.error)
+        kind = (result.error or "error").split(":", 1)[0]
+        seen = self._failure_kinds.get((stage, who, kind), 0)
+        self._failure_kinds[(stage, who, kind)] = seen + 1
+        if seen == 0:  # one line per endpoint and kind of failure; the run's end gives the counts
+            ep = self.config.judge.endpoint if stage == "judgment" else self.config.model(who).endpoint
+            log.warning("%s %s (%s, model %s) failed on %s/%s#%s: %s (further failures like it are counted, "
+                        "not logged)", stage, who, ep.api_url, ep.model, q.dataset, q.subset, q.id, result.error)
+
+    def failure_summary(self) -> list[str]:
+        """One line per endpoint and kind of failure of this run, with its count."""
+        lines = []
+        for (stage, who, kind), n in sorted(self._failure_kinds.items()):
+            ep = self.config.judge.endpoint if stage == "judgment" else self.config.model(who).endpoint
+            lines.append(f"{who} ({ep.api_url}, model {ep.model}): {n} request(s) failed for good: {kind}")
+        for (who, why), n in sorted(self._skipped.items()):
+            lines.append(f"{who}: {n} request(s) not sent: {why}")
+        return lines
 
     # -------------------------------------------------------------------------------------- judging
 
@@ -692,7 +731,7 @@ class Arena:
             usage=self.usage, failures=self._failures, missing=self._missing,
             reference_metrics={k: s.means() for k, s in metric_sums.items()},
             reference_counts={k: s.n for k, s in metric_sums.items()},
-            queries=self._queries, elapsed=time.monotonic() - self._started,
+            queries=self._queries, elapsed=time.monotonic() - self._started, failure_lines=self.failure_summary(),
             history=runlog.history(self.run_dir) if isinstance(self._store, RunStore) else RunHistory(),
         )
 
