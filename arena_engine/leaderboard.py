@@ -443,7 +443,8 @@ def _reasons_text(d: BoardDiagnostics) -> str:
 
 def reliability_warnings(boards: Sequence[Board]) -> list[str]:
     """One line per finding the terminal shows on stderr: a scope with more than
-    :data:`WARN_EXCLUDED_SHARE` excluded games, and a scope whose ranking is unsupported."""
+    :data:`WARN_EXCLUDED_SHARE` excluded games, and a scope whose ranking is unsupported. (A board's
+    ``notes`` stay in the leaderboard text: they qualify a ranking, they do not warn about it.)"""
     out = []
     for b in boards:
         d = b.diagnostics
@@ -453,7 +454,6 @@ def reliability_warnings(boards: Sequence[Board]) -> list[str]:
         if not d.supported:
             out.append(f"WARNING: {_title(b)}: the ranking is NOT SUPPORTED by the judge's verdicts: "
                        + "; ".join(d.unsupported_reasons))
-        out += [f"note: {_title(b)}: {n}" for n in d.notes]
     return out
 
 

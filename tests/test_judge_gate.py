@@ -95,6 +95,7 @@ def test_disagreements_split_between_positions_are_noise_not_a_position_driven_j
     assert (d.lean_a, d.lean_b) == (7, 5)
     assert board.supported and not gate_failures([board])
     assert d.notes and "not one-sided" in d.notes[0]
+    assert reliability_warnings([board]) == []  # a note under the board, not a warning on stderr
     assert parse_diagnostics(board_text(board))["OVERALL"]["notes"] == list(d.notes)
 
 
