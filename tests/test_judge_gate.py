@@ -179,6 +179,13 @@ def test_no_rated_game_fails_the_gate() -> None:
     assert "no game was rated (8 of 8 excluded)" in leaderboard_text(boards)
 
 
+def test_one_subset_without_a_rated_game_fails_the_gate_while_overall_stands() -> None:
+    games = _battles([(1, 1)] * 40, subset="s1") + _battles([(None, None)], subset="s2", start=100)
+    boards = leaderboards(games, NAMES, "base", CFG, seed=1)
+    assert boards[0].supported  # 2 of 82 games excluded overall
+    assert gate_failures(boards) == ["subset ds - s2: no game was rated"]
+
+
 def test_the_leaderboard_parser_still_reads_the_rankings_beside_the_diagnostics() -> None:
     boards = leaderboards(_battles([(1, 1)] * 8 + [(1, -1)] * 2), NAMES, "base", CFG, seed=1)
     parsed = parse_leaderboard(leaderboard_text(boards))
