@@ -18,16 +18,18 @@ from interrupt_helpers import JUDGE, MODELS, write_run_config
 from arena_engine.battles import Game, combine, exclusions, position_bias
 from arena_engine.config import RatingConfig
 from arena_engine.leaderboard import (
-    MAX_EXCLUDED_SHARE,
-    MIN_POSITION_CONSISTENCY,
     Board,
     Scope,
-    binomial_two_sided,
-    diagnose_scopes,
     gate_failures,
     leaderboards,
     rate_scope,
     reliability_warnings,
+)
+from arena_engine.reliability import (
+    MAX_EXCLUDED_SHARE,
+    MIN_POSITION_CONSISTENCY,
+    binomial_two_sided,
+    diagnose_scopes,
 )
 from arena_engine.report.html import reliability_banner
 from arena_engine.report.tables import board_text, leaderboard_text, parse_diagnostics, parse_leaderboard
@@ -155,10 +157,12 @@ def test_one_pass_over_all_scopes_gives_each_scope_its_own_figures() -> None:
              + _battles([(1, -1), (-2, -2), (None, None)] * 2, subset="s2", start=50)
              + [_game(7, True, 1, subset="s3", cand="other")])
     every = diagnose_scopes(games)
-    assert set(every) == {Scope("overall"), Scope("dataset", "ds")} | {Scope("subset", "ds", s) for s in ("s1", "s2", "s3")}
-    for scope, d in every.items():
+    scopes = [Scope("overall"), Scope("dataset", "ds")] + [Scope("subset", "ds", s) for s in ("s1", "s2", "s3")]
+    assert set(every) == {s.key for s in scopes}
+    for scope in scopes:
+        d = every[scope.key]
         scoped = [g for g in games if scope.contains(g)]
-        assert diagnose_scopes(scoped)[scope] == d
+        assert diagnose_scopes(scoped)[scope.key] == d
         assert d.position_bias == position_bias(scoped)
         assert d.excluded == sum(e.total for e in exclusions(scoped).values())
         battles = [b for b in combine(scoped) if b.consistent is not None]

@@ -11,17 +11,15 @@ from typing import Any
 import orjson
 
 from ..battles import exclusions, position_bias, position_consistency
-from ..leaderboard import (
+from ..leaderboard import Board, gate_failures, reliability_warnings
+from ..pipeline import ArenaResults
+from ..reliability import (
     MAX_EXCLUDED_SHARE,
     MIN_POSITION_CONSISTENCY,
     MIN_POSITION_LEAN,
     POSITION_LEAN_P,
     WARN_EXCLUDED_SHARE,
-    Board,
-    gate_failures,
-    reliability_warnings,
 )
-from ..pipeline import ArenaResults
 
 SCHEMA_VERSION = 1
 

@@ -1,7 +1,7 @@
 """The text reports: the seed's report table and ``leaderboard.txt`` (SPEC section 4), and parsers of
 ``leaderboard.txt`` so tests (and users' scripts) can read the numbers back.
 
-Both reports carry each scope's judge diagnostics (:class:`~arena_engine.leaderboard.BoardDiagnostics`)
+Both reports carry each scope's judge diagnostics (:class:`~arena_engine.reliability.BoardDiagnostics`)
 beside the ranking: in ``leaderboard.txt`` as lines under each board's table (``games:``, ``judge:``,
 ``both orders:`` and, for an unsupported ranking, ``NOT SUPPORTED:``), in the report table as two grids
 below the seed's table.
