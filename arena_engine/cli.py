@@ -1,6 +1,7 @@
 """The `arena-engine` command: a thin layer over the library.
 
-Exit codes: 0 success; 1 the run finished but some requests failed for good (see the report);
+Exit codes: 0 success; 1 the run finished but some requests failed for good (see the report), or the
+judge's verdicts do not support the OVERALL ranking, or a scope rated no game (docs/rating.md);
 2 a user error (bad config, dataset, arguments, missing API key, run folder in use); 130 interrupted
 (finished work is saved; rerun to resume).
 """
@@ -24,7 +25,8 @@ from .errors import ArenaError
 EXIT_OK, EXIT_FAILURES, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 EPILOG = """\
-exit codes: 0 success; 1 finished, but some requests failed for good (listed in the report);
+exit codes: 0 success; 1 finished, but some requests failed for good (listed in the report), or the
+judge's verdicts do not support the OVERALL ranking, or a scope rated no game (see the warnings);
 2 user error (config, dataset, arguments, missing API key, run folder in use); 130 interrupted
 (everything finished is saved: rerun the same command to resume).
 API keys are read from the environment variables that the config names with 'api_key_env'."""

@@ -14,6 +14,7 @@ import anyio
 from .config import RunConfig, load_config
 from .console import show_progress
 from .errors import ArenaError
+from .leaderboard import Board, gate_failures, reliability_warnings
 from .pipeline import Arena, ArenaResults
 from .report import write_reports
 from .report.tables import leaderboard_text
@@ -88,6 +89,18 @@ async def run_with_progress(config: RunConfig, *, quiet: bool, offline: bool = F
     return results
 
 
+def _judge_gate(boards: list[Board]) -> int:
+    """Say on stderr what the judge's verdicts do not support (with or without --quiet: these are
+    findings about the result, not progress); EXIT_FAILURES when the result is no usable ranking (a
+    scope without a rated game, or an unsupported OVERALL ranking), else EXIT_OK."""
+    for line in reliability_warnings(boards):
+        print(line, file=sys.stderr)
+    failures = gate_failures(boards)
+    for line in failures:
+        print(f"arena-engine: {line}", file=sys.stderr)
+    return EXIT_FAILURES if failures else EXIT_OK
+
+
 def _finish(results: ArenaResults, quiet: bool) -> int:
     paths = write_reports(results)
     print(leaderboard_text(results.boards))
@@ -95,10 +108,11 @@ def _finish(results: ArenaResults, quiet: bool) -> int:
         print("reports:", file=sys.stderr)
         for p in paths.values():
             print(f"  {p}", file=sys.stderr)
+    gate = _judge_gate(results.boards)
     if results.failures:
         print(f"{results.failures} request(s) failed for good; rerun to retry them", file=sys.stderr)
         return EXIT_FAILURES
-    return EXIT_OK
+    return gate
 
 
 async def demo(output: Path, queries: int, latency: float, seed: int, quiet: bool) -> int:
@@ -165,7 +179,7 @@ async def report(run_dir: Path, rounds: int | None, write: bool) -> int:
             print(p)
     else:
         print(leaderboard_text(results.boards))
-    return EXIT_OK
+    return _judge_gate(results.boards)
 
 
 def sim(host: str, port: int, config: Path | None) -> int:
