@@ -109,8 +109,14 @@ def _finish(results: ArenaResults, quiet: bool) -> int:
         for p in paths.values():
             print(f"  {p}", file=sys.stderr)
     gate = _judge_gate(results.boards)
+    if results.history.interrupted:
+        print(f"note: {results.history.interrupted} earlier process(es) on this run folder ended without closing it; "
+              "requests they had in flight were sent but not stored, so their cost is not known", file=sys.stderr)
     if results.failures:
         print(f"{results.failures} request(s) failed for good; rerun to retry them", file=sys.stderr)
+    for line in results.failure_lines:
+        print(f"  {line}", file=sys.stderr)
+    if results.failures or results.failure_lines:  # failed, or not sent because an endpoint was down
         return EXIT_FAILURES
     return gate
 
