@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
             "Run the arena described by CONFIG (TOML or JSON). Rerunning the same config resumes: finished "
             "generations and judgments are reused, only the rest is sent.")
     r.add_argument("config", type=Path, help="the run config (.toml or .json)")
-    r.add_argument("--dry-run", action="store_true", help="print the plan (requests per endpoint, reuse) and send nothing")
+    r.add_argument("--dry-run", action="store_true", help="print the plan and send nothing: requests per endpoint, how many the run folder already holds, what is still to send and its cost, and each model's identity")
     r.add_argument("--fresh", action="store_true", help="start over in a new folder beside output_dir")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--retry-excluded", action="store_true",

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from .config import JudgeConfig, ModelConfig, RunConfig
+from .judge import DEFAULT_REFERENCE_TEMPLATE, DEFAULT_TEMPLATE, VERDICT_SCHEMA, render_prompt
 from .store import content_key
 
 KEY_VERSION = 2
@@ -75,3 +76,61 @@ def legacy_judgment_key(endpoint_model: str, params: Mapping[str, Any],
 def retry_key(key: bytes, n: int) -> bytes:
     """The key of the ``n``-th re-ask (n >= 1) of the verdict stored under ``key``."""
     return hashlib.blake2b(key + b"\0retry\0" + str(n).encode(), digest_size=len(key)).digest()
+
+
+# ------------------------------------------------------------------------------------ lookups
+
+
+class RecordReader(Protocol):
+    def get(self, kind: str, key: bytes) -> dict[str, Any] | None: ...
+
+
+GENERATIONS = "generations"
+JUDGMENTS = "judgments"
+
+
+def judge_request(judge: JudgeConfig, system: str, question: str, reference: str | None, answer_a: str,
+                  answer_b: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(messages, params) of the judge request for one game: what its key is made of."""
+    template = judge.template or (DEFAULT_REFERENCE_TEMPLATE if reference is not None else DEFAULT_TEMPLATE)
+    user = render_prompt(template, question=question, answer_a=answer_a, answer_b=answer_b, reference=reference)
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    params = dict(judge.generation)
+    if judge.structured_output:
+        params["response_format"] = VERDICT_SCHEMA
+    return messages, params
+
+
+def find_generation(store: RecordReader, m: ModelConfig, key: bytes, params: Mapping[str, Any],
+                    messages: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
+    """(the answer stored for ``m`` under ``key``, or under the 0.1.0 key if that record names ``m``;
+    True when it came from the old key and should be copied under ``key``)."""
+    rec = store.get(GENERATIONS, key)
+    if rec is not None:
+        return rec, False
+    old_key = legacy_generation_key(m.endpoint.model, params, messages)
+    old = store.get(GENERATIONS, old_key)
+    if old is not None and old.get("model") == m.name and "v" not in old:
+        return {**old, "v": KEY_VERSION, "legacy_key": old_key.hex()}, True
+    return None, False
+
+
+def find_judgment(store: RecordReader, judge: JudgeConfig, key: bytes, params: Mapping[str, Any],
+                  messages: Sequence[Mapping[str, Any]]) -> tuple[bytes, dict[str, Any] | None, int, bool]:
+    """(key of the latest stored verdict, its record, how many re-asks the retry chain holds, True when
+    the first record came from the 0.1.0 key and should be copied under ``key``)."""
+    rec = store.get(JUDGMENTS, key)
+    migrated = False
+    if rec is None:
+        old_key = legacy_judgment_key(judge.endpoint.model, params, messages)
+        old = store.get(JUDGMENTS, old_key)
+        if old is not None and old.get("judge") == judge.name and "v" not in old:
+            rec, migrated = {**old, "v": KEY_VERSION, "legacy_key": old_key.hex()}, True
+    found, n = key, 0
+    while rec is not None and rec.get("verdict") is None:
+        again = store.get(JUDGMENTS, retry_key(key, n + 1))
+        if again is None:
+            break
+        n += 1
+        found, rec = retry_key(key, n), again
+    return found, rec, n, migrated

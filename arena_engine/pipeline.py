@@ -11,7 +11,6 @@ rerun reuses it and sends only the rest; ``offline=True`` sends nothing at all (
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -35,27 +34,27 @@ from .datasets import Query, iter_queries
 from .errors import ArenaError, ConfigError, VerdictError
 from .evalscope_import import ImportedAnswer, ImportIndex, load_evalscope_answers
 from .identity import (
+    GENERATIONS,
+    JUDGMENTS,
+    find_generation,
+    find_judgment,
     generation_key,
     judge_identity,
+    judge_request,
     judgment_key,
-    legacy_generation_key,
-    legacy_judgment_key,
     model_identity,
     retry_key,
 )
 from .inflight import InFlight
 from .judge import (
-    DEFAULT_REFERENCE_TEMPLATE,
     DEFAULT_SYSTEM_PROMPT,
-    DEFAULT_TEMPLATE,
-    VERDICT_SCHEMA,
     Verdict,
     candidate_view,
     parse_verdict,
-    render_prompt,
 )
 from .leaderboard import Board, leaderboards
 from .metrics import METRIC_NAMES, sample_metrics_batch
+from .pairing import pairs_of
 from .progress import ProgressEvent, StageProgress
 from .rating import rate_battles
 from .runfolder import save_config
@@ -70,8 +69,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JUDGE = "\0judge"  # the judge's key among the endpoint roles (model names cannot hold NUL)
-GENERATIONS = "generations"
-JUDGMENTS = "judgments"
 FAILURES = "failures"
 @dataclass
 class MetricSums:
@@ -252,17 +249,7 @@ class Arena:
                 position += 1
 
     def _pairs(self, q: Query) -> list[tuple[str, str]]:
-        cfg = self.config
-        if cfg.mode == "baseline":
-            return [(m.name, cfg.baseline) for m in cfg.candidates]
-        names = [m.name for m in cfg.models]
-        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
-        cap = cfg.max_pairs_per_query
-        if cap is not None and len(pairs) > cap:
-            digest = hashlib.blake2b(f"{cfg.seed}\0{q.dataset}\0{q.subset}\0{q.id}".encode(), digest_size=8).digest()
-            rng = np.random.default_rng(int.from_bytes(digest, "little"))
-            pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), size=cap, replace=False))]
-        return pairs
+        return pairs_of(self.config, q)
 
     async def run(self) -> ArenaResults:
         """Run (or resume) the whole arena and return the results."""
@@ -396,16 +383,11 @@ class Arena:
 
     def _find_generation(self, m: ModelConfig, key: bytes, params: dict[str, Any],
                          messages: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """The stored answer under ``key``, or under the 0.1.0 key if that record names this model
-        (then copied under ``key``: see arena_engine.identity)."""
+        """The stored answer (a 0.1.0 record is copied under its new key: see arena_engine.identity)."""
         assert self._store is not None
-        rec = self._store.get(GENERATIONS, key)
-        if rec is None:
-            old_key = legacy_generation_key(m.endpoint.model, params, messages)
-            old = self._store.get(GENERATIONS, old_key)
-            if old is not None and old.get("model") == m.name and "v" not in old:
-                rec = {**old, "v": 2, "legacy_key": old_key.hex()}
-                self._save(GENERATIONS, key, rec)
+        rec, migrated = find_generation(self._store, m, key, params, messages)
+        if migrated and rec is not None:
+            self._save(GENERATIONS, key, rec)
         return rec
 
     async def _generate(self, m: ModelConfig, q: Query, counted: set[bytes]) -> dict[str, Any] | None:
@@ -554,25 +536,11 @@ class Arena:
 
     def _find_judgment(self, key: bytes, params: dict[str, Any],
                        messages: list[dict[str, Any]]) -> tuple[bytes, dict[str, Any] | None, int]:
-        """(key of the latest stored verdict, its record, how many re-asks the chain holds).
-
-        Looks under ``key``, else under the 0.1.0 key if that record names this judge (copied under
-        ``key``), then follows the ``--retry-excluded`` chain to the latest answer."""
+        """(key of the latest stored verdict, its record, how many re-asks the chain holds)."""
         assert self._store is not None
-        rec = self._store.get(JUDGMENTS, key)
-        if rec is None:
-            old_key = legacy_judgment_key(self.config.judge.endpoint.model, params, messages)
-            old = self._store.get(JUDGMENTS, old_key)
-            if old is not None and old.get("judge") == self.config.judge.name and "v" not in old:
-                rec = {**old, "v": 2, "legacy_key": old_key.hex()}
-                self._save(JUDGMENTS, key, rec)
-        found, n = key, 0
-        while rec is not None and rec.get("verdict") is None:
-            again = self._store.get(JUDGMENTS, retry_key(key, n + 1))
-            if again is None:
-                break
-            n += 1
-            found, rec = retry_key(key, n), again
+        found, rec, n, migrated = find_judgment(self._store, self.config.judge, key, params, messages)
+        if migrated and rec is not None:
+            self._save(JUDGMENTS, key, rec)
         return found, rec, n
 
     async def _judge_game(self, q: Query, cand: str, opp: str, a_c: dict[str, Any], a_o: dict[str, Any],
@@ -581,13 +549,8 @@ class Arena:
         cfg = self.config.judge
         stage, usage = self.stages[JUDGE], self.usage[JUDGE]
         first, second = (a_c, a_o) if candidate_is_a else (a_o, a_c)
-        template = cfg.template or (DEFAULT_REFERENCE_TEMPLATE if q.reference is not None else DEFAULT_TEMPLATE)
-        user = render_prompt(template, question=q.question, answer_a=first["answer"], answer_b=second["answer"],
-                             reference=q.reference)
-        messages = [{"role": "system", "content": self._judge_system}, {"role": "user", "content": user}]
-        params = dict(cfg.generation)
-        if cfg.structured_output:
-            params["response_format"] = VERDICT_SCHEMA
+        messages, params = judge_request(cfg, self._judge_system, q.question, q.reference, first["answer"],
+                                         second["answer"])
         base = judgment_key(self._judge_identity, cfg.endpoint.model, params, messages)
         waited = False
         while True:

@@ -276,3 +276,30 @@ def test_killed_and_resumed_run_reports_the_whole_runs_cost(tmp_path: Path) -> N
         assert set(e["latency"]) == {"p50", "p90", "p99", "max"} and e["latency"]["p50"] > 0.005
     assert offline["processes"]["runs"] == 2 and offline["processes"]["interrupted"] == 1
     assert offline["processes"]["note"]
+
+
+def test_dry_run_counts_what_the_folder_already_holds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from arena_engine.plan import plan, print_plan
+
+    n = 5
+    data = dataset(tmp_path, n)
+    queries = 2 * n
+
+    async def main() -> None:
+        async with SimServer(_garbage_sim(0.0)) as sim:
+            cfg = config_from_dict(_config([{"name": "base", "api_url": sim.url}, {"name": "cand", "api_url": sim.url}],
+                                           sim.url, tmp_path / "run", data, baseline="base"), source="<test>")
+            rows, note = plan(cfg)
+            assert note is None and [(r.requests, r.reused) for r in rows] == [(queries, 0), (queries, 0),
+                                                                               (2 * queries, 0)]
+            async with Arena(cfg) as arena:
+                await arena.run()
+            rows, note = plan(cfg)
+            assert note is None
+            assert [(r.requests, r.reused, r.to_send) for r in rows] == [(queries, queries, 0), (queries, queries, 0),
+                                                                         (2 * queries, 2 * queries, 0)]
+            await print_plan(cfg)
+
+    anyio.run(main)
+    out = capsys.readouterr().out
+    assert "reused" in out and "to send" in out and "cand @ http://127.0.0.1:" in out
