@@ -70,7 +70,7 @@ class Board:
 
 def _entry(r: ModelRating) -> Entry:
     return Entry(r.name, r.winrate, r.winrate_lower, r.winrate_upper, r.rating, r.rating_lower, r.rating_upper,
-                 r.n_battles, tuple(r.flags))
+                 r.n_battles, tuple(r.flags) + tuple(r.warnings))
 
 
 def _sorted(entries: list[Entry], baseline: str) -> tuple[Entry, ...]:

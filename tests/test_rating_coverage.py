@@ -64,7 +64,7 @@ def test_cluster_intervals_cover_the_truth_evalscope_rows_do_not():
     for rep in range(REPS):
         data = simulate(rng)
         runs = {
-            "bootstrap": rate_battles(*data, models=models, baseline="m0", rounds=1000, seed=rep),
+            "bootstrap": rate_battles(*data, models=models, baseline="m0", rounds=1000, seed=rep, interval="bootstrap"),
             "sandwich": rate_battles(*data, models=models, baseline="m0", interval="sandwich"),
             "evalscope": rate_battles(*data, models=models, baseline="m0", rounds=1000, seed=rep, method="evalscope"),
         }

@@ -1,4 +1,8 @@
-"""Online Elo over games in a shuffled order (numba kernels).
+"""Legacy online Elo (method "elo-online") over games in shuffled orders (numba kernels).
+
+Online Elo is not a fit: its ratings depend on the order of the games and, with a small K, stay
+pulled towards the start value on small data, so bootstrap percentiles of it are not confidence
+intervals (see docs/rating.md). method "elo" is the Bradley-Terry fit shown on the Elo scale.
 
 Each game counts `w` times (a strong verdict `strong_weight` times), each copy a separate update, as
 in Arena-Hard's expanded rows. Update: r_a += K (s_a - e_a), r_b -= K (s_a - e_a), e_a = 1 / (1 +
@@ -64,6 +68,23 @@ def elo_point(
     units = _expand(canon, w)
     _shuffle(units)
     return _run(units, i, j, s2, w, k, base, k_factor)
+
+
+@njit(cache=True)
+def elo_mean(
+    canon: I64, i: I64, j: I64, s2: I64, w: I64, k: int, base: int, k_factor: float, seeds: npt.NDArray[np.uint32]
+) -> F64:  # pragma: no cover - numba
+    """Mean of Elo over all games (canonical order `canon`) shuffled once per seed: online Elo's point
+    depends on the order of the games; averaging many orders makes it (nearly) a function of the data."""
+    units = _expand(canon, w)
+    total = np.zeros(k)
+    for t in range(seeds.size):
+        np.random.seed(seeds[t])
+        _shuffle(units)
+        r = _run(units, i, j, s2, w, k, base, k_factor)
+        for m in range(k):
+            total[m] += r[m]
+    return total / max(seeds.size, 1)
 
 
 @njit(cache=True, nogil=True)

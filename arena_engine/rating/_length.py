@@ -24,6 +24,7 @@ from arena_engine.rating._bradley_terry import (
     cholesky_solve,
     outside_component,
 )
+from arena_engine.rating._canonical import by_content
 from arena_engine.rating._random import below, new_state
 
 F64 = npt.NDArray[np.float64]
@@ -267,23 +268,19 @@ def rate_length_controlled(
     a_is_i = a[rows] == gi
     gs2 = np.where(a_is_i, s2a, 2 * gw - s2a).astype(np.int64)
     diff = lengths[rows, 0] - lengths[rows, 1]
-    spread = float(np.std(diff)) if diff.size else 0.0
+    spread = float(np.std(np.sort(diff))) if diff.size else 0.0  # sorted: the same bits in any row order
     gx = np.tanh(diff / spread) if spread > 0 else np.zeros(diff.size)
     gx = np.where(a_is_i, gx, -gx)
-    cluster = battles.cluster[rows]
-    order = np.lexsort((gx, gw, gs2, gp, cluster))
+    ptr, order = by_content(battles.cluster[rows], gp, gs2, gw, gx)  # clusters in content order
     gp, gi, gj, gs2, gw = gp[order], gi[order], gj[order], gs2[order], gw[order]
     gx = gx[order]
-    cluster = cluster[order]
-    starts = np.flatnonzero(np.r_[True, cluster[1:] != cluster[:-1]]) if cluster.size else np.zeros(0, np.int64)
-    ptr = np.append(starts, cluster.size).astype(np.int64)
 
     ones = np.ones(gi.size)
     ri, rj, rx, rwin, rn = _virtual_games(gp, gi, gj, gx, gs2, gw, ones, battles.pi.size, battles.pi, battles.pj, k, base)
     theta = lc_fit(ri, rj, rx, rwin, rn, k, base, np.zeros(k), np.zeros((0, 0)))
     beta = _strengths(theta, k, base)
     _, hess = _grad_hess(ri, rj, rx, rwin, rn, theta, k, base, True)
-    if interval == "sandwich":
+    if interval in ("sandwich", "score"):
         meat = lc_meat(ptr, gi, gj, gx, gs2, gw, theta, k, base)
         g = ptr.size - 1
         if g > 1:
