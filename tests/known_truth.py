@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from arena_engine.rating import rate_battles
+
 CUTS = (2.0, 0.5, -0.5, -2.0)
 BIAS = 0.4
 EFFECT = 0.7
@@ -127,8 +129,6 @@ def simulate(sc: Scenario, rng: np.random.Generator, queries: int | None = None)
 
 def truth_by_fit(sc: Scenario, queries: int, seed: int = 12345) -> np.ndarray:
     """Length-controlled truth: the length-controlled fit on `queries` simulated queries."""
-    from arena_engine.rating import rate_battles
-
     a, b, o, q, lens = simulate(sc, np.random.default_rng(seed), queries)
     k = len(sc.theta)
     r = rate_battles(a, b, o, q, models=[f"m{m}" for m in range(k)], baseline="m0", lengths=lens,
@@ -148,3 +148,54 @@ SCENARIOS = (
     Scenario("length-controlled, length effect, 100 queries", (0.0, -0.5, 0.0, 0.5), 100, length_effect=1.0),
     Scenario("length-controlled, no length effect, 100 queries", (0.0, -0.5, 0.0, 0.5), 100, length_effect=0.0),
 )
+
+
+@dataclass(frozen=True)
+class Cell:
+    hits: int
+    above: int
+    below: int
+    total: int
+    width: float  # median width in pp
+
+    @property
+    def coverage(self) -> float:
+        return self.hits / self.total
+
+    @property
+    def se(self) -> float:
+        c = self.coverage
+        return float(np.sqrt(c * (1 - c) / self.total))
+
+    def text(self) -> str:
+        return f"{100 * self.coverage:5.1f} ± {100 * self.se:.1f}"
+
+
+def truth_of(sc: Scenario, lc_queries: int) -> np.ndarray:
+    return truth_by_fit(sc, lc_queries) if sc.length_effect is not None else true_winrates(sc)
+
+
+def coverage(sc: Scenario, truth: np.ndarray, interval: str, reps: int, rounds: int, seed: int = 1) -> Cell | None:
+    """Coverage of one interval kind over `reps` replications (None where it does not apply)."""
+    if interval == "elo-online" and sc.length_effect is not None:
+        return None
+    k = len(sc.theta)
+    models = [f"m{m}" for m in range(k)]
+    method = "elo-online" if interval == "elo-online" else "bt"
+    kind = "bootstrap" if interval == "elo-online" else interval
+    rng = np.random.default_rng(seed)
+    hits = above = below = total = 0
+    widths = []
+    for rep in range(reps):
+        data = simulate(sc, rng)
+        lengths = data[4] if len(data) == 5 else None
+        r = rate_battles(*data[:4], models=models, baseline="m0", method=method, interval=kind, rounds=rounds,
+                         seed=rep, lengths=lengths)
+        lo = np.array([m.winrate_lower for m in r.per_model[1:]])
+        hi = np.array([m.winrate_upper for m in r.per_model[1:]])
+        hits += int(np.sum((lo <= truth) & (truth <= hi)))
+        above += int(np.sum(truth > hi))
+        below += int(np.sum(truth < lo))
+        total += truth.size
+        widths.extend((hi - lo).tolist())
+    return Cell(hits, above, below, total, 100 * float(np.median(widths)))
