@@ -72,7 +72,7 @@ def elo_point(
 ) -> F64:  # pragma: no cover - numba
     """Elo over all games (in canonical order `canon`) shuffled with `seed`."""
     units = _expand(canon, w)
-    _shuffle(units, new_state(seed))
+    _shuffle(units, new_state(int(seed)))
     return _run(units, i, j, s2, w, k, base, k_factor)
 
 
