@@ -1,6 +1,6 @@
 """Leaderboards per scope (OVERALL, per dataset, per subset) from the judged games.
 
-Each scope pools its games and rates them with the rating kernels (cluster bootstrap over queries). The
+Each scope pools its games and rates them with the rating kernels (intervals with the query as the unit). The
 EvalScope way (OVERALL = unweighted mean of the subset win rates and of their CI bounds) is an option
 so its numbers can be reproduced.
 """
