@@ -72,6 +72,8 @@ CASES = {
                            "K10 N100k legacy online Elo, R1000"),
     "pairs200_rows2": (lambda: pairs(200, 1_000_000, 2), 200, {"rounds": 100, "interval": "bootstrap"}, 2.0,
                        "K200 N1M all pairs, 2 rows/query, bootstrap R100"),
+    "pairs200_rows4": (lambda: pairs(200, 1_000_000, 4), 200, {"rounds": 100, "interval": "bootstrap"}, 2.0,
+                       "K200 N1M all pairs, 4 rows/query on 2 pairs, bootstrap R100"),
     "pairs200_rows40": (lambda: pairs(200, 1_000_000, 40), 200, {"rounds": 100, "interval": "bootstrap"}, 2.0,
                         "K200 N1M all pairs, 40 rows/query on 20 pairs, bootstrap R100"),
     "pairs200_rows40_score": (lambda: pairs(200, 1_000_000, 40), 200, {}, 2.0,
@@ -150,7 +152,7 @@ def main() -> None:
         print(f"[{status}] {label}: median {res['median']:.3f} s (bar <= {bar:g} s), runs "
               f"{', '.join(f'{x:.3f}' for x in res['all'])}, CPU {res['cpu']:.3f} s, peak RSS {res['peak_rss_mb']:.0f} MB,"
               f" load {os.getloadavg()[0]:.2f}", flush=True)
-        data_key = name.split("_")[0] + ("_rows40" if "rows40" in name else "")
+        data_key = name.split("_")[0] + "".join(f"_{r}" for r in ("rows4", "rows40") if f"_{r}" in name)
         if not args.no_choix and data_key not in choix_done and not name.startswith("sweep"):
             choix_done[data_key] = choix_seconds(name)
             if choix_done[data_key] is not None:

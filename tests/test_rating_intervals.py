@@ -57,25 +57,30 @@ def test_no_wins_in_80_games_still_gives_an_interval_that_reaches_the_truth():
     assert boot["c"].winrate_upper - boot["c"].winrate_lower < 1e-3 and "zero_width" in boot["c"].warnings
 
 
-def _shrunk_reference(a, b, o, q, k: int, ci: float):
-    """The score interval from scratch: dense sandwich SE, design effects shrunk to the pooled one,
-    Wilson (bisection) with Student-t(queries - 1) quantiles."""
-    point = naive.star_winrates(a, b, o, base=0, k=k)
-    ratings = 1000 + naive.TO_ELO * np.log(point / (1 - point))
-    se = naive.sandwich_se(a, b, o, q, ratings, base=0) / naive.TO_ELO
+def _shrunk_reference(a, b, o, q, k: int, ci: float, base: int = 0):
+    """The score interval from scratch: BT by MM, dense sandwich SE, design effects shrunk to the pooled
+    one, Wilson (bisection) with Student-t(queries - 1) quantiles. Per non-baseline model (lo, hi)."""
     table = naive.pair_table(a, b, o)
-    games = np.array([table[(0, m)][1] for m in range(1, k)])
-    wins = games - np.array([table[(0, m)][0] for m in range(1, k)])
-    p = point[1:]
-    d_hat = p * (1 - p) * se[1:] ** 2 * games
-    minority = np.minimum(wins, games - wins)
+    ratings = naive.bradley_terry(table, k, base)
+    se = naive.sandwich_se(a, b, o, q, ratings, base=base) / naive.TO_ELO
+    beta = (ratings - 1000.0) / naive.TO_ELO
+    games = np.zeros(k)
+    wins = np.zeros(k)
+    for (x, y), (win, n) in table.items():
+        games[[x, y]] += n
+        wins[x] += win
+        wins[y] += n - win
+    others = [m for m in range(k) if m != base]
+    p = 1 / (1 + np.exp(-beta[others]))
+    d_hat = p * (1 - p) * se[others] ** 2 * games[others]
+    minority = np.minimum(wins, games - wins)[others]
     prior = max(1.0, float(np.sum(minority * d_hat) / np.sum(minority)))
     d = (minority * d_hat + 4.0 * prior) / (minority + 4.0)
-    queries = naive.queries_per_model(a, b, q, k)[1:]
+    queries = naive.queries_per_model(a, b, q, k)[others]
     out = []
-    for m in range(k - 1):
-        t = stats.t.ppf(0.5 + ci / 2, queries[m] - 1)
-        out.append(naive.wilson(float(p[m]), float(games[m] / d[m]), float(t)))
+    for t_, m in enumerate(others):
+        t = stats.t.ppf(0.5 + ci / 2, queries[t_] - 1)
+        out.append(naive.wilson(float(p[t_]), float(games[m] / d[t_]), float(t)))
     return np.array(out)
 
 
@@ -91,6 +96,17 @@ def test_score_interval_is_wilson_on_the_shrunk_cluster_robust_effective_games()
     assert rate_battles(a, b, o, q, models=names(k), baseline="m0", ci=0.9, seed=5) == rate_battles(
         a, b, o, q, models=names(k), baseline="m0", ci=0.9, seed=5
     )
+
+
+def test_score_interval_on_all_pairs_data_matches_the_reference():
+    rng = np.random.default_rng(11)
+    k = 5
+    a, b, o, q = all_pairs_battles(rng, k, 1200, rng.normal(0, 1, k))
+    r = rate_battles(a, b, o, q, models=names(k), baseline="m2")
+    ref = _shrunk_reference(a, b, o, q, k, 0.95, base=2)
+    others = [m for m in r.per_model if m.name != "m2"]
+    np.testing.assert_allclose([m.winrate_lower for m in others], ref[:, 0], atol=2e-6)
+    np.testing.assert_allclose([m.winrate_upper for m in others], ref[:, 1], atol=2e-6)
 
 
 def _relabelled(rng: np.random.Generator, q: np.ndarray) -> np.ndarray:
