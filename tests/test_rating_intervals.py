@@ -267,3 +267,13 @@ def test_cluster_hashes_match_reference():
     for c in range(50):
         rows = [[int(ints[r]), int(bits[r])] for r in range(ptr[c], ptr[c + 1])]
         assert int(got[c]) == naive.splitmix_hash(rows)
+
+
+@pytest.mark.parametrize("ci", [0.2, 0.5, 0.95, 0.999])
+def test_score_interval_holds_the_point_at_any_level(ci):
+    r = rate_battles(*no_wins(40), models=["base", "c"], baseline="base", ci=ci)
+    assert r["c"].winrate_lower <= r["c"].winrate <= r["c"].winrate_upper
+    rng = np.random.default_rng(12)
+    a, b, o, q = star_battles(rng, 4, 35, np.array([0.0, -3.0, 0.5, 3.0]))
+    for m in rate_battles(a, b, o, q, models=names(4), baseline="m0", ci=ci).per_model:
+        assert m.winrate_lower <= m.winrate <= m.winrate_upper

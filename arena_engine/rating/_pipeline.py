@@ -243,6 +243,9 @@ def rate(
         observed = np.array([0.0 if f == ("only_losses",) else 1.0 if f == ("only_wins",) else math.nan for f in flags])
         zq = np.array([t_quantile(0.5 + ci / 2.0, max(int(g) - 1, 1)) for g in queries])
         lo, hi = score_bounds(beta, se, played, minority, usable, zq, observed)
+        # a virtual-tie point of a model with only losses (wins) can lie outside Wilson's interval for
+        # an observed 0 (1) at a low confidence level: the interval always holds the point shown
+        lo, hi = np.minimum(lo, beta), np.maximum(hi, beta)
         return summary(point, ELO_BASE + TO_ELO * lo, ELO_BASE + TO_ELO * hi)
 
     if online_elo:
