@@ -277,3 +277,15 @@ def test_score_interval_holds_the_point_at_any_level(ci):
     a, b, o, q = star_battles(rng, 4, 35, np.array([0.0, -3.0, 0.5, 3.0]))
     for m in rate_battles(a, b, o, q, models=names(4), baseline="m0", ci=ci).per_model:
         assert m.winrate_lower <= m.winrate <= m.winrate_upper
+
+
+def test_a_model_without_a_path_to_the_baseline_gets_an_interval_over_everything():
+    a = np.array([1, 2, 2, 1, 3, 0])
+    b = np.array([2, 1, 1, 2, 0, 3])
+    o = np.array([1, -1, 1, 0, 1, -2], dtype=np.int8)
+    q = np.array([0, 0, 1, 1, 2, 2])
+    r = rate_battles(a, b, o, q, models=names(4), baseline="m0")
+    for m in ("m1", "m2"):
+        assert r[m].flags == ("disconnected",)
+        assert r[m].winrate_lower < 1e-20 and r[m].winrate_upper > 1 - 1e-12
+    assert r["m3"].flags == ("only_wins",) and 0.0 < r["m3"].winrate_lower < r["m3"].winrate  # Wilson for 2 of 2

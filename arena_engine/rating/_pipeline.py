@@ -183,6 +183,7 @@ def _content_ordered(battles: Battles) -> Battles:
 
 
 MIN_QUERIES = 30  # a model seen in fewer queries gets the warning "few_queries"
+UNKNOWN_LOGIT = 50.0  # score bounds of a disconnected model: +-50 logits, i.e. win rates (0, 1) to 1e-21
 ELO_ORDERINGS = 100  # legacy online Elo: the point is the mean over this many shuffled orders
 
 
@@ -246,6 +247,9 @@ def rate(
         # a virtual-tie point of a model with only losses (wins) can lie outside Wilson's interval for
         # an observed 0 (1) at a low confidence level: the interval always holds the point shown
         lo, hi = np.minimum(lo, beta), np.maximum(hi, beta)
+        # no path of games to the baseline: the data say nothing about the rating against it
+        cut_off = np.array([f == ("disconnected",) for f in flags])
+        lo, hi = np.where(cut_off, -UNKNOWN_LOGIT, lo), np.where(cut_off, UNKNOWN_LOGIT, hi)
         return summary(point, ELO_BASE + TO_ELO * lo, ELO_BASE + TO_ELO * hi)
 
     if online_elo:
