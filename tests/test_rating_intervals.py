@@ -289,3 +289,21 @@ def test_a_model_without_a_path_to_the_baseline_gets_an_interval_over_everything
         assert r[m].flags == ("disconnected",)
         assert r[m].winrate_lower < 1e-20 and r[m].winrate_upper > 1 - 1e-12
     assert r["m3"].flags == ("only_wins",) and 0.0 < r["m3"].winrate_lower < r["m3"].winrate  # Wilson for 2 of 2
+
+
+def test_rating_config_defaults_to_the_score_interval_and_labels_legacy_elo(tmp_path):
+    from arena_engine.config import load_config
+    from arena_engine.errors import ConfigError
+    from tests.test_config import GOOD
+
+    path = tmp_path / "arena.toml"
+    path.write_text(GOOD)
+    cfg = load_config(path)
+    assert cfg.rating.interval == "score" and cfg.rating.method == "bt"
+    path.write_text(GOOD + 'method = "elo-online"\n')
+    assert load_config(path).rating.interval == "bootstrap"  # legacy online Elo only resamples
+    path.write_text(GOOD + 'method = "elo-online"\ninterval = "sandwich"\n')
+    with pytest.raises(ConfigError, match=r"rating\.interval"):
+        load_config(path)
+    path.write_text(GOOD + 'method = "elo"\ninterval = "sandwich"\n')  # elo is the BT fit: allowed
+    assert load_config(path).rating.interval == "sandwich"
