@@ -71,8 +71,8 @@ class RatingConfig:
     rounds: int = 1000
     ci: float = 0.95
     strong_weight: int = 3
-    method: Literal["bt", "elo"] = "bt"
-    interval: Literal["bootstrap", "sandwich"] = "bootstrap"
+    method: Literal["bt", "elo", "elo-online"] = "bt"  # "elo": the BT fit on the Elo scale; "elo-online": legacy
+    interval: Literal["score", "bootstrap", "sandwich"] = "score"
     overall: OverallMode = "pooled"
 
 
@@ -339,12 +339,14 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
         rounds=rt.positive("rounds", int, 1000),
         ci=ci,
         strong_weight=rt.positive("strong_weight", int, 3),
-        method=rt.choice("method", ("bt", "elo"), "bt"),  # type: ignore[arg-type]
-        interval=rt.choice("interval", ("bootstrap", "sandwich"), "bootstrap"),  # type: ignore[arg-type]
+        method=rt.choice("method", ("bt", "elo", "elo-online"), "bt"),  # type: ignore[arg-type]
+        interval=rt.choice("interval", ("score", "bootstrap", "sandwich"), "score"),  # type: ignore[arg-type]
         overall=rt.choice("overall", ("pooled", "evalscope"), "pooled"),  # type: ignore[arg-type]
     )
-    if rating.interval == "sandwich" and rating.method != "bt":
-        raise ConfigError(f"{source}: 'rating.interval' = \"sandwich\" needs 'rating.method' = \"bt\"")
+    if rating.method == "elo-online":  # legacy online Elo only resamples (its bounds are a spread)
+        if rating.interval == "sandwich":
+            raise ConfigError(f"{source}: 'rating.interval' = \"sandwich\" needs 'rating.method' = \"bt\" or \"elo\"")
+        rating = replace(rating, interval="bootstrap")
     rt.done()
     top.done()
     return RunConfig(

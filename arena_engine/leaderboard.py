@@ -1,6 +1,6 @@
 """Leaderboards per scope (OVERALL, per dataset, per subset) from the judged games.
 
-Each scope pools its games and rates them with the rating kernels (cluster bootstrap over queries). The
+Each scope pools its games and rates them with the rating kernels (intervals with the query as the unit). The
 EvalScope way (OVERALL = unweighted mean of the subset win rates and of their CI bounds) is an option
 so its numbers can be reproduced.
 
@@ -107,7 +107,7 @@ def with_contradictions(d: BoardDiagnostics, entries: Sequence[Entry], baseline:
 
 def _entry(r: ModelRating) -> Entry:
     return Entry(r.name, r.winrate, r.winrate_lower, r.winrate_upper, r.rating, r.rating_lower, r.rating_upper,
-                 r.n_battles, tuple(r.flags))
+                 r.n_battles, tuple(r.flags) + tuple(r.warnings))
 
 
 def _sorted(entries: list[Entry], baseline: str) -> tuple[Entry, ...]:
