@@ -36,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="arena-engine",
         description="Run LLM arena evaluations: candidates answer the same queries, a judge compares each "
-        "answer with the baseline's in both orders, and the verdicts become win rates with cluster-bootstrap "
-        "confidence intervals, Bradley-Terry/Elo ratings, leaderboards and reports.",
+        "answer with the baseline's in both orders, and the verdicts become win rates with confidence intervals "
+        "that treat the query as the unit (docs/rating.md), Bradley-Terry/Elo ratings, leaderboards and reports.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         sp = add(name, f"{what} of a run folder from its checkpoints, sending no request",
                  f"{what[0].upper() + what[1:]} of RUN_DIR from its checkpoints; no request is sent.")
         sp.add_argument("run_dir", type=Path, help="a run folder (the config's output_dir)")
-        sp.add_argument("--rounds", type=int, help="bootstrap rounds (default: the run's config)")
+        sp.add_argument("--rounds", type=int, help="bootstrap rounds, for interval = \"bootstrap\" and method = \"elo-online\" (default: the run's config)")
 
     i = add("import-evalscope", "list the answers of an EvalScope run's model",
             "Read one model's answers from an EvalScope run (a reports/<model> folder) and print what was "
