@@ -496,6 +496,7 @@ class ChatClient:
         # what this endpoint was found to refuse: response_format shapes, and which budget key it takes
         self._refused_formats: set[str] = set()
         self._token_param: tuple[str, str] | None = None  # (refused, instead)
+        self._learned = 0  # how many of those were found: a request built before the last one re-adapts
         self._clock: Callable[[], float] = clock or time.monotonic
         self._rng = rng or random.Random()
         self._url = endpoint.chat_url
@@ -566,14 +567,10 @@ class ChatClient:
             body.update(self._extra_body)
         if params:
             body.update(params)
-        ladder = None
-        if body.get("response_format") is not None:
-            ladder = format_ladder(body["response_format"])
-            self._shape(body, ladder)
-        if self._token_param is not None:
-            refused, instead = self._token_param
-            if refused in body and instead not in body:
-                body[instead] = body.pop(refused)
+        ladder = format_ladder(body["response_format"]) if body.get("response_format") is not None else None
+        learned = self._learned
+        if learned:
+            self._adapt(body, ladder)
         data = orjson.dumps(body)
         est = estimate_tokens(messages, params) if limiter.needs_tokens else 0
         policy = self.endpoint.retry
@@ -592,6 +589,10 @@ class ChatClient:
         while True:
             attempt += 1
             ticket = limiter.try_acquire(est) or await limiter.acquire(est)
+            if learned != self._learned:  # a request ahead of this one found what the endpoint refuses
+                learned = self._learned
+                self._adapt(body, ladder)
+                data = orjson.dumps(body)
             sent = False
             used: int | None = None
             try:
@@ -709,6 +710,15 @@ class ChatClient:
             return RetryDecision("fatal", reason, status=status)
         return RetryDecision("retry", reason, server_wait(headers), status=status)
 
+    def _adapt(self, body: dict[str, Any], ladder: Sequence[FormatShape] | None) -> None:
+        """Give `body` the shape this endpoint is known to take."""
+        if ladder is not None:
+            self._shape(body, ladder)
+        if self._token_param is not None:
+            refused, instead = self._token_param
+            if refused in body and instead not in body:
+                body[instead] = body.pop(refused)
+
     def _shape(self, body: dict[str, Any], ladder: Sequence[FormatShape]) -> str:
         """Put the best response_format of `ladder` this endpoint has not refused into `body`."""
         shape = next((s for s in ladder if s.name not in self._refused_formats), ladder[-1])
@@ -727,6 +737,7 @@ class ChatClient:
             if rung is not None and rung != ladder[-1].name:
                 if rung not in self._refused_formats:
                     self._refused_formats.add(rung)
+                    self._learned += 1
                     log.warning("endpoint %r (%s, model %s) refuses response_format %s (%s); sending %s from now on",
                                 self.endpoint.name, self._url, self._model, rung, reason,
                                 self._shape({}, ladder))
@@ -736,6 +747,7 @@ class ChatClient:
         if swap is not None:
             if self._token_param != swap:
                 self._token_param = swap
+                self._learned += 1
                 log.warning("endpoint %r (%s, model %s) refuses %s (%s); sending %s from now on",
                             self.endpoint.name, self._url, self._model, swap[0], reason, swap[1])
             body[swap[1]] = body.pop(swap[0])

@@ -41,6 +41,8 @@ from .judge import (
     candidate_view,
     parse_verdict,
     render_prompt,
+    retry_budget,
+    retry_messages,
 )
 from .leaderboard import Board, leaderboards
 from .metrics import METRIC_NAMES, sample_metrics_batch
@@ -519,33 +521,55 @@ class Arena:
 
     async def _ask_judge(self, messages: list[dict[str, Any]],
                          params: dict[str, Any]) -> tuple[dict[str, Any] | None, ChatResult]:
-        """Ask the judge, retrying unparseable answers; (None, the failed result) if the request itself
-        failed for good (the caller records it with its reason)."""
+        """Ask the judge, asking again (at most `parse_retries` times) in a way that can help: a reply cut
+        off by the completion budget once with twice the budget (`retry_budget`); an unreadable verdict
+        with the reply quoted and the verdict format repeated (`judge.retry_messages`). A retry that
+        would resend a request already answered at temperature 0 is not sent. (None, the failed result)
+        if the request itself failed for good (the caller records it with its reason)."""
         client = self._clients[JUDGE]
         usage = self.usage[JUDGE]
         tries = 1 + self.config.judge.parse_retries
+        deterministic = params.get("temperature", 1.0) == 0
+        ask_messages, ask_params = messages, params
+        grown = False
         reason = ""
         result: ChatResult | None = None
         prompt_tokens = completion_tokens = 0
-        for attempt in range(1, tries + 1):
-            result = await client.chat(messages, params)
+        attempt = 0
+        while attempt < tries:
+            attempt += 1
+            result = await client.chat(ask_messages, ask_params)
             self._account(usage, result)
-            if not result.ok:
-                return None, result
             prompt_tokens += result.prompt_tokens
             completion_tokens += result.completion_tokens
+            cut = result.finish_reason == "length"
+            bigger = retry_budget(ask_params) if cut and not grown else None
+            if not result.ok:
+                if bigger is not None and attempt < tries:  # e.g. a reasoning model's thinking used it all
+                    reason, ask_params, grown = f"cut off by the completion budget: {result.error}", bigger, True
+                    continue
+                return None, result
             try:
                 parsed = parse_verdict(result.content)
             except VerdictError as exc:
-                reason = str(exc)
+                reason = f"{exc} (cut off by the completion budget)" if cut else str(exc)
+                if bigger is not None:
+                    ask_params, grown = bigger, True
+                    continue
+                again = retry_messages(messages, result.content, str(exc))
+                if deterministic and again == ask_messages:
+                    break  # the same request again at temperature 0 would get the same reply
+                ask_messages = again
                 continue
             return {"verdict": parsed.verdict.label, "reasoning": parsed.reasoning, "raw": result.content,
                     "error": None, "tries": attempt, "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens, "latency": round(result.latency, 6)}, result
+                    "completion_tokens": completion_tokens, "latency": round(result.latency, 6),
+                    "finish_reason": result.finish_reason, "thinking": result.reasoning}, result
         assert result is not None
-        return {"verdict": None, "reasoning": "", "raw": result.content, "error": reason, "tries": tries,
+        return {"verdict": None, "reasoning": "", "raw": result.content, "error": reason, "tries": attempt,
                 "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                "latency": round(result.latency, 6)}, result
+                "latency": round(result.latency, 6), "finish_reason": result.finish_reason,
+                "thinking": result.reasoning}, result
 
     # -------------------------------------------------------------------------------------- results
 
