@@ -126,6 +126,8 @@ class Arena:
     ``leases`` (endpoint role -> LeaseClient: model names, and ``JUDGE`` for the judge).
     """
 
+    _judge_schema_failed = False  # the judge endpoint failed on the verdict schema a parse retry added
+
     def __init__(self, config: RunConfig, *, offline: bool = False, progress_interval: float = 0.5,
                  shard: tuple[int, int] | None = None, store: LayeredStore | None = None,
                  leases: Mapping[str, LeaseClient] | None = None) -> None:
@@ -522,18 +524,20 @@ class Arena:
     async def _ask_judge(self, messages: list[dict[str, Any]],
                          params: dict[str, Any]) -> tuple[dict[str, Any] | None, ChatResult]:
         """Ask the judge, asking again (at most `parse_retries` times) in a way that can help: a reply cut
-        off by the completion budget once with twice the budget (`retry_budget`); an unreadable verdict
-        with the reply quoted and the verdict format repeated (`judge.retry_messages`). A retry that
+        off by the completion budget once with twice the budget (`judge.retry_budget`); an unreadable
+        verdict with the reply quoted and the format repeated (`judge.retry_messages`) and, when the
+        request had no response_format, constrained to the verdict schema (the client steps down to the
+        shape the endpoint takes; if the endpoint fails on it the arena stops adding it). A retry that
         would resend a request already answered at temperature 0 is not sent. (None, the failed result)
         if the request itself failed for good (the caller records it with its reason)."""
         client = self._clients[JUDGE]
         usage = self.usage[JUDGE]
-        tries = 1 + self.config.judge.parse_retries
+        tries = 1 + max(0, self.config.judge.parse_retries)
         deterministic = params.get("temperature", 1.0) == 0
         ask_messages, ask_params = messages, params
         grown = False
         reason = ""
-        result: ChatResult | None = None
+        unread: ChatResult | None = None  # the last reply that held no verdict
         prompt_tokens = completion_tokens = 0
         attempt = 0
         while attempt < tries:
@@ -548,28 +552,39 @@ class Arena:
                 if bigger is not None and attempt < tries:  # e.g. a reasoning model's thinking used it all
                     reason, ask_params, grown = f"cut off by the completion budget: {result.error}", bigger, True
                     continue
-                return None, result
+                if unread is not None and "response_format" in ask_params and "response_format" not in params:
+                    # the endpoint failed on the schema this retry added: never add it again
+                    self._judge_schema_failed = True
+                    ask_params = {k: v for k, v in ask_params.items() if k != "response_format"}
+                    continue
+                if unread is None:
+                    return None, result
+                break  # a retry failed: the game keeps the reason its last reply was unreadable
             try:
                 parsed = parse_verdict(result.content)
             except VerdictError as exc:
+                unread = result
                 reason = f"{exc} (cut off by the completion budget)" if cut else str(exc)
                 if bigger is not None:
                     ask_params, grown = bigger, True
                     continue
                 again = retry_messages(messages, result.content, str(exc))
-                if deterministic and again == ask_messages:
+                again_params = ask_params
+                if "response_format" not in ask_params and not self._judge_schema_failed:
+                    again_params = {**ask_params, "response_format": VERDICT_SCHEMA}
+                if deterministic and again == ask_messages and again_params == ask_params:
                     break  # the same request again at temperature 0 would get the same reply
-                ask_messages = again
+                ask_messages, ask_params = again, again_params
                 continue
             return {"verdict": parsed.verdict.label, "reasoning": parsed.reasoning, "raw": result.content,
                     "error": None, "tries": attempt, "prompt_tokens": prompt_tokens,
                     "completion_tokens": completion_tokens, "latency": round(result.latency, 6),
                     "finish_reason": result.finish_reason, "thinking": result.reasoning}, result
-        assert result is not None
-        return {"verdict": None, "reasoning": "", "raw": result.content, "error": reason, "tries": attempt,
+        last = unread or result
+        return {"verdict": None, "reasoning": "", "raw": last.content, "error": reason, "tries": attempt,
                 "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                "latency": round(result.latency, 6), "finish_reason": result.finish_reason,
-                "thinking": result.reasoning}, result
+                "latency": round(last.latency, 6), "finish_reason": last.finish_reason,
+                "thinking": last.reasoning}, last
 
     # -------------------------------------------------------------------------------------- results
 

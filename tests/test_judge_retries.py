@@ -16,7 +16,7 @@ from shape_server import Reply, ShapeServer, completion, shape_server
 from test_client_shapes import LLAMA_CPP_REFUSAL
 
 from arena_engine.config import config_from_dict
-from arena_engine.judge import DEFAULT_SYSTEM_PROMPT, parse_verdict, retry_messages
+from arena_engine.judge import DEFAULT_SYSTEM_PROMPT, VERDICT_SCHEMA, parse_verdict, retry_messages
 from arena_engine.pipeline import JUDGE, Arena, ArenaResults
 from arena_engine.store import RunStore
 
@@ -38,7 +38,7 @@ def judge_bodies(server: ShapeServer) -> list[dict[str, Any]]:
     return [b for b in server.bodies() if b["model"] == "judge"]
 
 
-def run(tmp_path: Path, judge: Any, *, runs: int = 1, **judge_cfg: Any) -> tuple[list[ArenaResults], ShapeServer, list[Any]]:
+def run(tmp_path: Path, judge: Any, *, runs: int = 1, in_flight: int | None = None, **judge_cfg: Any) -> tuple[list[ArenaResults], ShapeServer, list[Any]]:
     data = dataset(tmp_path, 3)
     results: list[ArenaResults] = []
     stats: list[Any] = []
@@ -47,7 +47,8 @@ def run(tmp_path: Path, judge: Any, *, runs: int = 1, **judge_cfg: Any) -> tuple
         async with shape_server(answer_or(judge)) as server:
             ep = {"api_url": server.url, "max_attempts": 3}
             cfg = config_from_dict({
-                "run": {"output_dir": str(tmp_path / "run"), "seed": 1},
+                "run": {"output_dir": str(tmp_path / "run"), "seed": 1,
+                        **({"queries_in_flight": in_flight} if in_flight else {})},
                 "datasets": [{"name": "general_qa", "path": str(data)}],
                 "models": [{"name": "base", **ep}, {"name": "cand", **ep}],
                 "arena": {"baseline": "base"},
@@ -109,6 +110,8 @@ def test_a_parse_retry_quotes_the_reply_and_the_format_instead_of_resending(tmp_
     retried = [b for b in bodies if RETRY_MARK in b["messages"][-1]["content"]]
     assert len(retried) == 2 * QUERIES
     assert all("<your short reasoning>" in b["messages"][-1]["content"] for b in retried)  # the reply, quoted
+    assert all(b["response_format"] == VERDICT_SCHEMA for b in retried)  # and constrained to the schema
+    assert not any("response_format" in b for b in bodies if b not in retried)
     tries = [r["tries"] for r in records(tmp_path / "run", "judgments")]
     assert tries == [2] * (2 * QUERIES)
 
@@ -119,6 +122,23 @@ def test_a_retry_that_would_be_the_same_request_at_temperature_0_is_not_sent(tmp
     assert all(g.outcome is None and g.reason == "unparseable verdict: no verdict label found" for g in games)
     # the first retry quotes the reply; a second would quote the same reply again: identical, not sent
     assert len(judge_bodies(server)) == 2 * len(games)
+
+
+def test_an_endpoint_that_fails_on_the_added_schema_gets_retries_without_it(tmp_path: Path) -> None:
+    def judge(body: dict[str, Any]) -> Reply:
+        if "response_format" in body:
+            return 400, {"error": {"message": "Bad request"}}
+        return completion("I cannot decide.")
+
+    results, server, _ = run(tmp_path, judge, in_flight=1)  # one query (two games) at a time
+    games = results[0].games
+    assert all(g.outcome is None and g.reason == "unparseable verdict: no verdict label found" for g in games)
+    assert not records(tmp_path / "run", "failures"), "a retry that failed does not turn the game into a failure"
+    bodies = judge_bodies(server)
+    with_schema = [b for b in bodies if "response_format" in b]
+    assert 1 <= len(with_schema) <= 2  # only the retries built before the first one failed
+    # each game: its request and the quoted retry; the games whose retry with the schema failed, that too
+    assert len(bodies) == 2 * len(games) + len(with_schema)
 
 
 @pytest.mark.parametrize("shape", ["cut_json", "only_thinking"])
