@@ -6,11 +6,12 @@ Pure functions over bytes, strings and dicts (no I/O, no state); `client.ChatCli
         (content, choices, finish_reason, prompt_tokens, completion_tokens, reasoning)   an answer
         | Fault(kind "retry" | "fatal", reason, finish_reason, prompt_tokens, completion_tokens)
 
-        answer     content is text; `<think>...</think>` blocks and the `reasoning_content` /
-                   `reasoning` field are taken out of it and returned as `reasoning`
+        answer     content is text; leading `<think>...</think>` blocks and the `reasoning_content` /
+                   `reasoning` field are kept out of it and returned as `reasoning`
         fatal      "refusal: <text>", "tool_calls instead of content: <names>", "content_filter: ...",
-                   "no content (finish_reason: length)", "no_choices[: <server message>]",
-                   "text/html body, not JSON: <start of the body>", "error_in_body: <message>"
+                   "no content (finish_reason: stop)", "no content, only reasoning (finish_reason:
+                   length)", "no_choices[: <server message>]", "text/html body, not JSON: <start of
+                   the body>" (a non-JSON body of a non-JSON type), "error_in_body: <message>"
         retry      "malformed_json" (a JSON-typed body that does not parse), "error_in_body: <message>"
                    when the message says the server is overloaded / rate limited / unavailable
 
@@ -18,7 +19,8 @@ Pure functions over bytes, strings and dicts (no I/O, no state); `client.ChatCli
                                       "Input should be ...", "Extra inputs are not permitted", ...):
                                       the same request fails the same way, whatever the status says
     format_ladder(response_format)    structured output shapes to try in turn: OpenAI's json_schema,
-                                      then llama.cpp's {"type": "json_object", "schema": ...}, then none
+                                      llama.cpp's {"type": "json_object", "schema": ...}, json_object,
+                                      then none (plain text)
     refuses_format(message)           the refusal is about the response format
     refused_token_param(message, body) "max_tokens" -> "max_completion_tokens" (or back) when the
                                       server says the one sent is not supported
@@ -108,7 +110,7 @@ def split_reasoning(text: str) -> tuple[str, str | None]:
     """(answer, reasoning): leading `<think>...</think>` blocks taken out of a reply. A `</think>` whose
     opening tag the chat template sent (so the reply starts inside the block) ends the reasoning; a
     block that never closes (cut off by max_tokens) is all reasoning and leaves no answer."""
-    if "think" not in text:  # the common case: no tag at all
+    if "hink" not in text and "HINK" not in text:  # the common case: no tag (think, Think, THINKING)
         return text, None
     parts: list[str] = []
     rest = text
