@@ -144,9 +144,8 @@ def _text(content: Any) -> str | None:
     return None
 
 
-def _body_error(data: dict[str, Any], scrub: Callable[[str], str]) -> Fault:
+def _body_error(error: Any, scrub: Callable[[str], str]) -> Fault:
     """An error object inside a 2xx body: retried when it says the server is busy, else fatal."""
-    error = data["error"]
     message: Any = error
     code: Any = None
     kind: Any = None
@@ -227,7 +226,12 @@ def read_reply(raw: bytes, content_type: str | None = None, scrub: Callable[[str
         completion_tokens = c if type(c) is int else 0
     raw_choices = data.get("choices")
     if type(raw_choices) is not list or not raw_choices:
-        fault = _body_error(data, scrub) if data.get("error") else _no_choices(data, scrub)
+        if data.get("error"):
+            fault = _body_error(data["error"], scrub)
+        elif data.get("object") == "error":  # vLLM's error shape: {"object": "error", "message": ..., "code": ...}
+            fault = _body_error(data, scrub)
+        else:
+            fault = _no_choices(data, scrub)
         return fault._replace(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
     texts: list[str] = []
     content: str | None = None

@@ -71,9 +71,11 @@ async def ask(answer: Any, params: dict[str, Any] | None = None, **kw: Any) -> t
         ({"detail": "No choices: the upstream returned nothing"}, "no_choices: No choices: the upstream returned nothing"),
         ({"error": {"message": "Invalid model name", "type": "invalid_request_error"}},
          "error_in_body: Invalid model name"),
+        ({"object": "error", "message": "This model's maximum context length is 2048 tokens", "code": 400},
+         "error_in_body: This model's maximum context length is 2048 tokens"),
     ],
     ids=["refusal", "tool_calls", "content_filter", "null_content", "empty_choices", "no_choices_detail",
-         "error_not_transient"],
+         "error_not_transient", "vllm_error_object"],
 )
 async def test_a_200_without_an_answer_fails_at_once_with_the_reason(reply: Reply, error: str) -> None:
     result, server = await ask(lambda body: reply)
