@@ -13,6 +13,15 @@ from aiohttp import web
 
 Reply = web.Response | dict[str, Any] | tuple[int, dict[str, Any]]
 
+# what llama-cpp-python 0.3.36's server answers to OpenAI's json_schema response format (HTTP 500), as
+# captured from it (the traceback's path shortened)
+LLAMA_CPP_REFUSAL = {"error": {
+    "message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+               "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
+               "'ctx': {'expected': \"'text' or 'json_object'\"}}\n\n  File \"llama_cpp/server/app.py\", "
+               "line 376, in create_chat_completion\n    POST /v1/chat/completions",
+    "type": "internal_server_error", "param": None, "code": None}}
+
 
 @dataclass
 class Seen:

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from shape_server import Reply, ShapeServer, completion, shape_server
+from shape_server import LLAMA_CPP_REFUSAL, Reply, ShapeServer, completion, shape_server
 
 from arena_engine.client import ChatClient, ChatResult, Endpoint, EnvVar, RetryPolicy, Timeouts
 from arena_engine.errors import ConfigError
@@ -26,14 +26,6 @@ pytestmark = pytest.mark.anyio
 
 FAST = RetryPolicy(max_attempts=4, max_time=20.0, base_delay=0.01, max_delay=0.02)
 ASK = [{"role": "user", "content": "question"}]
-# what llama-cpp-python 0.3.36's server answers to OpenAI's json_schema response format (HTTP 500), as
-# captured from it (the traceback's path shortened)
-LLAMA_CPP_REFUSAL = {"error": {
-    "message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
-               "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
-               "'ctx': {'expected': \"'text' or 'json_object'\"}}\n\n  File \"llama_cpp/server/app.py\", "
-               "line 376, in create_chat_completion\n    POST /v1/chat/completions",
-    "type": "internal_server_error", "param": None, "code": None}}
 
 
 @pytest.fixture

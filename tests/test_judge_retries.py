@@ -12,8 +12,7 @@ import anyio
 import orjson
 import pytest
 from arena_helpers import dataset
-from shape_server import Reply, ShapeServer, completion, shape_server
-from test_client_shapes import LLAMA_CPP_REFUSAL
+from shape_server import LLAMA_CPP_REFUSAL, Reply, ShapeServer, completion, shape_server
 
 from arena_engine.config import config_from_dict
 from arena_engine.judge import DEFAULT_SYSTEM_PROMPT, VERDICT_SCHEMA, parse_verdict, retry_messages
