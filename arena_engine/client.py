@@ -3,8 +3,20 @@
     ChatClient.chat(messages, params) -> ChatResult      never raises for HTTP or network failures
       ├── EndpointLimiter.acquire     concurrency slot, 429 hold-back, RPM/TPM windows (arena_engine.limits)
       ├── one attempt                 POST {api_url}/chat/completions, per-attempt timeouts
-      └── classify -> RetryDecision   done | fatal (400/401/403/404/422, other 4xx) | retry (429, 408, 409,
-                                      5xx, timeouts, resets, malformed body) after a wait
+      ├── classify -> RetryDecision   done | fatal (400/401/403/404/422, other 4xx, a request-validation
+      │                               error whatever its status) | retry (429, 408, 409, 5xx, timeouts,
+      │                               resets, malformed body, a busy error inside a 200) after a wait
+      └── reshape                     a request the server refused for its shape is resent at once in
+                                      the shape it takes, and the endpoint remembers (see below)
+
+What a 2xx body means (the answer, the model's reasoning kept apart from it, or a clear reason why there
+is no answer) is `arena_engine.replies.read_reply`.
+
+Reshaping, once per endpoint and remembered by the client: a `response_format` the server refuses
+(llama-cpp-python 0.3.x answers OpenAI's json_schema with a 500 "Input should be 'text' or
+'json_object'") steps down `replies.format_ladder` (json_schema -> json_object with the schema ->
+json_object -> plain text); a `max_tokens` it calls unsupported becomes `max_completion_tokens` (or
+back). The caller's params are never changed, so checkpoint keys stay those of the requested shape.
 
 Retry waits: the server's `retry-after-ms`, `Retry-After` (seconds or HTTP date) or
 `x-ratelimit-reset-requests/-tokens` when given (and then the whole endpoint is held back until the
@@ -20,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
 import math
 import os
 import random
@@ -36,6 +49,16 @@ from arena_engine.errors import ConfigError
 from arena_engine.health import EndpointHealth
 from arena_engine.limits import EndpointLimiter, Limits, Ticket
 from arena_engine.read_timeout import ReadWatchdog
+from arena_engine.replies import (
+    Fault,
+    FormatShape,
+    format_ladder,
+    is_validation_error,
+    read_reply,
+    refused_token_param,
+    refuses_format,
+    snippet,
+)
 
 if TYPE_CHECKING:
     from arena_engine.leases import LeaseClient
@@ -45,6 +68,7 @@ __all__ = [
     "ChatResult",
     "ClientStats",
     "Endpoint",
+    "EnvVar",
     "RetryDecision",
     "RetryPolicy",
     "Timeouts",
@@ -70,6 +94,10 @@ MAX_ERROR_MESSAGE = 300
 FATAL_STATUSES = frozenset({400, 401, 403, 404, 422})
 RETRY_STATUSES = frozenset({408, 409, 429})
 RETRY_BUDGET_EXHAUSTED = "retry_budget_exhausted"
+#: Headers the client sets itself; `Endpoint.extra_headers` may not.
+RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "accept"})
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -110,8 +138,21 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class EnvVar:
+    """A value read from the environment variable `name` when the client opens (header secrets such
+    as Azure's `api-key`); only the name is ever stored, printed or saved."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class Endpoint:
-    """One OpenAI-compatible endpoint serving one model. `api_url` ends before `/chat/completions`."""
+    """One OpenAI-compatible endpoint serving one model. `api_url` ends before `/chat/completions`.
+
+    `extra_headers` go with every request (a value may be an `EnvVar`, e.g. Azure's
+    `{"api-key": EnvVar("AZURE_KEY")}`); `query_params` are added to the URL (Azure's `api-version`);
+    `extra_body` fills the request body's keys that the request's own params do not set.
+    """
 
     name: str
     api_url: str
@@ -120,6 +161,9 @@ class Endpoint:
     limits: Limits = field(default_factory=Limits)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    extra_headers: Mapping[str, str | EnvVar] = field(default_factory=dict, hash=False)
+    query_params: Mapping[str, str] = field(default_factory=dict, hash=False)
+    extra_body: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -130,22 +174,45 @@ class Endpoint:
             )
         if not self.model:
             raise ConfigError(f"endpoint {self.name!r}: model must not be empty")
+        for header, value in self.extra_headers.items():
+            if not isinstance(header, str) or not header.strip() or header.lower() in RESERVED_HEADERS:
+                raise ConfigError(f"endpoint {self.name!r}: extra header {header!r} cannot be set")
+            if not isinstance(value, str | EnvVar):
+                raise ConfigError(f"endpoint {self.name!r}: extra header {header!r} must be a string or an EnvVar")
+            if header.lower() == "authorization" and self.api_key_env:
+                raise ConfigError(
+                    f"endpoint {self.name!r}: an Authorization header and api_key_env both set the key; keep one"
+                )
+        for banned in ("model", "messages", "stream"):
+            if banned in self.extra_body:
+                raise ConfigError(f"endpoint {self.name!r}: extra_body.{banned} is set by arena-engine, remove it")
 
     @property
     def chat_url(self) -> str:
         return self.api_url.rstrip("/") + "/chat/completions"
+
+    def env_names(self) -> list[str]:
+        """The environment variables this endpoint reads secrets from (the key, header values)."""
+        names = [self.api_key_env] if self.api_key_env else []
+        return names + [v.name for v in self.extra_headers.values() if isinstance(v, EnvVar)]
 
 
 @dataclass(frozen=True, slots=True)
 class ChatResult:
     """The outcome of one `chat` call, successful or not.
 
-    `content` is the first choice's text, `choices` all choices' texts ("" where the server sent null).
+    `content` is the first choice's answer text, `choices` all choices' answers ("" where the server
+    sent null); a reasoning model's thinking (`reasoning_content` / `reasoning` fields, leading
+    `<think>...</think>` blocks) is never part of them but kept in `reasoning`. `finish_reason` is the
+    first choice's ("length": cut off by the completion budget), on failed results too when a reply
+    arrived.
     `latency` is the successful (or last) attempt's round trip; `elapsed` the whole call including
     queueing, rate-limit waits and retries. `status` is the last HTTP status (None if none arrived).
-    `error` is None on success, else a short reason: "http_401: <server message>", "no_choices", or
-    "retry_budget_exhausted: <last reason>" where the last reason is e.g. "timeout", "connection_reset",
-    "malformed_json", "http_503: <server message>".
+    `error` is None on success, else a short reason: "http_401: <server message>", "no_choices", the
+    reasons of `arena_engine.replies.read_reply` ("refusal: ...", "tool_calls instead of content: ...",
+    "text/html body, not JSON: ...", ...), or "retry_budget_exhausted: <last reason>" where the last
+    reason is e.g. "timeout", "connection_reset", "malformed_json", "http_503: <server message>",
+    "error_in_body: <server message>".
     """
 
     content: str | None
@@ -158,6 +225,7 @@ class ChatResult:
     status: int | None
     error: str | None
     elapsed: float = 0.0
+    reasoning: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -176,6 +244,7 @@ class ClientStats:
     tokens_in: int = 0
     tokens_out: int = 0
     in_flight: int = 0  # attempts on the wire now
+    reshaped: int = 0  # attempts resent at once in a shape the server takes (response_format, max_tokens)
 
     @property
     def done(self) -> int:
@@ -185,7 +254,7 @@ class ClientStats:
         return (
             f"ClientStats(requests={self.requests}, ok={self.successes}, failed={self.failures}, "
             f"retries={self.retries}, 429s={self.rate_limited}, tokens_in={self.tokens_in}, "
-            f"tokens_out={self.tokens_out}, in_flight={self.in_flight})"
+            f"tokens_out={self.tokens_out}, in_flight={self.in_flight}, reshaped={self.reshaped})"
         )
 
 
@@ -342,18 +411,42 @@ def _server_message(raw: bytes, scrub: Callable[[str], str] = str) -> str:
             message = error
         if message is None:
             message = data.get("message") or data.get("detail")
+        if isinstance(message, list):  # FastAPI/pydantic: [{"loc": [...], "msg": "Input should be ..."}]
+            message = "; ".join(_validation_item(item) for item in message)
     if not isinstance(message, str):
         message = raw.decode("utf-8", "replace")
-    message = " ".join(scrub(message).split())
+    message = snippet(scrub(message), MAX_ERROR_MESSAGE)
     if len(message) > MAX_ERROR_MESSAGE:
         message = message[: MAX_ERROR_MESSAGE - 3] + "..."
     return message
+
+
+def _validation_item(item: Any) -> str:
+    if not isinstance(item, dict) or not isinstance(item.get("msg"), str):
+        return str(item)
+    loc = item.get("loc")
+    where = ".".join(str(part) for part in loc) if isinstance(loc, list | tuple) else ""
+    return f"{where}: {item['msg']}" if where else item["msg"]
 
 
 SHORT_KEY = 8  # API keys shorter than this are masked only where they stand as a token (see _Secret)
 MASK = "***"
 _TOKEN_BEFORE = r"(?<![A-Za-z0-9_])(?<![A-Za-z0-9_][.-])"
 _TOKEN_AFTER = r"(?![A-Za-z0-9_])(?![.-][A-Za-z0-9_])"
+
+
+class _Hidden:
+    """Holds secret values that are not text (the request headers); its repr never shows them."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+    __str__ = __repr__
 
 
 class _Secret:
@@ -391,7 +484,8 @@ class ChatClient:
     """Sends chat requests to one `Endpoint`. Use inside the running loop: `async with ChatClient(ep) as c`.
 
     The API key is `api_key`, else the value of the environment variable `endpoint.api_key_env`
-    (ConfigError if that is named but unset); only the Authorization header ever sees it.
+    (ConfigError if that is named but unset); only the Authorization header ever sees it. Header values
+    given as `EnvVar` are read the same way and are as secret.
     `clock` (default `time.monotonic`; must count seconds like the loop's clock) times latencies, waits and the retry budget; `rng` draws backoff
     jitter; `trace_configs` are handed to the aiohttp session (request timing hooks; they see the
     Authorization header, so treat them as trusted code). `stats` holds live counters; `limiter` the
@@ -419,6 +513,28 @@ class ChatClient:
                     "export the API key there (or leave api_key_env out for an endpoint without keys)"
                 )
         self.__key = _Secret(api_key) if api_key else None
+        headers: dict[str, str] = {}
+        secrets: list[str] = [api_key] if api_key else []
+        for header, value in endpoint.extra_headers.items():
+            if isinstance(value, EnvVar):
+                found = os.environ.get(value.name)
+                if not found:
+                    raise ConfigError(
+                        f"endpoint {endpoint.name!r}: environment variable {value.name} (header {header!r}) "
+                        "is not set; export it"
+                    )
+                secrets.append(found)
+                value = found
+            headers[header] = value
+        self.__headers = _Hidden(headers)
+        # longest first, so a key that contains another secret is masked whole
+        self.__secrets = tuple(_Secret(s) for s in sorted({s for s in secrets if s}, key=len, reverse=True))
+        self._params = dict(endpoint.query_params) or None
+        self._extra_body = dict(endpoint.extra_body)
+        # what this endpoint was found to refuse: response_format shapes, and which budget key it takes
+        self._refused_formats: set[str] = set()
+        self._token_param: tuple[str, str] | None = None  # (refused, instead)
+        self._learned = 0  # how many of those were found: a request built before the last one re-adapts
         self._clock: Callable[[], float] = clock or time.monotonic
         self._rng = rng or random.Random()
         self._url = endpoint.chat_url
@@ -446,6 +562,7 @@ class ChatClient:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.__key is not None:
             headers["Authorization"] = f"Bearer {self.__key.value}"
+        headers.update(self.__headers.value)
         connector = aiohttp.TCPConnector(limit=self.endpoint.limits.concurrency, limit_per_host=0)
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -470,7 +587,9 @@ class ChatClient:
         )
 
     def _scrub(self, text: str) -> str:
-        return self.__key.mask(text) if self.__key is not None else text
+        for secret in self.__secrets:
+            text = secret.mask(text)
+        return text
 
     async def chat(
         self, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any] | None = None
@@ -482,8 +601,14 @@ class ChatClient:
         if session is None or limiter is None:
             raise RuntimeError("ChatClient is not open: use `async with ChatClient(endpoint) as client:`")
         body: dict[str, Any] = {"model": self._model, "messages": messages}
+        if self._extra_body:
+            body.update(self._extra_body)
         if params:
             body.update(params)
+        ladder = format_ladder(body["response_format"]) if body.get("response_format") is not None else None
+        learned = self._learned
+        if learned:
+            self._adapt(body, ladder)
         data = orjson.dumps(body)
         est = estimate_tokens(messages, params) if limiter.needs_tokens else 0
         policy = self.endpoint.retry
@@ -497,9 +622,15 @@ class ChatClient:
         latency = 0.0
         status: int | None = None
         reason = "timeout"
+        reshaped = 0  # attempts resent at once in another shape: they do not count against max_attempts
+        finish: str | None = None
         while True:
             attempt += 1
             ticket = limiter.try_acquire(est) or await limiter.acquire(est)
+            if learned != self._learned:  # a request ahead of this one found what the endpoint refuses
+                learned = self._learned
+                self._adapt(body, ladder)
+                data = orjson.dumps(body)
             sent = False
             used: int | None = None
             try:
@@ -508,7 +639,7 @@ class ChatClient:
                 if remaining < self._total_timeout:
                     if remaining <= 0:  # the wait for admission used up the time budget
                         return self._failure(
-                            f"{RETRY_BUDGET_EXHAUSTED}: {reason}", status, latency, attempt - 1, start
+                            f"{RETRY_BUDGET_EXHAUSTED}: {reason}", status, latency, attempt - 1, start, finish
                         )
                     timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=self._timeout.sock_connect)
                 else:
@@ -518,7 +649,7 @@ class ChatClient:
                 stats.in_flight += 1
                 watch = watchdog.start(t0)
                 try:
-                    async with session.post(url, data=data, timeout=timeout) as resp:
+                    async with session.post(url, data=data, timeout=timeout, params=self._params) as resp:
                         status = resp.status
                         watchdog.receiving(watch, resp.content, clock())
                         raw = await resp.read()
@@ -538,10 +669,12 @@ class ChatClient:
                     status = None
                 else:
                     if 200 <= status < 300:
-                        outcome = self._parse(raw)
-                        if type(outcome) is tuple:
-                            content, choices, finish_reason, prompt_tokens, completion_tokens = outcome
-                            used = prompt_tokens + completion_tokens
+                        outcome = read_reply(raw, resp.headers.get("Content-Type"), self._scrub)
+                        stats.tokens_in += outcome[3]
+                        stats.tokens_out += outcome[4]
+                        used = outcome[3] + outcome[4]
+                        if not isinstance(outcome, Fault):
+                            content, choices, finish_reason, prompt_tokens, completion_tokens, thought = outcome
                             latency = clock() - t0
                             stats.successes += 1
                             limiter.on_success()
@@ -556,89 +689,108 @@ class ChatClient:
                                 status,
                                 None,
                                 clock() - start,
+                                thought,
                             )
-                        assert isinstance(outcome, RetryDecision)
-                        decision = outcome
+                        finish = outcome.finish_reason
+                        decision = RetryDecision(outcome.kind, outcome.reason, status=status)
                     else:
                         decision = self._http_failure(status, raw, resp.headers, ticket)
+                        if status != 429 and decision.reason and self._reshape(decision.reason, body, ladder):
+                            decision = RESHAPE
                 finally:
                     watchdog.stop(watch)
                     stats.in_flight -= 1
                 latency = clock() - t0
             finally:
                 limiter.release(ticket, used_tokens=used, sent=sent)
+            if decision is RESHAPE:  # resend at once in the shape the endpoint takes (once per endpoint)
+                data = orjson.dumps(body)
+                reshaped += 1
+                stats.reshaped += 1
+                continue
             reason = decision.reason or "error"
             if decision.kind == "fatal":
-                return self._failure(reason, status, latency, attempt, start)
+                return self._failure(reason, status, latency, attempt, start, finish)
             now = clock()
             if decision.wait is not None:
                 wait = decision.wait
                 limiter.hold(now + wait)  # nothing else goes to this endpoint before the wait is over
             else:
                 wait = backoff_delay(attempt, policy, self._rng)
-            if attempt >= policy.max_attempts or now + wait >= deadline:
-                return self._failure(f"{RETRY_BUDGET_EXHAUSTED}: {reason}", status, latency, attempt, start)
+            if attempt - reshaped >= policy.max_attempts or now + wait >= deadline:
+                return self._failure(
+                    f"{RETRY_BUDGET_EXHAUSTED}: {reason}", status, latency, attempt, start, finish
+                )
             stats.retries += 1
             if wait > 0:
                 await asyncio.sleep(wait)
 
     def _failure(
-        self, error: str, status: int | None, latency: float, attempts: int, start: float
+        self, error: str, status: int | None, latency: float, attempts: int, start: float,
+        finish_reason: str | None = None,
     ) -> ChatResult:
         self.stats.failures += 1
         return ChatResult(
-            None, (), None, 0, 0, latency, attempts, status, self._scrub(error), self._clock() - start
+            None, (), finish_reason, 0, 0, latency, attempts, status, self._scrub(error), self._clock() - start
         )
 
     def _http_failure(
         self, status: int, raw: bytes, headers: Mapping[str, str], ticket: Ticket
     ) -> RetryDecision:
-        reason = f"http_{status}: {_server_message(raw, self._scrub)}"
+        message = _server_message(raw, self._scrub)
+        reason = f"http_{status}: {message}"
         if classify_status(status) == "fatal":
             return RetryDecision("fatal", reason, status=status)
         if status == 429:
             self.stats.rate_limited += 1
             self.limiter.on_rate_limited(ticket)
+        elif is_validation_error(message):  # the server's validator said no (llama-cpp-python: a 500)
+            return RetryDecision("fatal", reason, status=status)
         return RetryDecision("retry", reason, server_wait(headers), status=status)
 
-    def _parse(self, raw: bytes) -> tuple[str | None, tuple[str, ...], str | None, int, int] | RetryDecision:
-        """(content, choices, finish_reason, prompt_tokens, completion_tokens) of a 2xx body, or why not."""
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return MALFORMED
-        if type(data) is not dict:
-            return MALFORMED
-        usage = data.get("usage")
-        prompt_tokens = completion_tokens = 0
-        if type(usage) is dict:
-            p = usage.get("prompt_tokens")
-            c = usage.get("completion_tokens")
-            prompt_tokens = p if type(p) is int else 0
-            completion_tokens = c if type(c) is int else 0
-            self.stats.tokens_in += prompt_tokens
-            self.stats.tokens_out += completion_tokens
-        raw_choices = data.get("choices")
-        if type(raw_choices) is not list or not raw_choices:
-            return NO_CHOICES
-        texts: list[str] = []
-        for choice in raw_choices:
-            if type(choice) is not dict:
-                return MALFORMED
-            message = choice.get("message")
-            text = message.get("content") if type(message) is dict else None
-            texts.append(text if type(text) is str else "")
-        first = raw_choices[0]
-        message = first.get("message")
-        content = message.get("content") if type(message) is dict else None
-        finish_reason = first.get("finish_reason")
-        return (
-            content if type(content) is str else None,
-            tuple(texts),
-            finish_reason if type(finish_reason) is str else None,
-            prompt_tokens,
-            completion_tokens,
-        )
+    def _adapt(self, body: dict[str, Any], ladder: Sequence[FormatShape] | None) -> None:
+        """Give `body` the shape this endpoint is known to take."""
+        if ladder is not None:
+            self._shape(body, ladder)
+        if self._token_param is not None:
+            refused, instead = self._token_param
+            if refused in body and instead not in body:
+                body[instead] = body.pop(refused)
+
+    def _shape(self, body: dict[str, Any], ladder: Sequence[FormatShape]) -> str:
+        """Put the best response_format of `ladder` this endpoint has not refused into `body`."""
+        shape = next((s for s in ladder if s.name not in self._refused_formats), ladder[-1])
+        if shape.value is None:
+            body.pop("response_format", None)
+        else:
+            body["response_format"] = shape.value
+        return shape.name
+
+    def _reshape(self, reason: str, body: dict[str, Any], ladder: Sequence[FormatShape] | None) -> bool:
+        """Whether the server refused the request for a shape it can be sent in otherwise; if so `body`
+        now has that shape, and the endpoint remembers it for every later request."""
+        if ladder is not None and len(ladder) > 1 and refuses_format(reason):
+            sent = body.get("response_format")
+            rung = next((s.name for s in ladder if s.value == sent), None)
+            if rung is not None and rung != ladder[-1].name:
+                if rung not in self._refused_formats:
+                    self._refused_formats.add(rung)
+                    self._learned += 1
+                    log.warning("endpoint %r (%s, model %s) refuses response_format %s (%s); sending %s from now on",
+                                self.endpoint.name, self._url, self._model, rung, reason,
+                                self._shape({}, ladder))
+                self._shape(body, ladder)
+                return True
+        swap = refused_token_param(reason, body)
+        if swap is not None:
+            if self._token_param != swap:
+                self._token_param = swap
+                self._learned += 1
+                log.warning("endpoint %r (%s, model %s) refuses %s (%s); sending %s from now on",
+                            self.endpoint.name, self._url, self._model, swap[0], reason, swap[1])
+            body[swap[1]] = body.pop(swap[0])
+            return True
+        return False
 
 
 def _network_failure(exc: aiohttp.ClientError) -> RetryDecision:
@@ -656,8 +808,7 @@ def _network_failure(exc: aiohttp.ClientError) -> RetryDecision:
 
 TIMEOUT = RetryDecision("retry", "timeout")
 CONNECTION_RESET = RetryDecision("retry", "connection_reset")
-MALFORMED = RetryDecision("retry", "malformed_json", status=200)
-NO_CHOICES = RetryDecision("fatal", "no_choices", status=200)
+RESHAPE = RetryDecision("reshape")
 
 _RESULT_SETTERS = tuple(getattr(ChatResult, f.name).__set__ for f in fields(ChatResult))
 _new = object.__new__
@@ -674,11 +825,12 @@ def _result(
     status: int | None,
     error: str | None,
     elapsed: float,
+    reasoning: str | None = None,
 ) -> ChatResult:
     """`ChatResult(...)` at half the cost of the frozen dataclass __init__ (the hot path builds one per
     request): the slots are filled through their descriptors, which is what the frozen init does too."""
     r: ChatResult = _new(ChatResult)
-    s0, s1, s2, s3, s4, s5, s6, s7, s8, s9 = _RESULT_SETTERS
+    s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10 = _RESULT_SETTERS
     s0(r, content)
     s1(r, choices)
     s2(r, finish_reason)
@@ -689,4 +841,5 @@ def _result(
     s7(r, status)
     s8(r, error)
     s9(r, elapsed)
+    s10(r, reasoning)
     return r

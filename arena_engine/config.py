@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from .chat_params import check_generation
-from .client import Endpoint, RetryPolicy, Timeouts
+from .client import Endpoint, EnvVar, RetryPolicy, Timeouts
 from .configfile import read_config_file
 from .errors import ConfigError
 from .limits import Limits
@@ -105,7 +106,7 @@ class RunConfig:
 
     def missing_keys(self) -> list[str]:
         """Environment variables named for API keys that are not set."""
-        names = [m.endpoint.api_key_env for m in self.models] + [self.judge.endpoint.api_key_env]
+        names = [n for m in self.models for n in m.endpoint.env_names()] + self.judge.endpoint.env_names()
         return sorted({n for n in names if n and not os.environ.get(n)})
 
 
@@ -205,6 +206,12 @@ def _endpoint(r: _Reader, name: str) -> Endpoint:
     total = r.positive("timeout", float, Timeouts.total)
     model = r.get("model", str, name)
     api_key_env = r.get("api_key_env", str, None)
+    headers = _extra_headers(r)
+    query = _query_params(r)
+    extra_body = r.get("extra_body", dict, {})
+    for banned in ("model", "messages", "stream"):
+        if banned in extra_body:
+            raise ConfigError(f"{r.source}: '{r.where('extra_body.' + banned)}' is set by arena-engine, remove it")
     try:  # the value objects check more (an empty name or model, ...): say which file and table
         return Endpoint(
             name=name,
@@ -214,9 +221,57 @@ def _endpoint(r: _Reader, name: str) -> Endpoint:
             limits=Limits(concurrency=concurrency, rpm=rpm, tpm=tpm, adaptive=adaptive),
             retry=RetryPolicy(max_attempts=max_attempts, max_time=max_time),
             timeouts=Timeouts(connect=connect, read=read, total=total),
+            extra_headers=headers,
+            query_params=query,
+            extra_body=dict(extra_body),
         )
     except ConfigError as exc:
         raise ConfigError(f"{r.source}: {r.path or 'the top level'}: {exc}") from None
+
+
+#: Header and query names whose values are secrets: they must come from the environment.
+_SECRET_NAME = re.compile(r"auth|key|token|secret|password|cookie|signature", re.IGNORECASE)
+
+
+def _extra_headers(r: _Reader) -> dict[str, str | EnvVar]:
+    """`extra_headers = { "api-key" = { env = "AZURE_KEY" }, "x-team" = "evals" }`: a string, or a table
+    naming the environment variable that holds the value (required for secrets such as keys)."""
+    table = r.get("extra_headers", dict, {})
+    out: dict[str, str | EnvVar] = {}
+    for header, value in table.items():
+        where = r.where(f"extra_headers.{header}")
+        if isinstance(value, dict):
+            if set(value) != {"env"} or not isinstance(value["env"], str) or not value["env"]:
+                raise ConfigError(f"{r.source}: '{where}' must be a string or {{ env = \"VARIABLE\" }}")
+            out[header] = EnvVar(value["env"])
+        elif isinstance(value, str):
+            if _SECRET_NAME.search(header):
+                raise ConfigError(
+                    f"{r.source}: '{where}' looks like a secret and is not allowed as text in a config file: "
+                    f"put it in an environment variable and write {{ env = \"VARIABLE\" }}"
+                )
+            out[header] = value
+        else:  # the value is not echoed: it may be a secret
+            raise ConfigError(f"{r.source}: '{where}' must be a string or {{ env = \"VARIABLE\" }}")
+    return out
+
+
+def _query_params(r: _Reader) -> dict[str, str]:
+    """`query_params = { "api-version" = "2024-10-21" }`: added to every request's URL. No secrets: a
+    URL is printed in logs and errors (send keys in a header)."""
+    table = r.get("query_params", dict, {})
+    out: dict[str, str] = {}
+    for name, value in table.items():
+        where = r.where(f"query_params.{name}")
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"{r.source}: '{where}' must be a string or a number, got {value!r}")
+        if _SECRET_NAME.search(name):
+            raise ConfigError(
+                f"{r.source}: '{where}' looks like a secret; URLs show up in logs, so send it in "
+                f"'extra_headers' with {{ env = \"VARIABLE\" }}"
+            )
+        out[name] = str(value)
+    return out
 
 
 def _generation(r: _Reader, default: Mapping[str, Any]) -> dict[str, Any]:

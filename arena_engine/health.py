@@ -21,7 +21,7 @@ ENDPOINT_DOWN = "endpoint_down"
 
 
 def is_hard(reason: str) -> bool:
-    return reason.startswith(HARD_FAILURES)
+    return reason.startswith(HARD_FAILURES) or " body, not JSON" in reason.split(":", 1)[0]
 
 
 class EndpointHealth:

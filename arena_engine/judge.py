@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -58,7 +59,8 @@ Think briefly, then give exactly one verdict label:
 - "B>A": B is slightly better
 - "B>>A": B is significantly better
 
-Reply with one JSON object and nothing else: {"reasoning": "<your short reasoning>", "verdict": "<label>"}"""
+Reply with one JSON object and nothing else. It has two keys: "reasoning", one or two sentences on \
+why, and "verdict", exactly one of the five labels above."""
 
 _QUESTION_BLOCK = """\
 <|User Prompt|>
@@ -102,6 +104,69 @@ VERDICT_SCHEMA: dict[str, object] = {
         },
     },
 }
+
+
+#: Longest previous reply quoted in a retry's prompt.
+MAX_QUOTED_REPLY = 1000
+
+_RETRY_BLOCK = """
+
+Your previous reply to this was:
+<|The Start of Your Previous Reply|>
+{reply}
+<|The End of Your Previous Reply|>
+It held no verdict that could be read ({problem}). Reply again with one JSON object and nothing else. \
+It has two keys: "reasoning", one or two sentences on why, and "verdict", exactly one of \
+"A>>B", "A>B", "A=B", "B>A" or "B>>A"."""
+
+_EMPTY_RETRY_BLOCK = """
+
+Your previous reply to this was empty. Reply with one JSON object and nothing else. It has two keys: \
+"reasoning", one or two sentences on why, and "verdict", exactly one of "A>>B", "A>B", "A=B", "B>A" \
+or "B>>A"."""
+
+
+def retry_messages(messages: list[dict[str, Any]], reply: str | None, problem: str) -> list[dict[str, Any]]:
+    """The judge request to send after an unreadable verdict: the same conversation, its last user
+    message followed by the reply it got (quoted, cut to MAX_QUOTED_REPLY characters) and the verdict
+    format again. One user message rather than a new turn, so chat templates that insist on
+    alternating roles take it, and what the judge reads about the answers is unchanged."""
+    out = [dict(m) for m in messages]
+    last = next((m for m in reversed(out) if m.get("role") == "user" and isinstance(m.get("content"), str)), None)
+    if last is None:
+        last = {"role": "user", "content": ""}
+        out.append(last)
+    text = (reply or "").strip()
+    if text:
+        if len(text) > MAX_QUOTED_REPLY:
+            text = text[:MAX_QUOTED_REPLY] + " ..."
+        block = _RETRY_BLOCK.format(reply=text, problem=problem)
+    else:
+        block = _EMPTY_RETRY_BLOCK
+    last["content"] = last["content"] + block
+    return out
+
+
+#: The largest completion budget a retry asks for after a reply cut off by the budget.
+MAX_RETRY_BUDGET = 16384
+#: The budget a retry asks for when the request set none and the server's own default cut the reply.
+RETRY_BUDGET_WITHOUT_LIMIT = 2048
+
+
+def retry_budget(params: dict[str, Any]) -> dict[str, Any] | None:
+    """`params` with twice the completion budget (max_completion_tokens or max_tokens, whichever is
+    set), at most MAX_RETRY_BUDGET; None if that is no larger."""
+    key = "max_completion_tokens" if "max_completion_tokens" in params else "max_tokens"
+    old = params.get(key)
+    if old is None:
+        new = RETRY_BUDGET_WITHOUT_LIMIT
+    elif isinstance(old, int) and not isinstance(old, bool) and old > 0:
+        new = min(2 * old, MAX_RETRY_BUDGET)
+        if new <= old:
+            return None
+    else:
+        return None
+    return {**params, key: new}
 
 
 def render_prompt(template: str, *, question: str, answer_a: str, answer_b: str, reference: str | None) -> str:

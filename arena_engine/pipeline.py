@@ -48,9 +48,12 @@ from .identity import (
 from .inflight import InFlight
 from .judge import (
     DEFAULT_SYSTEM_PROMPT,
+    VERDICT_SCHEMA,
     Verdict,
     candidate_view,
     parse_verdict,
+    retry_budget,
+    retry_messages,
 )
 from .leaderboard import Board, leaderboards
 from .metrics import METRIC_NAMES, sample_metrics_batch
@@ -113,6 +116,8 @@ class Arena:
     (its :class:`LayeredStore`; the run folder and its config.json are then the driver's business) and
     ``leases`` (endpoint role -> LeaseClient: model names, and ``JUDGE`` for the judge).
     """
+
+    _judge_schema_failed = False  # the judge endpoint failed on the verdict schema a parse retry added
 
     def __init__(self, config: RunConfig, *, offline: bool = False, progress_interval: float = 0.5,
                  shard: tuple[int, int] | None = None, store: LayeredStore | None = None,
@@ -468,6 +473,8 @@ class Arena:
             "completion_tokens": result.completion_tokens, "latency": round(result.latency, 6),
             "attempts": result.attempts, "time": time.time(),
         }
+        if result.reasoning:  # a reasoning model's thinking: kept, never shown to the judge
+            rec["reasoning"] = result.reasoning
         self._save(GENERATIONS, key, rec)
         return rec
 
@@ -629,33 +636,68 @@ class Arena:
 
     async def _ask_judge(self, messages: list[dict[str, Any]],
                          params: dict[str, Any]) -> tuple[dict[str, Any] | None, ChatResult]:
-        """Ask the judge, retrying unparseable answers; (None, the failed result) if the request itself
-        failed for good (the caller records it with its reason)."""
+        """Ask the judge, asking again (at most `parse_retries` times) in a way that can help: a reply cut
+        off by the completion budget once with twice the budget (`judge.retry_budget`); an unreadable
+        verdict with the reply quoted and the format repeated (`judge.retry_messages`) and, when the
+        request had no response_format, constrained to the verdict schema (the client steps down to the
+        shape the endpoint takes; if the endpoint fails on it the arena stops adding it). A retry that
+        would resend a request already answered at temperature 0 is not sent. (None, the failed result)
+        if the request itself failed for good (the caller records it with its reason)."""
         client = self._clients[JUDGE]
         usage = self.usage[JUDGE]
-        tries = 1 + self.config.judge.parse_retries
+        tries = 1 + max(0, self.config.judge.parse_retries)
+        deterministic = params.get("temperature", 1.0) == 0
+        ask_messages, ask_params = messages, params
+        grown = False
         reason = ""
-        result: ChatResult | None = None
+        unread: ChatResult | None = None  # the last reply that held no verdict
         prompt_tokens = completion_tokens = 0
-        for attempt in range(1, tries + 1):
-            result = await client.chat(messages, params)
+        attempt = 0
+        while attempt < tries:
+            attempt += 1
+            result = await client.chat(ask_messages, ask_params)
             self._account(usage, result)
-            if not result.ok:
-                return None, result
             prompt_tokens += result.prompt_tokens
             completion_tokens += result.completion_tokens
+            cut = result.finish_reason == "length"
+            bigger = retry_budget(ask_params) if cut and not grown else None
+            if not result.ok:
+                if bigger is not None and attempt < tries:  # e.g. a reasoning model's thinking used it all
+                    reason, ask_params, grown = f"cut off by the completion budget: {result.error}", bigger, True
+                    continue
+                if unread is not None and "response_format" in ask_params and "response_format" not in params:
+                    # the endpoint failed on the schema this retry added: never add it again
+                    self._judge_schema_failed = True
+                    ask_params = {k: v for k, v in ask_params.items() if k != "response_format"}
+                    continue
+                if unread is None:
+                    return None, result
+                break  # a retry failed: the game keeps the reason its last reply was unreadable
             try:
                 parsed = parse_verdict(result.content)
             except VerdictError as exc:
-                reason = str(exc)
+                unread = result
+                reason = f"{exc} (cut off by the completion budget)" if cut else str(exc)
+                if bigger is not None:
+                    ask_params, grown = bigger, True
+                    continue
+                again = retry_messages(messages, result.content, str(exc))
+                again_params = ask_params
+                if "response_format" not in ask_params and not self._judge_schema_failed:
+                    again_params = {**ask_params, "response_format": VERDICT_SCHEMA}
+                if deterministic and again == ask_messages and again_params == ask_params:
+                    break  # the same request again at temperature 0 would get the same reply
+                ask_messages, ask_params = again, again_params
                 continue
             return {"verdict": parsed.verdict.label, "reasoning": parsed.reasoning, "raw": result.content,
                     "error": None, "tries": attempt, "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens, "latency": round(result.latency, 6)}, result
-        assert result is not None
-        return {"verdict": None, "reasoning": "", "raw": result.content, "error": reason, "tries": tries,
+                    "completion_tokens": completion_tokens, "latency": round(result.latency, 6),
+                    "finish_reason": result.finish_reason, "thinking": result.reasoning}, result
+        last = unread or result
+        return {"verdict": None, "reasoning": "", "raw": last.content, "error": reason, "tries": attempt,
                 "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                "latency": round(result.latency, 6)}, result
+                "latency": round(last.latency, 6), "finish_reason": last.finish_reason,
+                "thinking": last.reasoning}, last
 
     # -------------------------------------------------------------------------------------- results
 

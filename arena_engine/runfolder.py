@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from .client import EnvVar
 from .config import RunConfig, config_from_dict
 from .errors import CheckpointError, ConfigError
 
@@ -39,6 +40,13 @@ def _endpoint_dict(endpoint: Any) -> dict[str, Any]:
     out.update(max_attempts=endpoint.retry.max_attempts, retry_max_time=endpoint.retry.max_time,
                connect_timeout=endpoint.timeouts.connect, read_timeout=endpoint.timeouts.read,
                timeout=endpoint.timeouts.total)
+    if endpoint.extra_headers:  # secrets as the names of their variables: {"env": "AZURE_KEY"}
+        out["extra_headers"] = {h: {"env": v.name} if isinstance(v, EnvVar) else v
+                                for h, v in endpoint.extra_headers.items()}
+    if endpoint.query_params:
+        out["query_params"] = dict(endpoint.query_params)
+    if endpoint.extra_body:
+        out["extra_body"] = dict(endpoint.extra_body)
     return out
 
 

@@ -117,3 +117,51 @@ def test_bad_dataset_line_is_the_error_itself_for_library_callers(tmp_path: Path
 
     with pytest.raises(DatasetError, match=r"arena.jsonl:2: query"):
         anyio.run(main)
+
+
+AZURE = """
+[judge]
+name = "judge"
+model = "gpt-4o"
+api_url = "https://example.openai.azure.com/openai/deployments/gpt-4o"
+extra_headers = { "api-key" = { env = "AZURE_TEST_KEY" }, "x-team" = "evals" }
+query_params = { "api-version" = "2024-10-21" }
+extra_body = { top_k = 5 }
+"""
+
+
+def test_extra_headers_query_params_and_extra_body_round_trip_with_names_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from arena_engine.client import EnvVar
+
+    monkeypatch.delenv("AZURE_TEST_KEY", raising=False)
+    text = GOOD.replace('[judge]\nname = "judge"\napi_url = "http://127.0.0.1:9/v1"\n', AZURE)
+    cfg = load_config(_write(tmp_path, text))
+    ep = cfg.judge.endpoint
+    assert dict(ep.extra_headers) == {"api-key": EnvVar("AZURE_TEST_KEY"), "x-team": "evals"}
+    assert dict(ep.query_params) == {"api-version": "2024-10-21"} and dict(ep.extra_body) == {"top_k": 5}
+    assert "AZURE_TEST_KEY" in cfg.missing_keys()
+    save_config(cfg, tmp_path / "run")
+    saved = (tmp_path / "run" / "config.json").read_text()
+    assert '"api-key": {\n' in saved and "AZURE_TEST_KEY" in saved
+    again = load_run_config(tmp_path / "run")
+    assert config_to_dict(again.with_output_dir(cfg.output_dir)) == config_to_dict(cfg)
+
+
+@pytest.mark.parametrize(
+    ("table", "needle"),
+    [
+        ('extra_headers = { "api-key" = "sk-123" }', "judge.extra_headers.api-key"),
+        ('extra_headers = { "Authorization" = "Bearer sk-123" }', "judge.extra_headers.Authorization"),
+        ('extra_headers = { "x-a" = { var = "X" } }', "judge.extra_headers.x-a"),
+        ('query_params = { "key" = "sk-123" }', "judge.query_params.key"),
+        ('extra_body = { messages = [] }', "judge.extra_body.messages"),
+    ],
+)
+def test_secrets_written_into_headers_or_urls_are_refused(tmp_path: Path, table: str, needle: str) -> None:
+    text = GOOD.replace('[judge]\nname = "judge"\n', f'[judge]\nname = "judge"\n{table}\n')
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and needle in str(err.value)
+    assert "sk-123" not in str(err.value)

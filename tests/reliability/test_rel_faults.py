@@ -131,11 +131,22 @@ def _check_no_duplicates(ck: Checkpoints) -> None:
     assert max(judged.values()) == 1
 
 
+def _retried(ck: Checkpoints) -> set[str]:
+    """Hex keys of the judgments whose verdict came from a parse retry (a different request)."""
+    return {k.hex() for k, r in ck.lines.get("judgments", []) if r.get("tries", 1) > 1}
+
+
 def _check_same_as_reference(ck: Checkpoints, ref: Checkpoints) -> None:
     got, want = answers(ck), answers(ref)
     assert got and all(want[k] == a for k, a in got.items()), "an answer differs from the fault-free run's"
     got_v, want_v = verdicts(ck), verdicts(ref)
-    assert got_v and all(want_v[k] == v for k, v in got_v.items()), "a verdict differs from the fault-free run's"
+    # A verdict asked again after an unreadable reply comes from a different request (the retry quotes the
+    # reply and asks for the schema), which the simulated judge draws anew; every other verdict is the
+    # fault-free run's.
+    retried = _retried(ck)
+    same = {k: v for k, v in got_v.items() if k.hex() not in retried}
+    assert len(same) >= len(got_v) // 2, (len(same), len(got_v))
+    assert same and all(want_v[k] == v for k, v in same.items()), "a verdict differs from the fault-free run's"
 
 
 def test_all_faults_at_once_end_every_game_once_with_the_fault_free_verdicts(
@@ -164,7 +175,8 @@ def test_all_faults_at_once_end_every_game_once_with_the_fault_free_verdicts(
     _check_same_as_reference(ck, ref)
     decided = [g for g in results.games if g.outcome is not None]
     assert len(decided) >= 0.75 * GAMES, f"only {len(decided)} of {GAMES} games decided"
-    assert all(ref_games[_key(g)] == g.outcome for g in decided)
+    retried = _retried(ck)
+    assert all(ref_games[_key(g)] == g.outcome for g in decided if g.judgment_key not in retried)
     # each stored answer came from exactly one usable 200
     assert len(ck.records("generations")) == usable_200(stats[BASE]) + usable_200(stats[CAND])
     assert len(verdicts(ck)) == usable_200(stats[JUDGE])
@@ -180,7 +192,9 @@ def test_all_faults_at_once_end_every_game_once_with_the_fault_free_verdicts(
     assert {_key(g) for g in again.games if g.outcome is None} == {_key(g) for g in garbage}, (
         "a garbage verdict stored after its retries stays the judge's answer; nothing else is excluded"
     )
-    assert all(ref_games[_key(g)] == g.outcome for g in again.games if g.outcome is not None)
+    retried = _retried(read_checkpoints(run_dir))
+    assert all(ref_games[_key(g)] == g.outcome for g in again.games
+               if g.outcome is not None and g.judgment_key not in retried)
     _check_no_duplicates(read_checkpoints(run_dir))
 
 
