@@ -15,7 +15,9 @@ the request is the same, so it is sent and paid once.
 **Legacy keys.** Run folders written by arena-engine 0.1.0 keyed generations and judgments without any
 identity. A lookup that misses tries the legacy key and accepts the record only when the record itself
 names this model (``model``) or this judge (``judge``); the record is then copied under its new key,
-so the folder migrates as it is used and nothing already paid for is asked again.
+so the folder migrates as it is used and nothing already paid for is asked again. A judge on the
+default system prompt also finds the verdicts 0.1.0 got with its own default prompt (which asked for a
+JSON object with placeholder text); those records carry ``legacy_key``.
 
 **Retries of excluded verdicts.** ``run --retry-excluded`` asks the judge again for a verdict that was
 unparseable; the new answer is stored under :func:`retry_key` (the old record stays), and a lookup
@@ -88,6 +90,24 @@ class RecordReader(Protocol):
 GENERATIONS = "generations"
 JUDGMENTS = "judgments"
 
+#: The default judge system prompt of release 0.1.0 (its verdicts stay usable: see find_judgment).
+LEGACY_SYSTEM_PROMPT = """\
+You are an impartial judge of AI assistants. You will see a user question and the answers of two \
+assistants, A and B. Judge which answer serves the user better: correctness first, then helpfulness, \
+relevance, depth and clarity. Do not let the order of the answers, their length or the assistants' \
+names sway you. If a reference answer is given, use it to check correctness.
+
+Think briefly, then give exactly one verdict label:
+- "A>>B": A is significantly better
+- "A>B": A is slightly better
+- "A=B": tie, relatively the same
+- "B>A": B is slightly better
+- "B>>A": B is significantly better
+
+Reply with one JSON object and nothing else: {"reasoning": "<your short reasoning>", "verdict": "<label>"}"""
+
+
+
 
 def judge_request(judge: JudgeConfig, system: str, question: str, reference: str | None, answer_a: str,
                   answer_b: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -118,14 +138,20 @@ def find_generation(store: RecordReader, m: ModelConfig, key: bytes, params: Map
 def find_judgment(store: RecordReader, judge: JudgeConfig, key: bytes, params: Mapping[str, Any],
                   messages: Sequence[Mapping[str, Any]]) -> tuple[bytes, dict[str, Any] | None, int, bool]:
     """(key of the latest stored verdict, its record, how many re-asks the retry chain holds, True when
-    the first record came from the 0.1.0 key and should be copied under ``key``)."""
+    the first record came from the 0.1.0 key and should be copied under ``key``).
+
+    A 0.1.0 verdict is looked up under the prompt the request has and, when the judge uses the default
+    system prompt, under the prompt 0.1.0 sent by default (only its closing format line differs), so a
+    folder of that release is not paid for twice after the default prompt changed."""
     rec = store.get(JUDGMENTS, key)
     migrated = False
     if rec is None:
-        old_key = legacy_judgment_key(judge.endpoint.model, params, messages)
-        old = store.get(JUDGMENTS, old_key)
-        if old is not None and old.get("judge") == judge.name and "v" not in old:
-            rec, migrated = {**old, "v": KEY_VERSION, "legacy_key": old_key.hex()}, True
+        for old_messages in _legacy_variants(judge, messages):
+            old_key = legacy_judgment_key(judge.endpoint.model, params, old_messages)
+            old = store.get(JUDGMENTS, old_key)
+            if old is not None and old.get("judge") == judge.name and "v" not in old:
+                rec, migrated = {**old, "v": KEY_VERSION, "legacy_key": old_key.hex()}, True
+                break
     found, n = key, 0
     while rec is not None and rec.get("verdict") is None:
         again = store.get(JUDGMENTS, retry_key(key, n + 1))
@@ -134,3 +160,10 @@ def find_judgment(store: RecordReader, judge: JudgeConfig, key: bytes, params: M
         n += 1
         found, rec = retry_key(key, n), again
     return found, rec, n, migrated
+
+
+def _legacy_variants(judge: JudgeConfig, messages: Sequence[Mapping[str, Any]]) -> list[Sequence[Mapping[str, Any]]]:
+    variants: list[Sequence[Mapping[str, Any]]] = [messages]
+    if judge.system_prompt is None and messages and messages[0].get("role") == "system":
+        variants.append([{**messages[0], "content": LEGACY_SYSTEM_PROMPT}, *messages[1:]])
+    return variants
