@@ -158,7 +158,7 @@ def test_an_arena_against_fakellm_from_pypi(tmp_path: Path) -> None:
     assert all(g.reason == "no answer: fake-broken" for g in broken)
     board = first.overall
     top = board.entries[0]
-    assert top.model == "fake-good" and top.flags == ("only_wins",) and top.winrate > 0.99  # ratings cap all-wins
+    assert top.model == "fake-good" and top.flags == ("only_wins", "few_queries") and top.winrate > 0.99  # ratings cap all-wins; fewer than 30 queries is flagged (issue 19)
     assert board.entry("fake-base").winrate == 0.5
 
     # the rerun reuses everything it can: only the broken model is asked again
