@@ -43,10 +43,11 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import anyio
 import orjson
 
 from arena_engine.errors import ConfigError
-from arena_engine.health import EndpointHealth
+from arena_engine.health import ENDPOINT_DOWN, EndpointHealth
 from arena_engine.limits import EndpointLimiter, Limits, Ticket
 from arena_engine.read_timeout import ReadWatchdog
 from arena_engine.replies import (
@@ -624,9 +625,15 @@ class ChatClient:
         reason = "timeout"
         reshaped = 0  # attempts resent at once in another shape: they do not count against max_attempts
         finish: str | None = None
+        health = self.health
         while True:
             attempt += 1
+            if health.is_open:  # the endpoint stopped answering: send nothing more (arena_engine.health)
+                return self._failure(f"{ENDPOINT_DOWN}: {health.cause}", status, latency, attempt - 1, start, finish)
             ticket = limiter.try_acquire(est) or await limiter.acquire(est)
+            if health.is_open:  # it opened while this request waited for a slot
+                limiter.release(ticket, sent=False)
+                return self._failure(f"{ENDPOINT_DOWN}: {health.cause}", status, latency, attempt - 1, start, finish)
             if learned != self._learned:  # a request ahead of this one found what the endpoint refuses
                 learned = self._learned
                 self._adapt(body, ladder)
@@ -678,6 +685,7 @@ class ChatClient:
                             latency = clock() - t0
                             stats.successes += 1
                             limiter.on_success()
+                            health.succeeded()
                             return _result(
                                 content,
                                 choices,
@@ -709,6 +717,7 @@ class ChatClient:
                 stats.reshaped += 1
                 continue
             reason = decision.reason or "error"
+            health.failed(reason)
             if decision.kind == "fatal":
                 return self._failure(reason, status, latency, attempt, start, finish)
             now = clock()
@@ -723,7 +732,8 @@ class ChatClient:
                 )
             stats.retries += 1
             if wait > 0:
-                await asyncio.sleep(wait)
+                with anyio.move_on_after(wait):  # the backoff ends early if the endpoint is found down
+                    await health.wait_open()
 
     def _failure(
         self, error: str, status: int | None, latency: float, attempts: int, start: float,

@@ -155,6 +155,7 @@ class Arena:
         self._run_logged = False
         self._failure_kinds: dict[tuple[str, str, str], int] = {}
         self._skipped: dict[tuple[str, str], int] = {}  # (model, why) -> requests not sent
+        self._logged_failure: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -505,12 +506,12 @@ class Arena:
                "error": result.error, "status": result.status, "attempts": result.attempts, "time": time.time(), **extra}
         self._save(FAILURES, content_key(rec), rec)
         kind = (result.error or "error").split(":", 1)[0]
-        seen = self._failure_kinds.get((stage, who, kind), 0)
-        self._failure_kinds[(stage, who, kind)] = seen + 1
-        if seen == 0:  # one line per endpoint and kind of failure; the run's end gives the counts
+        self._failure_kinds[(stage, who, kind)] = self._failure_kinds.get((stage, who, kind), 0) + 1
+        if (stage, who) not in self._logged_failure:  # one line per endpoint; the run's end gives the counts
+            self._logged_failure.add((stage, who))
             ep = self.config.judge.endpoint if stage == "judgment" else self.config.model(who).endpoint
-            log.warning("%s %s (%s, model %s) failed on %s/%s#%s: %s (further failures like it are counted, "
-                        "not logged)", stage, who, ep.api_url, ep.model, q.dataset, q.subset, q.id, result.error)
+            log.warning("%s %s (%s, model %s) failed on %s/%s#%s: %s (further failures of this endpoint are counted "
+                        "at the end, not logged)", stage, who, ep.api_url, ep.model, q.dataset, q.subset, q.id, result.error)
 
     def failure_summary(self) -> list[str]:
         """One line per endpoint and kind of failure of this run, with its count."""
