@@ -16,6 +16,14 @@ The driver (this process):
 
 A worker that dies (node lost, process killed) is retried by Ray (``max_retries``) and resumes from its
 shard's checkpoints: finished requests are not sent again. A stopped run resumes on either backend.
+
+A driver that dies (SIGKILL, lost machine) stops its workers' sending within a second. Each worker's
+progress report is a heartbeat it awaits: a failed one (the coordinator actor dies with the driver that
+owns it), or on the driver's machine the driver's pid ending, cancels the worker's run at once; a
+heartbeat unanswered for :data:`DRIVER_TIMEOUT` pauses all sending until one is answered (its lease on
+sending has lapsed), and after :data:`DRIVER_GIVE_UP` the worker stops. What was stored stays stored. A
+local cluster the driver started itself is ended by a watchdog process (:mod:`arena_engine.ray_reaper`)
+when the driver dies; a cluster it joined is left alone.
 The run folder must be on storage every node sees (one machine, NFS, ...); the API keys must be set in
 the environment of every node (a local cluster started here inherits this process's environment).
 Ray is an optional extra: ``pip install 'arena-engine[ray]'``.
@@ -26,8 +34,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -42,6 +53,7 @@ from .leases import LeaseBroker, LeaseClient, batch_cap
 from .limits import Limits
 from .pipeline import JUDGE, Arena, ArenaResults, loop_options
 from .progress import ProgressEvent, StageProgress
+from .ray_reaper import PROC, alive, start_time
 from .runfolder import save_config
 from .store import RunStore
 from .store.shards import LayeredStore, merge_shards
@@ -49,9 +61,19 @@ from .usage import EndpointUsage
 
 log = logging.getLogger(__name__)
 
-#: How often workers send progress to the coordinator, and the driver polls it (seconds).
+#: How often the driver polls the workers' progress (seconds).
 PROGRESS_EVERY = 0.5
-#: Times Ray starts a worker task again after its process or node died.
+#: How often a worker sends its progress to the coordinator and awaits the reply (its heartbeat), and
+#: how long it goes without a reply before it stops sending new requests until one comes (seconds).
+HEARTBEAT_EVERY = 0.25
+DRIVER_TIMEOUT = 0.75
+#: How often a worker checks its lease (the age of the last reply), and on the driver's machine the
+#: driver's pid (seconds).
+LEASE_TICK = DRIVER_POLL = 0.05
+#: How long a worker waits, sending nothing, for a silent driver before it stops for good (seconds; a
+#: driver that lives after all sees the task fail and Ray runs it again, resuming from its checkpoints).
+DRIVER_GIVE_UP = 60.0
+#: Times Ray starts a worker task again after its process or node died (or it lost a driver that lives).
 WORKER_RETRIES = 3
 
 
@@ -119,6 +141,99 @@ def _stage_rows(arena: Arena) -> tuple[list[tuple[Any, ...]], int, int]:
 # ----------------------------------------------------------------------------------------- worker
 
 
+@dataclass(frozen=True)
+class DriverInfo:
+    """Where the driver runs: its Ray node and pid (a worker on that node watches the pid as well)."""
+
+    node_id: str
+    pid: int
+
+
+class DriverLost(ArenaError):
+    """A worker stopped because its driver is gone, or did not answer for DRIVER_GIVE_UP. Ray retries
+    the task if the driver lives after all (the worker resumes from its shard's checkpoints)."""
+
+
+async def _watch_pid(pid: int) -> str | None:
+    """Return once process ``pid`` has ended; None at once if it cannot be seen from here (another pid
+    namespace: then only the heartbeat tells)."""
+    started = start_time(pid) if PROC.is_dir() else None  # /proc tells a reused pid from the driver's
+    if (PROC.is_dir() and started is None) or not alive(pid, started):
+        return None
+    while alive(pid, started):
+        await anyio.sleep(DRIVER_POLL)
+    return f"the driver (pid {pid}) ended"
+
+
+async def _watch_heartbeat(heartbeat: Callable[[], Awaitable[Any]], pause: Callable[[float], None]) -> str:
+    """Await ``heartbeat()`` every HEARTBEAT_EVERY seconds: the worker's lease on sending. While the last
+    reply is DRIVER_TIMEOUT old, nothing new is sent (``pause``); return, saying why, once the coordinator
+    is known to be dead or the silence reaches DRIVER_GIVE_UP."""
+    ray = _require_ray()
+    unavailable = getattr(ray.exceptions, "ActorUnavailableError", ())  # Ray >= 2.30
+    last_reply = time.monotonic()
+    died = anyio.Event()
+    reason = ""
+
+    async def beat() -> None:
+        nonlocal last_reply, reason
+        while True:
+            try:
+                with anyio.move_on_after(DRIVER_TIMEOUT):  # then ask again; the lease below decides
+                    await heartbeat()
+                    last_reply = time.monotonic()
+            except unavailable:
+                pass  # unreachable for now, it may come back: the lease decides
+            except ray.exceptions.RayActorError:
+                reason = "the driver's coordinator died (it dies with the driver)"
+                died.set()
+                return
+            except ray.exceptions.RayError:
+                pass
+            await anyio.sleep(HEARTBEAT_EVERY)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(beat)
+        paused = False
+        while not died.is_set():
+            silent = time.monotonic() - last_reply
+            if silent >= DRIVER_GIVE_UP:
+                reason = f"no answer from the driver's coordinator for {silent:.0f} s"
+                break
+            if silent >= DRIVER_TIMEOUT:  # the lease lapsed: renewed while the silence lasts
+                pause(3 * LEASE_TICK)
+                if not paused:
+                    log.warning("no answer from the driver for %.1f s: sending nothing until it answers", silent)
+                paused = True
+            elif paused:
+                log.warning("the driver answers again: sending resumes")
+                paused = False
+            with anyio.move_on_after(LEASE_TICK):
+                await died.wait()
+        tg.cancel_scope.cancel()
+    return reason
+
+
+async def watch_driver(heartbeat: Callable[[], Awaitable[Any]], pause: Callable[[float], None],
+                       driver: DriverInfo | None) -> str:
+    """Return, saying why, once the driver is lost: its coordinator died or has not answered for
+    DRIVER_GIVE_UP (after DRIVER_TIMEOUT, ``pause`` keeps anything new from being sent), or (a worker on
+    the driver's node) the driver's pid ended."""
+    reason: list[str] = []
+    async with anyio.create_task_group() as tg:
+
+        async def first(watch: Callable[[], Awaitable[str | None]]) -> None:
+            why = await watch()
+            if why is not None:
+                reason.append(why)
+                tg.cancel_scope.cancel()
+
+        tg.start_soon(first, partial(_watch_heartbeat, heartbeat, pause))
+        if driver is not None and driver.node_id == _require_ray().get_runtime_context().get_node_id():
+            tg.start_soon(first, partial(_watch_pid, driver.pid))
+    return reason[0]
+
+
 @dataclass
 class ShardSummary:
     """What a worker hands back: its usage per endpoint role and its failures (the results themselves
@@ -130,13 +245,14 @@ class ShardSummary:
     pid: int
 
 
-def run_shard(cfg: RunConfig, index: int, count: int, coordinator: Any, caps: dict[str, int]) -> ShardSummary:
+def run_shard(cfg: RunConfig, index: int, count: int, coordinator: Any, caps: dict[str, int],
+              driver: DriverInfo | None = None) -> ShardSummary:
     """Worker ``index`` of ``count`` (runs in a Ray worker process)."""
-    return anyio.run(_run_shard, cfg, index, count, coordinator, caps, backend_options=loop_options())
+    return anyio.run(_run_shard, cfg, index, count, coordinator, caps, driver, backend_options=loop_options())
 
 
 async def _run_shard(cfg: RunConfig, index: int, count: int, coordinator: Any,
-                     caps: dict[str, int]) -> ShardSummary:
+                     caps: dict[str, int], driver: DriverInfo | None) -> ShardSummary:
     async def fetch(endpoint: str, k: int, tokens: float, settle: list[tuple[int, int, float]]) -> Any:
         return await coordinator.lease.remote(endpoint, k, tokens, settle)
 
@@ -147,18 +263,26 @@ async def _run_shard(cfg: RunConfig, index: int, count: int, coordinator: Any,
               for role, ep in _endpoints(cfg).items() if _rate_limited(ep.limits)}
     store = LayeredStore(cfg.output_dir, index, count, fsync_interval=cfg.fsync_interval)
     arena = Arena(cfg, shard=(index, count), store=store, leases=leases)
+    lost: list[str] = []
+    finished = False
     async with arena, anyio.create_task_group() as tg:
 
-        async def report() -> None:
-            while True:
-                coordinator.progress.remote(index, *_stage_rows(arena))
-                await anyio.sleep(PROGRESS_EVERY)
+        async def heartbeat() -> None:  # the progress report, answered
+            await coordinator.progress.remote(index, *_stage_rows(arena))
 
-        tg.start_soon(report)
+        async def watch() -> None:
+            lost.append(await watch_driver(heartbeat, arena.pause_sending, driver))
+            tg.cancel_scope.cancel()  # nothing more is sent; what was stored stays stored
+
+        tg.start_soon(watch)
         try:
             await arena.run()
+            finished = True
         finally:
             tg.cancel_scope.cancel()
+    if lost and not finished:
+        log.warning("ray worker %d stopped: %s", index, lost[0])
+        raise DriverLost(f"ray worker {index} stopped: {lost[0]}")
     coordinator.progress.remote(index, *_stage_rows(arena))
     for role, lc in leases.items():
         settle = lc.pending_settlements()
@@ -226,6 +350,77 @@ def _prepare(cfg: RunConfig) -> None:
             pass
 
 
+class _Connection:
+    """This process's ``ray.init`` ... ``ray.shutdown``, on a thread of its own that lives in between.
+
+    On Linux Ray has the kernel kill the processes of a cluster it starts when the *thread* that started
+    them ends (``PR_SET_PDEATHSIG``): a cluster started on a thread that then ended was SIGKILLed at once
+    (tried). So ``ray.init`` must not run on one of anyio's pooled threads, which retire after 10 s idle.
+    Off the main thread, Ray also leaves our SIGINT/SIGTERM handling alone. A local cluster started here
+    gets a watchdog that ends it if this process dies (:mod:`arena_engine.ray_reaper`).
+    """
+
+    def __init__(self, address: str | None) -> None:
+        self._address = address
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="ray-connection", daemon=True)
+
+    async def start(self) -> None:
+        self._thread.start()
+        await anyio.to_thread.run_sync(self._ready.wait)
+        if self._error is not None:
+            raise self._error
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            await anyio.to_thread.run_sync(self._thread.join)
+
+    def _main(self) -> None:
+        ray = _require_ray()
+        try:
+            quiet = logging.ERROR if logging.getLogger().level > logging.DEBUG else logging.INFO
+            ray.init(address=self._address, include_dashboard=False, log_to_driver=False, logging_level=quiet)
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        reaper = None
+        try:
+            reaper = _start_reaper(ray)
+        except OSError as exc:
+            log.warning("could not start the watchdog of the local Ray cluster: %s", exc)
+        self._ready.set()
+        self._stop.wait()
+        try:
+            ray.shutdown()
+        finally:
+            if reaper is not None:
+                reaper.terminate()
+                reaper.wait()
+
+
+def _start_reaper(ray: Any) -> subprocess.Popen[bytes] | None:
+    """The watchdog for a local cluster ``ray.init`` has just started here (None if it joined one)."""
+    if not sys.platform.startswith("linux"):
+        return None  # elsewhere Ray starts its own reaper, which ends its process group
+    try:
+        node = ray._private.worker._global_node
+        started = bool(node.all_processes.get("raylet"))
+        session = node.get_session_dir_path()
+    except AttributeError:  # a Ray without these: no watchdog
+        return None
+    if not started:  # joined a running cluster: not ours to end
+        return None
+    return subprocess.Popen(
+        [sys.executable, "-m", "arena_engine.ray_reaper", str(os.getpid()), session,
+         os.path.abspath(os.path.dirname(ray.__file__))],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True, cwd="/",
+    )
+
+
 def _raise_worker_error(exc: BaseException) -> None:
     cause = getattr(exc, "cause", None)
     if isinstance(cause, ArenaError):
@@ -252,22 +447,23 @@ async def run_on_ray(cfg: RunConfig, *, address: str | None = None, workers: int
         raise ConfigError(f"--workers must be at least 1, not {workers}")
     ray = _require_ray()
     await anyio.to_thread.run_sync(_prepare, cfg)
-    started_here = False
-    if address is not None or not ray.is_initialized():
-        # in a thread: Ray must not replace our SIGINT/SIGTERM handling (it only does so on the main thread)
-        quiet = logging.ERROR if logging.getLogger().level > logging.DEBUG else logging.INFO
-        await anyio.to_thread.run_sync(lambda: ray.init(address=address, include_dashboard=False,
-                                                        log_to_driver=False, logging_level=quiet))
-        started_here = True
+    connection = _Connection(address) if address is not None or not ray.is_initialized() else None
     coordinator = None
     refs: list[Any] = []
     try:
+        if connection is not None:
+            await connection.start()
+        # a worker on this node also watches our pid (not through Ray Client: the driver is elsewhere)
+        client = address is not None and address.startswith("ray://")
+        driver = None if client else DriverInfo(ray.get_runtime_context().get_node_id(), os.getpid())
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         limits = {role: ep.limits for role, ep in _endpoints(cfg).items()}
         caps = {role: batch_cap(lim, workers) for role, lim in limits.items()}
         coordinator = ray.remote(num_cpus=0)(Coordinator).remote(limits)
-        task = ray.remote(num_cpus=min(1.0, cpus / workers), max_retries=WORKER_RETRIES)(run_shard)
-        refs = [task.remote(worker_config(cfg, workers, i), i, workers, coordinator, caps) for i in range(workers)]
+        task = ray.remote(num_cpus=min(1.0, cpus / workers), max_retries=WORKER_RETRIES,
+                          retry_exceptions=[DriverLost])(run_shard)
+        refs = [task.remote(worker_config(cfg, workers, i), i, workers, coordinator, caps, driver)
+                for i in range(workers)]
         watcher = RayProgress(coordinator, workers)
         summaries: list[ShardSummary] = []
         async with anyio.create_task_group() as tg:
@@ -297,8 +493,8 @@ async def run_on_ray(cfg: RunConfig, *, address: str | None = None, workers: int
             if coordinator is not None:
                 with contextlib.suppress(Exception):
                     ray.kill(coordinator)
-            if started_here:
-                await anyio.to_thread.run_sync(ray.shutdown)
+            if connection is not None:
+                await connection.stop()
     # ratings and reports once, from the checkpoints (the shards are folded in on open)
     async with Arena(cfg, offline=True) as arena:
         results = await arena.run()

@@ -501,6 +501,11 @@ class EndpointLimiter:
         """Whether callers should estimate the request's tokens (only when a token limit is set)."""
         return self.tokens is not None or (self.lease is not None and self.limits.tpm is not None)
 
+    def pause(self, seconds: float) -> None:
+        """Admit nothing new for `seconds` from now: this process's own choice (a distributed worker
+        whose driver is silent), not a server's hold, so it is neither counted nor shared."""
+        self.blocked_until = max(self.blocked_until, self._clock() + seconds)
+
     def hold(self, until: float) -> None:
         """Admit nothing new before `until` (clock time)."""
         if until > self.blocked_until:

@@ -224,6 +224,12 @@ class Arena:
             raise RuntimeError("the arena is not open: use 'async with Arena(config) as arena:'")
         return self._store
 
+    def pause_sending(self, seconds: float) -> None:
+        """Send nothing new (no request, no retry) for ``seconds``; requests in flight finish and are
+        stored. A distributed worker does this while its driver is silent."""
+        for client in self._clients.values():
+            client.limiter.pause(seconds)
+
     # ------------------------------------------------------------------------------------- progress
 
     def snapshot(self) -> ProgressEvent:

@@ -1,0 +1,201 @@
+"""How a Ray worker notices that its driver is gone, and the watchdog that ends a dead driver's local
+cluster: driven here without a cluster (a fake heartbeat, real processes standing in for Ray's)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from arena_engine import distributed
+from arena_engine.distributed import DRIVER_TIMEOUT, HEARTBEAT_EVERY, LEASE_TICK, watch_driver
+from arena_engine.limits import EndpointLimiter, Limits
+from arena_engine.ray_reaper import GRACE, start_time
+
+ray = pytest.importorskip("ray")
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+def test_pause_admits_nothing_until_it_ends_and_is_not_a_servers_hold() -> None:
+    async def main() -> None:
+        lim = EndpointLimiter(Limits(concurrency=4))
+        lim.pause(0.3)
+        assert lim.try_acquire() is None
+        t0 = time.monotonic()
+        ticket = await lim.acquire()
+        assert time.monotonic() - t0 >= 0.29
+        lim.release(ticket)
+        assert lim.holds == 0  # not counted (nor shared through a lease) as a 429's hold
+        assert lim.try_acquire() is not None
+
+    anyio.run(main)
+
+
+class FakeCoordinator:
+    """A heartbeat that answers at once while ``answering``, else hangs; or fails as a dead actor."""
+
+    def __init__(self) -> None:
+        self.answering = True
+        self.dead = False
+        self.beats = 0
+
+    async def heartbeat(self) -> None:
+        self.beats += 1
+        while not self.answering:
+            await anyio.sleep(0.01)
+        if self.dead:
+            raise ray.exceptions.ActorDiedError()
+
+
+async def _watch(coord: FakeCoordinator, script: Callable[[], Awaitable[None]],
+                 pauses: list[tuple[float, float]]) -> tuple[str, float]:
+    """Run watch_driver while ``script`` plays; (reason, seconds after the script ended)."""
+    ended: list[float] = []
+
+    async def play() -> None:
+        await script()
+        ended.append(time.monotonic())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(play)
+        reason = await watch_driver(coord.heartbeat, lambda s: pauses.append((time.monotonic(), s)), None)
+    return reason, time.monotonic() - ended[0]
+
+
+def test_silent_driver_pauses_sending_and_a_reply_resumes_it_and_a_dead_one_stops_it() -> None:
+    coord = FakeCoordinator()
+    pauses: list[tuple[float, float]] = []
+    marks: dict[str, float] = {}
+
+    async def script() -> None:
+        await anyio.sleep(0.6)  # answering: no pause
+        marks["silent"] = time.monotonic()
+        coord.answering = False
+        await anyio.sleep(1.5)
+        coord.answering = True
+        marks["answers"] = time.monotonic()
+        await anyio.sleep(0.6)
+        coord.answering = False  # hang, then the actor turns out dead
+        coord.dead = True
+        await anyio.sleep(0.1)
+        coord.answering = True
+
+    reason, late = anyio.run(_watch, coord, script, pauses)
+    assert "died" in reason and late < 0.4, (reason, late)
+    assert pauses, "a silent driver never paused the sending"
+    first = pauses[0][0]
+    assert first >= marks["silent"] + DRIVER_TIMEOUT - HEARTBEAT_EVERY - 0.01
+    # sending stops within a second of the silence (the bar), and stays stopped while it lasts
+    assert first <= marks["silent"] + DRIVER_TIMEOUT + LEASE_TICK + 0.1
+    during = [(t, s) for t, s in pauses if t < marks["answers"]]
+    assert all(b[0] <= a[0] + a[1] for a, b in itertools.pairwise(during)), "a gap in the pause"
+    assert during[-1][0] + during[-1][1] >= marks["answers"] - 0.05
+    # once it answers again (its next heartbeat) the pause lapses: nothing renews it
+    assert all(t < marks["answers"] + HEARTBEAT_EVERY + 2 * LEASE_TICK + 0.1 for t, _ in pauses)
+    assert coord.beats >= 6
+
+
+def test_a_driver_silent_for_good_is_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(distributed, "DRIVER_GIVE_UP", 1.2)
+    coord = FakeCoordinator()
+    pauses: list[tuple[float, float]] = []
+
+    async def script() -> None:
+        coord.answering = False
+
+    reason, late = anyio.run(_watch, coord, script, pauses)
+    assert "no answer" in reason and 1.1 < late < 1.6, (reason, late)
+    assert pauses
+
+
+@pytest.fixture
+def sleeper() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*argv: str, argv0: str | None = None, **kw: Any) -> subprocess.Popen[bytes]:
+        """A process with ``argv`` that holds open the files named by arguments ``+PATH``."""
+        code = "import sys, time\nfiles = [open(a[1:], 'a') for a in sys.argv[1:] if a[:1] == '+']\ntime.sleep(60)"
+        p = subprocess.Popen([argv0 or sys.executable, "-c", code, *argv], executable=sys.executable, **kw)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+@linux_only
+def test_a_worker_on_the_drivers_node_sees_the_driver_end(sleeper: Callable[..., subprocess.Popen[bytes]]) -> None:
+    driver = sleeper()
+
+    async def main() -> tuple[str | None, float]:
+        async with anyio.create_task_group() as tg:
+            async def kill() -> None:
+                await anyio.sleep(0.3)
+                killed.append(time.monotonic())
+                driver.kill()  # not waited for: a zombie counts as ended
+
+            tg.start_soon(kill)
+            with anyio.fail_after(5):
+                reason = await distributed._watch_pid(driver.pid)
+        return reason, time.monotonic() - killed[0]
+
+    killed: list[float] = []
+    reason, late = anyio.run(main)
+    assert reason is not None and str(driver.pid) in reason and late < 0.3
+    assert anyio.run(distributed._watch_pid, driver.pid) is None  # a pid it cannot see: no verdict
+
+
+@linux_only
+def test_reaper_ends_the_dead_drivers_cluster_and_nothing_else(
+        tmp_path: Path, sleeper: Callable[..., subprocess.Popen[bytes]]) -> None:
+    session = tmp_path / "session_x"
+    other = tmp_path / "session_x2"  # a name that starts like ours: another cluster's
+    ray_dir = tmp_path / "site-packages" / "ray"  # the Ray package the cluster runs
+    for d in (session, other):
+        (d / "logs").mkdir(parents=True)
+    # Ray's programs naming the session on their command line (gcs_server, raylet, a worker starting)
+    named = sleeper(f"{ray_dir}/core/raylet", f"--log-dir={session}/logs")
+    worker = sleeper(f"+{session}/logs/worker.out", argv0="ray::IDLE")  # renamed, its log open
+    strangers = [
+        sleeper(f"+{session}/logs/worker.out"),  # a user's tail -f of a log: no Ray program
+        sleeper(f"+{other}/logs/worker.out", argv0="ray::IDLE"),  # another cluster's worker
+        sleeper(f"{ray_dir}/core/raylet", f"--log-dir={other}/logs"),  # another cluster's raylet
+    ]
+    driver = sleeper()
+    time.sleep(0.5)  # the files are open
+    assert all(start_time(p.pid) is not None for p in [named, worker, *strangers])
+    cmd = [sys.executable, "-m", "arena_engine.ray_reaper", str(driver.pid), str(session), str(ray_dir)]
+
+    # the driver shuts its cluster down itself and stops the watchdog first: nothing is killed
+    reaper = subprocess.Popen(cmd, start_new_session=True)
+    time.sleep(0.5)
+    reaper.terminate()
+    assert reaper.wait(timeout=5) == -signal.SIGTERM
+    assert named.poll() is None and worker.poll() is None
+
+    reaper = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        time.sleep(0.5)
+        killed_at = time.monotonic()
+        os.kill(driver.pid, signal.SIGKILL)  # left a zombie: the watchdog must see through it
+        assert reaper.wait(timeout=GRACE + 10) == 0
+        assert named.wait(timeout=1) == -signal.SIGTERM and worker.wait(timeout=1) == -signal.SIGTERM
+        assert time.monotonic() - killed_at < GRACE + 3
+        assert all(p.poll() is None for p in strangers)
+    finally:
+        if reaper.poll() is None:
+            reaper.kill()
+            reaper.wait()
