@@ -274,6 +274,8 @@ def test_killed_and_resumed_run_reports_the_whole_runs_cost(tmp_path: Path) -> N
         # latency percentiles come from the records: the same after the resume and in `report`
         assert e["latency"] == resumed_report["endpoints"][name]["latency"]
         assert set(e["latency"]) == {"p50", "p90", "p99", "max"} and e["latency"]["p50"] > 0.005
+        # (against the uninterrupted run, latency is measured, not content: it differs by the client's own
+        # overhead, 6-200 ms here on a loaded 2-core box, so only tokens and cost are compared exactly)
     assert offline["processes"]["runs"] == 2 and offline["processes"]["interrupted"] == 1
     assert offline["processes"]["note"]
 
