@@ -684,7 +684,7 @@ class ChatClient:
                             content, choices, finish_reason, prompt_tokens, completion_tokens, thought = outcome
                             latency = clock() - t0
                             stats.successes += 1
-                            limiter.on_success()
+                            limiter.on_success(ticket, latency)
                             health.succeeded()
                             return _result(
                                 content,
@@ -753,6 +753,8 @@ class ChatClient:
             return RetryDecision("fatal", reason, status=status)
         if status == 429:
             self.stats.rate_limited += 1
+            self.limiter.on_rate_limited(ticket)
+        elif status == 503:  # overloaded: fewer slots too (an adaptive or auto gate)
             self.limiter.on_rate_limited(ticket)
         elif is_validation_error(message):  # the server's validator said no (llama-cpp-python: a 500)
             return RetryDecision("fatal", reason, status=status)

@@ -19,7 +19,7 @@ from .chat_params import check_generation
 from .client import Endpoint, EnvVar, RetryPolicy, Timeouts
 from .configfile import read_config_file
 from .errors import ConfigError
-from .limits import Limits
+from .limits import AUTO_MAX, Limits
 
 Mode = Literal["baseline", "all_pairs"]
 OverallMode = Literal["pooled", "evalscope"]
@@ -196,7 +196,11 @@ def _endpoint(r: _Reader, name: str) -> Endpoint:
             f"{r.source}: '{r.where('api_key')}' is not allowed: keys never sit in config files; "
             f"put the key in an environment variable and name it with 'api_key_env'"
         )
-    concurrency = r.positive("concurrency", int, 32, ceiling=MAX_CONCURRENCY)
+    # no concurrency set: the endpoint's own level is found as the run goes (limits.ConcurrencyGate, auto)
+    concurrency = r.positive("concurrency", int, None, ceiling=MAX_CONCURRENCY)
+    auto = concurrency is None
+    if concurrency is None:
+        concurrency = AUTO_MAX
     rpm, tpm = r.positive("rpm", float, None), r.positive("tpm", float, None)
     adaptive = r.get("adaptive_concurrency", bool, False)
     max_attempts = r.positive("max_attempts", int, RetryPolicy.max_attempts)
@@ -218,7 +222,7 @@ def _endpoint(r: _Reader, name: str) -> Endpoint:
             api_url=api_url,
             model=model,
             api_key_env=api_key_env,
-            limits=Limits(concurrency=concurrency, rpm=rpm, tpm=tpm, adaptive=adaptive),
+            limits=Limits(concurrency=concurrency, rpm=rpm, tpm=tpm, adaptive=adaptive, auto=auto),
             retry=RetryPolicy(max_attempts=max_attempts, max_time=max_time),
             timeouts=Timeouts(connect=connect, read=read, total=total),
             extra_headers=headers,

@@ -76,6 +76,16 @@ MAX_BURST_FRACTION = 0.02
 ADMISSION_TICK = 0.02
 #: Multiplicative decrease of the adaptive concurrency on a 429 (additive increase: +1 per window).
 ADAPTIVE_BACKOFF = 0.5
+#: An endpoint whose config sets no `concurrency` starts with AUTO_START slots and finds its own level,
+#: up to AUTO_MAX: slots double per round of answers while latency holds, and are cut when latency
+#: climbs (a server queueing the requests it cannot serve) or on a 429/503.
+AUTO_START = 8
+AUTO_MAX = 1024
+#: Latency (a short moving average) may rise to this multiple of its long-run average before slots are cut.
+LATENCY_TOLERANCE = 1.5
+#: The moving averages' weights per answer: the short one follows ~10 answers, the long one ~500.
+SHORT_WEIGHT = 0.1
+LONG_WEIGHT = 0.002
 
 Clock = Callable[[], float]
 T = TypeVar("T")
@@ -98,6 +108,9 @@ class Limits:
     rpm: float | None = None
     tpm: float | None = None
     adaptive: bool = False
+    #: `concurrency` is only the ceiling: start at AUTO_START and follow the endpoint's latency (see
+    #: ConcurrencyGate); the config's default when it sets no concurrency
+    auto: bool = False
     window: float = MINUTE
 
     def __post_init__(self) -> None:
@@ -334,20 +347,32 @@ class ConcurrencyGate:
 
     `on_rate_limited(seq)` halves the size, but only for a request issued after the last cut (so a burst
     of 429s from one round of requests cuts once); `on_success()` adds 1/size, i.e. one slot per round.
+
+    With `auto` (adaptive too), the size starts at AUTO_START and also follows latency, so a one-slot
+    local server and a provider with thousands of slots both run near their best untuned: while the
+    short moving average of latency stays within LATENCY_TOLERANCE of its long-run average, the size
+    grows by one per answer until the first cut (doubling per round) and by one per round after it;
+    when latency climbs past that (requests queue at the server), the size is cut in proportion, at
+    most to half and once per round.
     """
 
-    __slots__ = ("_cut_seq", "_issued", "_waiters", "adaptive", "cap", "in_use", "max_limit", "size")
+    __slots__ = ("_cut_seq", "_issued", "_long", "_short", "_slow_start", "_waiters", "adaptive", "auto", "cap",
+                 "cuts", "in_use", "max_limit", "size")
 
-    def __init__(self, limit: int, *, adaptive: bool = False) -> None:
+    def __init__(self, limit: int, *, adaptive: bool = False, auto: bool = False) -> None:
         if limit < 1:
             raise ConfigError(f"concurrency must be >= 1, not {limit!r}")
         self.max_limit = limit
-        self.size = float(limit)
-        self.cap = limit
-        self.adaptive = adaptive
+        self.auto = auto
+        self.adaptive = adaptive or auto
+        self.size = float(min(limit, AUTO_START) if auto else limit)
+        self.cap = int(self.size)
         self.in_use = 0
+        self.cuts = 0  # times the size was cut (429/503 or latency)
         self._issued = 0  # sequence number of the next slot handed out
         self._cut_seq = 0
+        self._short = self._long = 0.0  # moving averages of latency (0: no answer yet)
+        self._slow_start = auto
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     def _resize(self, size: float) -> None:
@@ -401,16 +426,36 @@ class ConcurrencyGate:
                 fut.set_result(None)
 
     def on_rate_limited(self, seq: int) -> bool:
-        """A request holding slot `seq` got a 429. Returns True if the size was cut."""
+        """A request holding slot `seq` got a 429 (or a 503). Returns True if the size was cut."""
+        return self._cut(seq, ADAPTIVE_BACKOFF)
+
+    def _cut(self, seq: int, factor: float) -> bool:
         if not self.adaptive or seq < self._cut_seq:
-            return False
-        self._resize(max(1.0, self.size * ADAPTIVE_BACKOFF))
+            return False  # a request of a round already cut for
+        self._resize(max(1.0, self.size * factor))
         self._cut_seq = self._issued
+        self._slow_start = False
+        self.cuts += 1
         return True
 
-    def on_success(self) -> None:
-        if self.adaptive and self.size < self.max_limit:
-            self._resize(min(float(self.max_limit), self.size + 1.0 / self.size))
+    def on_success(self, seq: int = -1, latency: float | None = None) -> None:
+        """The request holding slot `seq` was answered after `latency` seconds."""
+        if not self.adaptive:
+            return
+        if self.auto and latency is not None and latency > 0:
+            if self._short == 0.0:
+                self._short = self._long = latency
+            else:
+                self._short += (latency - self._short) * SHORT_WEIGHT
+                self._long += (latency - self._long) * LONG_WEIGHT
+            ratio = LATENCY_TOLERANCE * self._long / self._short
+            if ratio < 1.0:  # requests queue at the server: fewer slots
+                if self._cut(seq, max(ADAPTIVE_BACKOFF, ratio)):
+                    self._long = max(self._long, self._short / 2)  # a long-run average left far behind catches up
+                return
+        if self.size < self.max_limit:
+            step = 1.0 if self._slow_start else 1.0 / self.size
+            self._resize(min(float(self.max_limit), self.size + step))
             self._wake()
 
     def __repr__(self) -> str:
@@ -482,7 +527,7 @@ class EndpointLimiter:
         self._waiters: dict[float, list[asyncio.Future[None]]] = {}
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self.timers = 0  # wake-up timers set for requests held back by a window or a hold
-        self.gate = ConcurrencyGate(limits.concurrency, adaptive=limits.adaptive)
+        self.gate = ConcurrencyGate(limits.concurrency, adaptive=limits.adaptive, auto=limits.auto)
         rw = limits.request_window() if lease is None else None
         tw = limits.token_window() if lease is None else None
         self.requests = WindowLimit(*rw) if rw is not None else None
@@ -686,8 +731,8 @@ class EndpointLimiter:
     def on_rate_limited(self, ticket: Ticket) -> None:
         self.gate.on_rate_limited(ticket.seq)
 
-    def on_success(self) -> None:
-        self.gate.on_success()
+    def on_success(self, ticket: Ticket | None = None, latency: float | None = None) -> None:
+        self.gate.on_success(ticket.seq if ticket is not None else -1, latency)
 
     def __repr__(self) -> str:
         parts = [repr(self.gate)]

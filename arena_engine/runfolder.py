@@ -28,8 +28,9 @@ REPORT_DIR = "report"
 
 
 def _endpoint_dict(endpoint: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"api_url": endpoint.api_url, "model": endpoint.model,
-                           "concurrency": endpoint.limits.concurrency}
+    out: dict[str, Any] = {"api_url": endpoint.api_url, "model": endpoint.model}
+    if not endpoint.limits.auto:  # no concurrency in the config: found as the run goes
+        out["concurrency"] = endpoint.limits.concurrency
     if endpoint.api_key_env:
         out["api_key_env"] = endpoint.api_key_env
     for key, value in (("rpm", endpoint.limits.rpm), ("tpm", endpoint.limits.tpm)):
