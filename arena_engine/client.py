@@ -309,12 +309,16 @@ def observe_quota(limiter: EndpointLimiter, headers: Mapping[str, str], status: 
     limiter's probe unless this was a 429/503 that taught it nothing: then the probe is parked, and
     its retry goes before anything else."""
     for kind, remaining_key, limit_key, reset_key in _QUOTA_HEADERS:
-        remaining = headers.get(remaining_key)
-        if remaining is None:
+        text = headers.get(remaining_key)
+        if text is None:
             continue
-        reset = headers.get(reset_key)
-        limiter.observe(kind, _header_number(headers.get(limit_key)), _header_number(remaining),
-                        parse_duration(reset) if reset is not None else None, now)
+        limit = _header_number(headers.get(limit_key))
+        remaining = _header_number(text)
+        reset = None
+        if remaining is not None and limiter.running_out(kind, limit, remaining):  # else not needed
+            text = headers.get(reset_key)
+            reset = parse_duration(text) if text is not None else None
+        limiter.observe(kind, limit, remaining, reset, now)
     if limiter.probing:
         if status not in THROTTLE_STATUSES or limiter.learned:
             limiter.end_probe()

@@ -610,6 +610,11 @@ class EndpointLimiter:
         self._regrid()
         return True
 
+    def running_out(self, kind: str, limit: float | None, remaining: float) -> bool:
+        """Whether `remaining` is under the low-water mark (1% of the limit, at least 1 unit)."""
+        known = limit if limit is not None else self.learned.get(kind)
+        return remaining < (max(1.0, known * LOW_WATER_FRACTION) if known else 1.0)
+
     def observe(self, kind: str, limit: float | None, remaining: float | None, reset: float | None,
                 now: float) -> None:
         """What a server's `x-ratelimit-{limit,remaining,reset}-<kind>` headers said (reset in seconds).
@@ -620,12 +625,10 @@ class EndpointLimiter:
         every reset / (limit - remaining) seconds; without a known limit, until `reset`."""
         if limit is not None and self.learn:
             self.learn_limit(kind, limit)
-        if remaining is None or reset is None or reset <= 0:
+        if remaining is None or reset is None or reset <= 0 or not self.running_out(kind, limit, remaining):
             return
         known = limit if limit is not None else self.learned.get(kind)
         low = max(1.0, known * LOW_WATER_FRACTION) if known else 1.0
-        if remaining >= low:
-            return
         if known is not None and known > remaining:
             wait = min(reset, reset / (known - remaining) * math.ceil(low - remaining))
         else:
