@@ -114,11 +114,11 @@ def exclusions(games: Iterable[Game]) -> dict[tuple[str, str], ExclusionCounts]:
     counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for g in games:
         if g.outcome is None:
-            counts[(g.dataset, g.subset)][_reason_kind(g.reason)] += 1
+            counts[(g.dataset, g.subset)][reason_kind(g.reason)] += 1
     return {k: ExclusionCounts(sum(c.values()), dict(c)) for k, c in counts.items()}
 
 
-def _reason_kind(reason: str | None) -> str:
+def reason_kind(reason: str | None) -> str:
     """Group reasons by their kind ("unparseable verdict: no label" -> "unparseable verdict")."""
     if not reason:
         return "unknown"

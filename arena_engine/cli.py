@@ -1,6 +1,7 @@
 """The `arena-engine` command: a thin layer over the library.
 
-Exit codes: 0 success; 1 the run finished but some requests failed for good (see the report);
+Exit codes: 0 success; 1 the run finished but some requests failed for good (see the report), or the
+judge's verdicts do not support the OVERALL ranking, or a scope rated no game (docs/rating.md);
 2 a user error (bad config, dataset, arguments, missing API key, run folder in use); 130 interrupted
 (finished work is saved; rerun to resume).
 """
@@ -24,7 +25,8 @@ from .errors import ArenaError
 EXIT_OK, EXIT_FAILURES, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 EPILOG = """\
-exit codes: 0 success; 1 finished, but some requests failed for good (listed in the report);
+exit codes: 0 success; 1 finished, but some requests failed for good (listed in the report), or the
+judge's verdicts do not support the OVERALL ranking, or a scope rated no game (see the warnings);
 2 user error (config, dataset, arguments, missing API key, run folder in use); 130 interrupted
 (everything finished is saved: rerun the same command to resume).
 API keys are read from the environment variables that the config names with 'api_key_env'."""
@@ -34,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="arena-engine",
         description="Run LLM arena evaluations: candidates answer the same queries, a judge compares each "
-        "answer with the baseline's in both orders, and the verdicts become win rates with cluster-bootstrap "
-        "confidence intervals, Bradley-Terry/Elo ratings, leaderboards and reports.",
+        "answer with the baseline's in both orders, and the verdicts become win rates with confidence intervals "
+        "that treat the query as the unit (docs/rating.md), Bradley-Terry/Elo ratings, leaderboards and reports.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -66,9 +68,12 @@ def _parser() -> argparse.ArgumentParser:
             "Run the arena described by CONFIG (TOML or JSON). Rerunning the same config resumes: finished "
             "generations and judgments are reused, only the rest is sent.")
     r.add_argument("config", type=Path, help="the run config (.toml or .json)")
-    r.add_argument("--dry-run", action="store_true", help="print the plan (requests per endpoint, reuse) and send nothing")
+    r.add_argument("--dry-run", action="store_true", help="print the plan and send nothing: requests per endpoint, how many the run folder already holds, what is still to send and its cost, and each model's identity")
     r.add_argument("--fresh", action="store_true", help="start over in a new folder beside output_dir")
     r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--retry-excluded", action="store_true",
+                   help="ask the judge again for the verdicts it answered unparseably (excluded games); the old "
+                        "answers stay in the checkpoints, the new ones are used (local backend)")
     r.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local: this process (default); ray: spread the queries over a Ray cluster's workers, "
                         "sharing each endpoint's rate limits (needs: pip install 'arena-engine[ray]')")
@@ -87,13 +92,18 @@ def _parser() -> argparse.ArgumentParser:
         sp = add(name, f"{what} of a run folder from its checkpoints, sending no request",
                  f"{what[0].upper() + what[1:]} of RUN_DIR from its checkpoints; no request is sent.")
         sp.add_argument("run_dir", type=Path, help="a run folder (the config's output_dir)")
-        sp.add_argument("--rounds", type=int, help="bootstrap rounds (default: the run's config)")
+        sp.add_argument("--rounds", type=int, help="bootstrap rounds, for interval = \"bootstrap\" and method = \"elo-online\" (default: the run's config)")
 
     i = add("import-evalscope", "list the answers of an EvalScope run's model",
             "Read one model's answers from an EvalScope run (a reports/<model> folder) and print what was "
             "found per dataset and subset. To battle them, point a model entry's 'evalscope_report' at the "
-            "same folder in the config.")
+            "same folder in the config. With --dataset, also pair the answers with that dataset's queries "
+            "by question text, as a run does, and list the rows that match no query (exit 2 if any).")
     i.add_argument("report_path", type=Path, help="an EvalScope outputs/<ts>/reports/<model> folder")
+    i.add_argument("--dataset", type=Path, metavar="PATH",
+                   help="a dataset folder (or .jsonl file) to check the answers against")
+    i.add_argument("--dataset-name", metavar="NAME",
+                   help="the dataset's name in the EvalScope run (default: the folder's name)")
     return p
 
 
@@ -168,14 +178,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         if args.backend == "local" and (args.address is not None or args.workers != 2):
             raise ArenaError("--address and --workers need --backend ray")
+        if args.backend == "ray" and args.retry_excluded:
+            raise ArenaError("--retry-excluded runs on the local backend only; rerun without --backend ray")
         return run(commands.run, args.config, args.dry_run, args.fresh, args.quiet, args.backend, args.address,
-                   args.workers)
+                   args.workers, args.retry_excluded)
     if args.command == "sim":
         return commands.sim(args.host, args.port, args.config)
     if args.command in ("report", "rate"):
         return run(commands.report, args.run_dir, args.rounds, args.command == "report")
     if args.command == "import-evalscope":
-        return commands.import_evalscope(args.report_path)
+        return commands.import_evalscope(args.report_path, args.dataset, args.dataset_name)
     raise AssertionError(args.command)
 
 

@@ -40,6 +40,7 @@ import aiohttp
 import orjson
 
 from arena_engine.errors import ConfigError
+from arena_engine.health import EndpointHealth
 from arena_engine.limits import EndpointLimiter, Limits, Ticket
 from arena_engine.read_timeout import ReadWatchdog
 
@@ -398,13 +399,36 @@ def _server_message(raw: bytes, scrub: Callable[[str], str] = str) -> str:
     return message
 
 
-class _Secret:
-    """Holds the API key; its repr never shows it (so neither do `vars(client)` nor debuggers)."""
+SHORT_KEY = 8  # API keys shorter than this are masked only where they stand as a token (see _Secret)
+MASK = "***"
+_TOKEN_BEFORE = r"(?<![A-Za-z0-9_])(?<![A-Za-z0-9_][.-])"
+_TOKEN_AFTER = r"(?![A-Za-z0-9_])(?![.-][A-Za-z0-9_])"
 
-    __slots__ = ("value",)
+
+class _Secret:
+    """Holds the API key; its repr never shows it (so neither do `vars(client)` nor debuggers).
+
+    `mask` hides the key in text bound for logs and records (server messages, failure reasons).
+    A key shorter than SHORT_KEY characters is hidden only where it stands as a token: not inside a
+    longer run of letters, digits and `_ - .` (a `-` or `.` that does not go on into such a character,
+    like a full stop, ends a token). Hiding every occurrence of the key `x` turned
+    "retry_budget_exhausted" into "retry_budget_e***hausted". Short keys are not refused: they are the
+    placeholders local servers are run with ("EMPTY" in vLLM's examples, "ollama" in Ollama's), and
+    refusing them would break those setups while protecting nothing (they are not secrets).
+    A key of SHORT_KEY or more characters is hidden wherever it occurs, also glued to other text
+    (an echo such as "Bearer%20sk-..." or "\\nsk-..." is still the key, and that many characters of a
+    key do not turn up inside ordinary words): there, a leak would cost more than a masked word.
+    """
+
+    __slots__ = ("_pattern", "value")
 
     def __init__(self, value: str) -> None:
         self.value = value
+        escaped = re.escape(value)
+        self._pattern = re.compile(escaped if len(value) >= SHORT_KEY else _TOKEN_BEFORE + escaped + _TOKEN_AFTER)
+
+    def mask(self, text: str) -> str:
+        return self._pattern.sub(MASK, text) if self.value in text else text
 
     def __repr__(self) -> str:
         return "<secret>"
@@ -457,6 +481,7 @@ class ChatClient:
         self._watchdog = ReadWatchdog(t.read, self._clock)
         self._trace_configs = list(trace_configs)
         self.stats = ClientStats()
+        self.health = EndpointHealth()  # the circuit breaker (arena_engine.health)
 
     @property
     def limiter(self) -> EndpointLimiter:
@@ -494,9 +519,7 @@ class ChatClient:
         )
 
     def _scrub(self, text: str) -> str:
-        if self.__key is not None and self.__key.value in text:
-            text = text.replace(self.__key.value, "***")
-        return text
+        return self.__key.mask(text) if self.__key is not None else text
 
     async def chat(
         self, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any] | None = None

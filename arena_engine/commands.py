@@ -14,6 +14,7 @@ import anyio
 from .config import RunConfig, load_config
 from .console import show_progress
 from .errors import ArenaError
+from .leaderboard import Board, gate_failures, reliability_warnings
 from .pipeline import Arena, ArenaResults
 from .report import write_reports
 from .report.tables import leaderboard_text
@@ -80,11 +81,24 @@ def _unwrap(exc: Exception) -> Exception:
     return exc
 
 
-async def run_with_progress(config: RunConfig, *, quiet: bool, offline: bool = False) -> ArenaResults:
-    async with Arena(config, offline=offline) as arena, anyio.create_task_group() as tg:
+async def run_with_progress(config: RunConfig, *, quiet: bool, offline: bool = False,
+                            retry_excluded: bool = False) -> ArenaResults:
+    async with Arena(config, offline=offline, retry_excluded=retry_excluded) as arena, anyio.create_task_group() as tg:
         tg.start_soon(lambda: show_progress(arena, quiet=quiet))
         results = await arena.run()
     return results
+
+
+def _judge_gate(boards: list[Board]) -> int:
+    """Say on stderr what the judge's verdicts do not support (with or without --quiet: these are
+    findings about the result, not progress); EXIT_FAILURES when the result is no usable ranking (a
+    scope without a rated game, or an unsupported OVERALL ranking), else EXIT_OK."""
+    for line in reliability_warnings(boards):
+        print(line, file=sys.stderr)
+    failures = gate_failures(boards)
+    for line in failures:
+        print(f"arena-engine: {line}", file=sys.stderr)
+    return EXIT_FAILURES if failures else EXIT_OK
 
 
 def _finish(results: ArenaResults, quiet: bool) -> int:
@@ -94,10 +108,17 @@ def _finish(results: ArenaResults, quiet: bool) -> int:
         print("reports:", file=sys.stderr)
         for p in paths.values():
             print(f"  {p}", file=sys.stderr)
+    gate = _judge_gate(results.boards)
+    if results.history.interrupted:
+        print(f"note: {results.history.interrupted} earlier process(es) on this run folder ended without closing it; "
+              "requests they had in flight were sent but not stored, so their cost is not known", file=sys.stderr)
     if results.failures:
         print(f"{results.failures} request(s) failed for good; rerun to retry them", file=sys.stderr)
+    for line in results.failure_lines:
+        print(f"  {line}", file=sys.stderr)
+    if results.failures or results.failure_lines:  # failed, or not sent because an endpoint was down
         return EXIT_FAILURES
-    return EXIT_OK
+    return gate
 
 
 async def demo(output: Path, queries: int, latency: float, seed: int, quiet: bool) -> int:
@@ -123,7 +144,7 @@ async def demo(output: Path, queries: int, latency: float, seed: int, quiet: boo
 
 
 async def run(config_path: Path, dry_run: bool, fresh: bool, quiet: bool, backend: str = "local",
-              address: str | None = None, workers: int = 2) -> int:
+              address: str | None = None, workers: int = 2, retry_excluded: bool = False) -> int:
     cfg = load_config(config_path)
     if fresh:
         cfg = cfg.with_output_dir(fresh_dir(cfg.output_dir))
@@ -140,7 +161,7 @@ async def run(config_path: Path, dry_run: bool, fresh: bool, quiet: bool, backen
     else:
 
         async def body() -> ArenaResults:
-            return await run_with_progress(cfg, quiet=quiet)
+            return await run_with_progress(cfg, quiet=quiet, retry_excluded=retry_excluded)
 
     try:
         results = await _until_signal(body)
@@ -164,7 +185,7 @@ async def report(run_dir: Path, rounds: int | None, write: bool) -> int:
             print(p)
     else:
         print(leaderboard_text(results.boards))
-    return EXIT_OK
+    return _judge_gate(results.boards)
 
 
 def sim(host: str, port: int, config: Path | None) -> int:
@@ -182,15 +203,33 @@ def sim(host: str, port: int, config: Path | None) -> int:
     return EXIT_OK
 
 
-def import_evalscope(report_path: Path) -> int:
+def import_evalscope(report_path: Path, dataset: Path | None = None, dataset_name: str | None = None) -> int:
     from collections import Counter
 
-    from .evalscope_import import load_evalscope_answers
+    from .datasets import iter_queries
+    from .errors import ImportMismatchError
+    from .evalscope_import import ImportIndex, load_evalscope_answers
 
-    answers = load_evalscope_answers(report_path)
-    counts = Counter((a.model, a.dataset, a.subset) for a in answers)
-    for (model, dataset, subset), n in sorted(counts.items()):
-        print(f"{model}\t{dataset}\t{subset}\t{n} answers")
+    if dataset is None:
+        answers = load_evalscope_answers(report_path)
+        counts = Counter((a.model, a.dataset, a.subset) for a in answers)
+        for (model, name, subset), n in sorted(counts.items()):
+            print(f"{model}\t{name}\t{subset}\t{n} answers")
+    else:  # check the rows against a dataset the way a run pairs them
+        name = dataset_name or (dataset.parent.name if dataset.is_file() else dataset.name)
+        answers = load_evalscope_answers(report_path, datasets=[name])
+        index = ImportIndex.build(answers, iter_queries(dataset, dataset=name))
+        counts = Counter((a.model, a.dataset, a.subset) for a in answers)
+        unmatched = index.counts()
+        for (model, name_, subset), n in sorted(counts.items()):
+            print(f"{model}\t{name_}\t{subset}\t{n} answers\t{unmatched.get((name_, subset), 0)} match no query")
+        for u in index.unmatched[:20]:
+            print(u.message(), file=sys.stderr)
+        if index.unmatched:
+            raise ImportMismatchError(
+                f"{len(index.unmatched)} of {index.rows} EvalScope row(s) match no query of {dataset} (listed above"
+                f"{', the first 20' if len(index.unmatched) > 20 else ''}); a run would stop, or skip them with "
+                "evalscope_mismatch = \"warn\"")
     print(f"{len(answers)} answers found; add `evalscope_report = \"{report_path}\"` to a [[models]] entry to battle them",
           file=sys.stderr)
     return EXIT_OK

@@ -7,12 +7,14 @@ a config object, a checkpoint or a report.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from .chat_params import check_generation
 from .client import Endpoint, RetryPolicy, Timeouts
 from .configfile import read_config_file
 from .errors import ConfigError
@@ -20,6 +22,11 @@ from .limits import Limits
 
 Mode = Literal["baseline", "all_pairs"]
 OverallMode = Literal["pooled", "evalscope"]
+
+# Ceilings on what a config may ask for. Each concurrent request holds a connection, a task and its
+# buffers; a typo such as `concurrency = 10000000000` once grew the process to 14 GB within a minute.
+MAX_CONCURRENCY = 4096  # concurrent requests per endpoint
+MAX_QUERIES_IN_FLIGHT = 3 * MAX_CONCURRENCY  # queries worked on at once (the default is derived below it)
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,9 @@ class ModelConfig:
     price_in: float | None = None  # currency per 1M prompt tokens
     price_out: float | None = None  # currency per 1M completion tokens
     evalscope_report: Path | None = None  # answers imported from an EvalScope reports/<model> folder
+    identity: str | None = None  # None: "<name> @ <api_url>" (see arena_engine.identity)
+    reuse_answers_of: str | None = None  # share the answers of this other configured model
+    evalscope_mismatch: Literal["error", "warn"] = "error"  # an imported row that answers no query: stop, or skip it
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,7 @@ class DatasetConfig:
     name: str
     path: Path
     subsets: tuple[str, ...] | None = None
+    allow_empty: bool = False  # an empty subset (or dataset folder) is skipped with a warning, not an error
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,7 @@ class JudgeConfig:
     name: str
     endpoint: Endpoint
     generation: Mapping[str, Any] = field(default_factory=lambda: {"temperature": 0.0})
+    identity: str | None = None  # None: "<name> @ <api_url>" (see arena_engine.identity)
     system_prompt: str | None = None  # None: arena_engine.judge.DEFAULT_SYSTEM_PROMPT
     template: str | None = None  # None: the default template (with a reference block when the subset has one)
     parse_retries: int = 2
@@ -59,8 +71,8 @@ class RatingConfig:
     rounds: int = 1000
     ci: float = 0.95
     strong_weight: int = 3
-    method: Literal["bt", "elo"] = "bt"
-    interval: Literal["bootstrap", "sandwich"] = "bootstrap"
+    method: Literal["bt", "elo", "elo-online"] = "bt"  # "elo": the BT fit on the Elo scale; "elo-online": legacy
+    interval: Literal["score", "bootstrap", "sandwich"] = "score"
     overall: OverallMode = "pooled"
 
 
@@ -129,6 +141,8 @@ class _Reader:
         if not ok:
             want = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
             raise ConfigError(f"{self.source}: '{self.where(key)}' must be {want}, got {value!r}")
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:  # no JSON writer takes it (config.json)
+            raise ConfigError(f"{self.source}: '{self.where(key)}' = {value!r} is out of the 64-bit integer range")
         return value
 
     def choice(self, key: str, options: Sequence[str], default: str) -> str:
@@ -137,10 +151,27 @@ class _Reader:
             raise ConfigError(f"{self.source}: '{self.where(key)}' must be one of {list(options)}, got {value!r}")
         return str(value)
 
-    def positive(self, key: str, kind: type, default: Any) -> Any:
-        value = self.get(key, kind, default)
+    def positive(self, key: str, kind: type, default: Any, *, ceiling: int | None = None) -> Any:
+        value = self.finite(key, kind, default)
         if value is not None and value <= 0:
             raise ConfigError(f"{self.source}: '{self.where(key)}' must be > 0, got {value!r}")
+        if value is not None and ceiling is not None and value > ceiling:
+            raise ConfigError(
+                f"{self.source}: '{self.where(key)}' = {value!r} is above the ceiling of {ceiling}; "
+                f"set it to at most {ceiling}"
+            )
+        return value
+
+    def non_negative(self, key: str, kind: type, default: Any) -> Any:
+        value = self.finite(key, kind, default)
+        if value is not None and value < 0:
+            raise ConfigError(f"{self.source}: '{self.where(key)}' must be >= 0, got {value!r}")
+        return value
+
+    def finite(self, key: str, kind: type, default: Any) -> Any:
+        value = self.get(key, kind, default)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{self.source}: '{self.where(key)}' must be a finite number, got {value!r}")
         return value
 
     def sub(self, key: str, *, required: bool = False) -> _Reader | None:
@@ -164,7 +195,7 @@ def _endpoint(r: _Reader, name: str) -> Endpoint:
             f"{r.source}: '{r.where('api_key')}' is not allowed: keys never sit in config files; "
             f"put the key in an environment variable and name it with 'api_key_env'"
         )
-    concurrency = r.positive("concurrency", int, 32)
+    concurrency = r.positive("concurrency", int, 32, ceiling=MAX_CONCURRENCY)
     rpm, tpm = r.positive("rpm", float, None), r.positive("tpm", float, None)
     adaptive = r.get("adaptive_concurrency", bool, True)
     max_attempts = r.positive("max_attempts", int, RetryPolicy.max_attempts)
@@ -188,18 +219,9 @@ def _endpoint(r: _Reader, name: str) -> Endpoint:
         raise ConfigError(f"{r.source}: {r.path or 'the top level'}: {exc}") from None
 
 
-def _generation(r: _Reader) -> dict[str, Any]:
-    gen = r.get("generation", dict, {})
-    for banned in ("model", "messages", "stream"):
-        if banned in gen:
-            raise ConfigError(f"{r.source}: '{r.where('generation.' + banned)}' is set by arena-engine, remove it")
-    n = gen.get("n", 1)
-    if n != 1:
-        raise ConfigError(
-            f"{r.source}: '{r.where('generation.n')}' = {n!r}: arena battles judge one answer per query; "
-            "set n = 1 (or leave it out)"
-        )
-    return dict(gen)
+def _generation(r: _Reader, default: Mapping[str, Any]) -> dict[str, Any]:
+    """The request parameters, checked against the chat API's ranges (see arena_engine.chat_params)."""
+    return check_generation(r.get("generation", dict, default), r.source, r.where("generation"))
 
 
 def _text_or_file(r: _Reader, key: str, base: Path) -> str | None:
@@ -225,7 +247,7 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
     seed = run.get("seed", int, 0)
     mode = run.choice("mode", ("baseline", "all_pairs"), "baseline")
     max_pairs = run.positive("max_pairs_per_query", int, None)
-    in_flight = run.positive("queries_in_flight", int, None)
+    in_flight = run.positive("queries_in_flight", int, None, ceiling=MAX_QUERIES_IN_FLIGHT)
     fsync_interval = run.positive("fsync_interval", float, 1.0)
     run.done()
 
@@ -236,11 +258,15 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
         subsets = d.get("subsets", list, None)
         if subsets is not None and not all(isinstance(s, str) for s in subsets):
             raise ConfigError(f"{source}: '{d.where('subsets')}' must be a list of strings")
+        if subsets == []:
+            raise ConfigError(f"{source}: '{d.where('subsets')}' is empty: name at least one subset, "
+                              "or leave the key out to use every subset of the dataset")
         datasets.append(
             DatasetConfig(
                 name=d.get("name", str, path.name),
                 path=path if path.is_absolute() else base / path,
                 subsets=tuple(subsets) if subsets is not None else None,
+                allow_empty=d.get("allow_empty", bool, False),
             )
         )
         d.done()
@@ -254,14 +280,20 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
         m = _Reader(source, f"models[{i}]", raw)
         name = m.get("name", str, required=True)
         report = m.get("evalscope_report", str, None)
+        mismatch = m.choice("evalscope_mismatch", ("error", "warn"), "error")
+        if "evalscope_mismatch" in m.table and report is None:
+            raise ConfigError(f"{source}: '{m.where('evalscope_mismatch')}' needs 'evalscope_report' in the same table")
         models.append(
             ModelConfig(
                 name=name,
                 endpoint=_endpoint(m, name) if report is None or "api_url" in m.table else _import_endpoint(m, name),
-                generation=_generation(m),
-                price_in=m.get("price_in", float, None),
-                price_out=m.get("price_out", float, None),
+                generation=_generation(m, {}),
+                price_in=m.non_negative("price_in", float, None),
+                price_out=m.non_negative("price_out", float, None),
                 evalscope_report=(base / report) if report else None,
+                identity=_identity(m),
+                reuse_answers_of=m.get("reuse_answers_of", str, None),
+                evalscope_mismatch=mismatch,  # type: ignore[arg-type]
             )
         )
         m.done()
@@ -270,6 +302,7 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: model names must be distinct, got {names}")
+    _check_reuse(source, models)
 
     arena = top.sub("arena") or _Reader(source, "arena", {})
     baseline = arena.get("baseline", str, names[0])
@@ -283,13 +316,14 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
     judge = JudgeConfig(
         name=judge_name,
         endpoint=_endpoint(j, judge_name),
-        generation=j.get("generation", dict, {"temperature": 0.0}),
+        generation=_generation(j, {"temperature": 0.0}),
         system_prompt=_text_or_file(j, "system_prompt", base),
         template=_text_or_file(j, "template", base),
-        parse_retries=j.get("parse_retries", int, 2),
+        parse_retries=j.non_negative("parse_retries", int, 2),
         structured_output=j.get("structured_output", bool, False),
-        price_in=j.get("price_in", float, None),
-        price_out=j.get("price_out", float, None),
+        price_in=j.non_negative("price_in", float, None),
+        price_out=j.non_negative("price_out", float, None),
+        identity=_identity(j),
     )
     if judge.template is not None:
         for needed in ("{question}", "{answer_a}", "{answer_b}"):
@@ -298,19 +332,21 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
     j.done()
 
     rt = top.sub("rating") or _Reader(source, "rating", {})
-    ci = rt.get("ci", float, 0.95)
+    ci = rt.finite("ci", float, 0.95)
     if not 0 < ci < 1:
         raise ConfigError(f"{source}: 'rating.ci' must be between 0 and 1, got {ci}")
     rating = RatingConfig(
         rounds=rt.positive("rounds", int, 1000),
         ci=ci,
         strong_weight=rt.positive("strong_weight", int, 3),
-        method=rt.choice("method", ("bt", "elo"), "bt"),  # type: ignore[arg-type]
-        interval=rt.choice("interval", ("bootstrap", "sandwich"), "bootstrap"),  # type: ignore[arg-type]
+        method=rt.choice("method", ("bt", "elo", "elo-online"), "bt"),  # type: ignore[arg-type]
+        interval=rt.choice("interval", ("score", "bootstrap", "sandwich"), "score"),  # type: ignore[arg-type]
         overall=rt.choice("overall", ("pooled", "evalscope"), "pooled"),  # type: ignore[arg-type]
     )
-    if rating.interval == "sandwich" and rating.method != "bt":
-        raise ConfigError(f"{source}: 'rating.interval' = \"sandwich\" needs 'rating.method' = \"bt\"")
+    if rating.method == "elo-online":  # legacy online Elo only resamples (its bounds are a spread)
+        if rating.interval == "sandwich":
+            raise ConfigError(f"{source}: 'rating.interval' = \"sandwich\" needs 'rating.method' = \"bt\" or \"elo\"")
+        rating = replace(rating, interval="bootstrap")
     rt.done()
     top.done()
     return RunConfig(
@@ -326,6 +362,40 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
         rating=rating,
         fsync_interval=fsync_interval,
     )
+
+
+def _identity(r: _Reader) -> str | None:
+    value = r.get("identity", str, None)
+    if value is not None and not value.strip():
+        raise ConfigError(f"{r.source}: '{r.where('identity')}' must not be empty (leave it out for the default)")
+    return value
+
+
+def _check_reuse(source: str, models: Sequence[ModelConfig]) -> None:
+    """``reuse_answers_of`` must name another configured model that sends the same request."""
+    by_name = {m.name: (i, m) for i, m in enumerate(models)}
+    for i, m in enumerate(models):
+        other_name = m.reuse_answers_of
+        if other_name is None:
+            continue
+        where = f"{source}: 'models[{i}].reuse_answers_of'"
+        if m.identity is not None:
+            raise ConfigError(f"{where}: set only one of 'identity' and 'reuse_answers_of' for model {m.name!r}")
+        if other_name not in by_name or other_name == m.name:
+            raise ConfigError(f"{where} = {other_name!r} must name another model, one of "
+                              f"{[n for n in by_name if n != m.name]}")
+        other = by_name[other_name][1]
+        if other.reuse_answers_of is not None:
+            raise ConfigError(f"{where} = {other_name!r}: that model reuses {other.reuse_answers_of!r} itself; "
+                              f"name {other.reuse_answers_of!r} directly")
+        if m.evalscope_report is not None or other.evalscope_report is not None:
+            raise ConfigError(f"{where}: imported (evalscope_report) answers are not shared this way")
+        if other.endpoint.model != m.endpoint.model or dict(other.generation) != dict(m.generation):
+            raise ConfigError(
+                f"{where} = {other_name!r}: the two models must send the same model id and generation params "
+                f"to share answers (got {m.endpoint.model!r} {dict(m.generation)} and "
+                f"{other.endpoint.model!r} {dict(other.generation)})"
+            )
 
 
 def _import_endpoint(m: _Reader, name: str) -> Endpoint:

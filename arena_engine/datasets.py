@@ -15,10 +15,17 @@ A dataset is a folder of ``*.jsonl`` files; each file is a subset named by its s
 Other fields are ignored. Files are read line by line and never loaded whole. A UTF-8 BOM and
 CRLF line ends are accepted; blank lines are skipped, and line numbers in errors stay the file's
 true 1-based line numbers. Every problem raises :class:`DatasetError` as ``file:line: field: problem``.
+
+A subset file without a single query, or a dataset folder without a subset file, is a
+:class:`DatasetError` naming the dataset, the subset and the path: a run over it would end with an
+empty or partial leaderboard and exit code 0, as if it had measured something. With
+``allow_empty=True`` (``allow_empty = true`` in the config's ``[[datasets]]`` table) it is skipped
+with a warning instead.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +39,10 @@ __all__ = ["Query", "iter_queries", "list_subsets"]
 
 ROLES = frozenset({"system", "user", "assistant"})
 _BOM = b"\xef\xbb\xbf"
+_ALLOW = "set allow_empty = true in its [[datasets]] table to skip it with a warning"
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()  # each empty subset is warned about once per process, not once per pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +71,15 @@ def _subset_files(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise DatasetError(f"{path}: dataset folder not found")
-    files = sorted((p for p in path.glob("*.jsonl") if p.is_file()), key=lambda p: p.stem)
-    if not files:
-        raise DatasetError(f"{path}: no .jsonl files in the dataset folder (one file per subset)")
-    return files
+    return sorted((p for p in path.glob("*.jsonl") if p.is_file()), key=lambda p: p.stem)
+
+
+def _empty(message: str, allow_empty: bool) -> None:
+    if not allow_empty:
+        raise DatasetError(f"{message}; add queries, or {_ALLOW}")
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s; skipped (allow_empty = true)", message)
 
 
 def list_subsets(path: Path) -> list[str]:
@@ -71,7 +87,10 @@ def list_subsets(path: Path) -> list[str]:
 
     ``path`` may also be a single ``.jsonl`` file (a dataset with one subset).
     """
-    return [p.stem for p in _subset_files(Path(path))]
+    files = _subset_files(Path(path))
+    if not files:
+        raise DatasetError(f"{path}: no .jsonl files in the dataset folder (one file per subset)")
+    return [p.stem for p in files]
 
 
 def iter_queries(
@@ -79,17 +98,24 @@ def iter_queries(
     *,
     dataset: str | None = None,
     subsets: Sequence[str] | None = None,
+    allow_empty: bool = False,
 ) -> Iterator[Query]:
     """Yield the queries of the dataset folder ``path``, subset by subset, lazily.
 
     ``dataset`` defaults to the folder's name. ``subsets`` selects and orders subsets (default:
     all, sorted by name); naming a subset that has no file raises :class:`DatasetError`.
     Records are validated as they are read, so an error may surface after earlier queries.
+    A subset without queries (or a folder without subset files, or an empty ``subsets``) raises
+    :class:`DatasetError` once its file is read to the end; with ``allow_empty`` it is skipped and
+    logged as a warning (once per process).
     """
     path = Path(path)
     files = _subset_files(path)
     if dataset is None:
         dataset = path.parent.name if path.is_file() else path.name
+    if not files:
+        _empty(f"dataset {dataset!r}: {path} has no .jsonl files (one file per subset)", allow_empty)
+        return
     if subsets is not None:
         if isinstance(subsets, str):
             raise TypeError("subsets must be a sequence of names, not a string")
@@ -97,12 +123,19 @@ def iter_queries(
         missing = [s for s in subsets if s not in by_name]
         if missing:
             raise DatasetError(
-                f"{path}: subset(s) {', '.join(map(repr, missing))} not found; "
+                f"dataset {dataset!r}: {path}: subset(s) {', '.join(map(repr, missing))} not found; "
                 f"available: {', '.join(sorted(by_name))}"
             )
+        if not subsets:
+            _empty(f"dataset {dataset!r}: {path}: the list of subsets is empty", allow_empty)
         files = [by_name[s] for s in dict.fromkeys(subsets)]
     for file in files:
-        yield from _iter_file(file, dataset, file.stem)
+        n = 0
+        for query in _iter_file(file, dataset, file.stem):
+            n += 1
+            yield query
+        if n == 0:
+            _empty(f"dataset {dataset!r}, subset {file.stem!r}: {file} holds no queries", allow_empty)
 
 
 def _iter_file(file: Path, dataset: str, subset: str) -> Iterator[Query]:

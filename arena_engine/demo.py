@@ -76,11 +76,15 @@ def demo_config(api_url: str, output: Path, data: Path, *, seed: int = 0, rounds
             "run": {"output_dir": str(output / "run"), "seed": seed},
             "datasets": [{"name": "general_qa", "path": str(data)}],
             "models": [
-                {"name": name, "model": name, "api_url": api_url, "concurrency": 32, "generation": generation}
+                # the simulator listens on a new port each run: the identity leaves the URL out so a rerun
+                # of the demo resumes (see arena_engine.identity)
+                {"name": name, "model": name, "api_url": api_url, "identity": name, "concurrency": 32,
+                 "generation": generation}
                 for name, _ in DEMO_MODELS
             ],
             "arena": {"baseline": DEMO_MODELS[0][0]},
-            "judge": {"name": DEMO_JUDGE, "model": DEMO_JUDGE, "api_url": api_url, "concurrency": 64},
+            "judge": {"name": DEMO_JUDGE, "model": DEMO_JUDGE, "api_url": api_url, "identity": DEMO_JUDGE,
+                      "concurrency": 64},
             "rating": {"rounds": rounds},
         },
         source="<demo>",

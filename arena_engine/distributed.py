@@ -40,11 +40,12 @@ from .datasets import iter_queries
 from .errors import ArenaError, ConfigError
 from .leases import LeaseBroker, LeaseClient, batch_cap
 from .limits import Limits
-from .pipeline import JUDGE, Arena, ArenaResults, EndpointUsage, loop_options
+from .pipeline import JUDGE, Arena, ArenaResults, loop_options
 from .progress import ProgressEvent, StageProgress
 from .runfolder import save_config
 from .store import RunStore
 from .store.shards import LayeredStore, merge_shards
+from .usage import EndpointUsage
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ def _prepare(cfg: RunConfig) -> None:
         merge_shards(store)
         save_config(cfg, cfg.output_dir)
     for d in cfg.datasets:
-        for _ in iter_queries(d.path, dataset=d.name, subsets=d.subsets):
+        for _ in iter_queries(d.path, dataset=d.name, subsets=d.subsets, allow_empty=d.allow_empty):
             pass
 
 
@@ -232,19 +233,11 @@ def _raise_worker_error(exc: BaseException) -> None:
     raise ArenaError(f"a ray worker failed: {exc}") from exc
 
 
-def _sum_usage(summaries: list[ShardSummary]) -> dict[str, EndpointUsage]:
-    total: dict[str, EndpointUsage] = {}
+def _add_sent(usage: dict[str, EndpointUsage], summaries: list[ShardSummary]) -> None:
+    """The final offline pass counted the records; add what the workers sent."""
     for s in summaries:
         for role, u in s.usage.items():
-            t = total.setdefault(role, EndpointUsage(u.name))
-            t.requests += u.requests
-            t.reused += u.reused
-            t.failures += u.failures
-            t.attempts += u.attempts
-            t.prompt_tokens += u.prompt_tokens
-            t.completion_tokens += u.completion_tokens
-            t.latencies.extend(u.latencies)
-    return total
+            usage.setdefault(role, EndpointUsage(u.name)).add_sent(u)
 
 
 async def run_on_ray(cfg: RunConfig, *, address: str | None = None, workers: int = 2,
@@ -309,6 +302,6 @@ async def run_on_ray(cfg: RunConfig, *, address: str | None = None, workers: int
     # ratings and reports once, from the checkpoints (the shards are folded in on open)
     async with Arena(cfg, offline=True) as arena:
         results = await arena.run()
-    results.usage = _sum_usage(summaries)
+    _add_sent(results.usage, summaries)
     results.failures = sum(s.failures for s in summaries)
     return results

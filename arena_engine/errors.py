@@ -3,6 +3,7 @@
     ArenaError
     ├── ConfigError        a config file or object is wrong (names file and key)
     ├── DatasetError       a dataset line is wrong (names file, line and field)
+    │   └── ImportMismatchError  an imported answer's question is not in the dataset (names file and line)
     ├── CheckpointError    a run folder cannot be used (locked, unreadable, corrupt beyond repair)
     ├── RequestError       an endpoint request failed for good (after retries or at once)
     │   └── FatalHTTPError 400/401/403/404/422: retrying cannot help
@@ -24,6 +25,10 @@ class ConfigError(ArenaError):
 
 class DatasetError(ArenaError):
     """A dataset file or line is invalid."""
+
+
+class ImportMismatchError(DatasetError):
+    """An imported answer (an EvalScope row) answers no query of the arena's dataset."""
 
 
 class CheckpointError(ArenaError):

@@ -11,10 +11,10 @@ rerun reuses it and sends only the rest; ``offline=True`` sends nothing at all (
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
 import time
-from array import array
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -26,29 +26,42 @@ import anyio
 import numpy as np
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
+from . import runlog
 from .battles import Battle, Game, combine
 from .client import ChatClient, ChatResult
 from .config import ModelConfig, RunConfig
 from .datasets import Query, iter_queries
 from .errors import ArenaError, ConfigError, VerdictError
-from .evalscope_import import ImportedAnswer, load_evalscope_answers
+from .evalscope_import import ImportedAnswer, ImportIndex, load_evalscope_answers
+from .identity import (
+    GENERATIONS,
+    JUDGMENTS,
+    find_generation,
+    find_judgment,
+    generation_key,
+    judge_identity,
+    judge_request,
+    judgment_key,
+    model_identity,
+    retry_key,
+)
+from .inflight import InFlight
 from .judge import (
-    DEFAULT_REFERENCE_TEMPLATE,
     DEFAULT_SYSTEM_PROMPT,
-    DEFAULT_TEMPLATE,
-    VERDICT_SCHEMA,
     Verdict,
     candidate_view,
     parse_verdict,
-    render_prompt,
 )
 from .leaderboard import Board, leaderboards
 from .metrics import METRIC_NAMES, sample_metrics_batch
+from .pairing import pairs_of
 from .progress import ProgressEvent, StageProgress
 from .rating import rate_battles
 from .runfolder import save_config
+from .runlog import RunHistory
 from .store import RunStore, content_key
 from .store.shards import LayeredStore, merge_shards
+from .usage import EndpointUsage
 
 if TYPE_CHECKING:
     from .leases import LeaseClient
@@ -56,32 +69,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JUDGE = "\0judge"  # the judge's key among the endpoint roles (model names cannot hold NUL)
-GENERATIONS = "generations"
-JUDGMENTS = "judgments"
 FAILURES = "failures"
-
-
-@dataclass
-class EndpointUsage:
-    """Requests, tokens and latencies of one endpoint in this run (reused records included in tokens)."""
-
-    name: str
-    requests: int = 0
-    reused: int = 0
-    failures: int = 0
-    attempts: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latencies: array = field(default_factory=lambda: array("d"))
-
-    def percentiles(self) -> dict[str, float]:
-        if not self.latencies:
-            return {}
-        lat = np.frombuffer(self.latencies, dtype=np.float64)
-        p50, p90, p99 = np.percentile(lat, [50, 90, 99])
-        return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(lat.max())}
-
-
 @dataclass
 class MetricSums:
     """Sums of per-sample reference metrics for one (model, dataset, subset)."""
@@ -107,6 +95,8 @@ class ArenaResults:
     reference_counts: dict[tuple[str, str, str], int]
     queries: dict[tuple[str, str], int]
     elapsed: float
+    failure_lines: list[str] = field(default_factory=list)  # per endpoint and kind of failure, with counts
+    history: RunHistory = field(default_factory=RunHistory)
 
     @property
     def overall(self) -> Board:
@@ -126,7 +116,7 @@ class Arena:
 
     def __init__(self, config: RunConfig, *, offline: bool = False, progress_interval: float = 0.5,
                  shard: tuple[int, int] | None = None, store: LayeredStore | None = None,
-                 leases: Mapping[str, LeaseClient] | None = None) -> None:
+                 leases: Mapping[str, LeaseClient] | None = None, retry_excluded: bool = False) -> None:
         if shard is not None and not 0 <= shard[0] < shard[1]:
             raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
         self.config = config
@@ -152,6 +142,14 @@ class Arena:
         self._reference_items: list[tuple[str, str, str, bytes, str]] = []
         self._queries: dict[tuple[str, str], int] = {}
         self._judge_system = config.judge.system_prompt or DEFAULT_SYSTEM_PROMPT
+        self.retry_excluded = retry_excluded and not offline  # ask the judge again for unparseable verdicts
+        self._identities = {m.name: model_identity(config, m) for m in config.models}
+        self._judge_identity = judge_identity(config.judge)
+        self._in_flight = InFlight()
+        self._run_id = uuid.uuid4().hex
+        self._run_logged = False
+        self._failure_kinds: dict[tuple[str, str, str], int] = {}
+        self._skipped: dict[tuple[str, str], int] = {}  # (model, why) -> requests not sent
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -181,7 +179,11 @@ class Arena:
             for m in self.config.models:
                 if m.evalscope_report is not None:
                     found = await anyio.to_thread.run_sync(partial(load_evalscope_answers, m.evalscope_report, datasets=names))
-                    self._imported[m.name] = {(a.dataset, a.subset, str(a.index)): a for a in found}
+                    # paired by question text, against every query (not only this shard's: positions count)
+                    every = (q for d in self.config.datasets for q in iter_queries(d.path, dataset=d.name, subsets=d.subsets))
+                    index = await anyio.to_thread.run_sync(ImportIndex.build, found, every)
+                    index.check(m.evalscope_mismatch, model=m.name)
+                    self._imported[m.name] = index.by_query()
             if not self.offline:
                 if self._given_store is None:
                     save_config(self.config, self.run_dir)
@@ -241,23 +243,13 @@ class Arena:
     def _iter_all(self) -> Iterator[Query]:
         position = 0
         for d in self.config.datasets:
-            for q in iter_queries(d.path, dataset=d.name, subsets=d.subsets):
+            for q in iter_queries(d.path, dataset=d.name, subsets=d.subsets, allow_empty=d.allow_empty):
                 if self.shard is None or position % self.shard[1] == self.shard[0]:
                     yield q
                 position += 1
 
     def _pairs(self, q: Query) -> list[tuple[str, str]]:
-        cfg = self.config
-        if cfg.mode == "baseline":
-            return [(m.name, cfg.baseline) for m in cfg.candidates]
-        names = [m.name for m in cfg.models]
-        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
-        cap = cfg.max_pairs_per_query
-        if cap is not None and len(pairs) > cap:
-            digest = hashlib.blake2b(f"{cfg.seed}\0{q.dataset}\0{q.subset}\0{q.id}".encode(), digest_size=8).digest()
-            rng = np.random.default_rng(int.from_bytes(digest, "little"))
-            pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), size=cap, replace=False))]
-        return pairs
+        return pairs_of(self.config, q)
 
     async def run(self) -> ArenaResults:
         """Run (or resume) the whole arena and return the results."""
@@ -277,7 +269,23 @@ class Arena:
             raise error from None  # callers get the ArenaError itself, not a task group's wrapping
         finally:
             self._finished.set()
+            self._log_run("end")
         return await anyio.to_thread.run_sync(self._results)
+
+    def _log_run(self, event: str) -> None:
+        """Note this process's start and end in the run folder (a local, sending run only)."""
+        store = self._store
+        if self.offline or not isinstance(store, RunStore) or store.readonly:
+            return
+        if event == "start":
+            self._run_logged = True
+        elif not self._run_logged:
+            return
+        rec: dict[str, Any] = {"run_id": self._run_id, "event": event, "pid": os.getpid(), "time": time.time()}
+        if event == "end":
+            rec["requests"] = {u.name: u.requests for u in self.usage.values()}
+            rec["attempts"] = {u.name: u.attempts for u in self.usage.values()}
+        runlog.append(self.run_dir, rec)
 
     async def _run_queries(self) -> None:
         cfg = self.config
@@ -285,6 +293,7 @@ class Arena:
         counts = await anyio.to_thread.run_sync(self._count_queries)
         n_queries = sum(counts.values())
         self._queries = counts
+        self._log_run("start")  # the datasets are valid: from here on this process may send
         for m in cfg.models:
             self.stages[m.name] = StageProgress(f"generate {m.name}", total=n_queries)
             self.usage[m.name] = EndpointUsage(m.name)
@@ -295,6 +304,7 @@ class Arena:
         in_flight = cfg.queries_in_flight or max(
             8, 2 * max(m.endpoint.limits.concurrency for m in cfg.models) + cfg.judge.endpoint.limits.concurrency
         )
+        in_flight = max(1, min(in_flight, n_queries))  # never more workers than there is work
         send, recv = anyio.create_memory_object_stream[Query](in_flight)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._produce, send)
@@ -321,22 +331,32 @@ class Arena:
     async def _process(self, q: Query) -> None:
         answers: dict[str, dict[str, Any] | None] = {}
         ready = {m.name: anyio.Event() for m in self.config.models}
+        counted: set[bytes] = set()  # records of this query already counted in the usage
         async with anyio.create_task_group() as tg:
             for m in self.config.models:
-                tg.start_soon(self._answer, m, q, answers, ready[m.name])
+                tg.start_soon(self._answer, m, q, answers, ready[m.name], counted)
             for cand, opp in self._pairs(q):
-                tg.start_soon(self._battle, q, cand, opp, answers, ready)
+                tg.start_soon(self._battle, q, cand, opp, answers, ready, counted)
 
     # ----------------------------------------------------------------------------------- generation
 
-    async def _answer(self, m: ModelConfig, q: Query, answers: dict[str, dict[str, Any] | None], ready: anyio.Event) -> None:
+    async def _answer(self, m: ModelConfig, q: Query, answers: dict[str, dict[str, Any] | None], ready: anyio.Event,
+                      counted: set[bytes]) -> None:
         try:
-            answers[m.name] = await self._generate(m, q)
+            answers[m.name] = await self._generate(m, q, counted)
         finally:
             ready.set()
 
+    def _count(self, usage: EndpointUsage, key: bytes, rec: Mapping[str, Any], counted: set[bytes]) -> None:
+        """Count a record in the usage once per query, however many battles use it."""
+        if key in counted:
+            usage.shared += 1
+        else:
+            counted.add(key)
+            usage.use(rec)
+
     def _import(self, m: ModelConfig, q: Query) -> dict[str, Any] | None:
-        """An answer from an EvalScope run (keyed by its row index), stored like a generation."""
+        """An answer from an EvalScope run (paired with the query by its text: ImportIndex), stored like a generation."""
         assert self._store is not None
         stage = self.stages[m.name]
         stage.done += 1
@@ -350,54 +370,106 @@ class Arena:
         rec = {"model": m.name, "endpoint_model": m.endpoint.model, "dataset": q.dataset, "subset": q.subset,
                "query_id": q.id, "question": q.question, "answer": found.answer, "finish_reason": None,
                "prompt_tokens": found.prompt_tokens or 0, "completion_tokens": found.completion_tokens or 0,
-               "latency": found.latency, "attempts": 0, "imported_from": str(m.evalscope_report)}
+               "latency": found.latency, "attempts": 0, "imported_from": str(m.evalscope_report),
+               "imported_row": f"{found.source}:{found.line}"}
         if self._store.get(GENERATIONS, key) is None:
             self._save(GENERATIONS, key, rec)
         else:
             stage.reused += 1
+        self.usage[m.name].use(rec)
         if q.reference is not None:
             self._reference_items.append((m.name, q.dataset, q.subset, key, q.reference))
         return {**rec, "key": key.hex()}
 
-    async def _generate(self, m: ModelConfig, q: Query) -> dict[str, Any] | None:
+    def _find_generation(self, m: ModelConfig, key: bytes, params: dict[str, Any],
+                         messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The stored answer (a 0.1.0 record is copied under its new key: see arena_engine.identity)."""
+        assert self._store is not None
+        rec, migrated = find_generation(self._store, m, key, params, messages)
+        if migrated and rec is not None:
+            self._save(GENERATIONS, key, rec)
+        return rec
+
+    async def _generate(self, m: ModelConfig, q: Query, counted: set[bytes]) -> dict[str, Any] | None:
         assert self._store is not None
         if m.name in self._imported:
             return self._import(m, q)
         stage, usage = self.stages[m.name], self.usage[m.name]
         messages = [dict(msg) for msg in q.messages]
         params = dict(m.generation)
-        key = content_key({"t": "generation", "model": m.endpoint.model, "params": params, "messages": messages})
-        rec = self._store.get(GENERATIONS, key)
-        if rec is not None:
-            stage.reused += 1
-            usage.reused += 1
-        elif self.offline or m.name not in self._clients:
-            self._missing += 1
-            stage.done += 1
-            stage.failed += 1
-            return None
-        else:
-            result = await self._clients[m.name].chat(messages, params)
-            self._account(usage, result)
-            if not result.ok or result.content is None:
-                self._record_failure("generation", m.name, q, result)
+        key = generation_key(self._identities[m.name], m.endpoint.model, params, messages)
+        waited = False
+        while True:
+            rec = self._find_generation(m, key, params, messages)
+            if rec is not None:
+                if not waited:
+                    stage.reused += 1
+                    usage.reused += 1
+                break
+            if self.offline or m.name not in self._clients:
+                self._missing += 1
                 stage.done += 1
                 stage.failed += 1
                 return None
-            rec = {
-                "model": m.name, "endpoint_model": m.endpoint.model, "dataset": q.dataset, "subset": q.subset,
-                "query_id": q.id, "question": q.question, "answer": result.content,
-                "finish_reason": result.finish_reason, "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens, "latency": round(result.latency, 6),
-                "attempts": result.attempts, "time": time.time(),
-            }
-            self._save(GENERATIONS, key, rec)
+            down = self._needed_endpoint_down(m)
+            if down is not None:  # its answer could not be judged: do not pay for it
+                self._skipped[(m.name, down)] = self._skipped.get((m.name, down), 0) + 1
+                self._missing += 1
+                stage.done += 1
+                stage.failed += 1
+                return None
+            busy = self._in_flight.claim(key)
+            if busy is None:
+                try:
+                    rec = await self._send_generation(m, q, key, messages, params)
+                finally:
+                    self._in_flight.release(key)
+                if rec is None:
+                    return None
+                break
+            await busy.wait()  # the same request is being sent for another model: use its answer
+            waited = True
+        self._count(usage, key, rec, counted)
         stage.done += 1
         stage.prompt_tokens += int(rec.get("prompt_tokens") or 0)
         stage.completion_tokens += int(rec.get("completion_tokens") or 0)
         if q.reference is not None:  # scored after the run, off the request path
             self._reference_items.append((m.name, q.dataset, q.subset, key, q.reference))
         return {**rec, "key": key.hex()}
+
+    def _needed_endpoint_down(self, m: ModelConfig) -> str | None:
+        """Why ``m``'s answer could not be used: the judge's or (for a candidate) the baseline's endpoint
+        has stopped answering (its circuit is open); None while they are up."""
+        judge = self._clients.get(JUDGE)
+        if judge is not None and judge.health.is_open:
+            return f"judge {self.config.judge.name} endpoint down"
+        cfg = self.config
+        if cfg.mode == "baseline" and m.name != cfg.baseline:
+            base = self._clients.get(cfg.baseline)
+            if base is not None and base.health.is_open:
+                return f"baseline {cfg.baseline} endpoint down"
+        return None
+
+    async def _send_generation(self, m: ModelConfig, q: Query, key: bytes, messages: list[dict[str, Any]],
+                               params: dict[str, Any]) -> dict[str, Any] | None:
+        stage, usage = self.stages[m.name], self.usage[m.name]
+        result = await self._clients[m.name].chat(messages, params)
+        self._account(usage, result)
+        if not result.ok or result.content is None:
+            self._record_failure("generation", m.name, q, result)
+            stage.done += 1
+            stage.failed += 1
+            return None
+        rec = {
+            "v": 2, "model": m.name, "identity": self._identities[m.name], "endpoint_model": m.endpoint.model,
+            "dataset": q.dataset, "subset": q.subset,
+            "query_id": q.id, "question": q.question, "answer": result.content,
+            "finish_reason": result.finish_reason, "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens, "latency": round(result.latency, 6),
+            "attempts": result.attempts, "time": time.time(),
+        }
+        self._save(GENERATIONS, key, rec)
+        return rec
 
     def _save(self, kind: str, key: bytes, rec: dict[str, Any]) -> None:
         """Checkpoint a record. If that fails (disk full, read-only), stop the whole run at once: every
@@ -411,13 +483,12 @@ class Arena:
             raise
 
     def _account(self, usage: EndpointUsage, result: ChatResult) -> None:
+        """Count a request this process sent (what the results use is counted by EndpointUsage.use)."""
         usage.requests += 1
         usage.attempts += result.attempts
-        usage.prompt_tokens += result.prompt_tokens
-        usage.completion_tokens += result.completion_tokens
-        if result.ok:
-            usage.latencies.append(result.latency)
-        else:
+        usage.sent_prompt_tokens += result.prompt_tokens
+        usage.sent_completion_tokens += result.completion_tokens
+        if not result.ok:
             usage.failures += 1
 
     def _record_failure(self, stage: str, who: str, q: Query, result: ChatResult, **extra: Any) -> None:
@@ -426,12 +497,28 @@ class Arena:
         rec = {"stage": stage, "endpoint": who, "dataset": q.dataset, "subset": q.subset, "query_id": q.id,
                "error": result.error, "status": result.status, "attempts": result.attempts, "time": time.time(), **extra}
         self._save(FAILURES, content_key(rec), rec)
-        log.warning("%s %s failed on %s/%s#%s: %s", stage, who, q.dataset, q.subset, q.id, result.error)
+        kind = (result.error or "error").split(":", 1)[0]
+        seen = self._failure_kinds.get((stage, who, kind), 0)
+        self._failure_kinds[(stage, who, kind)] = seen + 1
+        if seen == 0:  # one line per endpoint and kind of failure; the run's end gives the counts
+            ep = self.config.judge.endpoint if stage == "judgment" else self.config.model(who).endpoint
+            log.warning("%s %s (%s, model %s) failed on %s/%s#%s: %s (further failures like it are counted, "
+                        "not logged)", stage, who, ep.api_url, ep.model, q.dataset, q.subset, q.id, result.error)
+
+    def failure_summary(self) -> list[str]:
+        """One line per endpoint and kind of failure of this run, with its count."""
+        lines = []
+        for (stage, who, kind), n in sorted(self._failure_kinds.items()):
+            ep = self.config.judge.endpoint if stage == "judgment" else self.config.model(who).endpoint
+            lines.append(f"{who} ({ep.api_url}, model {ep.model}): {n} request(s) failed for good: {kind}")
+        for (who, why), n in sorted(self._skipped.items()):
+            lines.append(f"{who}: {n} request(s) not sent: {why}")
+        return lines
 
     # -------------------------------------------------------------------------------------- judging
 
     async def _battle(self, q: Query, cand: str, opp: str, answers: dict[str, dict[str, Any] | None],
-                      ready: dict[str, anyio.Event]) -> None:
+                      ready: dict[str, anyio.Event], counted: set[bytes]) -> None:
         await ready[cand].wait()
         await ready[opp].wait()
         a_c, a_o = answers.get(cand), answers.get(opp)
@@ -444,27 +531,43 @@ class Arena:
                                         f"no answer: {missing}"))
             return
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._judge_game, q, cand, opp, a_c, a_o, True)
-            tg.start_soon(self._judge_game, q, cand, opp, a_c, a_o, False)
+            tg.start_soon(self._judge_game, q, cand, opp, a_c, a_o, True, counted)
+            tg.start_soon(self._judge_game, q, cand, opp, a_c, a_o, False, counted)
+
+    def _find_judgment(self, key: bytes, params: dict[str, Any],
+                       messages: list[dict[str, Any]]) -> tuple[bytes, dict[str, Any] | None, int]:
+        """(key of the latest stored verdict, its record, how many re-asks the chain holds)."""
+        assert self._store is not None
+        found, rec, n, migrated = find_judgment(self._store, self.config.judge, key, params, messages)
+        if migrated and rec is not None:
+            self._save(JUDGMENTS, key, rec)
+        return found, rec, n
 
     async def _judge_game(self, q: Query, cand: str, opp: str, a_c: dict[str, Any], a_o: dict[str, Any],
-                          candidate_is_a: bool) -> None:
+                          candidate_is_a: bool, counted: set[bytes]) -> None:
         assert self._store is not None
         cfg = self.config.judge
         stage, usage = self.stages[JUDGE], self.usage[JUDGE]
         first, second = (a_c, a_o) if candidate_is_a else (a_o, a_c)
-        template = cfg.template or (DEFAULT_REFERENCE_TEMPLATE if q.reference is not None else DEFAULT_TEMPLATE)
-        user = render_prompt(template, question=q.question, answer_a=first["answer"], answer_b=second["answer"],
-                             reference=q.reference)
-        messages = [{"role": "system", "content": self._judge_system}, {"role": "user", "content": user}]
-        params = dict(cfg.generation)
-        if cfg.structured_output:
-            params["response_format"] = VERDICT_SCHEMA
-        key = content_key({"t": "judgment", "model": cfg.endpoint.model, "params": params, "messages": messages})
-        rec = self._store.get(JUDGMENTS, key)
+        messages, params = judge_request(cfg, self._judge_system, q.question, q.reference, first["answer"],
+                                         second["answer"])
+        base = judgment_key(self._judge_identity, cfg.endpoint.model, params, messages)
+        waited = False
+        while True:
+            key, rec, retries = self._find_judgment(base, params, messages)
+            if rec is not None and rec.get("verdict") is None and self.retry_excluded and not waited:
+                key, rec = retry_key(base, retries + 1), None  # --retry-excluded: ask again, keep the old record
+            if rec is not None or self.offline:
+                break
+            busy = self._in_flight.claim(key)
+            if busy is None:
+                break
+            await busy.wait()  # the identical prompt is being judged for another battle: share its verdict
+            waited = True
         if rec is not None:
-            stage.reused += 1
-            usage.reused += 1
+            if not waited:
+                stage.reused += 1
+                usage.reused += 1
         elif self.offline:
             failed = self._judgment_failures().get((q.dataset, q.subset, q.id, cand, opp, candidate_is_a))
             stage.done += 1
@@ -478,7 +581,19 @@ class Arena:
             self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None, reason))
             return
         else:
-            rec, error = await self._ask_judge(messages, params)
+            try:
+                rec, error = await self._ask_judge(messages, params)
+                if rec is not None:
+                    rec.update({
+                        "v": 2, "judge": cfg.name, "identity": self._judge_identity, "dataset": q.dataset,
+                        "subset": q.subset, "query_id": q.id, "a": first["model"], "b": second["model"],
+                        "a_key": first["key"], "b_key": second["key"], "time": time.time(),
+                    })
+                    if key != base:
+                        rec["retry_of"] = base.hex()
+                    self._save(JUDGMENTS, key, rec)
+            finally:
+                self._in_flight.release(key)
             if rec is None:
                 self._record_failure("judgment", cfg.name, q, error, candidate=cand, opponent=opp,
                                      candidate_is_a=candidate_is_a)
@@ -487,12 +602,7 @@ class Arena:
                 self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None,
                                         f"judge request failed: {error.error}"))
                 return
-            rec.update({
-                "judge": cfg.name, "dataset": q.dataset, "subset": q.subset, "query_id": q.id,
-                "a": first["model"], "b": second["model"], "a_key": first["key"], "b_key": second["key"],
-                "time": time.time(),
-            })
-            self._save(JUDGMENTS, key, rec)
+        self._count(usage, key, rec, counted)
         stage.done += 1
         stage.prompt_tokens += int(rec.get("prompt_tokens") or 0)
         stage.completion_tokens += int(rec.get("completion_tokens") or 0)
@@ -584,7 +694,8 @@ class Arena:
             usage=self.usage, failures=self._failures, missing=self._missing,
             reference_metrics={k: s.means() for k, s in metric_sums.items()},
             reference_counts={k: s.n for k, s in metric_sums.items()},
-            queries=self._queries, elapsed=time.monotonic() - self._started,
+            queries=self._queries, elapsed=time.monotonic() - self._started, failure_lines=self.failure_summary(),
+            history=runlog.history(self.run_dir) if isinstance(self._store, RunStore) else RunHistory(),
         )
 
 

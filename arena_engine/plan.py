@@ -8,8 +8,20 @@ from dataclasses import dataclass
 import anyio
 
 from .config import RunConfig
-from .datasets import iter_queries
+from .datasets import Query, iter_queries
+from .errors import CheckpointError
+from .identity import (
+    find_generation,
+    find_judgment,
+    generation_key,
+    judge_identity,
+    judge_request,
+    judgment_key,
+    model_identity,
+)
 from .judge import DEFAULT_SYSTEM_PROMPT
+from .pairing import pairs_of
+from .store import CHECKPOINT_DIR, RunStore
 
 
 def _tokens(text: str) -> int:
@@ -21,33 +33,87 @@ def _tokens(text: str) -> int:
 class PlanRow:
     endpoint: str
     role: str
-    requests: int
+    requests: int  # requests the config needs in all
     prompt_tokens: int
     max_completion_tokens: int
     price_in: float | None
     price_out: float | None
+    reused: int = 0  # of which the run folder already holds the result
+
+    @property
+    def to_send(self) -> int:
+        return self.requests - self.reused
 
     @property
     def max_cost(self) -> float | None:
+        """At most what the requests still to send cost (the tokens are scaled to them)."""
         if self.price_in is None and self.price_out is None:
             return None
-        return (self.prompt_tokens * (self.price_in or 0.0) + self.max_completion_tokens * (self.price_out or 0.0)) / 1e6
+        share = self.to_send / self.requests if self.requests else 0.0
+        return share * (self.prompt_tokens * (self.price_in or 0.0)
+                        + self.max_completion_tokens * (self.price_out or 0.0)) / 1e6
 
 
-def plan(cfg: RunConfig) -> list[PlanRow]:
-    """Requests and estimated tokens per endpoint for the whole config (reused work is not subtracted)."""
-    n = 0
-    prompt_chars = 0
-    for d in cfg.datasets:
-        for q in iter_queries(d.path, dataset=d.name, subsets=d.subsets):
-            n += 1
-            prompt_chars += sum(len(str(m.get("content", ""))) for m in q.messages)
+def _queries(cfg: RunConfig) -> list[Query]:
+    return [q for d in cfg.datasets for q in iter_queries(d.path, dataset=d.name, subsets=d.subsets,
+                                                          allow_empty=d.allow_empty)]
+
+
+def _reuse(cfg: RunConfig, queries: list[Query]) -> tuple[dict[str, int], int] | str:
+    """(answers found per model, verdicts found) in the run folder, or why they could not be counted."""
+    if not (cfg.output_dir / CHECKPOINT_DIR).is_dir():
+        return {m.name: 0 for m in cfg.models}, 0
+    try:
+        store = RunStore(cfg.output_dir, readonly=True).open()
+    except CheckpointError as exc:
+        return f"finished work not counted: {exc}"
+    system = cfg.judge.system_prompt or DEFAULT_SYSTEM_PROMPT
+    judge_who = judge_identity(cfg.judge)
+    answers = {m.name: 0 for m in cfg.models}
+    verdicts = 0
+    try:
+        for q in queries:
+            found: dict[str, str] = {}
+            for m in cfg.models:
+                if m.evalscope_report is not None:
+                    continue
+                messages = [dict(msg) for msg in q.messages]
+                params = dict(m.generation)
+                key = generation_key(model_identity(cfg, m), m.endpoint.model, params, messages)
+                rec, _ = find_generation(store, m, key, params, messages)
+                if rec is not None:
+                    answers[m.name] += 1
+                    found[m.name] = str(rec.get("answer"))
+            for cand, opp in pairs_of(cfg, q):
+                if cand not in found or opp not in found:
+                    continue
+                for first, second in ((cand, opp), (opp, cand)):
+                    messages, params = judge_request(cfg.judge, system, q.question, q.reference, found[first],
+                                                     found[second])
+                    key = judgment_key(judge_who, cfg.judge.endpoint.model, params, messages)
+                    _, rec, _, _ = find_judgment(store, cfg.judge, key, params, messages)
+                    verdicts += rec is not None
+    finally:
+        store.close()
+    return answers, verdicts
+
+
+def plan(cfg: RunConfig) -> tuple[list[PlanRow], str | None]:
+    """Requests and estimated tokens per endpoint for the whole config, with what the run folder
+    already holds (and a note when that could not be read)."""
+    queries = _queries(cfg)
+    n = len(queries)
+    prompt_chars = sum(len(str(m.get("content", ""))) for q in queries for m in q.messages)
+    reuse = _reuse(cfg, queries)
+    note = reuse if isinstance(reuse, str) else None
+    answers, verdicts = reuse if not isinstance(reuse, str) else ({}, 0)
     rows: list[PlanRow] = []
     for m in cfg.models:
         max_tokens = int(m.generation.get("max_tokens", 1024))
         prompt = prompt_chars // 4
         rows.append(PlanRow(m.name, "baseline" if m.name == cfg.baseline else "candidate",
-                            0 if m.evalscope_report else n, prompt, n * max_tokens, m.price_in, m.price_out))
+                            0 if m.evalscope_report else n, prompt, n * max_tokens, m.price_in, m.price_out,
+                            reused=answers.get(m.name, 0)))
     pairs = len(cfg.candidates) if cfg.mode == "baseline" else len(cfg.models) * (len(cfg.models) - 1) // 2
     if cfg.max_pairs_per_query is not None:
         pairs = min(pairs, cfg.max_pairs_per_query)
@@ -56,21 +122,33 @@ def plan(cfg: RunConfig) -> list[PlanRow]:
     judge_prompt = judge_requests * (_tokens(cfg.judge.system_prompt or DEFAULT_SYSTEM_PROMPT) + 2 * answer_tokens) + 2 * pairs * (prompt_chars // 4)
     rows.append(PlanRow(cfg.judge.name, "judge", judge_requests, judge_prompt,
                         judge_requests * int(cfg.judge.generation.get("max_tokens", 1024)),
-                        cfg.judge.price_in, cfg.judge.price_out))
-    return rows
+                        cfg.judge.price_in, cfg.judge.price_out, reused=verdicts))
+    return rows, note
 
 
 async def print_plan(cfg: RunConfig) -> int:
-    rows = await anyio.to_thread.run_sync(plan, cfg)
-    print(f"plan for {cfg.output_dir} (nothing is sent; finished work in the folder is reused on a real run)")
-    print(f"{'endpoint':<24} {'role':<10} {'requests':>10} {'prompt tok':>12} {'max compl tok':>14} {'max cost':>10}")
+    rows, note = await anyio.to_thread.run_sync(plan, cfg)
+    print(f"plan for {cfg.output_dir} (nothing is sent; what the folder already holds is reused)")
+    print(f"{'endpoint':<24} {'role':<10} {'requests':>10} {'reused':>8} {'to send':>8} {'prompt tok':>12} "
+          f"{'max compl tok':>14} {'max cost':>10}")
     costs = [r.max_cost for r in rows if r.max_cost is not None]
     for r in rows:
         cost = r.max_cost
-        print(f"{r.endpoint:<24} {r.role:<10} {r.requests:>10} {r.prompt_tokens:>12} "
+        print(f"{r.endpoint:<24} {r.role:<10} {r.requests:>10} {r.reused:>8} {r.to_send:>8} {r.prompt_tokens:>12} "
               f"{r.max_completion_tokens:>14} {f'{cost:.2f}' if cost is not None else '-':>10}")
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    print("judge requests to send: for battles whose answers are not both stored yet, counted as if each "
+          "needed both orders")
     if costs:
-        print(f"estimated cost at most {sum(costs):.2f} (prices per 1M tokens from the config)")
+        print(f"estimated cost of what is still to send: at most {sum(costs):.2f} (prices per 1M tokens from "
+              "the config; tokens scaled to the requests still to send)")
+    print("identities (answers are stored under these; to rename a model or move it to another URL without "
+          "paying again, set its 'identity' to the old one):")
+    for m in cfg.models:
+        if m.evalscope_report is None:
+            print(f"  {m.name:<24} {model_identity(cfg, m)}")
+    print(f"  {cfg.judge.name:<24} {judge_identity(cfg.judge)} (judge)")
     missing = cfg.missing_keys()
     if missing:
         print(f"warning: environment variable(s) {', '.join(missing)} not set; a real run would stop", file=sys.stderr)

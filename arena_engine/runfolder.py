@@ -3,6 +3,7 @@
     RUN_DIR/
       config.json            the resolved config, in the config-file format (key *names* only, never values)
       checkpoints/*.jsonl    generations, judgments, failures (arena_engine.store)
+      runs.jsonl             a start and an end line per process that sent (arena_engine.runlog)
       report/                report_table.txt, leaderboard.txt, report.json, report.html
       .lock                  held while a process writes the folder
 """
@@ -48,18 +49,20 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": m.name}
         if m.evalscope_report is not None:
             entry["evalscope_report"] = str(m.evalscope_report)
+            if m.evalscope_mismatch != "error":
+                entry["evalscope_mismatch"] = m.evalscope_mismatch
             entry["model"] = m.endpoint.model
         else:
             entry.update(_endpoint_dict(m.endpoint))
         entry["generation"] = dict(m.generation)
-        for key in ("price_in", "price_out"):
+        for key in ("price_in", "price_out", "identity", "reuse_answers_of"):
             if getattr(m, key) is not None:
                 entry[key] = getattr(m, key)
         models.append(entry)
     j = cfg.judge
     judge: dict[str, Any] = {"name": j.name, **_endpoint_dict(j.endpoint), "generation": dict(j.generation),
                              "parse_retries": j.parse_retries, "structured_output": j.structured_output}
-    for key in ("system_prompt", "template", "price_in", "price_out"):
+    for key in ("system_prompt", "template", "price_in", "price_out", "identity"):
         if getattr(j, key) is not None:
             judge[key] = getattr(j, key)
     run: dict[str, Any] = {"output_dir": str(cfg.output_dir), "seed": cfg.seed, "mode": cfg.mode,
@@ -71,7 +74,8 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     return {
         "run": run,
         "datasets": [
-            {"name": d.name, "path": str(d.path), **({"subsets": list(d.subsets)} if d.subsets is not None else {})}
+            {"name": d.name, "path": str(d.path), **({"subsets": list(d.subsets)} if d.subsets is not None else {}),
+             **({"allow_empty": True} if d.allow_empty else {})}
             for d in cfg.datasets
         ],
         "models": models,

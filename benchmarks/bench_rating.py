@@ -19,6 +19,7 @@ import json
 import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -105,7 +106,8 @@ def worker(name: str, repeats: int) -> None:
         cpu.append(time.process_time() - c)
     peak = peak_rss_mb()
     print(json.dumps({
-        "seconds": min(times), "all": times, "cpu": min(cpu), "peak_rss_mb": peak, "rss_before_mb": rss_before,
+        "seconds": statistics.median(times), "all": times, "cpu": statistics.median(cpu), "peak_rss_mb": peak,
+        "rss_before_mb": rss_before,
     }))
 
 
@@ -224,11 +226,11 @@ def main() -> None:
         return
 
     print(f"rating benchmarks (issue 6) - {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    print("ours: best of 3 calls in a fresh worker after a warm-up call (JIT compile excluded);")
+    print("ours: median of 5 calls in a fresh worker after a warm-up call (JIT compile excluded);")
     print("wall time on a shared machine: when the load average exceeds the CPU count, compare CPU time\n")
     rows = []
     for name, (_, _, _, interval, bar, label) in SCENARIOS.items():
-        ours = run_worker(name, repeats=3 if name != "sweep" else 2)
+        ours = run_worker(name, repeats=5)
         if interval == "sandwich":
             ref_name = "pairs200"
             ref_s, how = reference(ref_name, args.quick)

@@ -19,10 +19,11 @@ def arena_config(api_url: str, run_dir: Path, data: Path, models: list[str], *, 
         {
             "run": {"output_dir": str(run_dir), "seed": 1, **run},
             "datasets": [{"name": "general_qa", "path": str(data)}],
-            "models": [{"name": m, "api_url": api_url, "concurrency": 16, "max_attempts": 8,
+            # the simulator listens on a new port each time: pin the identities so reruns reuse the answers
+            "models": [{"name": m, "api_url": api_url, "identity": m, "concurrency": 16, "max_attempts": 8,
                         "generation": {"temperature": 0.0, "max_tokens": 256}} for m in models],
             "arena": {"baseline": baseline or models[0]},
-            "judge": {"name": judge, "api_url": api_url, "concurrency": 32, "max_attempts": 8},
+            "judge": {"name": judge, "api_url": api_url, "identity": judge, "concurrency": 32, "max_attempts": 8},
             "rating": {"rounds": rounds},
         },
         source="<test>",

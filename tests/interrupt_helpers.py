@@ -57,13 +57,14 @@ def write_run_config(path: Path, api_url: str, run_dir: Path, data: Path, *, rou
     ]
     for name, _ in MODELS:
         lines += [
-            "[[models]]", f"name = {s(name)}", f"api_url = {s(api_url)}",
+            "[[models]]", f"name = {s(name)}", f"api_url = {s(api_url)}", f"identity = {s(name)}",
             f"concurrency = {MODEL_CONCURRENCY}", "max_attempts = 8",
             "[models.generation]", "temperature = 0.0", "max_tokens = 256", "",
         ]
     lines += [
         "[arena]", f"baseline = {s(MODELS[0][0])}", "",
-        "[judge]", f"name = {s(JUDGE)}", f"api_url = {s(api_url)}", f"concurrency = {JUDGE_CONCURRENCY}",
+        "[judge]", f"name = {s(JUDGE)}", f"api_url = {s(api_url)}", f"identity = {s(JUDGE)}",
+        f"concurrency = {JUDGE_CONCURRENCY}",
         "max_attempts = 8", "",
         "[rating]", f"rounds = {rounds}", "",
     ]

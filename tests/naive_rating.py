@@ -168,3 +168,51 @@ def length_controlled(a, b, o, lengths, *, k: int, base: int, strong_weight: int
     strengths = np.zeros(k)
     strengths[[m for m in range(k) if m != base]] = theta[:-1]
     return 1000.0 + TO_ELO * strengths, theta[-1]
+
+
+def wilson(p: float, n: float, z: float) -> tuple[float, float]:
+    """Wilson's score interval by bisection on |p - x| = z sqrt(x (1 - x) / n), one side at a time."""
+
+    def outside(x: float) -> bool:
+        return (p - x) ** 2 > z * z * x * (1 - x) / n
+
+    def edge(lo: float, hi: float) -> float:  # lo inside, hi outside (or the other way round)
+        inside_lo = not outside(lo)
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if (not outside(mid)) == inside_lo:
+                lo = mid
+            else:
+                hi = mid
+        return 0.5 * (lo + hi)
+
+    lower = 0.0 if not outside(0.0) else edge(p, 0.0)
+    upper = 1.0 if not outside(1.0) else edge(p, 1.0)
+    return lower, upper
+
+
+def queries_per_model(a, b, q, k: int) -> np.ndarray:
+    """Distinct queries in which each model plays a game against another model."""
+    seen: list[set[int]] = [set() for _ in range(k)]
+    for x, y, c in zip(a.tolist(), b.tolist(), q.tolist(), strict=True):
+        if x != y:
+            seen[x].add(c)
+            seen[y].add(c)
+    return np.array([len(s) for s in seen])
+
+
+def splitmix_hash(rows: list[list[int]]) -> int:
+    """The content hash of one cluster (its rows in order), in plain Python integers."""
+    mask = (1 << 64) - 1
+
+    def mix(h: int, v: int) -> int:
+        z = ((h ^ (v & mask)) + 0x9E3779B97F4A7C15) & mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        return z ^ (z >> 31)
+
+    h = len(rows)
+    for row in rows:
+        for v in row:
+            h = mix(h, v)
+    return h

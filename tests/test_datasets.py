@@ -225,3 +225,46 @@ def test_unknown_fields_are_ignored(tmp_path: Path) -> None:
     write(tmp_path / "d", "s.jsonl", lines({"query": "q", "category": "math", "meta": {"x": 1}}))
     (q,) = iter_queries(tmp_path / "d")
     assert q.question == "q"
+
+
+def test_an_empty_subset_is_an_error_naming_dataset_subset_and_path(tmp_path: Path) -> None:
+    qa = tmp_path / "qa"
+    write(qa, "full.jsonl", lines({"query": "q"}))
+    empty = write(qa, "hollow.jsonl", "\n  \r\n")  # blank lines only: no query
+    with pytest.raises(DatasetError) as err:
+        list(iter_queries(qa, dataset="general"))
+    msg = str(err.value)
+    assert "dataset 'general'" in msg and "subset 'hollow'" in msg and str(empty) in msg
+    assert "allow_empty = true" in msg  # says how to make it a warning
+    # a subset list naming the empty subset, and an empty subset list, are errors too
+    with pytest.raises(DatasetError, match="subset 'hollow'"):
+        list(iter_queries(qa, subsets=["full", "hollow"]))
+    with pytest.raises(DatasetError, match="the list of subsets is empty"):
+        list(iter_queries(qa, subsets=[]))
+    # the subset list without it is fine
+    assert [q.subset for q in iter_queries(qa, subsets=["full"])] == ["full"]
+    write(tmp_path / "one", "zero.jsonl", b"")
+    with pytest.raises(DatasetError, match=r"dataset 'one', subset 'zero': .*zero\.jsonl holds no queries"):
+        list(iter_queries(tmp_path / "one" / "zero.jsonl"))
+
+
+def test_a_dataset_folder_without_subset_files_is_an_error_naming_the_dataset(tmp_path: Path) -> None:
+    (tmp_path / "bare").mkdir()
+    write(tmp_path / "bare", "notes.txt", "not a subset")
+    with pytest.raises(DatasetError, match=rf"dataset 'mine': {re.escape(str(tmp_path / 'bare'))} has no \.jsonl"):
+        list(iter_queries(tmp_path / "bare", dataset="mine"))
+
+
+def test_allow_empty_skips_empty_subsets_with_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    qa = tmp_path / "qa"
+    write(qa, "a.jsonl", lines({"query": "one"}))
+    write(qa, "b.jsonl", "")
+    (tmp_path / "bare").mkdir()
+    with caplog.at_level("WARNING", logger="arena_engine.datasets"):
+        for _ in range(3):  # the engine reads a dataset more than once (count, then run): one warning
+            assert [q.question for q in iter_queries(qa, allow_empty=True)] == ["one"]
+            assert list(iter_queries(tmp_path / "bare", allow_empty=True)) == []
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2, warned
+    assert "subset 'b'" in warned[0] and "allow_empty" in warned[0]
+    assert "has no .jsonl files" in warned[1]

@@ -8,8 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from arena_engine.errors import DatasetError
-from arena_engine.evalscope_import import ImportedAnswer, load_evalscope_answers
+from arena_engine.datasets import iter_queries
+from arena_engine.errors import DatasetError, ImportMismatchError
+from arena_engine.evalscope_import import ImportedAnswer, ImportIndex, load_evalscope_answers
 
 RUN = Path(__file__).parent / "fixtures" / "evalscope_run" / "20250702_204346"
 M7B, M05B = "qwen2.5-7b-instruct", "qwen2.5-0.5b-instruct"
@@ -228,3 +229,160 @@ def test_bad_folders(tmp_path: Path) -> None:
     (tmp_path / "run" / "reports" / "m" / "x.json").write_text("{not json")
     with pytest.raises(DatasetError, match=r"x\.json: invalid JSON"):
         load_evalscope_answers(tmp_path / "run" / "reports" / "m")
+
+
+# ------------------------------------------------------------------ pairing rows with queries by content
+
+def _dataset(folder: Path, subsets: dict[str, list[dict[str, object]]]) -> Path:
+    for subset, records in subsets.items():
+        _write_rows(folder / f"{subset}.jsonl", records)
+    return folder
+
+
+def _index(rows: list[ImportedAnswer], folder: Path) -> ImportIndex:
+    return ImportIndex.build(rows, iter_queries(folder, dataset="general_qa"))
+
+
+def _row(index: int, question: str, answer: str, *, subset: str = "example", line: int = 0,
+         context: tuple[tuple[str, str], ...] | None = ()) -> ImportedAnswer:
+    return ImportedAnswer(model="m", dataset="general_qa", subset=subset, index=index, question=question,
+                          answer=answer, reference=None, prompt_tokens=None, completion_tokens=None, latency=None,
+                          context=context, source="run/reviews/m/general_qa_example.jsonl", line=line or index + 1)
+
+
+def _answers(index: ImportIndex, folder: Path) -> dict[str, str | None]:
+    return {q.question: (a.answer if (a := index.find(q)) else None)
+            for q in iter_queries(folder, dataset="general_qa")}
+
+
+def test_shuffled_rows_pair_with_their_questions_not_their_positions(tmp_path: Path) -> None:
+    rows = load_evalscope_answers(RUN / "reports" / M7B)
+    by_question = {(a.subset, a.question): a.answer for a in rows}
+    # the dataset holds the same questions in another order than the EvalScope run's indices
+    data = _dataset(tmp_path / "general_qa", {
+        sub: [{"query": a.question} for a in sorted((a for a in rows if a.subset == sub), key=lambda a: -a.index)]
+        for sub in ("arena", "example")
+    })
+    index = _index(rows, data)
+    assert index.unmatched == () and len(index) == 6
+    index.check("error")  # nothing to report
+    for q in iter_queries(data, dataset="general_qa"):
+        found = index.find(q)
+        assert found is not None and found.answer == by_question[(q.subset, q.question)]
+    # the row index alone would have paired query 0 with the row of index 0
+    q0 = next(iter_queries(data, dataset="general_qa", subsets=["example"]))
+    assert q0.id == "0" and index.find(q0) is not None and index.find(q0).index == 2  # type: ignore[union-attr]
+
+
+def test_a_row_matching_no_query_is_an_error_naming_file_line_and_both_texts(tmp_path: Path) -> None:
+    rows = load_evalscope_answers(RUN / "reports" / M7B)
+    data = _dataset(tmp_path / "general_qa", {
+        "arena": [{"query": a.question} for a in rows if a.subset == "arena"],
+        "example": [{"query": "What is the largest mammal in the world?"}, {"query": "What is the capital of France?"},
+                    {"query": "How does photosynthesis work?"}],
+    })
+    index = _index(rows, data)
+    (miss,) = index.unmatched
+    assert miss.row.answer == "It was written by Harper Lee in 1960."
+    assert index.counts() == {("general_qa", "example"): 1} and index.rows == 6
+    with pytest.raises(ImportMismatchError) as info:
+        index.check("error", model="qwen")
+    message = str(info.value)
+    review = RUN / "reviews" / M7B / "general_qa_example.jsonl"
+    assert f"{review}:3: question:" in message  # the Mockingbird row is line 3 of the review file
+    assert "\"Who wrote 'To Kill a Mockingbird'?\"" in message
+    assert "the dataset's question at index 2 (id '2', line 3) is 'How does photosynthesis work?'" in message
+    assert "evalscope_mismatch" in message and "model 'qwen'" in message
+    # the photosynthesis query gets no answer (it stays missing), the others get theirs
+    assert _answers(index, data)["How does photosynthesis work?"] is None
+    assert _answers(index, data)["What is the largest mammal in the world?"] == "The blue whale is the largest mammal."
+
+
+def test_warn_mode_logs_counts_once_and_skips_the_rows(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rows = [_row(0, "A?", "a"), _row(1, "B?", "b"), _row(2, "C?", "c"), _row(0, "D?", "d", subset="other")]
+    data = _dataset(tmp_path / "general_qa", {"example": [{"query": "B?"}, {"query": "X?"}, {"query": "Y?"}],
+                                              "other": [{"query": "Z?"}]})
+    index = _index(rows, data)
+    with caplog.at_level("WARNING", logger="arena_engine.evalscope_import"):
+        index.check("warn", model="qwen")
+    (record,) = caplog.records
+    text = record.getMessage()
+    assert "model 'qwen': 3 of 4 imported EvalScope row(s) match no query and are skipped" in text
+    assert "(general_qa/example: 2, general_qa/other: 1)" in text
+    assert "run/reviews/m/general_qa_example.jsonl:1: question: 'A?'" in text
+    assert _answers(index, data) == {"B?": "b", "X?": None, "Y?": None, "Z?": None}
+
+
+def test_whitespace_is_normalised_but_case_and_wording_are_not(tmp_path: Path) -> None:
+    rows = [_row(0, "  What is\r\n the  capital\tof France?\n", "Paris"), _row(1, "what is 2+2?", "4"),
+            _row(2, "Caf\u0065\u0301?", "coffee")]
+    data = _dataset(tmp_path / "general_qa", {"example": [
+        {"query": "What is the capital of France?"}, {"query": "What is 2+2?"}, {"query": "Caf\u00e9?"}]})
+    index = _index(rows, data)
+    assert _answers(index, data) == {"What is the capital of France?": "Paris", "What is 2+2?": None,
+                                     "Caf\u00e9?": "coffee"}
+    assert [u.row.answer for u in index.unmatched] == ["4"]
+
+
+def test_duplicate_questions_use_the_index_as_tie_breaker(tmp_path: Path) -> None:
+    # "Hi" at EvalScope indices 0, 2, 3; the dataset has "Hi" at positions 1, 2 and 3
+    rows = [_row(0, "Hi", "first"), _row(1, "Bye", "bye"), _row(2, "Hi", "second"), _row(3, "Hi", "third")]
+    data = _dataset(tmp_path / "general_qa", {"example": [{"query": "Bye"}, {"query": "Hi"}, {"query": "Hi"},
+                                                          {"query": "Hi"}]})
+    index = _index(rows, data)
+    got = {q.id: index.find(q).answer for q in iter_queries(data, dataset="general_qa")}  # type: ignore[union-attr]
+    # same position first (2 -> second, 3 -> third), then the rest in index order (1 -> first)
+    assert got == {"0": "bye", "1": "first", "2": "second", "3": "third"}
+    assert index.unmatched == ()
+    # a row whose index is a query's position goes to that query even when a lower-index row is left
+    later = _dataset(tmp_path / "later", {"example": [{"query": "Bye"}, {"query": "New"}, {"query": "Hi"},
+                                                      {"query": "Hi"}]})
+    index = ImportIndex.build(rows[:3], iter_queries(later, dataset="general_qa"))
+    got = {q.id: a.answer for q in iter_queries(later, dataset="general_qa") if (a := index.find(q))}
+    assert got == {"0": "bye", "2": "second", "3": "first"}
+    # one "Hi" fewer in the dataset: the surplus row is unmatched, and says why
+    fewer = _dataset(tmp_path / "fewer", {"example": [{"query": "Bye"}, {"query": "Hi"}, {"query": "Hi"}]})
+    index = ImportIndex.build(rows, iter_queries(fewer, dataset="general_qa"))
+    (miss,) = index.unmatched
+    assert miss.row.answer == "third" and "already has an answer" in miss.reason
+    assert "the dataset has no query at index 3" in miss.reason
+
+
+def test_system_prompt_and_earlier_turns_are_part_of_the_match(tmp_path: Path) -> None:
+    rows = [_row(0, "Q?", "terse", context=(("system", "Be terse."),)),
+            _row(1, "Q?", "plain"),
+            _row(2, "And then?", "then", context=(("user", "Start"), ("assistant", "Started"))),
+            _row(3, "Old?", "old", context=None)]  # an older row: its context is unknown, the question decides
+    data = _dataset(tmp_path / "general_qa", {"example": [
+        {"query": "Q?"},
+        {"query": "Q?", "system": "Be  terse."},
+        {"messages": [{"role": "user", "content": "Start"}, {"role": "assistant", "content": "Started"},
+                      {"role": "user", "content": "And then?"}]},
+        {"query": "Old?", "system": "Anything"},
+    ]})
+    index = _index(rows, data)
+    got = {q.id: index.find(q).answer for q in iter_queries(data, dataset="general_qa")}  # type: ignore[union-attr]
+    assert got == {"0": "plain", "1": "terse", "2": "then", "3": "old"}
+    # the system prompt differs: the question alone does not pair them
+    other = _dataset(tmp_path / "other", {"example": [{"query": "Q?", "system": "Be verbose."}]})
+    index = ImportIndex.build([rows[0]], iter_queries(other, dataset="general_qa"))
+    (miss,) = index.unmatched
+    assert "query '0' (line 1) has this question, but its system prompt / earlier messages are " \
+           "[system: 'Be verbose.'], the row's are [system: 'Be terse.']" in miss.reason
+
+
+def test_rows_carry_their_file_line_and_context(tmp_path: Path) -> None:
+    run = tmp_path / "out"
+    path = run / "reviews" / "m" / "general_qa_example.jsonl"
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello"}, {"role": "user", "content": [{"type": "text", "text": "Bye"}]}]
+    _write_rows(path, [
+        {"index": 1, "messages": [*chat, {"role": "assistant", "content": "Goodbye"}]},
+        # the answer is in model_output: the assistant message in the messages is an earlier turn
+        {"index": 0, "messages": chat, "model_output": {"choices": [{"message": {"content": "See you"}}]}},
+    ])
+    got = {a.index: a for a in load_evalscope_answers(run / "reviews" / "m")}
+    assert (got[1].source, got[1].line, got[0].line) == (str(path), 1, 2)
+    assert got[1].question == "Bye" and got[1].answer == "Goodbye"
+    assert got[1].context == (("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello"))
+    assert got[0].answer == "See you" and got[0].context == got[1].context

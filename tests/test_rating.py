@@ -111,6 +111,9 @@ def _rows_permuted(rng, *arrays):
         ("star", "bt", "sandwich"),
         ("star", "evalscope", "bootstrap"),
         ("star", "elo", "bootstrap"),
+        ("star", "elo-online", "bootstrap"),
+        ("pairs", "elo-online", "bootstrap"),
+        ("pairs", "bt", "score"),
         ("pairs", "bt", "bootstrap"),
         ("pairs", "bt", "sandwich"),
         ("pairs", "evalscope", "bootstrap"),
@@ -126,7 +129,7 @@ def test_same_rows_in_any_order_give_identical_ratings(design, method, interval)
     again = rate_battles(*_rows_permuted(rng, *data), **kwargs)
     assert first == again
     other_seed = rate_battles(*data, **{**kwargs, "seed": 8})
-    assert [m.rating for m in other_seed.per_model] == [m.rating for m in first.per_model] or method == "elo"
+    assert [m.rating for m in other_seed.per_model] == [m.rating for m in first.per_model] or method == "elo-online"
     if interval == "bootstrap":
         assert [m.rating_lower for m in other_seed.per_model] != [m.rating_lower for m in first.per_model]
 
@@ -138,10 +141,16 @@ def test_degenerate_models_are_finite_and_flagged():
     o = np.array([1, -2, -1, 2, 1, 0, 1, 0, -1], dtype=np.int8)
     q = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4])
     models = names(7)
-    for method, interval in (("bt", "bootstrap"), ("bt", "sandwich"), ("evalscope", "bootstrap"), ("elo", "bootstrap")):
+    for method, interval in (
+        ("bt", "bootstrap"), ("bt", "sandwich"), ("bt", "score"), ("evalscope", "bootstrap"), ("elo", "bootstrap"),
+        ("elo-online", "bootstrap"),
+    ):
         r = rate_battles(a, b, o, q, models=models, baseline="m0", rounds=40, method=method, interval=interval)
         for m in r.per_model:
             values = (m.rating, m.rating_lower, m.rating_upper, m.winrate, m.winrate_lower, m.winrate_upper)
+            if m.name == "m5":  # issue 19: a model without battles gets no rating, not a made-up one
+                assert all(math.isnan(v) for v in values), (method, m)
+                continue
             assert all(math.isfinite(v) for v in values), (method, m)
             assert m.rating_lower <= m.rating_upper and 0.0 <= m.winrate_lower <= m.winrate_upper <= 1.0
         assert r["m1"].flags == ("only_wins",)
@@ -149,11 +158,11 @@ def test_degenerate_models_are_finite_and_flagged():
         assert r["m3"].flags == r["m4"].flags == ("disconnected",)
         assert r["m5"].flags == ("no_battles",) and r["m5"].n_battles == 0
         assert r["m6"].flags == () and r["m0"].flags == ()
-        if method != "elo":
+        if method != "elo-online":
             # only wins: the estimate of one extra tied game, (W + 1/2) / (N + 1)
             assert r["m1"].winrate == pytest.approx((4 + 0.5) / (4 + 1))
             assert r["m2"].winrate == pytest.approx(0.5 / (4 + 1))
-            assert r["m5"].winrate == 0.5
+            assert math.isnan(r["m5"].winrate)
             assert r.sorted()[0].name == "m1"
 
 
@@ -174,7 +183,7 @@ def test_disconnected_group_keeps_its_internal_order():
         min_size=0,
         max_size=30,
     ),
-    st.sampled_from(["bt", "evalscope", "elo"]),
+    st.sampled_from(["bt", "evalscope", "elo", "elo-online"]),
 )
 def test_any_small_input_gives_finite_ordered_results(rows, method):
     a = np.array([r[0] for r in rows], dtype=np.int64)
@@ -183,6 +192,9 @@ def test_any_small_input_gives_finite_ordered_results(rows, method):
     q = np.array([r[3] for r in rows], dtype=np.int64)
     r = rate_battles(a, b, o, q, models=names(4), baseline="m0", rounds=20, method=method)
     for m in r.per_model:
+        if m.flags == ("no_battles",):  # issue 19: no rating rather than a made-up one
+            assert math.isnan(m.rating) and math.isnan(m.winrate)
+            continue
         assert all(math.isfinite(v) for v in (m.rating, m.rating_lower, m.rating_upper))
         assert m.rating_lower <= m.rating_upper
         assert 0.0 <= m.winrate_lower <= m.winrate_upper <= 1.0
@@ -212,7 +224,7 @@ def test_cluster_bootstrap_agrees_with_reference_in_distribution():
     rng = np.random.default_rng(6)
     k = 4
     a, b, o, q = all_pairs_battles(rng, k, 240, np.array([0.0, 0.8, -0.5, 0.3]))
-    r = rate_battles(a, b, o, q, models=names(k), baseline="m0", rounds=1000, seed=1)
+    r = rate_battles(a, b, o, q, models=names(k), baseline="m0", rounds=1000, seed=1, interval="bootstrap")
     ref = naive.cluster_bootstrap(a, b, o, q, k=k, base=0, rounds=300, seed=1)
     ref_sd = ref.std(axis=0)[1:]
     ours_halfwidth = np.array([(m.rating_upper - m.rating_lower) / 2 for m in r.per_model])[1:]
@@ -239,7 +251,7 @@ def test_elo_ranks_like_bradley_terry_on_clear_data():
     rng = np.random.default_rng(8)
     k = 4
     a, b, o, q = star_battles(rng, k, 150, np.array([0.0, -1.5, 0.0, 1.5]))
-    r = rate_battles(a, b, o, q, models=names(k), baseline="m0", rounds=30, method="elo")
+    r = rate_battles(a, b, o, q, models=names(k), baseline="m0", rounds=30, method="elo-online")
     order = [m.name for m in r.sorted()]
     assert order[0] == "m3" and order[-1] == "m1"
     assert r["m0"].rating == 1000.0
@@ -301,7 +313,7 @@ def test_ratings_lookup_and_sorting():
         ({"models": ["x", "x"]}, "twice"),
         ({"method": "glicko"}, "method must be"),
         ({"interval": "jackknife"}, "interval must be"),
-        ({"interval": "sandwich", "method": "elo"}, "sandwich"),
+        ({"interval": "sandwich", "method": "elo-online"}, "sandwich"),
         ({"ci": 1.5}, "ci must be"),
         ({"rounds": -1}, "rounds must be"),
         ({"strong_weight": 0}, "strong_weight"),
@@ -326,7 +338,8 @@ def test_invalid_input_raises_arena_error(change, message):
 def test_empty_input_rates_everyone_at_the_baseline():
     empty = np.zeros(0, dtype=np.int64)
     r = rate_battles(empty, empty, empty.astype(np.int8), empty, models=["x", "y"], baseline="x", rounds=10)
-    assert r["y"].winrate == 0.5 and r["y"].flags == ("no_battles",) and r["y"].n_battles == 0
+    assert math.isnan(r["y"].winrate) and r["y"].flags == ("no_battles",) and r["y"].n_battles == 0
+    assert r["x"].winrate == 0.5
 
 
 def test_self_games_are_ignored():
@@ -388,7 +401,11 @@ def test_length_control_with_equal_lengths_is_plain_bradley_terry():
     np.testing.assert_allclose([m.rating for m in lc.per_model], [m.rating for m in plain.per_model], atol=1e-7)
     # and degenerate data stays finite
     lc_small = rate_battles(a[:3], b[:3], o[:3], q[:3], models=names(k), baseline="m1", rounds=20, lengths=lens[:3])
-    assert all(math.isfinite(m.rating_lower) and math.isfinite(m.rating_upper) for m in lc_small.per_model)
+    assert all(
+        math.isfinite(m.rating_lower) and math.isfinite(m.rating_upper)
+        for m in lc_small.per_model
+        if m.flags != ("no_battles",)
+    )
 
 
 @pytest.mark.parametrize("design", ["star", "pairs"])
@@ -406,8 +423,11 @@ def test_results_do_not_depend_on_the_number_of_threads(design, monkeypatch):
         monkeypatch.setattr(_pipeline, "MIN_THREAD_WORK", 0)
         runs.append(
             [
-                rate_battles(*data, models=names(k), baseline="m0", rounds=30, seed=3, method=method, lengths=lengths)
-                for method, lengths in (("bt", None), ("evalscope", None), ("elo", None), ("bt", lens))
+                rate_battles(
+                    *data, models=names(k), baseline="m0", rounds=30, seed=3, method=method, lengths=lengths,
+                    interval="bootstrap",
+                )
+                for method, lengths in (("bt", None), ("evalscope", None), ("elo-online", None), ("bt", lens))
             ]
         )
     assert runs[0] == runs[1]
@@ -416,7 +436,7 @@ def test_results_do_not_depend_on_the_number_of_threads(design, monkeypatch):
 def test_length_controlled_ratings_ignore_row_order():
     rng = np.random.default_rng(15)
     a, b, o, q, lens = length_battles(rng, 40, np.array([0.0, 0.3, -0.2]), np.array([1.0, 1.5, 0.8]), bias=1.0)
-    kwargs = dict(models=names(3), baseline="m0", rounds=40, seed=2)
+    kwargs = dict(models=names(3), baseline="m0", rounds=40, seed=2, interval="bootstrap")
     first = rate_battles(a, b, o, q, lengths=lens, **kwargs)
     perm = rng.permutation(a.size)
     again = rate_battles(a[perm], b[perm], o[perm], q[perm], lengths=lens[perm], **kwargs)

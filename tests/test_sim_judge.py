@@ -246,3 +246,40 @@ def test_label_probabilities_for_a_query_match_sampled_verdicts_with_all_noise_o
     fwd = judge.label_probabilities_for("sim-strong", "sim-weak", "0000abcd")
     back = judge.label_probabilities_for("sim-weak", "sim-strong", "0000abcd")
     assert fwd["A>>B"] + fwd["A>B"] > 0.6 and back["B>>A"] + back["B>A"] > 0.6
+
+
+def test_prefer_a_rate_one_is_a_judge_that_always_prefers_position_a() -> None:
+    cfg = SimConfig(models=(SimModel("x", quality=2.0), SimModel("y", quality=-2.0), SimModel("j", judge=True)),
+                    prefer_a_rate=1.0)
+    judge = Judge(cfg)
+    good, bad = make_tag("x", "0000abcd") + " good", make_tag("y", "0000abcd") + " bad"
+    # whichever answer stands first wins, however much better the other is
+    assert {judge.verdict(judge_prompt("q", bad, good), k) for k in range(200)} == {"A>B"}
+    assert {judge.verdict(judge_prompt("q", good, bad), k) for k in range(200)} == {"A>B"}
+    assert judge.label_probabilities_for("y", "x", "0000abcd") == {"A>>B": 0.0, "A>B": 1.0, "A=B": 0.0,
+                                                                     "B>A": 0.0, "B>>A": 0.0}
+
+
+def test_prefer_a_rate_mixes_position_a_verdicts_into_the_honest_ones() -> None:
+    models = (SimModel("x", quality=0.5), SimModel("y"), SimModel("j", judge=True))
+    honest = Judge(SimConfig(models=models, judge_noise=0.0, answer_noise=0.0, seed=2))
+    mixed = Judge(SimConfig(models=models, judge_noise=0.0, answer_noise=0.0, seed=2, prefer_a_rate=0.4))
+    p0, p = honest.label_probabilities_for("y", "x", "00000001"), mixed.label_probabilities_for("y", "x", "00000001")
+    for label in LABELS:
+        assert p[label] == pytest.approx(0.6 * p0[label] + (0.4 if label == "A>B" else 0.0))
+    prompt = judge_prompt("q", make_tag("y", "00000001"), make_tag("x", "00000001"))
+    n = 20000
+    counts = Counter(mixed.verdict(prompt, key) for key in range(n))
+    for label in LABELS:
+        sd = math.sqrt(n * p[label] * (1 - p[label]))
+        assert abs(counts[label] - n * p[label]) < 4.5 * sd + 1, (label, counts, p)
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.5, float("nan")])
+def test_prefer_a_rate_must_be_a_probability(rate: float) -> None:
+    from arena_engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="prefer_a_rate"):
+        SimConfig(models=(SimModel("j", judge=True),), prefer_a_rate=rate)
+    with pytest.raises(ConfigError, match=r"sim\.toml: prefer_a_rate"):
+        SimConfig.from_mapping({"models": [{"name": "j", "judge": True}], "prefer_a_rate": rate}, source="sim.toml")

@@ -435,3 +435,21 @@ def unit_cells(a: I64, o: I8, battles: Battles, strong_weight: int) -> Cells:
     return Cells(
         ptr=np.cumsum(ptr), s2=s2[used][order], w=np.ones(int(used.sum()), np.int64), count=flat[used][order]
     )
+
+
+@njit(cache=True)
+def _queries_per_model(ptr: I64, e_pair: I64, pi: I64, pj: I64, k: int) -> I64:  # pragma: no cover - numba
+    seen = np.full(k, -1, np.int64)
+    out = np.zeros(k, np.int64)
+    for c in range(ptr.size - 1):
+        for e in range(ptr[c], ptr[c + 1]):
+            for m in (pi[e_pair[e]], pj[e_pair[e]]):
+                if seen[m] != c:
+                    seen[m] = c
+                    out[m] += 1
+    return out
+
+
+def queries_per_model(battles: Battles) -> I64:
+    """Number of query clusters in which each model plays at least one game."""
+    return _queries_per_model(battles.ptr, battles.e_pair, battles.pi, battles.pj, battles.k)

@@ -1,4 +1,8 @@
-"""Online Elo over games in a shuffled order (numba kernels).
+"""Legacy online Elo (method "elo-online") over games in shuffled orders (numba kernels).
+
+Online Elo is not a fit: its ratings depend on the order of the games and, with a small K, stay
+pulled towards the start value on small data, so bootstrap percentiles of it are not confidence
+intervals (see docs/rating.md). method "elo" is the Bradley-Terry fit shown on the Elo scale.
 
 Each game counts `w` times (a strong verdict `strong_weight` times), each copy a separate update, as
 in Arena-Hard's expanded rows. Update: r_a += K (s_a - e_a), r_b -= K (s_a - e_a), e_a = 1 / (1 +
@@ -7,12 +11,18 @@ in Arena-Hard's expanded rows. Update: r_a += K (s_a - e_a), r_b -= K (s_a - e_a
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from arena_engine.rating._random import below, new_state
+
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+
+_LN10_400 = math.log(10.0) / 400.0
 
 
 @njit(cache=True, inline="always")
@@ -30,9 +40,10 @@ def _expand(order: I64, w: I64) -> I64:  # pragma: no cover - numba
 
 
 @njit(cache=True, inline="always")
-def _shuffle(x: I64) -> None:  # pragma: no cover - numba
+def _shuffle(x: I64, state: npt.NDArray[np.uint64]) -> None:  # pragma: no cover - numba
+    """Fisher-Yates with the splitmix stream `state`."""
     for t in range(x.size - 1, 0, -1):
-        u = np.random.randint(0, t + 1)
+        u = below(state, t + 1)
         tmp = x[t]
         x[t] = x[u]
         x[u] = tmp
@@ -44,8 +55,8 @@ def _run(units: I64, i: I64, j: I64, s2: I64, w: I64, k: int, base: int, k_facto
     for g in units:
         a = i[g]
         b = j[g]
-        sa = s2[g] / (2.0 * w[g])
-        ea = 1.0 / (1.0 + 10.0 ** ((r[b] - r[a]) / 400.0))
+        sa = 0.5 * s2[g] / w[g]
+        ea = 1.0 / (1.0 + math.exp((r[b] - r[a]) * _LN10_400))  # 10^((r_b - r_a) / 400), faster
         delta = k_factor * (sa - ea)
         r[a] += delta
         r[b] -= delta
@@ -60,10 +71,25 @@ def elo_point(
     canon: I64, i: I64, j: I64, s2: I64, w: I64, k: int, base: int, k_factor: float, seed: np.uint32
 ) -> F64:  # pragma: no cover - numba
     """Elo over all games (in canonical order `canon`) shuffled with `seed`."""
-    np.random.seed(seed)
     units = _expand(canon, w)
-    _shuffle(units)
+    _shuffle(units, new_state(int(seed)))
     return _run(units, i, j, s2, w, k, base, k_factor)
+
+
+@njit(cache=True)
+def elo_mean(
+    canon: I64, i: I64, j: I64, s2: I64, w: I64, k: int, base: int, k_factor: float, seeds: npt.NDArray[np.uint32]
+) -> F64:  # pragma: no cover - numba
+    """Mean of Elo over all games (canonical order `canon`) shuffled once per seed: online Elo's point
+    depends on the order of the games; averaging many orders makes it (nearly) a function of the data."""
+    units = _expand(canon, w)
+    total = np.zeros(k)
+    for t in range(seeds.size):
+        _shuffle(units, new_state(seeds[t]))
+        r = _run(units, i, j, s2, w, k, base, k_factor)
+        for m in range(k):
+            total[m] += r[m]
+    return total / max(seeds.size, 1)
 
 
 @njit(cache=True, nogil=True)
@@ -77,11 +103,11 @@ def elo_bootstrap(
     out = np.empty((seeds.size, k))
     counts = np.zeros(n_clusters, np.int64)
     for r in range(seeds.size):
-        np.random.seed(seeds[r])
+        state = new_state(seeds[r])
         for c in range(n_clusters):
             counts[c] = 0
         for _ in range(n_clusters):
-            counts[np.random.randint(0, n_clusters)] += 1
+            counts[below(state, n_clusters)] += 1
         total = 0
         for c in range(n_clusters):
             for t in range(ptr[c], ptr[c + 1]):
@@ -95,7 +121,7 @@ def elo_bootstrap(
                     for _ in range(w[g]):
                         units[pos] = g
                         pos += 1
-        _shuffle(units)
+        _shuffle(units, state)
         ratings = _run(units, i, j, s2, w, k, base, k_factor)
         for m in range(k):
             out[r, m] = ratings[m]

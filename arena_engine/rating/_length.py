@@ -24,6 +24,7 @@ from arena_engine.rating._bradley_terry import (
     cholesky_solve,
     outside_component,
 )
+from arena_engine.rating._canonical import by_content
 from arena_engine.rating._random import below, new_state
 
 F64 = npt.NDArray[np.float64]
@@ -44,32 +45,38 @@ def _index(m: int, base: int) -> int:  # pragma: no cover - numba
 @njit(cache=True, inline="always")
 def _virtual_games(
     gp: I64, gi: I64, gj: I64, gx: F64, gs2: I64, gw: I64, cw: F64, n_pairs: int, pi: I64, pj: I64, k: int, base: int
-) -> tuple[I64, I64, F64, F64, F64]:  # pragma: no cover - numba
-    """Games as (i, j, x, wins, n) float weights with one virtual tie (x = 0) for every model that is
-    not strongly connected to the baseline in the weighted data."""
+) -> tuple[I64, I64, F64, F64, F64, int]:  # pragma: no cover - numba
+    """Games of positive weight `cw` as (i, j, x, wins, n) float weights, then one virtual tie (x = 0) for
+    every model not strongly connected to the baseline in the weighted data; and how many were added.
+    Games of weight 0 (a third of them in a bootstrap round) are left out: they add exactly 0."""
     win = np.zeros(n_pairs)
     n = np.zeros(n_pairs)
+    used = 0
     for g in range(gi.size):
-        win[gp[g]] += cw[g] * 0.5 * gs2[g]
-        n[gp[g]] += cw[g] * gw[g]
+        if cw[g] > 0:
+            used += 1
+            win[gp[g]] += cw[g] * 0.5 * gs2[g]
+            n[gp[g]] += cw[g] * gw[g]
     outside = outside_component(pi, pj, win, n, k, base)
     extra = 0
     for m in range(k):
         if outside[m]:
             extra += 1
-    size = gi.size + extra
+    size = used + extra
     ri = np.empty(size, np.int64)
     rj = np.empty(size, np.int64)
     rx = np.zeros(size)
     rwin = np.empty(size)
     rn = np.empty(size)
+    pos = 0
     for g in range(gi.size):
-        ri[g] = gi[g]
-        rj[g] = gj[g]
-        rx[g] = gx[g]
-        rwin[g] = cw[g] * 0.5 * gs2[g]
-        rn[g] = cw[g] * gw[g]
-    pos = gi.size
+        if cw[g] > 0:
+            ri[pos] = gi[g]
+            rj[pos] = gj[g]
+            rx[pos] = gx[g]
+            rwin[pos] = cw[g] * 0.5 * gs2[g]
+            rn[pos] = cw[g] * gw[g]
+            pos += 1
     for m in range(k):
         if outside[m]:
             ri[pos] = min(m, base)
@@ -77,7 +84,7 @@ def _virtual_games(
             rwin[pos] = 0.5
             rn[pos] = 1.0
             pos += 1
-    return ri, rj, rx, rwin, rn
+    return ri, rj, rx, rwin, rn, extra
 
 
 @njit(cache=True)
@@ -198,8 +205,8 @@ def lc_bootstrap(
         for c in range(n_clusters):
             for g in range(ptr[c], ptr[c + 1]):
                 cw[g] = counts[c]
-        ri, rj, rx, rwin, rn = _virtual_games(gp, gi, gj, gx, gs2, gw, cw, pi.size, pi, pj, k, base)
-        use_chol = chol if ri.size == gi.size else np.zeros((0, 0))
+        ri, rj, rx, rwin, rn, extra = _virtual_games(gp, gi, gj, gx, gs2, gw, cw, pi.size, pi, pj, k, base)
+        use_chol = chol if extra == 0 else np.zeros((0, 0))
         theta = lc_fit(ri, rj, rx, rwin, rn, k, base, theta_hat, use_chol)
         for m in range(k):
             out[r, m] = theta[m]
@@ -267,23 +274,21 @@ def rate_length_controlled(
     a_is_i = a[rows] == gi
     gs2 = np.where(a_is_i, s2a, 2 * gw - s2a).astype(np.int64)
     diff = lengths[rows, 0] - lengths[rows, 1]
-    spread = float(np.std(diff)) if diff.size else 0.0
+    spread = float(np.std(np.sort(diff))) if diff.size else 0.0  # sorted: the same bits in any row order
     gx = np.tanh(diff / spread) if spread > 0 else np.zeros(diff.size)
     gx = np.where(a_is_i, gx, -gx)
-    cluster = battles.cluster[rows]
-    order = np.lexsort((gx, gw, gs2, gp, cluster))
+    ptr, order = by_content(battles.cluster[rows], gp, gs2, gw, gx)  # clusters in content order
     gp, gi, gj, gs2, gw = gp[order], gi[order], gj[order], gs2[order], gw[order]
     gx = gx[order]
-    cluster = cluster[order]
-    starts = np.flatnonzero(np.r_[True, cluster[1:] != cluster[:-1]]) if cluster.size else np.zeros(0, np.int64)
-    ptr = np.append(starts, cluster.size).astype(np.int64)
 
     ones = np.ones(gi.size)
-    ri, rj, rx, rwin, rn = _virtual_games(gp, gi, gj, gx, gs2, gw, ones, battles.pi.size, battles.pi, battles.pj, k, base)
+    ri, rj, rx, rwin, rn, extra = _virtual_games(
+        gp, gi, gj, gx, gs2, gw, ones, battles.pi.size, battles.pi, battles.pj, k, base
+    )
     theta = lc_fit(ri, rj, rx, rwin, rn, k, base, np.zeros(k), np.zeros((0, 0)))
     beta = _strengths(theta, k, base)
     _, hess = _grad_hess(ri, rj, rx, rwin, rn, theta, k, base, True)
-    if interval == "sandwich":
+    if interval in ("sandwich", "score"):
         meat = lc_meat(ptr, gi, gj, gx, gs2, gw, theta, k, base)
         g = ptr.size - 1
         if g > 1:
@@ -295,7 +300,7 @@ def rate_length_controlled(
         return beta, None, se
     if rounds == 0:
         return beta, None, None
-    chol = cholesky(hess) if ri.size == gi.size else np.zeros((0, 0))
+    chol = cholesky(hess) if extra == 0 else np.zeros((0, 0))
     from arena_engine.rating._pipeline import in_threads
 
     thetas = in_threads(

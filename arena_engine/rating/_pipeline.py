@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable
@@ -13,7 +14,17 @@ import numpy as np
 import numpy.typing as npt
 
 from arena_engine.rating import _bradley_terry as bt
-from arena_engine.rating._aggregate import Battles, Cells, aggregate, pair_cells, pair_totals, unit_cells
+from arena_engine.rating._aggregate import (
+    Battles,
+    Cells,
+    aggregate,
+    pair_cells,
+    pair_totals,
+    queries_per_model,
+    unit_cells,
+)
+from arena_engine.rating._canonical import by_content, content_order, reorder
+from arena_engine.rating._score import score_bounds, t_quantile
 from arena_engine.rating.results import ELO_BASE, ELO_SCALE
 
 F64 = npt.NDArray[np.float64]
@@ -33,6 +44,7 @@ class Fit:
     upper: F64
     n_battles: I64
     flags: list[tuple[str, ...]]
+    warnings: list[tuple[str, ...]] | None = None
 
 
 MIN_THREAD_WORK = 2e6  # rough inner-loop steps below which a job stays on the calling thread
@@ -57,7 +69,8 @@ def _seeds(seed: int, purpose: int, n: int) -> npt.NDArray[np.uint32]:
     return state[:n].astype(np.uint32)
 
 
-def _flags(battles: Battles, s2p: I64, wp: I64) -> list[tuple[str, ...]]:
+def _flags(battles: Battles, s2p: I64, wp: I64) -> tuple[list[tuple[str, ...]], F64, F64]:
+    """Per model: flags of its point estimate, its weighted games, and min(weighted wins, losses)."""
     k, base, pi, pj = battles.k, battles.base, battles.pi, battles.pj
     wins2 = np.bincount(pi, weights=s2p, minlength=k) + np.bincount(pj, weights=2 * wp - s2p, minlength=k)
     played = np.bincount(pi, weights=wp, minlength=k) + np.bincount(pj, weights=wp, minlength=k)
@@ -89,7 +102,7 @@ def _flags(battles: Battles, s2p: I64, wp: I64) -> list[tuple[str, ...]]:
             flags.append(("separated",))
         else:
             flags.append(())
-    return flags
+    return flags, played.astype(np.float64), np.minimum(0.5 * wins2, played - 0.5 * wins2).astype(np.float64)
 
 
 def _star_candidates(battles: Battles) -> tuple[I64, npt.NDArray[np.bool_]]:
@@ -146,7 +159,8 @@ def _star_samples(battles: Battles, cells: Cells, seed: int, rounds: int) -> F64
 
 
 def _games(a: I64, o: I8, battles: Battles, strong_weight: int) -> tuple[I64, I64, I64, I64, I64]:
-    """Games in canonical order (cluster, pair, s2, w) as (ptr over clusters, i, j, s2, w)."""
+    """Games as (ptr over clusters, i, j, s2, w): clusters in content order (see _canonical), games
+    within a cluster by (pair, s2, w)."""
     rows = np.flatnonzero(battles.pair >= 0)
     pair = battles.pair[rows].astype(np.int64)
     i = battles.pi[pair]
@@ -155,12 +169,22 @@ def _games(a: I64, o: I8, battles: Battles, strong_weight: int) -> tuple[I64, I6
     w = np.where(np.abs(oc) == 2, strong_weight, 1).astype(np.int64)
     s2a = (np.sign(oc) + 1) * w
     s2 = np.where(a[rows] == i, s2a, 2 * w - s2a).astype(np.int64)
-    cluster = battles.cluster[rows]
-    order = np.lexsort((w, s2, pair, cluster))
-    cluster = cluster[order]
-    starts = np.flatnonzero(np.r_[True, cluster[1:] != cluster[:-1]]) if cluster.size else np.zeros(0, np.int64)
-    ptr = np.append(starts, cluster.size).astype(np.int64)
-    return ptr, i[order], j[order], s2[order], w[order]
+    ptr, take = by_content(battles.cluster[rows], pair, s2, w)
+    return ptr, i[take], j[take], s2[take], w[take]
+
+
+def _content_ordered(battles: Battles) -> Battles:
+    """The same battles with clusters in content order."""
+    position = content_order(battles.ptr, battles.e_pair, battles.e_s2, battles.e_w)
+    ptr, rows = reorder(battles.ptr, position)
+    return dataclasses.replace(
+        battles, ptr=ptr, e_pair=battles.e_pair[rows], e_s2=battles.e_s2[rows], e_w=battles.e_w[rows]
+    )
+
+
+MIN_QUERIES = 30  # a model seen in fewer queries gets the warning "few_queries"
+UNKNOWN_LOGIT = 50.0  # score bounds of a disconnected model: +-50 logits, i.e. win rates (0, 1) to 1e-21
+ELO_ORDERINGS = 100  # legacy online Elo: the point is the mean over this many shuffled orders
 
 
 def rate(
@@ -180,31 +204,60 @@ def rate(
     lengths: F64 | None,
     elo_k: float,
 ) -> Fit:
-    per_game = method in ("elo", "evalscope") or lengths is not None
+    online_elo = method == "elo-online"
+    per_game = online_elo or method == "evalscope" or lengths is not None
     battles = aggregate(a, b, o, q, k=k, base=base, strong_weight=strong_weight, row_codes=per_game)
     n_battles = battles.n_battles
     s2p, wp = pair_totals(battles)
-    flags = _flags(battles, s2p, wp)
+    flags, played, minority = _flags(battles, s2p, wp)
+    queries = queries_per_model(battles)
+    z = NormalDist().inv_cdf(0.5 + ci / 2.0)
 
-    def summary(point: F64, samples: F64 | None = None, se: F64 | None = None) -> Fit:
-        """Point ratings (Elo scale) with percentile bounds of `samples` or normal bounds from `se`."""
-        if se is not None:
-            z = NormalDist().inv_cdf(0.5 + ci / 2.0)
-            return Fit(point, point - z * TO_ELO * se, point + z * TO_ELO * se, n_battles, flags)
+    def summary(point: F64, lower: F64, upper: F64) -> Fit:
+        """Elo-scale point and bounds; no rating (NaN) for a model without battles; warnings."""
+        lower[base] = upper[base] = point[base]
+        warnings: list[tuple[str, ...]] = []
+        for m in range(k):
+            notes: list[str] = []
+            if m != base and played[m] == 0:
+                point[m] = lower[m] = upper[m] = math.nan
+            elif m != base:
+                if queries[m] < MIN_QUERIES:
+                    notes.append("few_queries")
+                if lower[m] == upper[m]:
+                    notes.append("zero_width")
+            warnings.append(tuple(notes))
+        return Fit(point, lower, upper, n_battles, flags, warnings)
+
+    def percentile(point: F64, samples: F64 | None) -> Fit:
         if samples is None or samples.shape[0] == 0:
-            return Fit(point, point.copy(), point.copy(), n_battles, flags)
+            return summary(point, point.copy(), point.copy())
         lo_q = (1.0 - ci) / 2.0
         lower, upper = np.quantile(samples, [lo_q, 1.0 - lo_q], axis=0)
-        lower[base] = upper[base] = point[base]
-        return Fit(point, lower, upper, n_battles, flags)
+        return summary(point, lower, upper)
 
-    if method == "elo":
-        from arena_engine.rating._elo import elo_bootstrap, elo_point
+    def from_se(beta: F64, se: F64) -> Fit:
+        point = ELO_BASE + TO_ELO * beta
+        if interval == "sandwich":
+            return summary(point, point - z * TO_ELO * se, point + z * TO_ELO * se)
+        usable = np.array([not f for f in flags]) & (queries >= 2)
+        observed = np.array([0.0 if f == ("only_losses",) else 1.0 if f == ("only_wins",) else math.nan for f in flags])
+        zq = np.array([t_quantile(0.5 + ci / 2.0, max(int(g) - 1, 1)) for g in queries])
+        lo, hi = score_bounds(beta, se, played, minority, usable, zq, observed)
+        # a virtual-tie point of a model with only losses (wins) can lie outside Wilson's interval for
+        # an observed 0 (1) at a low confidence level: the interval always holds the point shown
+        lo, hi = np.minimum(lo, beta), np.maximum(hi, beta)
+        # no path of games to the baseline: the data say nothing about the rating against it
+        cut_off = np.array([f == ("disconnected",) for f in flags])
+        lo, hi = np.where(cut_off, -UNKNOWN_LOGIT, lo), np.where(cut_off, UNKNOWN_LOGIT, hi)
+        return summary(point, ELO_BASE + TO_ELO * lo, ELO_BASE + TO_ELO * hi)
+
+    if online_elo:
+        from arena_engine.rating._elo import elo_bootstrap, elo_mean
 
         ptr, gi, gj, gs2, gw = _games(a, o, battles, strong_weight)
         canon = np.arange(gi.size, dtype=np.int64)
-        order_seed = _seeds(seed, _STREAM_ELO_ORDER, 1)[0]
-        point = elo_point(canon, gi, gj, gs2, gw, k, base, elo_k, order_seed)
+        point = elo_mean(canon, gi, gj, gs2, gw, k, base, elo_k, _seeds(seed, _STREAM_ELO_ORDER, ELO_ORDERINGS))
         samples = None
         if rounds:
             seeds = _seeds(seed, _STREAM_BOOTSTRAP, rounds)
@@ -213,7 +266,7 @@ def rate(
                 rounds,
                 work=float(gw.sum()) * rounds,
             )
-        return summary(point, samples)
+        return percentile(point, samples)
 
     if lengths is not None:
         from arena_engine.rating._length import rate_length_controlled
@@ -222,8 +275,9 @@ def rate(
             a, o, battles, lengths, strong_weight=strong_weight, rounds=rounds,
             seeds=_seeds(seed, _STREAM_BOOTSTRAP, rounds), interval=interval,
         )
-        point = ELO_BASE + TO_ELO * beta
-        return summary(point, None if beta_samples is None else ELO_BASE + TO_ELO * beta_samples, se)
+        if se is not None:
+            return from_se(beta, se)
+        return percentile(ELO_BASE + TO_ELO * beta, None if beta_samples is None else ELO_BASE + TO_ELO * beta_samples)
 
     star = battles.is_star
     if star:
@@ -232,7 +286,7 @@ def rate(
         beta, chol = _general_point(battles, s2p, wp)
     point = ELO_BASE + TO_ELO * beta
 
-    if interval == "sandwich":
+    if interval in ("sandwich", "score"):
         if star:
             from arena_engine.rating._sandwich import star_sandwich_se
 
@@ -244,14 +298,15 @@ def rate(
         else:
             from arena_engine.rating._sandwich import sandwich_se
 
+            ordered = _content_ordered(battles)  # float sums in an order fixed by content
             se = sandwich_se(
-                battles.ptr, battles.e_pair, battles.e_s2, battles.e_w, battles.pi, battles.pj,
+                ordered.ptr, ordered.e_pair, ordered.e_s2, ordered.e_w, battles.pi, battles.pj,
                 wp.astype(np.float64), beta, k, base,
             )
-        return summary(point, se=se)
+        return from_se(beta, se)
 
     if rounds == 0:
-        return summary(point)
+        return percentile(point, None)
     seeds = _seeds(seed, _STREAM_BOOTSTRAP, rounds)
     if method == "evalscope":
         cells = unit_cells(a, o, battles, strong_weight)
@@ -271,7 +326,7 @@ def rate(
         cells = pair_cells(battles.pi.size, battles.e_pair, battles.e_s2, battles.e_w)
         samples = _star_samples(battles, cells, seed, rounds)
     else:
-        listed, cells = _split_single_entry_clusters(battles)
+        listed, cells = _split_single_entry_clusters(_content_ordered(battles))
         samples = in_threads(
             lambda lo, hi: bt.cluster_bootstrap(
                 *listed, cells.ptr, cells.s2, cells.w, cells.count, battles.pi, battles.pj, k, base,
@@ -280,7 +335,7 @@ def rate(
             rounds,
             work=float(listed[1].size + cells.count.size + battles.pi.size) * rounds,
         )
-    return summary(point, ELO_BASE + TO_ELO * samples)
+    return percentile(point, ELO_BASE + TO_ELO * samples)
 
 
 def _split_single_entry_clusters(battles: Battles) -> tuple[tuple[I64, I64, I64, I64], Cells]:

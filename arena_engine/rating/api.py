@@ -12,8 +12,11 @@ import numpy.typing as npt
 from arena_engine.errors import ArenaError
 from arena_engine.rating.results import ELO_BASE, ELO_SCALE, ModelRating, Ratings
 
-Method = Literal["bt", "elo", "evalscope"]
-Interval = Literal["bootstrap", "sandwich"]
+Method = Literal["bt", "elo", "evalscope", "elo-online"]
+Interval = Literal["score", "bootstrap", "sandwich"]
+
+MAX_ROUNDS = 1_000_000
+MAX_ELO_K = 64.0  # one game moving a rating by more than 64 points is a typo (K = 1e6 overflows)
 
 LOG10 = math.log(10.0)
 
@@ -72,13 +75,40 @@ def _validate(
         base = int(baseline)
         if not 0 <= base < k:
             raise ArenaError(f"rate_battles: baseline index {base} is not an index into models (0..{k - 1})")
-    if rounds < 0:
-        raise ArenaError(f"rate_battles: rounds must be >= 0, got {rounds}")
-    if not 0.0 < ci < 1.0:
-        raise ArenaError(f"rate_battles: ci must be in (0, 1), got {ci}")
-    if strong_weight < 1:
-        raise ArenaError(f"rate_battles: strong_weight must be >= 1, got {strong_weight}")
+    _check_int("rounds", rounds, 0, MAX_ROUNDS)
+    _check_int("strong_weight", strong_weight, 1, 1000)
+    if isinstance(ci, bool) or not isinstance(ci, (int, float, np.floating)) or not 0.0 < float(ci) < 1.0:
+        raise ArenaError(f"rate_battles: ci must be a number in (0, 1), got {ci!r}")
     return a, b, o8, q, base
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ArenaError(f"rate_battles: {name} must be an integer, got {value!r}")
+    if not lo <= int(value) <= hi:
+        raise ArenaError(f"rate_battles: {name} must be in [{lo}, {hi}], got {value}")
+
+
+def _check_options(method: str, interval: str | None, seed: object, elo_k: object, has_lengths: bool) -> str:
+    """Validate the method options; return the interval (None: "score", or "bootstrap" where only that exists)."""
+    if method not in ("bt", "elo", "evalscope", "elo-online"):
+        raise ArenaError(f"rate_battles: method must be 'bt', 'elo', 'evalscope' or 'elo-online', got {method!r}")
+    resampled_only = method in ("evalscope", "elo-online")
+    if interval is None:
+        interval = "bootstrap" if resampled_only else "score"
+    if interval not in ("score", "bootstrap", "sandwich"):
+        raise ArenaError(f"rate_battles: interval must be 'score', 'bootstrap' or 'sandwich', got {interval!r}")
+    if interval != "bootstrap" and resampled_only:
+        raise ArenaError(f"rate_battles: interval={interval!r} needs method='bt' or 'elo' ({method!r} only resamples)")
+    if has_lengths and method not in ("bt", "elo"):
+        raise ArenaError("rate_battles: lengths (length control) needs method='bt' or 'elo'")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ArenaError(f"rate_battles: seed must be an integer, got {seed!r}")
+    if isinstance(elo_k, bool) or not isinstance(elo_k, (int, float, np.integer, np.floating)):
+        raise ArenaError(f"rate_battles: elo_k must be a number, got {elo_k!r}")
+    if not (math.isfinite(float(elo_k)) and 0.0 < float(elo_k) <= MAX_ELO_K):
+        raise ArenaError(f"rate_battles: elo_k must be a finite number in (0, {MAX_ELO_K:g}], got {elo_k!r}")
+    return interval
 
 
 def rate_battles(
@@ -94,49 +124,54 @@ def rate_battles(
     ci: float = 0.95,
     strong_weight: int = 3,
     method: Method = "bt",
-    interval: Interval = "bootstrap",
+    interval: Interval | None = None,
     lengths: npt.ArrayLike | None = None,
     elo_k: float = 4.0,
 ) -> Ratings:
-    """Rate models from pairwise battles (SPEC.md section 3).
+    """Rate models from pairwise battles (SPEC.md section 3; the statistics: docs/rating.md).
 
     `model_a`/`model_b` index into `models`; `outcome` is from A's view (2 = A>>B, 1 = A>B, 0 = tie,
     -1 = B>A, -2 = B>>A); `query` is the cluster id: all games of one query (both orders, every
     pair, every strong copy) are resampled together. A strong verdict counts `strong_weight` times; a
     tie counts half a win for each side. Rows where a model meets itself are ignored.
 
-    method:   "bt"        Bradley-Terry MLE; with one baseline (every pair involves it) this is
-                          exactly p = (W + T/2) / N per candidate; cluster bootstrap over queries.
-              "evalscope" same point estimates; intervals from resampling game rows (each strong copy
-                          on its own), per candidate against the baseline, as EvalScope/Arena-Hard do.
-              "elo"       online Elo (K = `elo_k`) over all games in a seeded shuffled order;
-                          cluster bootstrap, each round reshuffled.
-    interval: "bootstrap" percentile interval of `rounds` resamples (`rounds=0`: bounds = point);
-              "sandwich"  closed-form cluster-robust normal interval on the logit scale (method="bt").
+    method:   "bt"         Bradley-Terry MLE; with one baseline (every pair involves it) this is
+                           exactly p = (W + T/2) / N per candidate.
+              "elo"        the same Bradley-Terry fit: ratings are always on the Elo scale (as
+                           Arena-Hard and LMArena report "Elo"); identical numbers to "bt".
+              "evalscope"  same point estimates; intervals from resampling game rows (each strong copy
+                           on its own), per candidate against the baseline, as EvalScope/Arena-Hard do.
+                           Known to be too narrow when games of a query are correlated.
+              "elo-online" LEGACY online Elo (K = `elo_k`): the mean over 100 shuffled orders of the
+                           games; its win rates are Elo's predicted probability against the baseline,
+                           not the observed share, and its bounds are the spread of a reshuffled cluster
+                           bootstrap (`interval` reported as "spread"), which is not a confidence interval.
+    interval: "score"      (default for bt/elo) Wilson's score interval on the cluster-robust effective
+                           number of games: honest near 0% and 100% and on small samples; no
+                           resampling, so it does not depend on `seed` or `rounds`.
+              "bootstrap"  percentile interval of `rounds` cluster resamples (`rounds=0`: bounds =
+                           point); clusters are resampled in an order fixed by their content, so
+                           renumbering queries or reordering rows gives bit-identical results.
+              "sandwich"   cluster-robust normal (Wald) interval on the logit scale.
     lengths:  optional (n_rows, 2) lengths of A's and B's answers: length-controlled ratings
               (the rating at equal lengths; see _length.py).
 
     Ratings are on the Elo scale (400 log10 odds) with the baseline at 1000; win rates are against
     the baseline (exactly 0.5 for it). Results depend only on the multiset of rows and the seed, not
-    on row order or thread count. Degenerate models get finite values and a flag: "only_wins",
-    "only_losses", "no_battles", "disconnected" (no path of games to the baseline), "separated"
-    (connected, but Zermelo's condition fails); their estimate adds one virtual tied game against
-    the baseline, e.g. (W + 1/2) / (N + 1) for a model with only wins.
+    on row order, query numbering or thread count. Flags describe the point estimate: "only_wins",
+    "only_losses", "disconnected" (no path of games to the baseline), "separated" (connected, but
+    Zermelo's condition fails) get the estimate of one added virtual tied game against the baseline,
+    e.g. (W + 1/2) / (N + 1) for a model with only wins; "no_battles" gets no rating at all (NaN).
+    Warnings describe the interval: "few_queries" (the model plays in fewer than 30 queries: the
+    interval rests on few independent units) and "zero_width" (lower == upper: no interval).
     """
     from arena_engine.rating import _pipeline  # local import: numba loads on first use
 
     a, b, o, q, base = _validate(model_a, model_b, outcome, query, models, baseline, rounds, ci, strong_weight)
-    if method not in ("bt", "elo", "evalscope"):
-        raise ArenaError(f"rate_battles: method must be 'bt', 'elo' or 'evalscope', got {method!r}")
-    if interval not in ("bootstrap", "sandwich"):
-        raise ArenaError(f"rate_battles: interval must be 'bootstrap' or 'sandwich', got {interval!r}")
-    if interval == "sandwich" and method != "bt":
-        raise ArenaError("rate_battles: interval='sandwich' needs method='bt'")
+    chosen = _check_options(method, interval, seed, elo_k, lengths is not None)
     names = tuple(models)
     lens = None
     if lengths is not None:
-        if method != "bt":
-            raise ArenaError("rate_battles: lengths (length control) needs method='bt'")
         lens = np.asarray(lengths, dtype=np.float64)
         if lens.shape != (a.size, 2):
             raise ArenaError(
@@ -147,8 +182,9 @@ def rate_battles(
             raise ArenaError("rate_battles: lengths holds NaN or infinite values")
     fit = _pipeline.rate(
         a, b, o, q, k=len(names), base=base, rounds=rounds, seed=seed, ci=ci, strong_weight=strong_weight,
-        method=method, interval=interval, lengths=lens, elo_k=elo_k,
+        method=method, interval=chosen, lengths=lens, elo_k=float(elo_k),
     )
+    warnings = fit.warnings or [()] * len(names)
     per_model = []
     for m, name in enumerate(names):
         per_model.append(
@@ -162,17 +198,18 @@ def rate_battles(
                 winrate_upper=_winrate(fit.upper[m], m == base),
                 n_battles=int(fit.n_battles[m]),
                 flags=fit.flags[m],
+                warnings=warnings[m],
             )
         )
     return Ratings(
         models=names,
         baseline=names[base],
         method=method,
-        rounds=rounds if interval == "bootstrap" else 0,
+        rounds=rounds if chosen == "bootstrap" else 0,
         ci=ci,
         seed=seed,
         per_model=tuple(per_model),
-        interval=interval,
+        interval="spread" if method == "elo-online" else chosen,
         length_controlled=lens is not None,
     )
 
@@ -180,6 +217,8 @@ def rate_battles(
 def _winrate(rating: float, is_base: bool) -> float:
     if is_base:
         return 0.5
+    if math.isnan(rating):
+        return math.nan
     return float(1.0 / (1.0 + 10.0 ** ((ELO_BASE - rating) / ELO_SCALE)))
 
 

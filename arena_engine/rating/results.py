@@ -21,7 +21,8 @@ class ModelRating:
     winrate_lower: float
     winrate_upper: float
     n_battles: int
-    flags: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()  # about the point estimate: only_wins, only_losses, no_battles, ...
+    warnings: tuple[str, ...] = ()  # about the interval: few_queries, zero_width
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,9 @@ class Ratings:
     ci: float
     seed: int
     per_model: tuple[ModelRating, ...]
-    interval: str = "bootstrap"  # "bootstrap" (percentiles of `rounds` resamples) or "sandwich"
+    # "score" (Wilson on the cluster-robust effective games), "bootstrap" (percentiles of `rounds`
+    # resamples), "sandwich" (cluster-robust Wald), or "spread" (legacy online Elo: not an interval)
+    interval: str = "score"
     length_controlled: bool = False  # ratings at equal answer lengths (rate_battles(lengths=...))
 
     def __getitem__(self, name: str) -> ModelRating:
@@ -48,8 +51,8 @@ class Ratings:
         return len(self.per_model)
 
     def sorted(self) -> list[ModelRating]:
-        """Models by win rate against the baseline, best first (ties broken by name)."""
-        return sorted(self.per_model, key=lambda r: (-r.winrate, r.name))
+        """Models by win rate against the baseline, best first (ties broken by name); unrated (NaN) last."""
+        return sorted(self.per_model, key=lambda r: (math.isnan(r.winrate), -r.winrate, r.name))
 
 
 def winrate_from_rating(rating: float, baseline_rating: float = ELO_BASE) -> float:

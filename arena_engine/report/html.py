@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import gc
 import hashlib
+import html
 import re
 from collections.abc import Iterable
 from functools import cache
@@ -241,6 +242,21 @@ def _csp_hash(script: str) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
 
 
+def reliability_banner(data: dict[str, Any]) -> str:
+    """A visible warning at the top of the page (static markup, shown without script too) when the
+    judge's verdicts do not support a ranking or a scope lost many games; empty otherwise. Every text
+    is escaped: scope titles hold dataset and subset names from the user's files."""
+    rel = (data.get("report") or {}).get("reliability") or {}
+    lines = [*rel.get("exit_reasons", []), *rel.get("warnings", [])]
+    if not lines:
+        return ""
+    head = ("The ranking is NOT SUPPORTED by the judge's verdicts." if rel.get("exit_reasons")
+            else "Some scopes have warnings about the judge's verdicts.")
+    items = "".join(f"<li>{html.escape(str(x))}</li>" for x in lines)
+    return (f'<div id="reliability-banner" class="banner" role="alert"><strong>{html.escape(head)}</strong>'
+            f"<ul>{items}</ul></div>")
+
+
 def render_html(data: dict[str, Any]) -> str:
     """The page for ``data`` (as made by :func:`page_data`)."""
     script = _asset("report.js")
@@ -252,7 +268,7 @@ def render_html(data: dict[str, Any]) -> str:
         "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
         f"script-src '{_csp_hash(script)}'; base-uri 'none'; form-action 'none'"
     )
-    parts = {"csp": csp, "css": css, "js": script, "data": embed_json(data)}
+    parts = {"csp": csp, "css": css, "js": script, "data": embed_json(data), "banner": reliability_banner(data)}
     return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], _asset("report_template.html"))
 
 

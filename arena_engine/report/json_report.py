@@ -11,7 +11,15 @@ from typing import Any
 import orjson
 
 from ..battles import exclusions, position_bias, position_consistency
+from ..leaderboard import Board, gate_failures, reliability_warnings
 from ..pipeline import ArenaResults
+from ..reliability import (
+    MAX_EXCLUDED_SHARE,
+    MIN_POSITION_CONSISTENCY,
+    MIN_POSITION_LEAN,
+    POSITION_LEAN_P,
+    WARN_EXCLUDED_SHARE,
+)
 
 SCHEMA_VERSION = 1
 
@@ -20,6 +28,37 @@ def _cost(prompt: int, completion: int, price_in: float | None, price_out: float
     if price_in is None and price_out is None:
         return None
     return (prompt * (price_in or 0.0) + completion * (price_out or 0.0)) / 1e6
+
+
+def _diagnostics(b: Board) -> dict[str, Any]:
+    d = b.diagnostics
+    return {
+        "games": d.games, "rated": d.rated, "excluded": d.excluded, "excluded_share": d.excluded_share,
+        "excluded_reasons": dict(d.excluded_by_reason), "battles_both_rated": d.battles, "battles_agree": d.agree,
+        "position_consistency": d.position_consistency, "disagree_share": d.disagree_share,
+        "position_bias": d.position_bias, "disagree_favour_a": d.lean_a, "disagree_favour_b": d.lean_b,
+        "disagree_lean_share": d.lean_share, "disagree_lean_p": d.lean_p, "contradictions": list(d.contradictions),
+        "supported": d.supported, "unsupported_reasons": list(d.unsupported_reasons), "notes": list(d.notes),
+        "both_orders": [
+            {"model": m.model, "battles": m.battles, "won_both": m.won_both, "lost_both": m.lost_both,
+             "won_both_share": m.won_both_share, "lost_both_share": m.lost_both_share}
+            for m in d.models
+        ],
+    }
+
+
+def reliability(boards: list[Board]) -> dict[str, Any]:
+    """The verdict on the verdicts: the same warnings and exit reasons as the terminal shows."""
+    failures = gate_failures(boards)
+    return {
+        "supported": not failures,
+        "exit_reasons": failures,
+        "warnings": reliability_warnings(boards),
+        "unsupported_scopes": [b.scope.title for b in boards if not b.supported],
+        "thresholds": {"min_position_consistency": MIN_POSITION_CONSISTENCY, "min_position_lean": MIN_POSITION_LEAN,
+                       "position_lean_p": POSITION_LEAN_P, "max_excluded_share": MAX_EXCLUDED_SHARE,
+                       "warn_excluded_share": WARN_EXCLUDED_SHARE},
+    }
 
 
 def report_dict(results: ArenaResults) -> dict[str, Any]:
@@ -31,10 +70,15 @@ def report_dict(results: ArenaResults) -> dict[str, Any]:
         name = cfg.judge.name if key == "\0judge" else key
         endpoints[name] = {
             "role": "judge" if key == "\0judge" else ("baseline" if key == cfg.baseline else "candidate"),
-            "requests": u.requests, "reused": u.reused, "failures": u.failures, "attempts": u.attempts,
+            # the whole run's work, from the records the results use (whichever process sent them)
+            "records": u.records, "reused": u.reused, "shared": u.shared,
             "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
             "cost": _cost(u.prompt_tokens, u.completion_tokens, *prices.get(key, (None, None))),
             "latency": u.percentiles(),
+            # what this process itself sent
+            "requests": u.requests, "failures": u.failures, "attempts": u.attempts,
+            "sent_prompt_tokens": u.sent_prompt_tokens, "sent_completion_tokens": u.sent_completion_tokens,
+            "sent_cost": _cost(u.sent_prompt_tokens, u.sent_completion_tokens, *prices.get(key, (None, None))),
         }
     excluded = exclusions(results.games)
     per_subset = []
@@ -57,9 +101,11 @@ def report_dict(results: ArenaResults) -> dict[str, Any]:
                 "scope": b.scope.kind, "dataset": b.scope.dataset, "subset": b.scope.subset, "title": b.scope.title,
                 "games": b.games, "method": b.method,
                 "entries": [asdict(e) for e in b.entries],
+                "diagnostics": _diagnostics(b),
             }
             for b in results.boards
         ],
+        "reliability": reliability(results.boards),
         "subsets": per_subset,
         "judge_diagnostics": {
             "judge": cfg.judge.name,
@@ -72,6 +118,12 @@ def report_dict(results: ArenaResults) -> dict[str, Any]:
             for (m, d, s), v in sorted(results.reference_metrics.items())
         ],
         "endpoints": endpoints,
+        "processes": {
+            "runs": results.history.processes, "interrupted": results.history.interrupted,
+            "requests_sent_by_closed_runs": results.history.requests,
+            "note": ("requests in flight when an interrupted process died were sent but not stored; "
+                     "their number and cost are unknown") if results.history.interrupted else None,
+        },
         "failures": results.failures,
         "missing": results.missing,
         "elapsed_seconds": round(results.elapsed, 3),

@@ -67,7 +67,7 @@
   $("title").textContent = "Arena report: " + candidates.join(", ") + " vs " + R.baseline;
   $("subtitle").textContent = [
     "judge " + R.judge, "mode " + R.mode, int(B.n) + " battles",
-    "rating " + R.rating.method + " (" + R.rating.overall + " overall), " + int(R.rating.rounds) + " bootstrap rounds, " + Math.round(100 * R.rating.ci) + "% CI",
+    "rating " + R.rating.method + " (" + R.rating.overall + " overall), " + (R.rating.method === "elo-online" ? int(R.rating.rounds) + " bootstrap rounds, " + Math.round(100 * R.rating.ci) + "% spread (legacy online Elo: not a confidence interval)" : (R.rating.interval === "bootstrap" ? int(R.rating.rounds) + " bootstrap rounds, " : R.rating.interval + " intervals, ") + Math.round(100 * R.rating.ci) + "% CI"),
     "seed " + R.seed, "took " + secs(R.elapsed_seconds),
   ].join(" · ");
 

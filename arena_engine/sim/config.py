@@ -108,6 +108,9 @@ class SimModel:
     quality: float = 0.0
     judge: bool = False
     latency: Latency | None = None
+    #: the name answers are tagged with (default `name`): two simulators serving one model id as two
+    #: variants tag them apart, so a judge simulator that knows both tags can tell their qualities
+    tag: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or any(c.isspace() or c == "]" for c in self.name):
@@ -129,6 +132,10 @@ class SimConfig:
     +-tie_margin and +-(tie_margin + strong_margin), where tie_margin gives P(tie) = tie_rate at equal
     strengths, s_q in [1 - difficulty_spread, 1 + difficulty_spread] is the per-query scale and
     strength = quality + answer_noise * N(0, 1) drawn once per (model, query).
+
+    `prefer_a_rate` is the share of verdicts for which the judge ignores the answers and says "A>B"
+    (the answer shown first wins, whatever it is): 1.0 is a judge that always prefers position A, so
+    every battle's two orders disagree. Unparseable verdicts (garbage) are `faults.rate_bad_verdict`.
     """
 
     models: tuple[SimModel, ...]
@@ -140,6 +147,7 @@ class SimConfig:
     judge_noise: float = DEFAULT_JUDGE_NOISE
     tie_rate: float = DEFAULT_TIE_RATE
     position_bias: float = DEFAULT_POSITION_BIAS
+    prefer_a_rate: float = 0.0
     strong_margin: float = DEFAULT_STRONG_MARGIN
     answer_noise: float = DEFAULT_ANSWER_NOISE
     difficulty_spread: float = DEFAULT_DIFFICULTY_SPREAD
@@ -166,6 +174,7 @@ class SimConfig:
         _check_number("judge_noise", self.judge_noise, low=0.0)
         _check_number("tie_rate", self.tie_rate, low=0.0, high=0.99)
         _check_number("position_bias", self.position_bias)
+        _check_number("prefer_a_rate", self.prefer_a_rate, low=0.0, high=1.0)
         _check_number("strong_margin", self.strong_margin, low=0.0)
         _check_number("answer_noise", self.answer_noise, low=0.0)
         _check_number("difficulty_spread", self.difficulty_spread, low=0.0, high=1.0)

@@ -19,6 +19,9 @@ from arena_engine.sim.draws import normal, text_key, uniforms
 
 LABELS: tuple[str, ...] = ("A>>B", "A>B", "A=B", "B>A", "B>>A")
 
+_PREFER_A_LABEL = "A>B"  # what a judge that ignores the answers says (prefer_a_rate)
+_PREFER_A_STREAM = 0xA1A1A  # draw index of the prefer-A coin, apart from the verdict's own draws
+
 _LOGIT_CACHE_SIZE = 65536  # a battle's answers are judged in two orders and on retries: remember the work
 
 # Gauss-Hermite nodes and weights normalised so that sum(w * f(sqrt(2) * sd * x)) = E f(N(0, sd^2)).
@@ -124,17 +127,25 @@ class Judge:
         logit = self.query_scale(qhex) * (self.strength(model_a, qhex) - self.strength(model_b, qhex))
         logit += cfg.position_bias
         if cfg.judge_noise == 0.0:
-            return label_probabilities(logit, cfg.tie_rate, cfg.strong_margin)
-        out = dict.fromkeys(LABELS, 0.0)
-        scale = math.sqrt(2.0) * cfg.judge_noise
-        for node, weight in _HERMITE:
-            probs = label_probabilities(logit + scale * node, cfg.tie_rate, cfg.strong_margin)
-            for label in LABELS:
-                out[label] += weight * probs[label]
+            out = label_probabilities(logit, cfg.tie_rate, cfg.strong_margin)
+        else:
+            out = dict.fromkeys(LABELS, 0.0)
+            scale = math.sqrt(2.0) * cfg.judge_noise
+            for node, weight in _HERMITE:
+                probs = label_probabilities(logit + scale * node, cfg.tie_rate, cfg.strong_margin)
+                for label in LABELS:
+                    out[label] += weight * probs[label]
+        r = cfg.prefer_a_rate
+        if r:
+            out = {label: (1.0 - r) * p + (r if label == _PREFER_A_LABEL else 0.0) for label, p in out.items()}
         return out
 
     def verdict(self, prompt: str, request_key: int) -> str:
         """One of LABELS, deterministic in (config seed, request_key, prompt)."""
+        if self._config.prefer_a_rate:
+            (u_prefer,) = uniforms(self._config.seed, request_key, _PREFER_A_STREAM, 1)
+            if u_prefer < self._config.prefer_a_rate:
+                return _PREFER_A_LABEL
         u_noise, u_logistic = uniforms(self._config.seed, request_key, 0x7E4D1C7, 2)
         y = self.logit(prompt) + self._config.judge_noise * normal(u_noise)
         u = min(max(u_logistic, 1e-12), 1.0 - 1e-12)

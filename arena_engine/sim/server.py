@@ -310,7 +310,7 @@ class _Simulator:
             if not isinstance(seed, int) or isinstance(seed, bool):
                 seed = config.seed
             for i in range(n):
-                contents.append(candidate_answer(model.name, model.quality, messages, seed, i))
+                contents.append(candidate_answer(model.tag or model.name, model.quality, messages, seed, i))
         max_tokens = data.get("max_tokens") or data.get("max_completion_tokens")
         choices = []
         completion_tokens = 0

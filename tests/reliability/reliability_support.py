@@ -107,7 +107,8 @@ def config_dict(urls: dict[str, str], run_dir: Path, data: Path, *, api_key_env:
     """A run config in the file format: one URL per endpoint, short timeouts so hangs end quickly."""
 
     def endpoint(name: str) -> dict[str, Any]:
-        ep: dict[str, Any] = {"api_url": urls[name], "model": name, "concurrency": concurrency,
+        # simulators listen on new ports after a restart: pin the identity so resumed runs reuse answers
+        ep: dict[str, Any] = {"api_url": urls[name], "model": name, "identity": name, "concurrency": concurrency,
                               "max_attempts": max_attempts, "retry_max_time": 60.0, "connect_timeout": 5.0,
                               "read_timeout": read_timeout, "timeout": 3 * read_timeout}
         if api_key_env:
@@ -123,6 +124,35 @@ def config_dict(urls: dict[str, str], run_dir: Path, data: Path, *, api_key_env:
         "judge": {"name": JUDGE, **endpoint(JUDGE), "parse_retries": 2},
         "rating": {"rounds": rounds},
     }
+
+
+def _toml(value: Any) -> str:
+    """A TOML inline value (enough for config_dict's output)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return orjson.dumps(value).decode()
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml(k)} = {_toml(v)}" for k, v in value.items()) + "}"
+    raise TypeError(type(value))
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """A TOML document: tables and arrays of tables for dicts and lists of dicts, inline values else."""
+    head, tables = [], []
+    for k, v in data.items():
+        if isinstance(v, dict):
+            tables += [f"[{_toml(k)}]", *(f"{_toml(kk)} = {_toml(vv)}" for kk, vv in v.items()), ""]
+        elif isinstance(v, list) and v and all(isinstance(i, dict) for i in v):
+            for item in v:
+                tables += [f"[[{_toml(k)}]]", *(f"{_toml(kk)} = {_toml(vv)}" for kk, vv in item.items()), ""]
+        else:
+            head.append(f"{_toml(k)} = {_toml(v)}")
+    return "\n".join([*head, "", *tables])
 
 
 # The default backoff (0.5 s doubling up to 60 s) lets one unlucky request that met six faults in a row

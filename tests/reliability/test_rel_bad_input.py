@@ -36,6 +36,7 @@ from reliability_support import (
     file_digests,
     read_checkpoints,
     run_cli,
+    to_toml,
 )
 
 from arena_engine.config import load_config
@@ -58,35 +59,6 @@ class Finished:
     data: Path
     config: Path
     run_dir: Path
-
-
-def _toml(value: Any) -> str:
-    """A TOML inline value (enough for config_dict's output)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return orjson.dumps(value).decode()
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_toml(k)} = {_toml(v)}" for k, v in value.items()) + "}"
-    raise TypeError(type(value))
-
-
-def to_toml(data: dict[str, Any]) -> str:
-    """A TOML document: tables and arrays of tables for dicts and lists of dicts, inline values else."""
-    head, tables = [], []
-    for k, v in data.items():
-        if isinstance(v, dict):
-            tables += [f"[{_toml(k)}]", *(f"{_toml(kk)} = {_toml(vv)}" for kk, vv in v.items()), ""]
-        elif isinstance(v, list) and v and all(isinstance(i, dict) for i in v):
-            for item in v:
-                tables += [f"[[{_toml(k)}]]", *(f"{_toml(kk)} = {_toml(vv)}" for kk, vv in item.items()), ""]
-        else:
-            head.append(f"{_toml(k)} = {_toml(v)}")
-    return "\n".join([*head, "", *tables])
 
 
 @pytest.fixture(scope="module")

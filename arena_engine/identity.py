@@ -1,0 +1,136 @@
+"""What a checkpointed answer or verdict belongs to: the content keys of generations and judgments.
+
+A **generation** key holds the configured model's *identity*, the endpoint's model id, the generation
+params and the messages. The identity is ``"<name> @ <api_url>"`` unless the model sets ``identity``
+(any string: to rename a model or move it to a mirror URL without paying again, set it to the old
+identity, which ``--dry-run`` and report.json show) or ``reuse_answers_of = "<other model>"`` (share
+that configured model's answers; both must then send the same model id and params, or nothing is
+shared). So two configured models serving the same model id from two providers never share answers.
+
+A **judgment** key holds the judge's identity (``"<name> @ <api_url>"`` or the judge's ``identity``),
+its model id, params and the messages, which carry the question, both answers and their order. Two
+battles whose judge prompts are byte-identical (two candidates gave the same answer) share one verdict:
+the request is the same, so it is sent and paid once.
+
+**Legacy keys.** Run folders written by arena-engine 0.1.0 keyed generations and judgments without any
+identity. A lookup that misses tries the legacy key and accepts the record only when the record itself
+names this model (``model``) or this judge (``judge``); the record is then copied under its new key,
+so the folder migrates as it is used and nothing already paid for is asked again.
+
+**Retries of excluded verdicts.** ``run --retry-excluded`` asks the judge again for a verdict that was
+unparseable; the new answer is stored under :func:`retry_key` (the old record stays), and a lookup
+follows that chain to the latest answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from .config import JudgeConfig, ModelConfig, RunConfig
+from .judge import DEFAULT_REFERENCE_TEMPLATE, DEFAULT_TEMPLATE, VERDICT_SCHEMA, render_prompt
+from .store import content_key
+
+KEY_VERSION = 2
+
+
+def default_identity(name: str, api_url: str) -> str:
+    return f"{name} @ {api_url}"
+
+
+def model_identity(cfg: RunConfig, m: ModelConfig) -> str:
+    """The identity a model's answers are stored under (see the module docstring)."""
+    if m.reuse_answers_of is not None:
+        m = cfg.model(m.reuse_answers_of)
+    return m.identity or default_identity(m.name, m.endpoint.api_url)
+
+
+def judge_identity(judge: JudgeConfig) -> str:
+    return judge.identity or default_identity(judge.name, judge.endpoint.api_url)
+
+
+def generation_key(identity: str, endpoint_model: str, params: Mapping[str, Any],
+                   messages: Sequence[Mapping[str, Any]]) -> bytes:
+    return content_key({"t": "generation", "v": KEY_VERSION, "who": identity, "model": endpoint_model,
+                        "params": params, "messages": messages})
+
+
+def judgment_key(identity: str, endpoint_model: str, params: Mapping[str, Any],
+                 messages: Sequence[Mapping[str, Any]]) -> bytes:
+    return content_key({"t": "judgment", "v": KEY_VERSION, "who": identity, "model": endpoint_model,
+                        "params": params, "messages": messages})
+
+
+def legacy_generation_key(endpoint_model: str, params: Mapping[str, Any],
+                          messages: Sequence[Mapping[str, Any]]) -> bytes:
+    """The 0.1.0 key: no identity, so it cannot tell two providers of one model id apart."""
+    return content_key({"t": "generation", "model": endpoint_model, "params": params, "messages": messages})
+
+
+def legacy_judgment_key(endpoint_model: str, params: Mapping[str, Any],
+                        messages: Sequence[Mapping[str, Any]]) -> bytes:
+    return content_key({"t": "judgment", "model": endpoint_model, "params": params, "messages": messages})
+
+
+def retry_key(key: bytes, n: int) -> bytes:
+    """The key of the ``n``-th re-ask (n >= 1) of the verdict stored under ``key``."""
+    return hashlib.blake2b(key + b"\0retry\0" + str(n).encode(), digest_size=len(key)).digest()
+
+
+# ------------------------------------------------------------------------------------ lookups
+
+
+class RecordReader(Protocol):
+    def get(self, kind: str, key: bytes) -> dict[str, Any] | None: ...
+
+
+GENERATIONS = "generations"
+JUDGMENTS = "judgments"
+
+
+def judge_request(judge: JudgeConfig, system: str, question: str, reference: str | None, answer_a: str,
+                  answer_b: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(messages, params) of the judge request for one game: what its key is made of."""
+    template = judge.template or (DEFAULT_REFERENCE_TEMPLATE if reference is not None else DEFAULT_TEMPLATE)
+    user = render_prompt(template, question=question, answer_a=answer_a, answer_b=answer_b, reference=reference)
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    params = dict(judge.generation)
+    if judge.structured_output:
+        params["response_format"] = VERDICT_SCHEMA
+    return messages, params
+
+
+def find_generation(store: RecordReader, m: ModelConfig, key: bytes, params: Mapping[str, Any],
+                    messages: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
+    """(the answer stored for ``m`` under ``key``, or under the 0.1.0 key if that record names ``m``;
+    True when it came from the old key and should be copied under ``key``)."""
+    rec = store.get(GENERATIONS, key)
+    if rec is not None:
+        return rec, False
+    old_key = legacy_generation_key(m.endpoint.model, params, messages)
+    old = store.get(GENERATIONS, old_key)
+    if old is not None and old.get("model") == m.name and "v" not in old:
+        return {**old, "v": KEY_VERSION, "legacy_key": old_key.hex()}, True
+    return None, False
+
+
+def find_judgment(store: RecordReader, judge: JudgeConfig, key: bytes, params: Mapping[str, Any],
+                  messages: Sequence[Mapping[str, Any]]) -> tuple[bytes, dict[str, Any] | None, int, bool]:
+    """(key of the latest stored verdict, its record, how many re-asks the retry chain holds, True when
+    the first record came from the 0.1.0 key and should be copied under ``key``)."""
+    rec = store.get(JUDGMENTS, key)
+    migrated = False
+    if rec is None:
+        old_key = legacy_judgment_key(judge.endpoint.model, params, messages)
+        old = store.get(JUDGMENTS, old_key)
+        if old is not None and old.get("judge") == judge.name and "v" not in old:
+            rec, migrated = {**old, "v": KEY_VERSION, "legacy_key": old_key.hex()}, True
+    found, n = key, 0
+    while rec is not None and rec.get("verdict") is None:
+        again = store.get(JUDGMENTS, retry_key(key, n + 1))
+        if again is None:
+            break
+        n += 1
+        found, rec = retry_key(key, n), again
+    return found, rec, n, migrated
