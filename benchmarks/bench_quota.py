@@ -7,7 +7,7 @@ llmock 0.2.2 (the `test` extra) runs with `--rpm R`: a bucket of R requests per 
 full at start, refilled continuously; every answer carries `x-ratelimit-limit/remaining/reset-*` and a
 refused request gets a 429 with `retry-after-ms`. Each endpoint (baseline, 2 candidates, judge) has
 its own key, so each has its own quota of R per minute. The judge's model is scripted to answer
-`[[A>B]]`, so every verdict parses.
+`[[A=B]]`, so every verdict parses (and agrees across the two orders, as the judge gate wants).
 
 With `--first-try-429` a small proxy in front of llmock answers the first attempt of every request
 body with a 429 (`retry-after-ms: 60`, no quota headers) and forwards the retries.
@@ -47,7 +47,7 @@ JUDGE = "quota-judge"
 BASELINE = "quota-base"
 CANDIDATES = ("quota-cand-a", "quota-cand-b")
 MODELS = (BASELINE, *CANDIDATES)
-VERDICT_TEXT = "Assistant A is more complete and more careful. My final verdict is: [[A>B]]"
+VERDICT_TEXT = "Both answers are equally complete and careful. My final verdict is: [[A=B]]"
 FIRST_TRY_WAIT_MS = 60
 
 
@@ -66,7 +66,7 @@ def http_json(url: str, body: Any = None, *, timeout: float = 30) -> Any:
 
 @contextlib.contextmanager
 def llmock_server(rpm: int) -> Iterator[str]:
-    """`llmock serve --rpm RPM` on a free 127.0.0.1 port, the judge scripted to answer `[[A>B]]`;
+    """`llmock serve --rpm RPM` on a free 127.0.0.1 port, the judge scripted to answer `[[A=B]]`;
     yields its base URL (http://127.0.0.1:PORT). Killed on exit."""
     last_error = ""
     for _ in range(3):  # the port is picked free, but another process may take it first
