@@ -554,6 +554,8 @@ class ChatClient:
                 ticket = await limiter.acquire(est, probe=True)
             else:
                 ticket = limiter.try_acquire(est) or await limiter.acquire(est)
+            if limiter.gate.probing:
+                limiter.probe_sent()
             sent = False
             used: int | None = None
             try:

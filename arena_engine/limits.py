@@ -83,6 +83,9 @@ LEARNED_BURST_SECONDS = 0.25
 #: `x-ratelimit-remaining-*` at or below this fraction of the limit (at least 1 unit) counts as "about
 #: to run out": the endpoint is held until the server has refilled past it (see `EndpointLimiter.observe`).
 LOW_WATER_FRACTION = 0.01
+#: Longest the probe (the first request of an endpoint without a configured rpm) goes alone: a server
+#: that is slow to answer, or hangs, must not hold the whole endpoint back for its read timeout.
+PROBE_TIMEOUT = 2.0
 
 Clock = Callable[[], float]
 T = TypeVar("T")
@@ -510,6 +513,7 @@ class EndpointLimiter:
 
     __slots__ = (
         "_clock",
+        "_probe_timer",
         "_shared_timers",
         "_slack",
         "_sleep",
@@ -559,6 +563,7 @@ class EndpointLimiter:
         self.holds = 0
         self.late_wakeups = 0
         self._regrid()
+        self._probe_timer: asyncio.TimerHandle | None = None
         if learn and limits.rpm is None:
             self.gate.probe()
 
@@ -577,6 +582,14 @@ class EndpointLimiter:
     def end_probe(self) -> None:
         """Open the concurrency up (the server's answer said what it allows, or that it says nothing)."""
         self.gate.end_probe()
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
+            self._probe_timer = None
+
+    def probe_sent(self) -> None:
+        """The probe is on the wire: open up anyway after `PROBE_TIMEOUT` if no answer has come."""
+        if self._probe_timer is None and self.gate.probing:
+            self._probe_timer = asyncio.get_running_loop().call_later(PROBE_TIMEOUT, self.end_probe)
 
     def park_probe(self) -> None:
         """The probe got a 429 that said nothing about the quota: nothing else goes before its retry,

@@ -97,3 +97,25 @@ def test_after_a_429_on_every_first_try_the_endpoint_resumes_at_the_paced_rate(t
     assert run.verdict["passed"] and run.verdict["warnings"] == 0, run.verdict
     # every arrival counts (the 429'd ones too): at most 1.2x the paced count in any 2 s window
     assert run.worst_window(2.0) <= 1.2 * 2 * run.share, run.worst_window(2.0)
+
+
+def test_a_slow_first_answer_holds_the_endpoint_back_for_the_probe_timeout_only(llmock: str) -> None:
+    # the probe (the first request, alone on the wire) takes 4 s: the others go after PROBE_TIMEOUT
+    http_json(f"{llmock}/_llmock/scenario", {"behaviors": [{"type": "delay", "seconds": 4.0, "times": 1}]})
+
+    async def main() -> list[object]:
+        async with _client(llmock) as client:
+            results: list[object] = [None] * 8
+
+            async def one(i: int) -> None:
+                results[i] = await client.chat([{"role": "user", "content": f"slow {i}"}], {"max_tokens": 8})
+
+            async with anyio.create_task_group() as tg:
+                for i in range(8):
+                    tg.start_soon(one, i)
+            return results
+
+    results = anyio.run(main)
+    elapsed = sorted(r.elapsed for r in results)  # type: ignore[attr-defined]
+    assert all(r.ok for r in results)  # type: ignore[attr-defined]
+    assert elapsed[-1] >= 4.0 and elapsed[-2] < 3.5, elapsed  # not all behind the 4 s answer
