@@ -186,9 +186,10 @@ class FirstTry429Proxy:
             thread.join(10)
 
 
-def write_config(tmp: Path, base: str, queries: int, concurrency: int) -> Path:
+def write_config(tmp: Path, base: str, queries: int, concurrency: int, rpm: int | None = None) -> Path:
     """A dataset of `queries` queries and a TOML config: 3 models + judge at `base`, each with its own
-    API key (llmock's quota is per key) and no rpm/tpm: the client is not told the quota."""
+    API key (llmock's quota is per key) and no rpm/tpm unless `rpm` is given: the client is not told
+    the quota."""
     data = tmp / "data"
     data.mkdir(parents=True, exist_ok=True)
     with open(data / "qa.jsonl", "wb") as f:
@@ -202,7 +203,7 @@ def write_config(tmp: Path, base: str, queries: int, concurrency: int) -> Path:
     def endpoint(name: str) -> list[str]:
         return [f'name = "{name}"', f'model = "{name}"', f'api_url = "{base}/v1"',
                 f'api_key_env = "{key_env(name)}"', f"concurrency = {concurrency}",
-                "generation = { max_tokens = 64 }", ""]
+                *([f"rpm = {rpm}"] if rpm is not None else []), "generation = { max_tokens = 64 }", ""]
 
     for name in MODELS:
         lines += ["[[models]]", *endpoint(name)]
@@ -284,7 +285,7 @@ class QuotaRun:
 
 
 def run_quota(rpm: int, queries: int, *, concurrency: int = 16, first_try_429: bool = False,
-              timeout: float = 900, tmp: Path | None = None) -> QuotaRun:
+              timeout: float = 900, tmp: Path | None = None, rpm_in_config: bool = False) -> QuotaRun:
     """One whole `arena-engine run` against `llmock serve --rpm RPM` (through the first-try-429 proxy
     if asked); the arrivals are the server side's."""
     with contextlib.ExitStack() as stack:
@@ -297,7 +298,8 @@ def run_quota(rpm: int, queries: int, *, concurrency: int = 16, first_try_429: b
             target = stack.enter_context(proxy.running())
         else:
             target = base
-        code, seconds, output = run_cli(write_config(tmp, target, queries, concurrency), timeout)
+        config = write_config(tmp, target, queries, concurrency, rpm if rpm_in_config else None)
+        code, seconds, output = run_cli(config, timeout)
         arrivals = proxy.arrivals if proxy is not None else llmock_arrivals(base)
         verdict = http_json(f"{base}/_llmock/verdict")
     return QuotaRun(code, seconds, output, rpm, arrivals, verdict)
@@ -309,15 +311,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=200, help="queries (default 200: 600 answers, 800 judgments)")
     ap.add_argument("--concurrency", type=int, default=16, help="concurrency per endpoint (default 16)")
     ap.add_argument("--first-try-429", action="store_true", help="a 429 on the first attempt of every request")
+    ap.add_argument("--rpm-in-config", action="store_true", help="give the config the quota (rpm = --rpm)")
     args = ap.parse_args(argv)
     load0 = os.getloadavg()
-    run = run_quota(args.rpm, args.queries, concurrency=args.concurrency, first_try_429=args.first_try_429)
+    run = run_quota(args.rpm, args.queries, concurrency=args.concurrency, first_try_429=args.first_try_429,
+                    rpm_in_config=args.rpm_in_config)
     load1 = os.getloadavg()
     ideal = run.ideal_seconds()
     per_model = {m: len(ts) for m, ts in sorted(run.by_model().items())}
     v = run.verdict
     print(f"rpm {args.rpm} per key, {args.queries} queries, concurrency {args.concurrency}"
-          f"{', 429 on every first try' if args.first_try_429 else ''}")
+          f"{', 429 on every first try' if args.first_try_429 else ''}"
+          f"{', rpm in the config' if args.rpm_in_config else ', the config gives no rpm'}")
     print(f"exit code {run.exit_code}; wall {run.seconds:.1f} s; ideal {ideal:.1f} s "
           f"(busiest endpoint at {run.share:g}/s); ratio {run.seconds / ideal:.3f}")
     print(f"arrivals per endpoint {per_model}; statuses {run.status_counts()}")
