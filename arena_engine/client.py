@@ -20,9 +20,16 @@ back). The caller's params are never changed, so checkpoint keys stay those of t
 
 Retry waits: the server's `retry-after-ms`, `Retry-After` (seconds or HTTP date) or
 `x-ratelimit-reset-requests/-tokens` when given (and then the whole endpoint is held back until the
-wait has passed), otherwise exponential backoff with full jitter. Attempts and total time are capped
-by `RetryPolicy`; a request that cannot be retried in time ends with
-`error="retry_budget_exhausted: <last reason>"`.
+wait has passed), otherwise exponential backoff with full jitter. A 429 (or a 503 with a server wait)
+says "not now", not "this request is broken": its budget is time (`RetryPolicy.max_time`) alone, and
+it waits the longer of the server's wait and the backoff, so a server that keeps refusing is asked
+less and less often. Other failures are capped by `RetryPolicy.max_attempts` as well. A request that
+cannot be retried in time ends with `error="retry_budget_exhausted: <last reason>"`.
+
+Quota-aware pacing: every answer's `x-ratelimit-limit/remaining/reset-requests/-tokens` go to the
+endpoint's limiter (`EndpointLimiter.observe`): where the config gives no rpm/tpm the server's
+advertised limit becomes the endpoint's window (the first request goes alone until an answer says
+it), and a quota about to run out holds the endpoint until the server has refilled.
 
 The API key is read from the environment variable the `Endpoint` names and only ever goes into the
 Authorization header; errors, reprs and results never contain it.
@@ -92,6 +99,8 @@ DEFAULT_COMPLETION_ESTIMATE = 256
 #: Longest server message kept in an error string.
 MAX_ERROR_MESSAGE = 300
 
+#: Statuses that mean "slow down": with a server wait (any, for 429) their budget is time, not attempts.
+THROTTLE_STATUSES = frozenset({429, 503})
 FATAL_STATUSES = frozenset({400, 401, 403, 404, 422})
 RETRY_STATUSES = frozenset({408, 409, 429})
 RETRY_BUDGET_EXHAUSTED = "retry_budget_exhausted"
@@ -354,6 +363,46 @@ def server_wait(headers: Mapping[str, str]) -> float | None:
     return max(binding)
 
 
+def _header_number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def observe_quota(limiter: EndpointLimiter, headers: Mapping[str, str], status: int, now: float) -> None:
+    """Hand an answer's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` to the limiter (OpenAI's
+    names; reset as a Go-style duration like `6m0s` or `20ms`, or seconds). A kind without a
+    `remaining` header is skipped, so a server that sends none costs two header look-ups. Ends the
+    limiter's probe unless this was a 429/503 that taught it nothing: then the probe is parked, and
+    its retry goes before anything else."""
+    for kind, remaining_key, limit_key, reset_key in _QUOTA_HEADERS:
+        text = headers.get(remaining_key)
+        if text is None:
+            continue
+        limit = _header_number(headers.get(limit_key))
+        remaining = _header_number(text)
+        reset = None
+        if remaining is not None and limiter.running_out(kind, limit, remaining):  # else not needed
+            text = headers.get(reset_key)
+            reset = parse_duration(text) if text is not None else None
+        limiter.observe(kind, limit, remaining, reset, now)
+    if limiter.probing:
+        if status not in THROTTLE_STATUSES or limiter.learned:
+            limiter.end_probe()
+        else:
+            limiter.park_probe()
+
+
+_QUOTA_HEADERS = tuple(
+    (kind, f"x-ratelimit-remaining-{kind}", f"x-ratelimit-limit-{kind}", f"x-ratelimit-reset-{kind}")
+    for kind in ("requests", "tokens")
+)
+
+
 def backoff_delay(attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
     """Full-jitter exponential backoff before attempt `attempt + 1` (attempt counts from 1)."""
     cap = min(policy.max_delay, policy.base_delay * 2.0 ** min(attempt - 1, 60))
@@ -572,7 +621,7 @@ class ChatClient:
             raise_for_status=False,
             trace_configs=self._trace_configs or None,
         )
-        self._limiter = EndpointLimiter(self.endpoint.limits, clock=self._clock, lease=self._lease)
+        self._limiter = EndpointLimiter(self.endpoint.limits, clock=self._clock, lease=self._lease, learn=True)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -620,20 +669,31 @@ class ChatClient:
         start = clock()
         deadline = start + policy.max_time
         attempt = 0
+        throttled = 0  # attempts refused with "slow down" (429, 503 + wait): time-budgeted, not counted
         latency = 0.0
         status: int | None = None
         reason = "timeout"
         reshaped = 0  # attempts resent at once in another shape: they do not count against max_attempts
         finish: str | None = None
         health = self.health
+        probe_retry = False  # this request is the limiter's parked probe: its retry goes first
         while True:
             attempt += 1
             if health.is_open:  # the endpoint stopped answering: send nothing more (arena_engine.health)
+                if probe_retry:
+                    limiter.end_probe()
                 return self._failure(f"{ENDPOINT_DOWN}: {health.cause}", status, latency, attempt - 1, start, finish)
-            ticket = limiter.try_acquire(est) or await limiter.acquire(est)
+            if probe_retry:
+                ticket = await limiter.acquire(est, probe=True)
+            else:
+                ticket = limiter.try_acquire(est) or await limiter.acquire(est)
             if health.is_open:  # it opened while this request waited for a slot
                 limiter.release(ticket, sent=False)
+                if limiter.probing:
+                    limiter.end_probe()
                 return self._failure(f"{ENDPOINT_DOWN}: {health.cause}", status, latency, attempt - 1, start, finish)
+            if limiter.gate.probing:
+                limiter.probe_sent()
             if learned != self._learned:  # a request ahead of this one found what the endpoint refuses
                 learned = self._learned
                 self._adapt(body, ladder)
@@ -675,6 +735,7 @@ class ChatClient:
                     decision = CONNECTION_RESET
                     status = None
                 else:
+                    observe_quota(limiter, resp.headers, status, clock())
                     if 200 <= status < 300:
                         outcome = read_reply(raw, resp.headers.get("Content-Type"), self._scrub)
                         stats.tokens_in += outcome[3]
@@ -719,21 +780,40 @@ class ChatClient:
             reason = decision.reason or "error"
             health.failed(reason)
             if decision.kind == "fatal":
+                if limiter.probing:
+                    limiter.end_probe()  # a fatal answer: nothing to wait for
                 return self._failure(reason, status, latency, attempt, start, finish)
+            probe_retry = limiter.probe_parked  # only one request is out while probing: this one
+            if limiter.probing and decision.status is None:
+                limiter.end_probe()  # no answer at all (network, timeout): nothing to learn from waiting
             now = clock()
-            if decision.wait is not None:
-                wait = decision.wait
-                limiter.hold(now + wait)  # nothing else goes to this endpoint before the wait is over
+            server = decision.wait
+            if server is not None:
+                limiter.hold(now + server)  # nothing else goes to this endpoint before the wait is over
+            if decision.status == 429 or (server is not None and decision.status in THROTTLE_STATUSES):
+                throttled += 1  # "not now": the time budget decides; the wait grows while refusals go on
+                wait = backoff_delay(throttled, policy, self._rng)
+                if server is not None and server > wait:
+                    wait = server
+                counted_out = False
             else:
-                wait = backoff_delay(attempt, policy, self._rng)
-            if attempt - reshaped >= policy.max_attempts or now + wait >= deadline:
+                wait = server if server is not None else backoff_delay(attempt - throttled - reshaped, policy, self._rng)
+                counted_out = attempt - throttled - reshaped >= policy.max_attempts
+            if counted_out or now + wait >= deadline:
+                if probe_retry:
+                    limiter.end_probe()  # giving up: the others must not wait for a retry that never comes
                 return self._failure(
                     f"{RETRY_BUDGET_EXHAUSTED}: {reason}", status, latency, attempt, start, finish
                 )
             stats.retries += 1
             if wait > 0:
-                with anyio.move_on_after(wait):  # the backoff ends early if the endpoint is found down
-                    await health.wait_open()
+                try:
+                    with anyio.move_on_after(wait):  # the backoff ends early if the endpoint is found down
+                        await health.wait_open()
+                except BaseException:
+                    if probe_retry:
+                        limiter.end_probe()
+                    raise
 
     def _failure(
         self, error: str, status: int | None, latency: float, attempts: int, start: float,

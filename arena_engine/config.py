@@ -202,7 +202,7 @@ def _endpoint(r: _Reader, name: str) -> Endpoint:
     if concurrency is None:
         concurrency = AUTO_MAX
     rpm, tpm = r.positive("rpm", float, None), r.positive("tpm", float, None)
-    adaptive = r.get("adaptive_concurrency", bool, False)
+    adaptive = r.get("adaptive_concurrency", bool, True)
     max_attempts = r.positive("max_attempts", int, RetryPolicy.max_attempts)
     max_time = r.positive("retry_max_time", float, RetryPolicy.max_time)
     connect = r.positive("connect_timeout", float, Timeouts.connect)

@@ -86,6 +86,16 @@ LATENCY_TOLERANCE = 1.5
 #: The moving averages' weights per answer: the short one follows ~10 answers, the long one ~500.
 SHORT_WEIGHT = 0.1
 LONG_WEIGHT = 0.002
+#: Burst of a window learned from a server's `x-ratelimit-limit-*` header, in seconds of its rate: a
+#: quarter of a second keeps every second within 1.25x the per-second share (a configured window keeps
+#: one second's worth: its limit was chosen by the user, a learned one is the server's hard wall).
+LEARNED_BURST_SECONDS = 0.25
+#: `x-ratelimit-remaining-*` at or below this fraction of the limit (at least 1 unit) counts as "about
+#: to run out": the endpoint is held until the server has refilled past it (see `EndpointLimiter.observe`).
+LOW_WATER_FRACTION = 0.01
+#: Longest the probe (the first request of an endpoint without a configured rpm) goes alone: a server
+#: that is slow to answer, or hangs, must not hold the whole endpoint back for its read timeout.
+PROBE_TIMEOUT = 2.0
 
 Clock = Callable[[], float]
 T = TypeVar("T")
@@ -294,6 +304,13 @@ class WindowLimit:
         self._tat = (self._tat if self._tat > paced else paced) + amount * self._interval
         return Grant(at, amount, b)
 
+    def restart_at(self, t: float) -> None:
+        """Pace from `t` with no burst: after a hold (a 429) the first admission goes at `t` and the
+        next ones one interval apart, not a burst's worth at once."""
+        tat = t + self._tolerance
+        if tat > self._tat:
+            self._tat = tat
+
     def reserve(self, amount: float, now: float) -> Grant:
         """`earliest` then `commit`: reserve `amount` at the first time it fits."""
         return self.commit(amount, self.earliest(amount, now))
@@ -330,6 +347,16 @@ class WindowLimit:
             self._total += delta
         grant.amount = actual
 
+    def unlog(self, grant: Grant) -> None:
+        """Take an unsent grant out of the window log but keep its place in the pacing: a request moved
+        behind a hold goes to the end of the queue, so the queue behind it is not pulled forward (that
+        would put two sends on one paced slot when the hold ends)."""
+        bucket = grant._bucket
+        if bucket.live:
+            bucket.amount -= grant.amount
+            self._total -= grant.amount
+        grant.amount = 0.0
+
     @property
     def in_window(self) -> float:
         """Units recorded in the current window log (for inspection)."""
@@ -357,7 +384,7 @@ class ConcurrencyGate:
     """
 
     __slots__ = ("_cut_seq", "_issued", "_long", "_short", "_slow_start", "_waiters", "adaptive", "auto", "cap",
-                 "cuts", "in_use", "max_limit", "size")
+                 "cuts", "in_use", "max_limit", "parked", "probing", "size")
 
     def __init__(self, limit: int, *, adaptive: bool = False, auto: bool = False) -> None:
         if limit < 1:
@@ -374,10 +401,41 @@ class ConcurrencyGate:
         self._short = self._long = 0.0  # moving averages of latency (0: no answer yet)
         self._slow_start = auto
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self.probing = False  # one slot only, whatever the size (see `probe`)
+        self.parked = False  # no slot at all: the probe's retry is due and goes first (see `park`)
 
     def _resize(self, size: float) -> None:
         self.size = size
-        self.cap = int(size) if size >= 1.0 else 1  # the current number of slots
+        if self.probing:
+            self.cap = 0 if self.parked else 1
+        else:
+            self.cap = int(size) if size >= 1.0 else 1  # the current number of slots
+
+    def probe(self) -> None:
+        """One slot until `end_probe`: the first request goes alone (to learn the server's limits)."""
+        self.probing = True
+        self._resize(self.size)
+
+    def park(self) -> None:
+        """The probe was told "not now" and will retry: hand its slot to nobody else meanwhile (call
+        before releasing it); `take_parked` gives the retry its slot back ahead of the queue."""
+        if self.probing:
+            self.parked = True
+            self._resize(self.size)
+
+    def take_parked(self) -> int:
+        self.parked = False
+        self._resize(self.size)
+        self.in_use += 1
+        seq = self._issued
+        self._issued = seq + 1
+        return seq
+
+    def end_probe(self) -> None:
+        if self.probing:
+            self.probing = self.parked = False
+            self._resize(self.size)
+            self._wake()
 
     @property
     def waiting(self) -> int:
@@ -488,10 +546,18 @@ class EndpointLimiter:
 
     With a `lease` (a distributed run), the request and token windows live in the cluster's broker:
     admissions come out of leased batches instead of local windows, and holds are shared.
+
+    With `learn`, the server's own quota paces the endpoint where the config gives no limit: the first
+    request goes alone (a probe) until an answer says what the server allows; `observe` then installs a
+    window of the advertised `x-ratelimit-limit-*` per minute (`learned`), and holds the endpoint when
+    `x-ratelimit-remaining-*` is about to run out. Learned windows are always local to this limiter,
+    also with a lease (the broker keeps only the configured limits): each worker of a distributed run
+    paces itself to the whole learned limit.
     """
 
     __slots__ = (
         "_clock",
+        "_probe_timer",
         "_shared_timers",
         "_slack",
         "_sleep",
@@ -501,6 +567,8 @@ class EndpointLimiter:
         "gate",
         "holds",
         "late_wakeups",
+        "learn",
+        "learned",
         "lease",
         "limits",
         "requests",
@@ -516,9 +584,12 @@ class EndpointLimiter:
         clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         lease: LeaseClient | None = None,
+        learn: bool = False,
     ) -> None:
         self.limits = limits
         self.lease = lease
+        self.learn = learn
+        self.learned: dict[str, float] = {}  # kind ("requests"/"tokens") -> limit per minute learned
         self._clock: Clock = clock or time.monotonic
         # by default requests due at the same tick share one loop timer; a given `sleep` (a test's fake
         # time) is called once per waiting request instead
@@ -535,11 +606,91 @@ class EndpointLimiter:
         self.blocked_until = -math.inf
         self.holds = 0
         self.late_wakeups = 0
+        self._regrid()
+        self._probe_timer: asyncio.TimerHandle | None = None
+        if learn and limits.rpm is None:
+            self.gate.probe()
+
+    def _regrid(self) -> None:
         margins = [w.margin for w in (self.requests, self.tokens) if w is not None]
         self._slack = min(margins) if margins else math.inf
         grid = self.requests or self.tokens
         # the grid of shared wake-ups (seconds; 0 without a window): the window's length in equal ticks
         self.tick = grid.window / math.ceil(grid.window / ADMISSION_TICK) if grid is not None else 0.0
+
+    @property
+    def probing(self) -> bool:
+        """Whether the first request is still alone on the wire, waiting to learn the server's limits."""
+        return self.gate.probing
+
+    def end_probe(self) -> None:
+        """Open the concurrency up (the server's answer said what it allows, or that it says nothing)."""
+        self.gate.end_probe()
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
+            self._probe_timer = None
+
+    def probe_sent(self) -> None:
+        """The probe is on the wire: open up anyway after `PROBE_TIMEOUT` if no answer has come."""
+        if self._probe_timer is None and self.gate.probing:
+            self._probe_timer = asyncio.get_running_loop().call_later(PROBE_TIMEOUT, self.end_probe)
+
+    def park_probe(self) -> None:
+        """The probe got a 429 that said nothing about the quota: nothing else goes before its retry,
+        which then acquires with `acquire(..., probe=True)` (call before releasing its ticket)."""
+        self.gate.park()
+
+    @property
+    def probe_parked(self) -> bool:
+        return self.gate.parked
+
+    def learn_limit(self, kind: str, limit: float) -> bool:
+        """Pace `kind` ("requests" or "tokens") to `limit` per minute, the server's advertised quota, if
+        the config gives no limit for it and none was learned yet. Returns whether a window was installed.
+
+        Installed once: a later change of the advertised limit is not followed (grants of the first
+        window would otherwise be settled against the second)."""
+        if not (limit > 0 and math.isfinite(limit)) or kind in self.learned:
+            return False
+        burst = limit / MINUTE * LEARNED_BURST_SECONDS
+        if kind == "requests":
+            if self.limits.rpm is not None or self.requests is not None:
+                return False
+            self.requests = WindowLimit(max(1.0, math.floor(limit)), MINUTE, burst=burst)
+        elif kind == "tokens":
+            if self.limits.tpm is not None or self.tokens is not None:
+                return False
+            self.tokens = WindowLimit(limit, MINUTE, burst=burst)
+        else:
+            raise ValueError(f"unknown limit kind {kind!r}")
+        self.learned[kind] = limit
+        self._regrid()
+        return True
+
+    def running_out(self, kind: str, limit: float | None, remaining: float) -> bool:
+        """Whether `remaining` is under the low-water mark (1% of the limit, at least 1 unit)."""
+        known = limit if limit is not None else self.learned.get(kind)
+        return remaining < (max(1.0, known * LOW_WATER_FRACTION) if known else 1.0)
+
+    def observe(self, kind: str, limit: float | None, remaining: float | None, reset: float | None,
+                now: float) -> None:
+        """What a server's `x-ratelimit-{limit,remaining,reset}-<kind>` headers said (reset in seconds).
+
+        Learns `limit` (with `learn`, see `learn_limit`). When `remaining` is at or below the low-water
+        mark (1% of the limit, at least 1), holds the endpoint until the server has refilled past it:
+        `reset` is the time until the quota is whole again (OpenAI's meaning), so one unit comes back
+        every reset / (limit - remaining) seconds; without a known limit, until `reset`."""
+        if limit is not None and self.learn:
+            self.learn_limit(kind, limit)
+        if remaining is None or reset is None or reset <= 0 or not self.running_out(kind, limit, remaining):
+            return
+        known = limit if limit is not None else self.learned.get(kind)
+        low = max(1.0, known * LOW_WATER_FRACTION) if known else 1.0
+        if known is not None and known > remaining:
+            wait = min(reset, reset / (known - remaining) * math.ceil(low - remaining))
+        else:
+            wait = reset
+        self.hold(now + wait)
 
     @property
     def needs_tokens(self) -> bool:
@@ -556,8 +707,16 @@ class EndpointLimiter:
         if until > self.blocked_until:
             self.blocked_until = until
             self.holds += 1
+            self._pace_after(until)
             if self.lease is not None:
                 self.lease.hold(until)
+
+    def _pace_after(self, until: float) -> None:
+        """The windows resume at their paced rate when a hold ends, not with a burst."""
+        if self.requests is not None:
+            self.requests.restart_at(until)
+        if self.tokens is not None:
+            self.tokens.restart_at(until)
 
     async def _acquire_leased(self, seq: int, tokens: float, lease: LeaseClient) -> Ticket:
         """A slot out of a leased batch: wait for its start, never send after its end."""
@@ -609,13 +768,33 @@ class EndpointLimiter:
         tg = token_window.commit(tokens, now) if token_window is not None else None
         return Ticket(seq, rg, tg)
 
-    async def acquire(self, tokens: float = 0.0) -> Ticket:
-        """Wait until a request of about `tokens` tokens may be sent now; returns its ticket."""
-        seq = self.gate.try_acquire()  # a free slot without waiting (the common case)
+    async def acquire(self, tokens: float = 0.0, *, probe: bool = False) -> Ticket:
+        """Wait until a request of about `tokens` tokens may be sent now; returns its ticket. `probe`:
+        the retry of a parked probe (see `park_probe`) takes the parked slot."""
+        if probe and self.gate.parked:
+            seq: int | None = self.gate.take_parked()
+        else:
+            seq = self.gate.try_acquire()  # a free slot without waiting (the common case)
         if seq is None:
             seq = await self.gate.acquire()
-        if self.lease is not None:
-            return await self._acquire_leased(seq, tokens, self.lease)
+        lease = self.lease
+        if lease is not None:
+            if self.requests is None and self.tokens is None:
+                return await self._acquire_leased(seq, tokens, lease)
+            # learned windows (local) first, then the cluster's slot: its span is short, so the send
+            # stays close to the local reservation
+            local = await self._acquire_windows(seq, tokens)
+            try:
+                ticket = await self._acquire_leased(seq, tokens, lease)
+            except BaseException:
+                self._refund(local.requests, local.tokens)
+                raise
+            ticket.requests, ticket.tokens = local.requests, local.tokens
+            return ticket
+        return await self._acquire_windows(seq, tokens)
+
+    async def _acquire_windows(self, seq: int, tokens: float) -> Ticket:
+        """The local hold and windows for a request that holds slot `seq` (released on error)."""
         requests = self.requests
         token_window = self.tokens
         if requests is None and token_window is None and self.blocked_until == -math.inf:
@@ -644,7 +823,10 @@ class EndpointLimiter:
                     raise
                 now = self._clock()
                 if self.blocked_until > now:  # a 429 arrived while we slept: queue again behind the hold
-                    self._refund(rg, tg)
+                    if rg is not None and requests is not None:
+                        requests.unlog(rg)
+                    if tg is not None and token_window is not None:
+                        token_window.unlog(tg)
                     continue
                 if now - t <= self._slack:
                     return Ticket(seq, rg, tg)
@@ -722,7 +904,7 @@ class EndpointLimiter:
         """Give the slot back. `used_tokens` settles the token estimate; `sent=False` refunds the grants."""
         if ticket.slot is not None and self.lease is not None:
             self.lease.release(ticket.slot, sent=sent, used_tokens=used_tokens)
-        elif not sent:
+        if not sent:
             self._refund(ticket.requests, ticket.tokens)
         elif used_tokens is not None and ticket.tokens is not None and self.tokens is not None:
             self.tokens.settle(ticket.tokens, used_tokens)

@@ -36,8 +36,8 @@ def _endpoint_dict(endpoint: Any) -> dict[str, Any]:
     for key, value in (("rpm", endpoint.limits.rpm), ("tpm", endpoint.limits.tpm)):
         if value is not None:
             out[key] = value
-    if endpoint.limits.adaptive:
-        out["adaptive_concurrency"] = True
+    if not endpoint.limits.adaptive:  # on by default
+        out["adaptive_concurrency"] = False
     out.update(max_attempts=endpoint.retry.max_attempts, retry_max_time=endpoint.retry.max_time,
                connect_timeout=endpoint.timeouts.connect, read_timeout=endpoint.timeouts.read,
                timeout=endpoint.timeouts.total)

@@ -58,6 +58,17 @@ def test_good_config_round_trips_through_the_run_folder(tmp_path: Path) -> None:
     assert config_to_dict(again.with_output_dir(cfg.output_dir)) == config_to_dict(cfg)
 
 
+def test_adaptive_concurrency_is_on_unless_the_config_turns_it_off(tmp_path: Path) -> None:
+    # issue 18: with a fixed concurrency a server's quota failed 126 of 800 judgments; adaptive got 3
+    text = GOOD.replace("concurrency = 8\n", "concurrency = 8\nadaptive_concurrency = false\n")
+    cfg = load_config(_write(tmp_path, text))
+    assert not cfg.model("base").endpoint.limits.adaptive
+    assert cfg.model("cand").endpoint.limits.adaptive and cfg.judge.endpoint.limits.adaptive
+    save_config(cfg, tmp_path / "run")  # the run folder keeps the choice: off stays off on resume
+    again = load_run_config(tmp_path / "run")
+    assert not again.model("base").endpoint.limits.adaptive and again.model("cand").endpoint.limits.adaptive
+
+
 @pytest.mark.parametrize(
     ("edit", "needle"),
     [

@@ -10,6 +10,7 @@ import asyncio
 import bisect
 import heapq
 import itertools
+import math
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
@@ -18,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arena_engine.errors import ConfigError
+from arena_engine.leases import LeaseBroker, LeaseClient, LeaseReply
 from arena_engine.limits import (
     ADMISSION_TICK,
     ConcurrencyGate,
@@ -464,6 +466,124 @@ def test_hold_stops_new_and_already_waiting_requests() -> None:
         assert sent[0] == 0.0
         assert all(t >= 10.0 for t in sent[1:]) and len(sent) == 5
         assert max_in_any_window(sent, [1.0] * 5, 60.0) <= 60
+
+    run(main())
+
+
+async def _sends_of(ft: FakeTime, lim: EndpointLimiter, n: int, *, after: Any = None, until: float = 30.0,
+                    step: float = 0.01) -> list[float]:
+    """Start `n` requests that each acquire, note the time and release; run fake time until `until`
+    (calling `after(ft, lim)` once when the first send is noted); returns the send times."""
+    sent: list[float] = []
+
+    async def one() -> None:
+        ticket = await lim.acquire()
+        sent.append(ft.now)
+        lim.release(ticket)
+
+    tasks = [asyncio.create_task(one()) for _ in range(n)]
+    await settle_loop()
+    if after is not None:
+        after(ft, lim)
+    for _ in range(round(until / step)):
+        await ft.advance(step)
+        if all(t.done() for t in tasks):
+            break
+    await asyncio.gather(*tasks)
+    return sent
+
+
+def test_held_requests_resume_at_the_paced_rate_not_in_a_burst() -> None:
+    # issue 18: after each 429 (Retry-After 60 ms) the queued requests went out together, 32 in one
+    # second against 10 paced. After the hold they must come one interval apart again.
+    async def main() -> None:
+        ft, lim = fake_limiter(Limits(concurrency=64, rpm=600))  # 10/s, a burst of 10 at start
+        holds = [0.5 + 0.6 * k for k in range(8)]  # a 429 every 0.6 s, each holding 60 ms
+
+        sent: list[float] = []
+
+        async def one() -> None:
+            ticket = await lim.acquire()
+            sent.append(ft.now)
+            lim.release(ticket)
+
+        tasks = [asyncio.create_task(one()) for _ in range(60)]
+        await settle_loop()
+        for _ in range(800):
+            await ft.advance(0.01)
+            if holds and ft.now >= holds[0]:
+                lim.hold(holds.pop(0) + 0.06)
+        await asyncio.gather(*tasks)
+        after = [t for t in sent if t >= 0.56]
+        worst = max(bisect.bisect_left(after, t + 1.0) - i for i, t in enumerate(after))
+        assert worst <= 11, f"{worst} sends in one second after holds at 10/s"
+        assert max_in_any_window(sent, [1.0] * len(sent), 60.0) <= 600
+
+    run(main())
+
+
+def test_a_learned_limit_paces_an_endpoint_the_config_gives_none() -> None:
+    async def main() -> None:
+        ft = FakeTime()
+        lim = EndpointLimiter(Limits(concurrency=16), clock=ft.clock, sleep=ft.sleep, learn=True)
+        assert lim.probing and lim.requests is None
+        probe = await lim.acquire()
+
+        def answered(ft: FakeTime, lim: EndpointLimiter) -> None:
+            # only the probe is out; its answer advertises 600 per minute
+            assert lim.gate.in_use == 1 and lim.gate.waiting == 40
+            lim.observe("requests", 600.0, 599.0, 0.1, ft.now)
+            lim.end_probe()
+            lim.release(probe)
+
+        sent = await _sends_of(ft, lim, 40, after=answered)
+        assert lim.learned == {"requests": 600.0} and lim.requests is not None and not lim.probing
+        worst = max(bisect.bisect_left(sent, t + 1.0) - i for i, t in enumerate(sent))
+        assert worst <= 10 * 1.25 + 1, f"{worst} sends in one second against a learned 10/s"
+        assert sent[-1] == pytest.approx((40 - 2.5) * 60.1 / 600, abs=0.05)  # paced: a 2.5 burst, then 10/s
+
+    run(main())
+
+
+def test_a_configured_limit_is_not_replaced_by_the_servers() -> None:
+    lim = EndpointLimiter(Limits(rpm=60), learn=True)
+    assert not lim.probing  # the config says the pace: no probe
+    window = lim.requests
+    lim.observe("requests", 6000.0, 5999.0, 0.01, 0.0)
+    assert lim.requests is window and lim.learned == {}
+    lim.observe("tokens", 90_000.0, 89_000.0, 0.5, 0.0)  # the token limit is unknown: learned
+    assert lim.tokens is not None and lim.learned == {"tokens": 90_000.0} and lim.needs_tokens
+
+
+def test_a_quota_about_to_run_out_holds_the_endpoint_until_it_refills() -> None:
+    lim = EndpointLimiter(Limits(), learn=True)
+    lim.observe("requests", 600.0, 100.0, 50.0, 0.0)
+    assert lim.blocked_until == -math.inf  # plenty left
+    lim.observe("requests", 600.0, 0.0, 60.0, 10.0)
+    # empty; full again in 60 s, so one back every 0.1 s: wait until the low-water mark (6) is back
+    assert lim.blocked_until == pytest.approx(10.6)
+    lim.observe("tokens", None, 0.0, 2.5, 10.0)  # no limit known: wait the whole reset
+    assert lim.blocked_until == pytest.approx(12.5)
+
+
+def test_learned_limits_stay_local_with_a_lease() -> None:
+    async def main() -> None:
+        broker = LeaseBroker({"m": Limits(tpm=1e9)})  # the cluster knows the token limit only
+
+        async def fetch(endpoint: str, k: int, tokens: float, settle: Any) -> LeaseReply:
+            return broker.lease(endpoint, k, tokens, settle)
+
+        lease = LeaseClient("m", fetch)
+        lim = EndpointLimiter(Limits(concurrency=8, tpm=1e9), lease=lease, learn=True)
+        lim.observe("requests", 60.0, 59.0, 1.0, 0.0)
+        lim.end_probe()
+        assert lim.requests is not None and lim.learned == {"requests": 60.0}
+        assert broker._budgets["m"].requests is None  # not pushed to the broker
+        first = await lim.acquire(10.0)
+        assert first.slot is not None and first.requests is not None  # the slot and the local grant
+        lim.release(first, used_tokens=10.0)
+        assert lim.try_acquire(10.0) is None  # a lease path never takes the sync fast path
+        assert lim.requests.in_window == 1
 
     run(main())
 
