@@ -109,6 +109,10 @@ def _finish(results: ArenaResults, quiet: bool) -> int:
         for p in paths.values():
             print(f"  {p}", file=sys.stderr)
     gate = _judge_gate(results.boards)
+    for u in results.usage.values():
+        if u.truncated:
+            print(f"note: {u.truncated} of {u.records} answers of {u.name} were cut off by the completion budget "
+                  "(finish_reason 'length'); raise max_tokens to let them finish", file=sys.stderr)
     if results.history.interrupted:
         print(f"note: {results.history.interrupted} earlier process(es) on this run folder ended without closing it; "
               "requests they had in flight were sent but not stored, so their cost is not known", file=sys.stderr)

@@ -33,10 +33,13 @@ class EndpointUsage:
     shared: int = 0
     sent_prompt_tokens: int = 0
     sent_completion_tokens: int = 0
+    truncated: int = 0  # records whose answer was cut off by the completion budget (finish_reason "length")
 
     def use(self, rec: Mapping[str, Any]) -> None:
         """Count a record the results use (sent now or reused)."""
         self.records += 1
+        if rec.get("finish_reason") == "length":
+            self.truncated += 1
         self.prompt_tokens += int(rec.get("prompt_tokens") or 0)
         self.completion_tokens += int(rec.get("completion_tokens") or 0)
         latency = rec.get("latency")

@@ -305,3 +305,20 @@ def test_dry_run_counts_what_the_folder_already_holds(tmp_path: Path, capsys: py
     anyio.run(main)
     out = capsys.readouterr().out
     assert "reused" in out and "to send" in out and "cand @ http://127.0.0.1:" in out
+
+
+def test_answers_cut_off_by_the_budget_are_counted(tmp_path: Path) -> None:
+    data = dataset(tmp_path, 5)
+
+    async def main() -> ArenaResults:
+        async with SimServer(_garbage_sim(0.0)) as sim:
+            cfg = _config([{"name": "base", "api_url": sim.url},
+                           {"name": "cand", "api_url": sim.url, "generation": {"max_tokens": 3}}],
+                          sim.url, tmp_path / "run", data, baseline="base")
+            return await _run(cfg)
+
+    results = anyio.run(main)
+    assert results.usage["cand"].truncated == results.usage["cand"].records == 10
+    assert results.usage["base"].truncated == 0
+    report = orjson.loads(write_reports(results)["json"].read_bytes())
+    assert report["endpoints"]["cand"]["truncated"] == 10

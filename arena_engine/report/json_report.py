@@ -71,7 +71,7 @@ def report_dict(results: ArenaResults) -> dict[str, Any]:
         endpoints[name] = {
             "role": "judge" if key == "\0judge" else ("baseline" if key == cfg.baseline else "candidate"),
             # the whole run's work, from the records the results use (whichever process sent them)
-            "records": u.records, "reused": u.reused, "shared": u.shared,
+            "records": u.records, "reused": u.reused, "shared": u.shared, "truncated": u.truncated,
             "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
             "cost": _cost(u.prompt_tokens, u.completion_tokens, *prices.get(key, (None, None))),
             "latency": u.percentiles(),
