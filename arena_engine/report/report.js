@@ -76,8 +76,8 @@
   function boardTable(board) {
     const rows = board.entries.map((e, i) => {
       const isBase = e.model === R.baseline;
-      const name = el("td", null, e.model, isBase ? el("span", { class: "tag", text: "baseline" }) : null,
-        ...(e.flags || []).map((f) => el("span", { class: "tag", text: f })));
+      const flags = (e.flags || []).length ? el("div", { class: "flags" }, ...e.flags.map((f) => el("span", { class: "tag", text: f }))) : null;
+      const name = el("td", null, e.model, isBase ? el("span", { class: "tag", text: "baseline" }) : null, flags);
       return el("tr", { class: isBase ? "baseline" : "" },
         td(String(i + 1), "num"), name,
         td(isBase ? "50" : pct(e.winrate), "num winrate"),
