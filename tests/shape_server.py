@@ -4,7 +4,8 @@ gives a function from the request body to the answer, and reads back every reque
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,7 @@ import orjson
 from aiohttp import web
 
 Reply = web.Response | dict[str, Any] | tuple[int, dict[str, Any]]
+AnyReply = Reply | Awaitable[Reply]
 
 # what llama-cpp-python 0.3.36's server answers to OpenAI's json_schema response format (HTTP 500), as
 # captured from it (the traceback's path shortened)
@@ -54,7 +56,7 @@ def completion(content: str | None, *, finish_reason: str = "stop", prompt_token
 
 
 @contextlib.asynccontextmanager
-async def shape_server(answer: Callable[[dict[str, Any]], Reply]) -> AsyncIterator[ShapeServer]:
+async def shape_server(answer: Callable[[dict[str, Any]], AnyReply]) -> AsyncIterator[ShapeServer]:
     """Serve POST /v1/chat/completions on 127.0.0.1 with `answer(body)`: a web.Response, a JSON body
     (status 200) or (status, JSON body)."""
     server: ShapeServer | None = None
@@ -64,6 +66,8 @@ async def shape_server(answer: Callable[[dict[str, Any]], Reply]) -> AsyncIterat
         assert server is not None
         server.seen.append(Seen(body, dict(request.headers), dict(request.query)))
         reply = answer(body)
+        if inspect.isawaitable(reply):  # an async answer: e.g. a server that takes its time
+            reply = await reply
         if isinstance(reply, web.Response):
             return reply
         status, data = reply if isinstance(reply, tuple) else (200, reply)

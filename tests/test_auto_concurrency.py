@@ -8,10 +8,10 @@ import contextlib
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
-from aiohttp import web
-from shape_server import completion
+from shape_server import completion, shape_server
 
 from arena_engine.client import ChatClient, Endpoint
 from arena_engine.config import config_from_dict
@@ -29,23 +29,14 @@ def anyio_backend() -> str:
 
 @contextlib.asynccontextmanager
 async def _server(wait: Callable[[], Awaitable[None]]) -> AsyncIterator[str]:
-    """POST /v1/chat/completions answering "ok" after ``await wait()``; yields the base URL."""
+    """A chat endpoint answering "ok" after ``await wait()``; yields the base URL."""
 
-    async def handle(request: web.Request) -> web.Response:
-        await request.read()
+    async def answer(_: dict[str, Any]) -> dict[str, Any]:
         await wait()
-        return web.json_response(completion("ok"))
+        return completion("ok")
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    finally:
-        await runner.cleanup()
+    async with shape_server(answer) as server:
+        yield server.url
 
 
 async def _chats(url: str, n: int, limits: Limits) -> tuple[list[float], float, ChatClient]:
