@@ -11,6 +11,7 @@ rerun reuses it and sends only the rest; ``offline=True`` sends nothing at all (
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -206,9 +207,24 @@ class Arena:
         return self
 
     async def _close_store(self) -> None:
-        if self._store is not None:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._store.close)
+        """Close the checkpoints in a thread and wait for it to finish even through cancellation.
+
+        anyio's shielded scope does not stop a native ``task.cancel()`` (an embedding service cancelling
+        the task that runs the arena): the wait for the thread was cut short, the lock stayed held and a
+        reopen of the folder in the same process failed with "in use". So the close is awaited through
+        every cancellation, which is then raised once it is done."""
+        if self._store is None:
+            return
+        closing = asyncio.get_running_loop().run_in_executor(None, self._store.close)
+        cancelled = False
+        while not closing.done():
+            try:
+                await asyncio.shield(closing)
+            except asyncio.CancelledError:
+                cancelled = True
+        closing.result()  # a failure to close (a full disk) is raised as it is
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def __aexit__(self, *exc: object) -> None:
         self._finished.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 
@@ -51,7 +52,8 @@ def test_two_arenas_in_one_web_app_and_cancel_one(tmp_path: Path) -> None:
             port = runner.addresses[0][1]
 
             async def run_one(name: str, cfg: object) -> ArenaResults:
-                async with Arena(cfg) as arena:  # type: ignore[arg-type]
+                # progress every 50 ms, so A is cancelled near 150 of its 420 steps, not after it ended
+                async with Arena(cfg, progress_interval=0.05) as arena:  # type: ignore[arg-type]
                     async def watch() -> None:
                         async for ev in arena.events():
                             progress[name] = sum(s.done for s in ev.stages)
@@ -114,3 +116,37 @@ def test_sync_wrapper_for_scripts(tmp_path: Path) -> None:
             assert results.overall.entry("m-base").winrate == 0.5
 
     asyncio.run(serve_and_run())
+
+
+def test_a_task_cancelled_while_the_arena_closes_still_releases_the_folder(tmp_path: Path) -> None:
+    """anyio's shield does not stop a native task.cancel(): the close must finish anyway."""
+    data = dataset(tmp_path, 3)
+
+    async def main() -> None:
+        async with SimServer(_sim()) as sim:
+            cfg = arena_config(sim.url, tmp_path / "a", data, MODELS)
+            closing = asyncio.Event()
+
+            async def run_one() -> None:
+                async with Arena(cfg) as arena:
+                    await arena.run()
+                    store = arena.store
+                    real_close = store.close
+
+                    def slow_close() -> None:
+                        closing.set()
+                        time.sleep(0.3)  # a close that takes its time (fsync on a slow disk)
+                        real_close()
+
+                    store.close = slow_close  # type: ignore[method-assign]
+
+            task = asyncio.create_task(run_one())
+            await closing.wait()
+            task.cancel()  # lands while the store is being closed
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            async with Arena(cfg) as again:  # the folder is free: no "in use by process"
+                results = await again.run()
+            assert all(g.outcome is not None for g in results.games)
+
+    asyncio.run(main())
