@@ -126,6 +126,7 @@ def test_a_task_cancelled_while_the_arena_closes_still_releases_the_folder(tmp_p
         async with SimServer(_sim()) as sim:
             cfg = arena_config(sim.url, tmp_path / "a", data, MODELS)
             closing = asyncio.Event()
+            loop = asyncio.get_running_loop()
 
             async def run_one() -> None:
                 async with Arena(cfg) as arena:
@@ -133,8 +134,8 @@ def test_a_task_cancelled_while_the_arena_closes_still_releases_the_folder(tmp_p
                     store = arena.store
                     real_close = store.close
 
-                    def slow_close() -> None:
-                        closing.set()
+                    def slow_close() -> None:  # runs in a thread
+                        loop.call_soon_threadsafe(closing.set)
                         time.sleep(0.3)  # a close that takes its time (fsync on a slow disk)
                         real_close()
 
