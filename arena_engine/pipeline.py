@@ -28,7 +28,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from . import runlog
 from .battles import Battle, Game, combine
-from .client import ChatClient, ChatResult
+from .client import RETRY_BUDGET_EXHAUSTED, ChatClient, ChatResult
 from .config import ModelConfig, RunConfig
 from .datasets import Query, iter_queries
 from .errors import ArenaError, ConfigError, VerdictError
@@ -52,6 +52,7 @@ from .judge import (
     Verdict,
     candidate_view,
     parse_verdict,
+    prompt_text,
     retry_budget,
     retry_messages,
 )
@@ -511,7 +512,7 @@ class Arena:
         rec = {"stage": stage, "endpoint": who, "dataset": q.dataset, "subset": q.subset, "query_id": q.id,
                "error": result.error, "status": result.status, "attempts": result.attempts, "time": time.time(), **extra}
         self._save(FAILURES, content_key(rec), rec)
-        kind = (result.error or "error").split(":", 1)[0]
+        kind = _failure_kind(result.error)
         self._failure_kinds[(stage, who, kind)] = self._failure_kinds.get((stage, who, kind), 0) + 1
         if (stage, who) not in self._logged_failure:  # one line per endpoint; the run's end gives the counts
             self._logged_failure.add((stage, who))
@@ -681,7 +682,7 @@ class Arena:
                     return None, result
                 break  # a retry failed: the game keeps the reason its last reply was unreadable
             try:
-                parsed = parse_verdict(result.content)
+                parsed = parse_verdict(result.content, prompt_text(ask_messages))
             except VerdictError as exc:
                 unread = result
                 reason = f"{exc} (cut off by the completion budget)" if cut else str(exc)
@@ -761,6 +762,13 @@ def _first_arena_error(group: BaseExceptionGroup) -> ArenaError | None:
     errors = [e for e in leaves if isinstance(e, ArenaError)]
     others = [e for e in leaves if not isinstance(e, ArenaError | anyio.get_cancelled_exc_class())]
     return errors[0] if errors and not others else None
+
+
+def _failure_kind(error: str | None) -> str:
+    """The kind a failure is counted under: its reason code ("http_404", "timeout"), and for a spent retry
+    budget the last attempt's code as well ("retry_budget_exhausted: http_429"), which says the cause."""
+    parts = (error or "error").split(": ", 2)
+    return ": ".join(parts[:2]) if parts[0] == RETRY_BUDGET_EXHAUSTED and len(parts) > 1 else parts[0].split(":", 1)[0]
 
 
 def _n_pairs(k: int, cap: int | None) -> int:
