@@ -276,6 +276,8 @@ class Arena:
             async with anyio.create_task_group() as tg:
                 self._run_scope = tg.cancel_scope
                 # load the compiled rating/metrics kernels while the requests are in flight
+                if self.offline:  # nothing will be sent: load them while the checkpoints are read
+                    self._sending.set()
                 tg.start_soon(self._warm_when_sending)
                 await self._run_queries()
                 self._sending.set()  # nothing was sent (a finished run): load them now
