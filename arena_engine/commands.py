@@ -7,18 +7,18 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
 from .config import RunConfig, load_config
 from .console import show_progress
 from .errors import ArenaError
-from .leaderboard import Board, gate_failures, reliability_warnings
 from .pipeline import Arena, ArenaResults
-from .report import write_reports
-from .report.tables import leaderboard_text
 from .runfolder import fresh_dir, load_run_config
+
+if TYPE_CHECKING:
+    from .leaderboard import Board
 
 T = TypeVar("T")
 EXIT_OK, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 1, 130
@@ -93,6 +93,8 @@ def _judge_gate(boards: list[Board]) -> int:
     """Say on stderr what the judge's verdicts do not support (with or without --quiet: these are
     findings about the result, not progress); EXIT_FAILURES when the result is no usable ranking (a
     scope without a rated game, or an unsupported OVERALL ranking), else EXIT_OK."""
+    from .leaderboard import gate_failures, reliability_warnings
+
     for line in reliability_warnings(boards):
         print(line, file=sys.stderr)
     failures = gate_failures(boards)
@@ -102,6 +104,10 @@ def _judge_gate(boards: list[Board]) -> int:
 
 
 def _finish(results: ArenaResults, quiet: bool) -> int:
+    # the results' modules: imported after the run, so that none delays its first request
+    from .report import write_reports
+    from .report.tables import leaderboard_text
+
     paths = write_reports(results)
     print(leaderboard_text(results.boards))
     if not quiet:
@@ -176,6 +182,9 @@ async def run(config_path: Path, dry_run: bool, fresh: bool, quiet: bool, backen
 
 
 async def report(run_dir: Path, rounds: int | None, write: bool) -> int:
+    from .report import write_reports
+    from .report.tables import leaderboard_text
+
     cfg = load_run_config(run_dir)
     if rounds is not None:
         cfg = replace(cfg, rating=replace(cfg.rating, rounds=rounds))

@@ -185,6 +185,9 @@ _BRACKET_RE = re.compile(r"\[\[\s*([AB][=<>]{1,2}[AB])\s*\]\]", re.IGNORECASE)
 _JSON_OBJECT_RE = re.compile(r"\{.*\}", re.DOTALL)
 # Three or more different labels separated only by ", " / " or " are the instructions echoed back.
 _ECHO_GAP = 6
+#: A verdict label inside this many characters copied verbatim from the judge's prompt is an echo.
+ECHO_RUN = 80
+_NO_LABEL = "no verdict label found"
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,10 +220,56 @@ def _strip_echoed(hits: list[tuple[int, int, str]]) -> list[tuple[int, int, str]
     return keep
 
 
-def parse_verdict(text: str | None) -> ParsedVerdict:
+def _copied_run(body: str, s: int, e: int, prompt: str) -> int:
+    """The length of the longest stretch of ``body`` around ``body[s:e]`` found verbatim in ``prompt``
+    (0 if the label itself is not in it). Each side is found by bisection: a stretch's parts are in the
+    prompt whenever the stretch is."""
+    if body[s:e] not in prompt:
+        return 0
+    lo, hi = 0, s  # the smallest start l with body[l:e] in the prompt lies in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if body[mid:e] in prompt:
+            hi = mid
+        else:
+            lo = mid + 1
+    start = lo
+    lo, hi = e, len(body)  # the largest end r with body[start:r] in the prompt
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if body[start:mid] in prompt:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo - start
+
+
+def _blank_copied_labels(body: str, prompt: str) -> tuple[str, int]:
+    """``body`` with every verdict label that sits in a long stretch copied from ``prompt`` blanked out,
+    and how many were. A label counts as copied when it lies in at least :data:`ECHO_RUN` characters found
+    verbatim in the prompt: an echo server sending the prompt back, format examples and all, or a judge
+    quoting the instructions or an answer. A short reply equal to the prompt's example (``My final verdict
+    is tie: [[A=B]]``, or a one-line JSON verdict) is shorter than that and is read as the verdict."""
+    spans = []
+    for regex in (_JSON_VERDICT_RE, _BRACKET_RE):
+        for m in regex.finditer(body):
+            if _copied_run(body, m.start(), m.end(), prompt) >= ECHO_RUN:
+                spans.append(m.span())
+    for s, e in spans:
+        body = body[:s] + " " * (e - s) + body[e:]
+    return body, len(spans)
+
+
+def prompt_text(messages: list[dict[str, Any]]) -> str:
+    """The text of a request's messages, as :func:`parse_verdict` compares a reply with it."""
+    return "\n".join(m["content"] for m in messages if isinstance(m.get("content"), str))
+
+
+def parse_verdict(text: str | None, prompt: str | None = None) -> ParsedVerdict:
     """Read one verdict from a judge's answer, in the JSON form or the ``[[A>B]]`` form.
 
-    Think-blocks and code fences are ignored, as are label lists echoed from the instructions. No label,
+    Think-blocks and code fences are ignored, as are label lists echoed from the instructions and, given
+    the ``prompt`` the judge was sent (its messages' text), labels the reply copied from it. No label,
     or two different labels, raises :class:`VerdictError` with the reason.
     """
     if not text or not text.strip():
@@ -230,6 +279,19 @@ def parse_verdict(text: str | None) -> ParsedVerdict:
         body = body[body.lower().rfind("</think>") + len("</think>") :]
     body = _UNCLOSED_THINK_RE.sub(" ", body)
     body = _FENCE_RE.sub(" ", body)
+    copied = 0
+    if prompt:
+        body, copied = _blank_copied_labels(body, prompt)
+    try:
+        return _parse_body(body)
+    except VerdictError as exc:
+        if copied and str(exc) == _NO_LABEL:
+            raise VerdictError(f"the reply only repeats the judge prompt ({copied} verdict label(s) copied from its "
+                               "text, e.g. its format examples): an echo, not a verdict") from None
+        raise
+
+
+def _parse_body(body: str) -> ParsedVerdict:
 
     reasoning = ""
     json_labels: list[str] = []
@@ -255,7 +317,7 @@ def parse_verdict(text: str | None) -> ParsedVerdict:
     hits = _strip_echoed(hits)
     distinct = {label for _, _, label in hits}
     if not distinct:
-        raise VerdictError("no verdict label found")
+        raise VerdictError(_NO_LABEL)
     if len(distinct) > 1:
         raise VerdictError(f"conflicting verdicts {sorted(distinct)}")
     return ParsedVerdict(Verdict.from_label(hits[0][2]), body[: hits[0][0]].strip())

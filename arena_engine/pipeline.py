@@ -7,6 +7,9 @@ between stages, and memory is bounded by the number of queries in flight, not by
 
 Every finished request is written to the run folder's checkpoints before its result moves on, so a
 rerun reuses it and sends only the rest; ``offline=True`` sends nothing at all (for ``report``).
+
+Nothing the results need is imported before the first request: the rating, leaderboard and metrics
+modules (numba and its compiled kernels) are loaded in a thread once the first request is on its way.
 """
 
 from __future__ import annotations
@@ -24,16 +27,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import numpy as np
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from . import runlog
 from .battles import Battle, Game, combine
-from .client import ChatClient, ChatResult
+from .client import RETRY_BUDGET_EXHAUSTED, ChatClient, ChatResult
 from .config import ModelConfig, RunConfig
 from .datasets import Query, iter_queries
 from .errors import ArenaError, ConfigError, VerdictError
-from .evalscope_import import ImportedAnswer, ImportIndex, load_evalscope_answers
 from .identity import (
     GENERATIONS,
     JUDGMENTS,
@@ -53,14 +54,12 @@ from .judge import (
     Verdict,
     candidate_view,
     parse_verdict,
+    prompt_text,
     retry_budget,
     retry_messages,
 )
-from .leaderboard import Board, leaderboards
-from .metrics import METRIC_NAMES, sample_metrics_batch
 from .pairing import pairs_of
 from .progress import ProgressEvent, StageProgress
-from .rating import rate_battles
 from .runfolder import save_config
 from .runlog import RunHistory
 from .store import RunStore, content_key
@@ -68,6 +67,8 @@ from .store.shards import LayeredStore, merge_shards
 from .usage import EndpointUsage
 
 if TYPE_CHECKING:
+    from .evalscope_import import ImportedAnswer
+    from .leaderboard import Board
     from .leases import LeaseClient
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ class Arena:
         self._imported: dict[str, dict[tuple[str, str, str], ImportedAnswer]] = {}
         self._games: list[Game] = []
         self._finished = anyio.Event()
+        self._sending = anyio.Event()  # the first request was handed to a client: time to load the kernels
         self._started = time.monotonic()
         self._failures = 0
         self._missing = 0
@@ -185,6 +187,8 @@ class Arena:
             names = [d.name for d in self.config.datasets]
             for m in self.config.models:
                 if m.evalscope_report is not None:
+                    from .evalscope_import import ImportIndex, load_evalscope_answers
+
                     found = await anyio.to_thread.run_sync(partial(load_evalscope_answers, m.evalscope_report, datasets=names))
                     # paired by question text, against every query (not only this shard's: positions count)
                     every = (q for d in self.config.datasets for q in iter_queries(d.path, dataset=d.name, subsets=d.subsets))
@@ -288,8 +292,11 @@ class Arena:
             async with anyio.create_task_group() as tg:
                 self._run_scope = tg.cancel_scope
                 # load the compiled rating/metrics kernels while the requests are in flight
-                tg.start_soon(partial(anyio.to_thread.run_sync, self._warm_kernels, abandon_on_cancel=True))
+                if self.offline:  # nothing will be sent: load them while the checkpoints are read
+                    self._sending.set()
+                tg.start_soon(self._warm_when_sending)
                 await self._run_queries()
+                self._sending.set()  # nothing was sent (a finished run): load them now
         except BaseExceptionGroup as group:
             error = _first_arena_error(group)
             if error is None:
@@ -481,6 +488,7 @@ class Arena:
     async def _send_generation(self, m: ModelConfig, q: Query, key: bytes, messages: list[dict[str, Any]],
                                params: dict[str, Any]) -> dict[str, Any] | None:
         stage, usage = self.stages[m.name], self.usage[m.name]
+        self._sending.set()
         result = await self._clients[m.name].chat(messages, params)
         self._account(usage, result)
         if not result.ok or result.content is None:
@@ -527,7 +535,7 @@ class Arena:
         rec = {"stage": stage, "endpoint": who, "dataset": q.dataset, "subset": q.subset, "query_id": q.id,
                "error": result.error, "status": result.status, "attempts": result.attempts, "time": time.time(), **extra}
         self._save(FAILURES, content_key(rec), rec)
-        kind = (result.error or "error").split(":", 1)[0]
+        kind = _failure_kind(result.error)
         self._failure_kinds[(stage, who, kind)] = self._failure_kinds.get((stage, who, kind), 0) + 1
         if (stage, who) not in self._logged_failure:  # one line per endpoint; the run's end gives the counts
             self._logged_failure.add((stage, who))
@@ -678,6 +686,7 @@ class Arena:
         attempt = 0
         while attempt < tries:
             attempt += 1
+            self._sending.set()
             result = await client.chat(ask_messages, ask_params)
             self._account(usage, result)
             prompt_tokens += result.prompt_tokens
@@ -697,7 +706,7 @@ class Arena:
                     return None, result
                 break  # a retry failed: the game keeps the reason its last reply was unreadable
             try:
-                parsed = parse_verdict(result.content)
+                parsed = parse_verdict(result.content, prompt_text(ask_messages))
             except VerdictError as exc:
                 unread = result
                 reason = f"{exc} (cut off by the completion budget)" if cut else str(exc)
@@ -724,8 +733,19 @@ class Arena:
 
     # -------------------------------------------------------------------------------------- results
 
+    async def _warm_when_sending(self) -> None:
+        """Once the first request is on its way (so that importing numba does not delay it), load the
+        kernels in a thread while the requests run."""
+        await self._sending.wait()
+        await anyio.to_thread.run_sync(self._warm_kernels, abandon_on_cancel=True)
+
     def _warm_kernels(self) -> None:
         """Load (or compile) the numba kernels the results need: ~1 s that would otherwise follow the run."""
+        import numpy as np
+
+        from .metrics import sample_metrics_batch
+        from .rating import rate_battles
+
         r = self.config.rating
         two = np.array([0, 1], dtype=np.int64)
         rate_battles(two, two[::-1].copy(), np.array([1, -1], dtype=np.int8), two, models=["a", "b"], baseline="a",
@@ -734,6 +754,8 @@ class Arena:
 
     def _reference_metrics(self) -> dict[tuple[str, str, str], MetricSums]:
         """ROUGE/BLEU of every answer to a query with a reference, batched per (model, dataset, subset)."""
+        from .metrics import METRIC_NAMES, sample_metrics_batch
+
         assert self._store is not None
         groups: dict[tuple[str, str, str], tuple[list[str], list[str]]] = {}
         for model, dataset, subset, key, reference in self._reference_items:
@@ -749,6 +771,8 @@ class Arena:
         return sums
 
     def _results(self) -> ArenaResults:
+        from .leaderboard import leaderboards
+
         cfg = self.config
         metric_sums = self._reference_metrics()
         games = sorted(self._games, key=lambda g: (g.dataset, g.subset, g.candidate, g.opponent, g.query_id, not g.candidate_is_a))
@@ -777,6 +801,13 @@ def _first_arena_error(group: BaseExceptionGroup) -> ArenaError | None:
     errors = [e for e in leaves if isinstance(e, ArenaError)]
     others = [e for e in leaves if not isinstance(e, ArenaError | anyio.get_cancelled_exc_class())]
     return errors[0] if errors and not others else None
+
+
+def _failure_kind(error: str | None) -> str:
+    """The kind a failure is counted under: its reason code ("http_404", "timeout"), and for a spent retry
+    budget the last attempt's code as well ("retry_budget_exhausted: http_429"), which says the cause."""
+    parts = (error or "error").split(": ", 2)
+    return ": ".join(parts[:2]) if parts[0] == RETRY_BUDGET_EXHAUSTED and len(parts) > 1 else parts[0].split(":", 1)[0]
 
 
 def _n_pairs(k: int, cap: int | None) -> int:

@@ -68,3 +68,30 @@ def test_sample_score_and_consistency() -> None:
     # the game with the baseline as A is turned around to the candidate's side
     assert candidate_view(Verdict.A_BETTER, candidate_is_a=False) == -1
     assert candidate_view(Verdict.B_MUCH_BETTER, candidate_is_a=False) == 2
+
+
+_FORMAT = ("Output your final verdict by strictly following this format:\n1. Assistant A is significantly better: "
+           "[[A>>B]]\n2. Tie, relatively the same: [[A=B]]\n3. Assistant B is significantly better: [[B>>A]]\n\n"
+           'Example output: "My final verdict is tie: [[A=B]]".\n\nQuestion: what is 2+2?\nA: 4\nB: 5')
+_JSON_EXAMPLE = 'Reply like this example:\n{"reasoning": "Both are equally complete.", "verdict": "A=B"}\n\nQ: 2+2?'
+
+
+@pytest.mark.parametrize("prompt", [_FORMAT, _JSON_EXAMPLE])
+def test_a_reply_that_echoes_the_prompt_holds_no_verdict(prompt: str) -> None:
+    echo = f"[echo] model=judge time=2026-01-01T00:00:00Z messages=2\nUser: {prompt}"
+    with pytest.raises(VerdictError, match="only repeats the judge prompt"):
+        parse_verdict(echo, prompt)
+    # without the prompt, the single example would be read as the verdict
+    if prompt is _JSON_EXAMPLE:
+        assert parse_verdict(echo).verdict is Verdict.TIE
+
+
+def test_a_verdict_written_like_the_prompts_example_is_still_read() -> None:
+    # the judge's own words before the example's sentence: not copied
+    mine = "A gives the right sum and B does not, so A is clearly better.\n\nMy final verdict is: [[A>>B]]"
+    assert parse_verdict(mine, _FORMAT).verdict is Verdict.A_MUCH_BETTER
+    tie = "Both answers are equally terse here, neither adds anything.\nMy final verdict is tie: [[A=B]]"
+    assert parse_verdict(tie, _FORMAT).verdict is Verdict.TIE
+    # a short reply equal to the prompt's example has no copied context around its label: it is a verdict
+    assert parse_verdict("My final verdict is tie: [[A=B]]", _FORMAT).verdict is Verdict.TIE
+    assert parse_verdict('{"reasoning": "Both are equally complete.", "verdict": "A=B"}', _JSON_EXAMPLE).verdict is Verdict.TIE
