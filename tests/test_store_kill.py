@@ -10,6 +10,8 @@ uninterrupted run's.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import random
@@ -85,6 +87,10 @@ def run_writer(
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     ) as proc:
         assert proc.stdout is not None
+        # the smallest pipe: the writer blocks on its acknowledgements after ~800 unread ones, so a test
+        # process starved on a loaded machine cannot let it run to the end before the kill
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, 4096)
         if kill_at is not None:
             while len(acks) < kill_at and (line := proc.stdout.readline()):
                 acks.append(line)
