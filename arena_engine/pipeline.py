@@ -58,6 +58,7 @@ from .judge import (
     retry_budget,
     retry_messages,
 )
+from .limits import Limits
 from .pairing import pairs_of
 from .progress import ProgressEvent, StageProgress
 from .runfolder import save_config
@@ -337,7 +338,7 @@ class Arena:
         self.usage[JUDGE] = EndpointUsage(cfg.judge.name)
 
         in_flight = cfg.queries_in_flight or max(
-            8, 2 * max(m.endpoint.limits.concurrency for m in cfg.models) + cfg.judge.endpoint.limits.concurrency
+            8, 2 * max(_planned(m.endpoint.limits) for m in cfg.models) + _planned(cfg.judge.endpoint.limits)
         )
         in_flight = max(1, min(in_flight, n_queries))  # never more workers than there is work
         send, recv = anyio.create_memory_object_stream[Query](in_flight)
@@ -808,6 +809,16 @@ def _failure_kind(error: str | None) -> str:
     budget the last attempt's code as well ("retry_budget_exhausted: http_429"), which says the cause."""
     parts = (error or "error").split(": ", 2)
     return ": ".join(parts[:2]) if parts[0] == RETRY_BUDGET_EXHAUSTED and len(parts) > 1 else parts[0].split(":", 1)[0]
+
+
+#: What an endpoint without a configured concurrency (its gate follows latency up to AUTO_MAX) counts
+#: for when the number of queries in flight is planned: enough for the gate to grow well past where most
+#: servers stop, without thousands of queries waiting at a gate that starts at 8 slots.
+AUTO_PLANNED_CONCURRENCY = 128
+
+
+def _planned(limits: Limits) -> int:
+    return min(limits.concurrency, AUTO_PLANNED_CONCURRENCY) if limits.auto else limits.concurrency
 
 
 def _n_pairs(k: int, cap: int | None) -> int:
