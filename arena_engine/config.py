@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from .chat_params import check_generation
 from .client import Endpoint, EnvVar, RetryPolicy, Timeouts
-from .configfile import read_config_file
+from .configfile import did_you_mean, read_config_file
 from .errors import ConfigError
 from .limits import Limits
 
@@ -182,7 +182,9 @@ class _Reader:
     def done(self) -> None:
         unknown = sorted(set(self.table) - self.seen)
         if unknown:
-            raise ConfigError(f"{self.source}: unknown key {self.where(unknown[0])!r}" + (f" (and {unknown[1:]})" if unknown[1:] else ""))
+            hint = did_you_mean(unknown[0], self.seen)
+            raise ConfigError(f"{self.source}: unknown key {self.where(unknown[0])!r}" + (f" ({hint})" if hint else "")
+                              + (f" (and {unknown[1:]})" if unknown[1:] else ""))
 
 
 def _endpoint(r: _Reader, name: str) -> Endpoint:
