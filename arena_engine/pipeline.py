@@ -11,6 +11,7 @@ rerun reuses it and sends only the rest; ``offline=True`` sends nothing at all (
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -104,6 +105,15 @@ class ArenaResults:
     @property
     def overall(self) -> Board:
         return self.boards[0]
+
+    @property
+    def judge_usage(self) -> EndpointUsage:
+        """The judge's usage (``usage`` keys it under the internal ``JUDGE`` role)."""
+        return self.usage[JUDGE]
+
+    def usage_by_name(self) -> dict[str, EndpointUsage]:
+        """Usage keyed by model name, the judge's as ``"judge:<judge name>"`` (never clashes with a model)."""
+        return {f"judge:{self.config.judge.name}" if k == JUDGE else k: u for k, u in self.usage.items()}
 
 
 class Arena:
@@ -777,11 +787,30 @@ def loop_options() -> dict[str, Any]:
     return {"loop_factory": uvloop.new_event_loop}
 
 
-def run_arena(config: RunConfig, *, offline: bool = False) -> ArenaResults:
-    """Run an arena from synchronous code (scripts); see :class:`Arena` for async services."""
+def run_arena(config: RunConfig, *, offline: bool = False, reports: bool = False) -> ArenaResults:
+    """Run an arena from synchronous code (scripts): the sync entry point.
+
+    With ``reports=True`` the reports are written too (``write_reports``). Inside a running event loop
+    (a notebook, an async service) this is an :class:`ArenaError`: use ``await Arena(...).run()`` there.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise ArenaError(
+            "run_arena() cannot run inside a running event loop (a notebook or an async service): "
+            "use `async with Arena(config) as arena: results = await arena.run()` there "
+            "(in short, `await Arena(...).run()`), then `write_reports(results)`"
+        )
 
     async def main() -> ArenaResults:
         async with Arena(config, offline=offline) as arena:
             return await arena.run()
 
-    return anyio.run(main, backend_options=loop_options())
+    results = anyio.run(main, backend_options=loop_options())
+    if reports:
+        from .report import write_reports  # the reports import this module
+
+        write_reports(results)
+    return results
