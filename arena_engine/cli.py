@@ -93,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
                  f"{what[0].upper() + what[1:]} of RUN_DIR from its checkpoints; no request is sent.")
         sp.add_argument("run_dir", type=Path, help="a run folder (the config's output_dir)")
         sp.add_argument("--rounds", type=int, help="bootstrap rounds, for interval = \"bootstrap\" and method = \"elo-online\" (default: the run's config)")
+        if name == "rate":
+            sp.add_argument("--format", choices=("text", "json", "csv", "markdown"), default="text",
+                            help="text: leaderboard.txt's layout (default); json, csv, markdown: one row per "
+                                 "model and scope with the win rate, the rating (Elo scale) and their intervals")
 
     i = add("import-evalscope", "list the answers of an EvalScope run's model",
             "Read one model's answers from an EvalScope run (a reports/<model> folder) and print what was "
@@ -185,7 +189,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "sim":
         return commands.sim(args.host, args.port, args.config)
     if args.command in ("report", "rate"):
-        return run(commands.report, args.run_dir, args.rounds, args.command == "report")
+        return run(commands.report, args.run_dir, args.rounds, args.command == "report",
+                   getattr(args, "format", "text"))
     if args.command == "import-evalscope":
         return commands.import_evalscope(args.report_path, args.dataset, args.dataset_name)
     raise AssertionError(args.command)

@@ -17,6 +17,7 @@ from .errors import ArenaError
 from .leaderboard import Board, gate_failures, reliability_warnings
 from .pipeline import Arena, ArenaResults
 from .report import write_reports
+from .report.formats import format_leaderboards
 from .report.tables import leaderboard_text
 from .runfolder import fresh_dir, load_run_config
 
@@ -171,7 +172,7 @@ async def run(config_path: Path, dry_run: bool, fresh: bool, quiet: bool, backen
     return _finish(results, quiet)
 
 
-async def report(run_dir: Path, rounds: int | None, write: bool) -> int:
+async def report(run_dir: Path, rounds: int | None, write: bool, fmt: str = "text") -> int:
     cfg = load_run_config(run_dir)
     if rounds is not None:
         cfg = replace(cfg, rating=replace(cfg.rating, rounds=rounds))
@@ -184,7 +185,7 @@ async def report(run_dir: Path, rounds: int | None, write: bool) -> int:
         for p in paths.values():
             print(p)
     else:
-        print(leaderboard_text(results.boards))
+        print(format_leaderboards(results.boards, fmt), end="" if fmt != "text" else "\n")
     return _judge_gate(results.boards)
 
 
