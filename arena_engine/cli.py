@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--latency", type=float, default=0.01, help="simulated median latency in seconds (default: 0.01)")
     d.add_argument("--seed", type=int, default=0, help="seed of the simulator and the bootstrap (default: 0)")
     d.add_argument("--quiet", action="store_true", help="no progress output")
+    d.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default="auto",
+                   help="auto: live lines on a terminal, plain otherwise (default); rich: live lines; plain: a block of lines every 5 s while counts change; none: nothing (as --quiet)")
 
     r = add("run", "run (or resume) an arena from a config file",
             "Run the arena described by CONFIG (TOML or JSON). Rerunning the same config resumes: finished "
@@ -71,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="print the plan and send nothing: requests per endpoint, how many the run folder already holds, what is still to send and its cost, and each model's identity")
     r.add_argument("--fresh", action="store_true", help="start over in a new folder beside output_dir")
     r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default="auto",
+                   help="auto: live lines on a terminal, plain otherwise (default); rich: live lines; plain: a block of lines every 5 s while counts change; none: nothing (as --quiet)")
     r.add_argument("--retry-excluded", action="store_true",
                    help="ask the judge again for the verdicts it answered unparseably (excluded games); the old "
                         "answers stay in the checkpoints, the new ones are used (local backend)")
@@ -178,14 +182,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         if args.queries < 1:
             raise ArenaError("--queries must be at least 1")
-        return run(commands.demo, args.output, args.queries, args.latency, args.seed, args.quiet)
+        return run(commands.demo, args.output, args.queries, args.latency, args.seed, args.quiet,
+                   "none" if args.quiet else args.progress)
     if args.command == "run":
         if args.backend == "local" and (args.address is not None or args.workers != 2):
             raise ArenaError("--address and --workers need --backend ray")
         if args.backend == "ray" and args.retry_excluded:
             raise ArenaError("--retry-excluded runs on the local backend only; rerun without --backend ray")
         return run(commands.run, args.config, args.dry_run, args.fresh, args.quiet, args.backend, args.address,
-                   args.workers, args.retry_excluded)
+                   args.workers, args.retry_excluded, "none" if args.quiet else args.progress)
     if args.command == "sim":
         return commands.sim(args.host, args.port, args.config)
     if args.command in ("report", "rate"):

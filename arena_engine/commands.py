@@ -83,9 +83,9 @@ def _unwrap(exc: Exception) -> Exception:
 
 
 async def run_with_progress(config: RunConfig, *, quiet: bool, offline: bool = False,
-                            retry_excluded: bool = False) -> ArenaResults:
+                            retry_excluded: bool = False, progress: str = "auto") -> ArenaResults:
     async with Arena(config, offline=offline, retry_excluded=retry_excluded) as arena, anyio.create_task_group() as tg:
-        tg.start_soon(lambda: show_progress(arena, quiet=quiet))
+        tg.start_soon(lambda: show_progress(arena, quiet=quiet, mode=progress))
         results = await arena.run()
     return results
 
@@ -122,7 +122,7 @@ def _finish(results: ArenaResults, quiet: bool) -> int:
     return gate
 
 
-async def demo(output: Path, queries: int, latency: float, seed: int, quiet: bool) -> int:
+async def demo(output: Path, queries: int, latency: float, seed: int, quiet: bool, progress: str = "auto") -> int:
     from .demo import demo_config, demo_sim_config, write_demo_dataset
     from .report.tables import report_table
     from .sim import SimServer
@@ -132,7 +132,7 @@ async def demo(output: Path, queries: int, latency: float, seed: int, quiet: boo
     async def body() -> ArenaResults:
         async with SimServer(demo_sim_config(seed=seed, latency=latency)) as sim:
             cfg = demo_config(sim.url, output, data, seed=seed)
-            return await run_with_progress(cfg, quiet=quiet)
+            return await run_with_progress(cfg, quiet=quiet, progress=progress)
 
     try:
         results = await _until_signal(body)
@@ -145,7 +145,8 @@ async def demo(output: Path, queries: int, latency: float, seed: int, quiet: boo
 
 
 async def run(config_path: Path, dry_run: bool, fresh: bool, quiet: bool, backend: str = "local",
-              address: str | None = None, workers: int = 2, retry_excluded: bool = False) -> int:
+              address: str | None = None, workers: int = 2, retry_excluded: bool = False,
+              progress: str = "auto") -> int:
     cfg = load_config(config_path)
     if fresh:
         cfg = cfg.with_output_dir(fresh_dir(cfg.output_dir))
@@ -158,11 +159,11 @@ async def run(config_path: Path, dry_run: bool, fresh: bool, quiet: bool, backen
 
         async def body() -> ArenaResults:
             return await run_on_ray(cfg, address=address, workers=workers,
-                                    progress=lambda watcher: show_progress(watcher, quiet=quiet))
+                                    progress=lambda watcher: show_progress(watcher, quiet=quiet, mode=progress))
     else:
 
         async def body() -> ArenaResults:
-            return await run_with_progress(cfg, quiet=quiet, retry_excluded=retry_excluded)
+            return await run_with_progress(cfg, quiet=quiet, retry_excluded=retry_excluded, progress=progress)
 
     try:
         results = await _until_signal(body)
