@@ -44,6 +44,7 @@ from .identity import (
     judge_request,
     judgment_key,
     model_identity,
+    model_messages,
     retry_key,
 )
 from .inflight import InFlight
@@ -417,7 +418,7 @@ class Arena:
         if m.name in self._imported:
             return self._import(m, q)
         stage, usage = self.stages[m.name], self.usage[m.name]
-        messages = [dict(msg) for msg in q.messages]
+        messages = model_messages(m, q)
         params = dict(m.generation)
         key = generation_key(self._identities[m.name], m.endpoint.model, params, messages)
         waited = False
