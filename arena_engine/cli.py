@@ -112,6 +112,18 @@ def _parser() -> argparse.ArgumentParser:
                    help="a dataset folder (or .jsonl file) to check the answers against")
     i.add_argument("--dataset-name", metavar="NAME",
                    help="the dataset's name in the EvalScope run (default: the folder's name)")
+    ij = add("import-judgments", "rate another tool's judgments (Arena-Hard-Auto, AlpacaEval), sending no request",
+             "Read the judgments another tool made and print the leaderboards they give, rated as arena-engine "
+             "rates its own games (both orders, strong verdicts 3 times, ties half; win rates and ratings with "
+             "intervals). No request is sent. arena-hard: a model_judgment/<judge>/ folder or one of its "
+             "<model>.jsonl files; alpacaeval: an annotations.json.")
+    ij.add_argument("path", type=Path, help="the judgments: a folder or file (see above)")
+    ij.add_argument("--from", dest="source", choices=("arena-hard", "alpacaeval"), required=True,
+                    help="the tool that wrote them")
+    ij.add_argument("--baseline", help="the baseline model (arena-hard: default gpt-4-0314, the judgments do not "
+                                      "name it; alpacaeval: default the most common generator_1)")
+    ij.add_argument("--format", choices=("text", "json", "csv", "markdown"), default="text",
+                    help="output format, as for 'rate' (default: text)")
     return p
 
 
@@ -196,6 +208,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("report", "rate"):
         return run(commands.report, args.run_dir, args.rounds, args.command == "report",
                    getattr(args, "format", "text"))
+    if args.command == "import-judgments":
+        return commands.import_judgments(args.path, args.source, args.baseline, args.format)
     if args.command == "import-evalscope":
         return commands.import_evalscope(args.report_path, args.dataset, args.dataset_name)
     raise AssertionError(args.command)

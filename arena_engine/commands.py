@@ -190,6 +190,31 @@ async def report(run_dir: Path, rounds: int | None, write: bool, fmt: str = "tex
     return _judge_gate(results.boards)
 
 
+def import_judgments(path: Path, source: str, baseline: str | None, fmt: str) -> int:
+    """Rate judgments made by Arena-Hard-Auto or AlpacaEval; no request is sent."""
+    from collections import Counter
+
+    from .config import RatingConfig
+    from .interop import ARENA_HARD_BASELINE, alpacaeval_games, arena_hard_games, models_of
+    from .leaderboard import leaderboards
+
+    if source == "arena-hard":
+        base = baseline or ARENA_HARD_BASELINE
+        games = arena_hard_games(path, baseline=base)
+    else:
+        games = alpacaeval_games(path)
+        base = baseline or (Counter(g.opponent for g in games).most_common(1)[0][0] if games else "")
+    if not games:
+        raise ArenaError(f"{path}: no judgment between two different models found")
+    names = models_of(games, base)
+    if base not in {g.opponent for g in games} | {g.candidate for g in games}:
+        raise ArenaError(f"{path}: the baseline {base!r} is in no game; name it with --baseline (models: "
+                         f"{', '.join(n for n in names if n != base)})")
+    boards = leaderboards(games, names, base, RatingConfig(), seed=0)
+    print(format_leaderboards(boards, fmt), end="" if fmt != "text" else "\n")
+    return _judge_gate(boards)
+
+
 def sim(host: str, port: int, config: Path | None) -> int:
     from .demo import demo_sim_config
     from .sim import SimConfig, serve
