@@ -109,31 +109,39 @@ def _cells(s: StageProgress, now: float, rates: RecentRate) -> dict[str, str]:
 _ORDER = ("count", "rate", "toks", "reused", "failed", "eta")
 
 
-def _line(name: str, cells: dict[str, str], shown: set[str], bar: int, s: StageProgress) -> str:
+def _line(name: str, cells: dict[str, str], shown: set[str], bar: int, s: StageProgress, glyphs: str) -> str:
     parts = [name]
     if bar:
         filled = round(bar * s.done / s.total) if s.total else 0
-        parts.append("#" * filled + "-" * (bar - filled))
+        parts.append(glyphs[0] * filled + glyphs[1] * (bar - filled))
     parts += [cells[k] for k in _ORDER if k in shown and cells[k]]
     return "  ".join(parts)
 
 
 def progress_lines(stages: Sequence[StageProgress], width: int, *, now: float | None = None,
-                   rates: RecentRate | None = None, retries: int = 0, errors: int = 0) -> list[str]:
-    """One line per stage, each at most ``width`` characters, in aligned columns."""
+                   rates: RecentRate | None = None, retries: int = 0, errors: int = 0,
+                   plain: bool = False) -> list[str]:
+    """One line per stage, each at most ``width`` characters.
+
+    Live (``plain=False``): aligned columns and a bar in the room left. ``plain`` (log files): each line
+    reads ``<stage>: <done>/<total> ...`` on its own, without a bar or padding."""
     now = now or time.monotonic()
     rates = rates or RecentRate()
     cells = [_cells(s, now, rates) for s in stages]
     for key in _ORDER:  # a column as wide as its widest cell, so the lines align
         w = max((len(c[key]) for c in cells), default=0)
         for c in cells:
-            c[key] = c[key].rjust(w) if any(c2[key] for c2 in cells) else ""
+            c[key] = "" if not any(c2[key] for c2 in cells) else c[key] if plain else c[key].rjust(w)
     shown = set(_ORDER)
     name_w = min(max(MAX_NAME, width // 3), max((len(s.name) for s in stages), default=1))
+    glyphs = "━─"
+
+    def name(s: StageProgress, nw: int) -> str:
+        return abbreviate(s.name, nw) + ":" if plain else abbreviate(s.name, nw).ljust(nw)
 
     def longest(nw: int, bar: int = 0) -> int:
-        return max((len(_line(abbreviate(s.name, nw).ljust(nw), c, shown, bar, s))
-                    for s, c in zip(stages, cells, strict=True)), default=0)
+        return max((len(_line(name(s, nw), c, shown, bar, s, glyphs)) for s, c in zip(stages, cells, strict=True)),
+                   default=0)
 
     drops = list(_DROP_ORDER)
     while (over := longest(name_w) - width) > 0:
@@ -145,8 +153,9 @@ def progress_lines(stages: Sequence[StageProgress], width: int, *, now: float | 
             name_w = max(1, name_w - over)
             break
     room = width - longest(name_w) - 2
-    bar = min(MAX_BAR, room) if room >= MIN_BAR else 0
-    lines = [_line(abbreviate(s.name, name_w).ljust(name_w), c, shown, bar, s)[:width].rstrip()
+    bar = 0 if plain else min(MAX_BAR, room) if room >= MIN_BAR else 0
+    lines = [_line(name(s, name_w), c, shown, bar, s, glyphs)[:width].rstrip().replace(":  ", ": ", 1)
+             if plain else _line(name(s, name_w), c, shown, bar, s, glyphs)[:width].rstrip()
              for s, c in zip(stages, cells, strict=True)]
     if retries or errors:
         lines.append(f"{retries} retries, {errors} failed for good so far"[:width])
@@ -173,7 +182,8 @@ async def log_progress(arena: Watchable, out: TextIO, every: float = 5.0, width:
         if state == printed or not (ev.finished or now - last >= every):
             continue
         last, printed = now, state
-        for line in progress_lines(ev.stages, width, now=now, rates=rates, retries=ev.retries, errors=ev.errors):
+        for line in progress_lines(ev.stages, width, now=now, rates=rates, retries=ev.retries, errors=ev.errors,
+                                   plain=True):
             print(line, file=out, flush=True)
 
 

@@ -41,7 +41,7 @@ def test_every_line_fits_and_keeps_done_total_and_eta(width: int) -> None:
     assert "3 failed" in lines[0]  # failures are never dropped
     assert lines[3].startswith("7 retries")
     wide = progress_lines(_stages(now), 200, now=now)
-    assert LONG in wide[0] and "tok/s" in wide[0] and "#" in wide[0]  # room: nothing dropped
+    assert LONG in wide[0] and "tok/s" in wide[0] and "━" in wide[0]  # room: nothing dropped
     narrow = progress_lines(_stages(now), 80, now=now)
     assert "tok/s" not in narrow[0] and "…" in narrow[0]  # dropped first, then the name abbreviated
     assert "req/s" in narrow[0]
@@ -84,6 +84,7 @@ def test_without_a_tty_the_last_block_is_printed_once() -> None:
     lines = out.getvalue().splitlines()
     assert sum(line.startswith("judge") for line in lines) == 2  # the 400 block and the final one
     assert all(len(line) <= 80 for line in lines)
+    assert lines[2].startswith("judge gpt-4o") and ": 1200/4000  30%" in lines[2] and "━" not in out.getvalue()
 
 
 def test_rich_display_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
