@@ -124,6 +124,16 @@ def _parser() -> argparse.ArgumentParser:
                                       "name it; alpacaeval: default the most common generator_1)")
     ij.add_argument("--format", choices=("text", "json", "csv", "markdown"), default="text",
                     help="output format, as for 'rate' (default: text)")
+    ex = add("export", "write a run's judgments for other tools: a flat CSV of games, or Arena-Hard's format",
+             "Write RUN_DIR's judged games, sending no request. games-csv: one row per game (dataset, subset, "
+             "query_id, candidate, opponent, candidate_is_a, outcome -2..2 from the candidate's side, reason), "
+             "for pandas. arena-hard: model_judgment/<judge>/<model>.jsonl files in Arena-Hard-Auto's format "
+             "(battles against the baseline), which 'import-judgments --from arena-hard' reads back.")
+    ex.add_argument("run_dir", type=Path, help="a run folder (the config's output_dir)")
+    ex.add_argument("--format", choices=("games-csv", "arena-hard"), default="games-csv",
+                    help="games-csv (default) or arena-hard")
+    ex.add_argument("--output", type=Path, required=True,
+                    help="games-csv: the CSV file to write; arena-hard: the folder to write model_judgment/ in")
     return p
 
 
@@ -208,6 +218,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("report", "rate"):
         return run(commands.report, args.run_dir, args.rounds, args.command == "report",
                    getattr(args, "format", "text"))
+    if args.command == "export":
+        return run(commands.export, args.run_dir, args.format, args.output)
     if args.command == "import-judgments":
         return commands.import_judgments(args.path, args.source, args.baseline, args.format)
     if args.command == "import-evalscope":

@@ -190,6 +190,31 @@ async def report(run_dir: Path, rounds: int | None, write: bool, fmt: str = "tex
     return _judge_gate(results.boards)
 
 
+async def export(run_dir: Path, fmt: str, output: Path) -> int:
+    """Write a run's games as a flat CSV, or in Arena-Hard-Auto's judgment format; no request is sent."""
+    import orjson
+
+    from .interop import arena_hard_rows, games_csv
+
+    cfg = load_run_config(run_dir)
+    results = await run_with_progress(cfg, quiet=True, offline=True)
+    try:
+        if fmt == "games-csv":
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(games_csv(results.games), encoding="utf-8")
+            print(output)
+            return EXIT_OK
+        folder = output / "model_judgment" / cfg.judge.name.replace("/", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        for model, rows in arena_hard_rows(results.games, baseline=cfg.baseline, judge=cfg.judge.name).items():
+            path = folder / f"{model.replace('/', '_')}.jsonl"  # the rows keep the real name
+            path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+            print(path)
+    except OSError as exc:
+        raise ArenaError(f"cannot write {output}: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
 def import_judgments(path: Path, source: str, baseline: str | None, fmt: str) -> int:
     """Rate judgments made by Arena-Hard-Auto or AlpacaEval; no request is sent."""
     from collections import Counter

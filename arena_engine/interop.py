@@ -120,3 +120,48 @@ def models_of(games: Sequence[Game], baseline: str) -> list[str]:
         names.setdefault(g.candidate)
         names.setdefault(g.opponent)
     return list(names)
+
+
+_LABEL_FROM_A = {v: k for k, v in _FROM_A.items()}
+
+GAME_COLUMNS = ("dataset", "subset", "query_id", "candidate", "opponent", "candidate_is_a", "outcome", "reason")
+
+
+def games_csv(games: Sequence[Game]) -> str:
+    """One row per game (``outcome`` from the candidate's side, -2..2, empty when excluded), for pandas."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(GAME_COLUMNS)
+    for g in games:
+        w.writerow([g.dataset, g.subset, g.query_id, g.candidate, g.opponent, int(g.candidate_is_a),
+                    "" if g.outcome is None else g.outcome, g.reason or ""])
+    return buf.getvalue()
+
+
+def arena_hard_rows(games: Sequence[Game], *, baseline: str, judge: str) -> dict[str, list[dict[str, Any]]]:
+    """Our games in Arena-Hard-Auto's judgment format, per model: {model: rows of <model>.jsonl}.
+
+    Only battles against the baseline (Arena-Hard judges every model against one); each row has both
+    games, game 1 with the baseline as A. ``score`` is the label from A's view (null when the game has
+    no verdict); ``judgment`` and ``user_prompt`` are left empty (Arena-Hard's scores need only
+    ``score``). The question id is ``<dataset>/<subset>/<query id>``.
+    """
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for g in games:
+        if g.opponent != baseline:
+            continue
+        qid = f"{g.dataset}/{g.subset}/{g.query_id}"
+        row = rows.get((g.candidate, qid))
+        if row is None:
+            row = rows[(g.candidate, qid)] = {"question_id": qid, "model": g.candidate, "judge": judge,
+                                              "games": [{"user_prompt": "", "judgment": "", "score": None}
+                                                        for _ in range(2)]}
+            out.setdefault(g.candidate, []).append(row)
+        # game 1: the baseline is A (the candidate is B); game 2: the candidate is A
+        from_a = None if g.outcome is None else (g.outcome if g.candidate_is_a else -g.outcome)
+        row["games"][1 if g.candidate_is_a else 0]["score"] = None if from_a is None else _LABEL_FROM_A[from_a]
+    return out

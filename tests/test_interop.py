@@ -10,6 +10,8 @@ score = predicted win rate against the baseline x 100.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import subprocess
 import sys
@@ -48,7 +50,7 @@ def _write_fixture(root: Path, n_questions: int = 60) -> Path:
     return folder
 
 
-def _arena_hard_formula(folder: Path) -> dict[str, float]:
+def _arena_hard_formula(folder: Path, baseline: str = BASELINE) -> dict[str, float]:
     """Arena-Hard-Auto's show_result.py, in numpy: battles, then the MLE Elo, then the score."""
     battles = []  # (model_a, model_b, winner)
     for f in sorted(folder.glob("*.jsonl")):
@@ -63,7 +65,7 @@ def _arena_hard_formula(folder: Path) -> dict[str, float]:
                     winner = "model_a" if s in ("A>B", "A>>B") else "model_b"
                 else:
                     winner = "model_b" if s in ("A>B", "A>>B") else "model_a"
-                battles += [(BASELINE, row["model"], winner)] * weight
+                battles += [(baseline, row["model"], winner)] * weight
     models = sorted({m for a, b, _ in battles for m in (a, b)})
     idx = {m: i for i, m in enumerate(models)}
     k = len(models)
@@ -78,7 +80,7 @@ def _arena_hard_formula(folder: Path) -> dict[str, float]:
             wins[i, j] += 0.5
             wins[j, i] += 0.5
     theta = np.zeros(k)  # natural-log strengths; Newton on the BT log-likelihood, baseline fixed at 0
-    base = idx[BASELINE]
+    base = idx[baseline]
     free = [i for i in range(k) if i != base]
     n = wins + wins.T
     for _ in range(100):
@@ -143,3 +145,35 @@ def test_alpacaeval_annotations(tmp_path: Path) -> None:
     path.write_bytes(orjson.dumps([{"instruction": "x", "generator_1": "a", "generator_2": "b", "preference": 3}]))
     with pytest.raises(DatasetError, match=r"\[0\]\.preference"):
         alpacaeval_games(path)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "arena_engine.cli", *args], capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def test_export_round_trips_through_arena_hards_format(tmp_path: Path) -> None:
+    assert _cli("demo", "--output", str(tmp_path / "demo"), "--queries", "8", "--quiet").returncode in (0, 1)
+    run = tmp_path / "demo" / "run"
+    ours = {r["model"]: r for r in orjson.loads(_cli("rate", str(run), "--format", "json").stdout)["rows"]
+            if r["scope"] == "OVERALL"}
+    # Arena-Hard's format, read back by the importer: the same games, so the same OVERALL numbers
+    out = _cli("export", str(run), "--format", "arena-hard", "--output", str(tmp_path / "ah"))
+    assert out.returncode == 0, out.stderr
+    folder = tmp_path / "ah" / "model_judgment" / "sim-judge"
+    assert sorted(p.name for p in folder.glob("*.jsonl")) == ["sim-strong.jsonl", "sim-weak.jsonl"]
+    row = orjson.loads((folder / "sim-strong.jsonl").read_bytes().splitlines()[0])
+    assert set(row) == {"question_id", "model", "judge", "games"} and len(row["games"]) == 2
+    back = _cli("import-judgments", str(folder), "--from", "arena-hard", "--baseline", "sim-base", "--format", "json")
+    theirs = {r["model"]: r for r in orjson.loads(back.stdout)["rows"] if r["scope"] == "OVERALL"}
+    for m in ("sim-strong", "sim-weak"):
+        assert theirs[m]["winrate"] == pytest.approx(ours[m]["winrate"], abs=1e-12)
+        assert theirs[m]["games"] == ours[m]["games"]
+    assert _arena_hard_formula(folder, "sim-base")["sim-strong"] == pytest.approx(100 * ours["sim-strong"]["winrate"], abs=1e-6)
+    # the flat CSV: one row per game, as many as report.json counts
+    assert _cli("export", str(run), "--output", str(tmp_path / "games.csv")).returncode == 0
+    games = list(csv.DictReader(io.StringIO((tmp_path / "games.csv").read_text(encoding="utf-8"))))
+    report = orjson.loads((run / "report" / "report.json").read_bytes())
+    assert len(games) == sum(s["games"] for s in report["subsets"])
+    assert {g["candidate_is_a"] for g in games} == {"0", "1"} and all(g["opponent"] == "sim-base" for g in games)
+
