@@ -124,3 +124,22 @@ def test_font_stack_names_cjk_faces(demo: Demo, browser: Any) -> None:  # noqa: 
     family = page.evaluate("getComputedStyle(document.body).fontFamily")
     assert "Noto Sans CJK SC" in family and family.rstrip().endswith("sans-serif")
     page.close()
+
+
+def test_diff_toggle_marks_the_words_only_one_answer_has(browser: Any, tmp_path: Path) -> None:
+    specs = [Spec("0", "Question", "cand", f"The capital is Paris {IMG} indeed", "The capital is Lyon",
+                  ("A>B", "B>A"), ("r1", "r2"))]
+    results, store = synthetic_run(tmp_path / "run", dataset="ds", subset="s", baseline="base", judge="j", specs=specs)
+    with store:
+        html = write_reports(results, store=store)["html"]
+    page, watch = open_report(browser, html, init_script="window.__ran = [];")
+    page.locator("#battle-rows tr").first.click()
+    page.check("#diff-toggle")
+    only_cand = page.locator("#detail-answer-candidate mark").all_inner_texts()
+    assert only_cand == ["Paris", "<img", "src=x", """onerror="window.__ran.push('img')">""", "indeed"]
+    assert page.locator("#detail-answer-opponent mark").all_inner_texts() == ["Lyon"]
+    assert page.inner_text("#detail-answer-candidate") == f"The capital is Paris {IMG} indeed"  # text unchanged
+    page.uncheck("#diff-toggle")
+    assert page.locator("#battle-detail mark").count() == 0
+    assert page.evaluate("window.__ran") == [] and watch.errors == []
+    page.close()

@@ -452,6 +452,42 @@
       textBlock("detail-reasoning-" + n, reasoning, B.texts ? "(no judge output stored)" : "(not in this report)"));
   }
 
+  // Side-by-side differences of the two answers, word by word (a longest common subsequence of their
+  // words and spaces): words only in the candidate's answer are marked in it, words only in the
+  // opponent's in that one. Built with text nodes only; the texts read the same with marks or without.
+  const DIFF_MAX = 3000;  // words per answer; beyond, the table of the LCS would be too big for a page
+  function diffMarks(a, b) {
+    const x = a.split(/(\s+)/), y = b.split(/(\s+)/);
+    if (x.length > DIFF_MAX || y.length > DIFF_MAX) return null;
+    const n = x.length, m = y.length, L = new Uint16Array((n + 1) * (m + 1));
+    for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) {
+      L[i * (m + 1) + j] = x[i] === y[j] ? L[(i + 1) * (m + 1) + j + 1] + 1 : Math.max(L[(i + 1) * (m + 1) + j], L[i * (m + 1) + j + 1]);
+    }
+    const ka = new Uint8Array(n), kb = new Uint8Array(m);
+    for (let i = 0, j = 0; i < n && j < m;) {
+      if (x[i] === y[j]) { ka[i++] = 1; kb[j++] = 1; } else if (L[(i + 1) * (m + 1) + j] >= L[i * (m + 1) + j + 1]) i++; else j++;
+    }
+    return [[x, ka], [y, kb]];
+  }
+  function markDiff(pre, words, keep, cls) {
+    pre.replaceChildren(...words.map((w, k) => (keep[k] || /^\s*$/.test(w) ? document.createTextNode(w) : el("mark", { class: cls, text: w }))));
+  }
+  function diffToggle(i) {
+    const a = str(C.ac[i]), b = str(C.ao[i]);
+    if (a === null || b === null) return null;
+    const box = el("input", { type: "checkbox", id: "diff-toggle" });
+    box.addEventListener("change", () => {
+      const pa = $("detail-answer-candidate"), pb = $("detail-answer-opponent");
+      const marks = box.checked ? diffMarks(a, b) : null;
+      if (box.checked && marks === null) { $("diff-note").textContent = "too long to compare here"; box.checked = false; return; }
+      $("diff-note").textContent = "";
+      if (marks === null) { pa.textContent = a; pb.textContent = b; return; }
+      markDiff(pa, marks[0][0], marks[0][1], "only-cand");
+      markDiff(pb, marks[1][0], marks[1][1], "only-opp");
+    });
+    return el("p", { class: "diff" }, el("label", null, box, " Show differences between the two answers"), el("span", { class: "muted", id: "diff-note" }));
+  }
+
   // The query's reference answer, and both answers scored against it (ROUGE / BLEU), when it has one.
   function referenceBox(i, cand, opp) {
     const ref = C.ref ? str(C.ref[i]) : null;
@@ -481,6 +517,7 @@
       el("p", { class: "muted", id: "detail-meta", text: sub[0] + " / " + sub[1] + " · query " + str(C.qid[i]) + " · score " + (s < 0 ? "none (excluded)" : (s / 4).toFixed(2)) + agree }),
       el("div", { class: "question" }, el("h4", { text: "Question" }), textBlock("detail-question", str(C.q[i]), missing)),
       ...[referenceBox(i, cand, opp)].filter((x) => x !== null),
+      diffToggle(i),
       el("div", { class: "pair" },
         el("div", null, el("h4", { text: "Answer of " + cand + " (candidate)" }), textBlock("detail-answer-candidate", str(C.ac[i]), missing)),
         el("div", null, el("h4", { text: "Answer of " + opp + (opp === R.baseline ? " (baseline)" : " (opponent)") }), textBlock("detail-answer-opponent", str(C.ao[i]), missing))),
