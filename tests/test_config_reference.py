@@ -172,12 +172,12 @@ def test_every_key_the_loader_reads_is_documented(tmp_path: Path, monkeypatch: p
     assert not undocumented, f"keys the loader reads but docs/config.md does not document: {undocumented}"
 
 
-def test_unknown_key_suggests_the_nearest() -> None:
-    data = _base(Path("."))
+def test_unknown_key_suggests_the_nearest(tmp_path: Path) -> None:
+    data = _base(tmp_path)
     data["models"][1]["concurency"] = 4
     with pytest.raises(ConfigError, match=r"unknown key 'models\[1\]\.concurency' \(did you mean 'concurrency'\?\)"):
         config_from_dict(data, source="arena.toml")
-    data = _base(Path("."))
+    data = _base(tmp_path)
     data["rating"] = {"interval": "score", "zzz": 1}
     with pytest.raises(ConfigError, match=r"unknown key 'rating\.zzz'$"):  # nothing near: no guess
         config_from_dict(data, source="arena.toml")
