@@ -1,3 +1,93 @@
-"""arena-engine: fast, crash-safe LLM arena evaluations."""
+"""arena-engine: fast, crash-safe LLM arena evaluations.
+
+The library in one place (each name is imported on first use, so ``import arena_engine`` stays cheap)::
+
+    import arena_engine as ae
+
+    results = ae.run_arena(ae.load_config("arena.toml"))     # scripts: the sync entry
+    ae.write_reports(results)                               # report/leaderboard.txt, report.json, report.html
+
+    async def evaluate(path):                               # async services
+        async with ae.Arena(ae.load_config(path)) as arena:
+            results = await arena.run()
+        ae.write_reports(results)                           # after the block: the run folder is unlocked
+        return results
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "Arena": "arena_engine.pipeline",
+    "ArenaResults": "arena_engine.pipeline",
+    "run_arena": "arena_engine.pipeline",
+    "load_config": "arena_engine.config",
+    "config_from_dict": "arena_engine.config",
+    "RunConfig": "arena_engine.config",
+    "rate_battles": "arena_engine.rating",
+    "Ratings": "arena_engine.rating",
+    "write_reports": "arena_engine.report",
+    "ArenaError": "arena_engine.errors",
+    "ConfigError": "arena_engine.errors",
+    "DatasetError": "arena_engine.errors",
+    "ImportMismatchError": "arena_engine.errors",
+    "CheckpointError": "arena_engine.errors",
+    "RequestError": "arena_engine.errors",
+    "FatalHTTPError": "arena_engine.errors",
+    "VerdictError": "arena_engine.errors",
+}
+
+__all__ = [
+    "Arena",
+    "ArenaError",
+    "ArenaResults",
+    "CheckpointError",
+    "ConfigError",
+    "DatasetError",
+    "FatalHTTPError",
+    "ImportMismatchError",
+    "Ratings",
+    "RequestError",
+    "RunConfig",
+    "VerdictError",
+    "__version__",
+    "config_from_dict",
+    "load_config",
+    "rate_battles",
+    "run_arena",
+    "write_reports",
+]
+
+if TYPE_CHECKING:
+    from .config import RunConfig, config_from_dict, load_config
+    from .errors import (
+        ArenaError,
+        CheckpointError,
+        ConfigError,
+        DatasetError,
+        FatalHTTPError,
+        ImportMismatchError,
+        RequestError,
+        VerdictError,
+    )
+    from .pipeline import Arena, ArenaResults, run_arena
+    from .rating import Ratings, rate_battles
+    from .report import write_reports
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'arena_engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--latency", type=float, default=0.01, help="simulated median latency in seconds (default: 0.01)")
     d.add_argument("--seed", type=int, default=0, help="seed of the simulator and the bootstrap (default: 0)")
     d.add_argument("--quiet", action="store_true", help="no progress output")
+    d.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default="auto",
+                   help="auto: live lines on a terminal, plain otherwise (default); rich: live lines; plain: a block of lines every 5 s while counts change; none: nothing (as --quiet)")
 
     r = add("run", "run (or resume) an arena from a config file",
             "Run the arena described by CONFIG (TOML or JSON). Rerunning the same config resumes: finished "
@@ -71,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="print the plan and send nothing: requests per endpoint, how many the run folder already holds, what is still to send and its cost, and each model's identity")
     r.add_argument("--fresh", action="store_true", help="start over in a new folder beside output_dir")
     r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default="auto",
+                   help="auto: live lines on a terminal, plain otherwise (default); rich: live lines; plain: a block of lines every 5 s while counts change; none: nothing (as --quiet)")
     r.add_argument("--retry-excluded", action="store_true",
                    help="ask the judge again for the verdicts it answered unparseably (excluded games); the old "
                         "answers stay in the checkpoints, the new ones are used (local backend)")
@@ -93,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
                  f"{what[0].upper() + what[1:]} of RUN_DIR from its checkpoints; no request is sent.")
         sp.add_argument("run_dir", type=Path, help="a run folder (the config's output_dir)")
         sp.add_argument("--rounds", type=int, help="bootstrap rounds, for interval = \"bootstrap\" and method = \"elo-online\" (default: the run's config)")
+        if name == "rate":
+            sp.add_argument("--format", choices=("text", "json", "csv", "markdown"), default="text",
+                            help="text: leaderboard.txt's layout (default); json, csv, markdown: one row per "
+                                 "model and scope with the win rate, the rating (Elo scale) and their intervals")
 
     i = add("import-evalscope", "list the answers of an EvalScope run's model",
             "Read one model's answers from an EvalScope run (a reports/<model> folder) and print what was "
@@ -104,6 +112,28 @@ def _parser() -> argparse.ArgumentParser:
                    help="a dataset folder (or .jsonl file) to check the answers against")
     i.add_argument("--dataset-name", metavar="NAME",
                    help="the dataset's name in the EvalScope run (default: the folder's name)")
+    ij = add("import-judgments", "rate another tool's judgments (Arena-Hard-Auto, AlpacaEval), sending no request",
+             "Read the judgments another tool made and print the leaderboards they give, rated as arena-engine "
+             "rates its own games (both orders, strong verdicts 3 times, ties half; win rates and ratings with "
+             "intervals). No request is sent. arena-hard: a model_judgment/<judge>/ folder or one of its "
+             "<model>.jsonl files; alpacaeval: an annotations.json.")
+    ij.add_argument("path", type=Path, help="the judgments: a folder or file (see above)")
+    ij.add_argument("--from", dest="source", choices=("arena-hard", "alpacaeval"), required=True,
+                    help="the tool that wrote them")
+    ij.add_argument("--baseline", help="the baseline model (arena-hard: default gpt-4-0314, the judgments do not "
+                                      "name it; alpacaeval: default the most common generator_1)")
+    ij.add_argument("--format", choices=("text", "json", "csv", "markdown"), default="text",
+                    help="output format, as for 'rate' (default: text)")
+    ex = add("export", "write a run's judgments for other tools: a flat CSV of games, or Arena-Hard's format",
+             "Write RUN_DIR's judged games, sending no request. games-csv: one row per game (dataset, subset, "
+             "query_id, candidate, opponent, candidate_is_a, outcome -2..2 from the candidate's side, reason), "
+             "for pandas. arena-hard: model_judgment/<judge>/<model>.jsonl files in Arena-Hard-Auto's format "
+             "(battles against the baseline), which 'import-judgments --from arena-hard' reads back.")
+    ex.add_argument("run_dir", type=Path, help="a run folder (the config's output_dir)")
+    ex.add_argument("--format", choices=("games-csv", "arena-hard"), default="games-csv",
+                    help="games-csv (default) or arena-hard")
+    ex.add_argument("--output", type=Path, required=True,
+                    help="games-csv: the CSV file to write; arena-hard: the folder to write model_judgment/ in")
     return p
 
 
@@ -174,18 +204,24 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         if args.queries < 1:
             raise ArenaError("--queries must be at least 1")
-        return run(commands.demo, args.output, args.queries, args.latency, args.seed, args.quiet)
+        return run(commands.demo, args.output, args.queries, args.latency, args.seed, args.quiet,
+                   "none" if args.quiet else args.progress)
     if args.command == "run":
         if args.backend == "local" and (args.address is not None or args.workers != 2):
             raise ArenaError("--address and --workers need --backend ray")
         if args.backend == "ray" and args.retry_excluded:
             raise ArenaError("--retry-excluded runs on the local backend only; rerun without --backend ray")
         return run(commands.run, args.config, args.dry_run, args.fresh, args.quiet, args.backend, args.address,
-                   args.workers, args.retry_excluded)
+                   args.workers, args.retry_excluded, "none" if args.quiet else args.progress)
     if args.command == "sim":
         return commands.sim(args.host, args.port, args.config)
     if args.command in ("report", "rate"):
-        return run(commands.report, args.run_dir, args.rounds, args.command == "report")
+        return run(commands.report, args.run_dir, args.rounds, args.command == "report",
+                   getattr(args, "format", "text"))
+    if args.command == "export":
+        return run(commands.export, args.run_dir, args.format, args.output)
+    if args.command == "import-judgments":
+        return commands.import_judgments(args.path, args.source, args.baseline, args.format)
     if args.command == "import-evalscope":
         return commands.import_evalscope(args.report_path, args.dataset, args.dataset_name)
     raise AssertionError(args.command)

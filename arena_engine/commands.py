@@ -82,9 +82,9 @@ def _unwrap(exc: Exception) -> Exception:
 
 
 async def run_with_progress(config: RunConfig, *, quiet: bool, offline: bool = False,
-                            retry_excluded: bool = False) -> ArenaResults:
+                            retry_excluded: bool = False, progress: str = "auto") -> ArenaResults:
     async with Arena(config, offline=offline, retry_excluded=retry_excluded) as arena, anyio.create_task_group() as tg:
-        tg.start_soon(lambda: show_progress(arena, quiet=quiet))
+        tg.start_soon(lambda: show_progress(arena, quiet=quiet, mode=progress))
         results = await arena.run()
     return results
 
@@ -131,7 +131,7 @@ def _finish(results: ArenaResults, quiet: bool) -> int:
     return gate
 
 
-async def demo(output: Path, queries: int, latency: float, seed: int, quiet: bool) -> int:
+async def demo(output: Path, queries: int, latency: float, seed: int, quiet: bool, progress: str = "auto") -> int:
     from .demo import demo_config, demo_sim_config, write_demo_dataset
     from .report.tables import report_table
     from .sim import SimServer
@@ -141,7 +141,7 @@ async def demo(output: Path, queries: int, latency: float, seed: int, quiet: boo
     async def body() -> ArenaResults:
         async with SimServer(demo_sim_config(seed=seed, latency=latency)) as sim:
             cfg = demo_config(sim.url, output, data, seed=seed)
-            return await run_with_progress(cfg, quiet=quiet)
+            return await run_with_progress(cfg, quiet=quiet, progress=progress)
 
     try:
         results = await _until_signal(body)
@@ -154,7 +154,8 @@ async def demo(output: Path, queries: int, latency: float, seed: int, quiet: boo
 
 
 async def run(config_path: Path, dry_run: bool, fresh: bool, quiet: bool, backend: str = "local",
-              address: str | None = None, workers: int = 2, retry_excluded: bool = False) -> int:
+              address: str | None = None, workers: int = 2, retry_excluded: bool = False,
+              progress: str = "auto") -> int:
     cfg = load_config(config_path)
     if fresh:
         cfg = cfg.with_output_dir(fresh_dir(cfg.output_dir))
@@ -167,11 +168,11 @@ async def run(config_path: Path, dry_run: bool, fresh: bool, quiet: bool, backen
 
         async def body() -> ArenaResults:
             return await run_on_ray(cfg, address=address, workers=workers,
-                                    progress=lambda watcher: show_progress(watcher, quiet=quiet))
+                                    progress=lambda watcher: show_progress(watcher, quiet=quiet, mode=progress))
     else:
 
         async def body() -> ArenaResults:
-            return await run_with_progress(cfg, quiet=quiet, retry_excluded=retry_excluded)
+            return await run_with_progress(cfg, quiet=quiet, retry_excluded=retry_excluded, progress=progress)
 
     try:
         results = await _until_signal(body)
@@ -181,9 +182,9 @@ async def run(config_path: Path, dry_run: bool, fresh: bool, quiet: bool, backen
     return _finish(results, quiet)
 
 
-async def report(run_dir: Path, rounds: int | None, write: bool) -> int:
+async def report(run_dir: Path, rounds: int | None, write: bool, fmt: str = "text") -> int:
     from .report import write_reports
-    from .report.tables import leaderboard_text
+    from .report.formats import format_leaderboards
 
     cfg = load_run_config(run_dir)
     if rounds is not None:
@@ -197,8 +198,59 @@ async def report(run_dir: Path, rounds: int | None, write: bool) -> int:
         for p in paths.values():
             print(p)
     else:
-        print(leaderboard_text(results.boards))
+        print(format_leaderboards(results.boards, fmt), end="" if fmt != "text" else "\n")
     return _judge_gate(results.boards)
+
+
+async def export(run_dir: Path, fmt: str, output: Path) -> int:
+    """Write a run's games as a flat CSV, or in Arena-Hard-Auto's judgment format; no request is sent."""
+    import orjson
+
+    from .interop import arena_hard_rows, games_csv
+
+    cfg = load_run_config(run_dir)
+    results = await run_with_progress(cfg, quiet=True, offline=True)
+    try:
+        if fmt == "games-csv":
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(games_csv(results.games), encoding="utf-8")
+            print(output)
+            return EXIT_OK
+        folder = output / "model_judgment" / cfg.judge.name.replace("/", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        for model, rows in arena_hard_rows(results.games, baseline=cfg.baseline, judge=cfg.judge.name).items():
+            path = folder / f"{model.replace('/', '_')}.jsonl"  # the rows keep the real name
+            path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+            print(path)
+    except OSError as exc:
+        raise ArenaError(f"cannot write {output}: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
+def import_judgments(path: Path, source: str, baseline: str | None, fmt: str) -> int:
+    """Rate judgments made by Arena-Hard-Auto or AlpacaEval; no request is sent."""
+    from collections import Counter
+
+    from .config import RatingConfig
+    from .interop import ARENA_HARD_BASELINE, alpacaeval_games, arena_hard_games, models_of
+    from .leaderboard import leaderboards
+    from .report.formats import format_leaderboards
+
+    if source == "arena-hard":
+        base = baseline or ARENA_HARD_BASELINE
+        games = arena_hard_games(path, baseline=base)
+    else:
+        games = alpacaeval_games(path)
+        base = baseline or (Counter(g.opponent for g in games).most_common(1)[0][0] if games else "")
+    if not games:
+        raise ArenaError(f"{path}: no judgment between two different models found")
+    names = models_of(games, base)
+    if base not in {g.opponent for g in games} | {g.candidate for g in games}:
+        raise ArenaError(f"{path}: the baseline {base!r} is in no game; name it with --baseline (models: "
+                         f"{', '.join(n for n in names if n != base)})")
+    boards = leaderboards(games, names, base, RatingConfig(), seed=0)
+    print(format_leaderboards(boards, fmt), end="" if fmt != "text" else "\n")
+    return _judge_gate(boards)
 
 
 def sim(host: str, port: int, config: Path | None) -> int:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from .chat_params import check_generation
 from .client import Endpoint, EnvVar, RetryPolicy, Timeouts
-from .configfile import read_config_file
+from .configfile import did_you_mean, read_config_file
 from .errors import ConfigError
 from .limits import AUTO_MAX, Limits
 
@@ -43,6 +43,8 @@ class ModelConfig:
     identity: str | None = None  # None: "<name> @ <api_url>" (see arena_engine.identity)
     reuse_answers_of: str | None = None  # share the answers of this other configured model
     evalscope_mismatch: Literal["error", "warn"] = "error"  # an imported row that answers no query: stop, or skip it
+    system_prompt: str | None = None  # a system message for this model (see identity.model_messages)
+    system_prompt_combine: Literal["prepend", "replace", "fallback"] = "prepend"  # with a query's own `system`
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,9 @@ class _Reader:
     def done(self) -> None:
         unknown = sorted(set(self.table) - self.seen)
         if unknown:
-            raise ConfigError(f"{self.source}: unknown key {self.where(unknown[0])!r}" + (f" (and {unknown[1:]})" if unknown[1:] else ""))
+            hint = did_you_mean(unknown[0], self.seen)
+            raise ConfigError(f"{self.source}: unknown key {self.where(unknown[0])!r}" + (f" ({hint})" if hint else "")
+                              + (f" (and {unknown[1:]})" if unknown[1:] else ""))
 
 
 def _endpoint(r: _Reader, name: str) -> Endpoint:
@@ -353,6 +357,9 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
                 identity=_identity(m),
                 reuse_answers_of=m.get("reuse_answers_of", str, None),
                 evalscope_mismatch=mismatch,  # type: ignore[arg-type]
+                system_prompt=_system_prompt(m, base, report),
+                system_prompt_combine=m.choice("system_prompt_combine", ("prepend", "replace", "fallback"),  # type: ignore[arg-type]
+                                               "prepend"),
             )
         )
         m.done()
@@ -423,6 +430,16 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
     )
 
 
+def _system_prompt(m: _Reader, base: Path, report: str | None) -> str | None:
+    value = _text_or_file(m, "system_prompt", base)
+    if value is not None and not value.strip():
+        raise ConfigError(f"{m.source}: '{m.where('system_prompt')}' is empty (leave it out for none)")
+    if value is not None and report is not None:
+        raise ConfigError(f"{m.source}: '{m.where('system_prompt')}' cannot change answers imported with "
+                          "'evalscope_report'; remove one of them")
+    return value
+
+
 def _identity(r: _Reader) -> str | None:
     value = r.get("identity", str, None)
     if value is not None and not value.strip():
@@ -449,6 +466,9 @@ def _check_reuse(source: str, models: Sequence[ModelConfig]) -> None:
                               f"name {other.reuse_answers_of!r} directly")
         if m.evalscope_report is not None or other.evalscope_report is not None:
             raise ConfigError(f"{where}: imported (evalscope_report) answers are not shared this way")
+        if (other.system_prompt, other.system_prompt_combine) != (m.system_prompt, m.system_prompt_combine):
+            raise ConfigError(f"{where} = {other_name!r}: the two models must have the same system_prompt "
+                              "(and system_prompt_combine) to share answers")
         if other.endpoint.model != m.endpoint.model or dict(other.generation) != dict(m.generation):
             raise ConfigError(
                 f"{where} = {other_name!r}: the two models must send the same model id and generation params "

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from .config import JudgeConfig, ModelConfig, RunConfig
+from .datasets import Query
 from .judge import DEFAULT_REFERENCE_TEMPLATE, DEFAULT_TEMPLATE, VERDICT_SCHEMA, render_prompt
 from .store import content_key
 
@@ -50,6 +51,32 @@ def model_identity(cfg: RunConfig, m: ModelConfig) -> str:
 
 def judge_identity(judge: JudgeConfig) -> str:
     return judge.identity or default_identity(judge.name, judge.endpoint.api_url)
+
+
+def model_messages(m: ModelConfig, q: Query) -> list[dict[str, str]]:
+    """The messages sent to ``m`` for ``q``: the query's, with the model's ``system_prompt`` combined
+    with the query's own system message (its ``system`` field, or a leading system message) by
+    ``system_prompt_combine``:
+
+    - ``"prepend"`` (default): one system message, the model's prompt, a blank line, then the query's;
+    - ``"replace"``: the model's prompt instead of the query's;
+    - ``"fallback"``: the query's where it has one, else the model's.
+
+    Without a ``system_prompt`` the query's messages are sent as they are (so the answer keys of runs
+    made before the key existed do not change). The messages are part of the generation key: a
+    changed prompt is a new answer, asked again.
+    """
+    messages = [dict(msg) for msg in q.messages]
+    prompt = m.system_prompt
+    if prompt is None:
+        return messages
+    own = messages[0]["content"] if messages and messages[0].get("role") == "system" else None
+    if own is None:
+        return [{"role": "system", "content": prompt}, *messages]
+    if m.system_prompt_combine == "fallback":
+        return messages
+    content = prompt if m.system_prompt_combine == "replace" else f"{prompt}\n\n{own}"
+    return [{"role": "system", "content": content}, *messages[1:]]
 
 
 def generation_key(identity: str, endpoint_model: str, params: Mapping[str, Any],

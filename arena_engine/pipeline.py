@@ -45,6 +45,7 @@ from .identity import (
     judge_request,
     judgment_key,
     model_identity,
+    model_messages,
     retry_key,
 )
 from .inflight import InFlight
@@ -107,6 +108,15 @@ class ArenaResults:
     @property
     def overall(self) -> Board:
         return self.boards[0]
+
+    @property
+    def judge_usage(self) -> EndpointUsage:
+        """The judge's usage (``usage`` keys it under the internal ``JUDGE`` role)."""
+        return self.usage[JUDGE]
+
+    def usage_by_name(self) -> dict[str, EndpointUsage]:
+        """Usage keyed by model name, the judge's as ``"judge:<judge name>"`` (never clashes with a model)."""
+        return {f"judge:{self.config.judge.name}" if k == JUDGE else k: u for k, u in self.usage.items()}
 
 
 class Arena:
@@ -431,7 +441,7 @@ class Arena:
         if m.name in self._imported:
             return self._import(m, q)
         stage, usage = self.stages[m.name], self.usage[m.name]
-        messages = [dict(msg) for msg in q.messages]
+        messages = model_messages(m, q)
         params = dict(m.generation)
         key = generation_key(self._identities[m.name], m.endpoint.model, params, messages)
         waited = False
@@ -835,11 +845,30 @@ def loop_options() -> dict[str, Any]:
     return {"loop_factory": uvloop.new_event_loop}
 
 
-def run_arena(config: RunConfig, *, offline: bool = False) -> ArenaResults:
-    """Run an arena from synchronous code (scripts); see :class:`Arena` for async services."""
+def run_arena(config: RunConfig, *, offline: bool = False, reports: bool = False) -> ArenaResults:
+    """Run an arena from synchronous code (scripts): the sync entry point.
+
+    With ``reports=True`` the reports are written too (``write_reports``). Inside a running event loop
+    (a notebook, an async service) this is an :class:`ArenaError`: use ``await Arena(...).run()`` there.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise ArenaError(
+            "run_arena() cannot run inside a running event loop (a notebook or an async service): "
+            "use `async with Arena(config) as arena: results = await arena.run()` there "
+            "(in short, `await Arena(...).run()`), then `write_reports(results)`"
+        )
 
     async def main() -> ArenaResults:
         async with Arena(config, offline=offline) as arena:
             return await arena.run()
 
-    return anyio.run(main, backend_options=loop_options())
+    results = anyio.run(main, backend_options=loop_options())
+    if reports:
+        from .report import write_reports  # the reports import this module
+
+        write_reports(results)
+    return results

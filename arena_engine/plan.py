@@ -18,6 +18,7 @@ from .identity import (
     judge_request,
     judgment_key,
     model_identity,
+    model_messages,
 )
 from .judge import DEFAULT_SYSTEM_PROMPT
 from .pairing import pairs_of
@@ -77,7 +78,7 @@ def _reuse(cfg: RunConfig, queries: list[Query]) -> tuple[dict[str, int], int] |
             for m in cfg.models:
                 if m.evalscope_report is not None:
                     continue
-                messages = [dict(msg) for msg in q.messages]
+                messages = model_messages(m, q)
                 params = dict(m.generation)
                 key = generation_key(model_identity(cfg, m), m.endpoint.model, params, messages)
                 rec, _ = find_generation(store, m, key, params, messages)

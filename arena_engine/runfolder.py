@@ -64,9 +64,11 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
         else:
             entry.update(_endpoint_dict(m.endpoint))
         entry["generation"] = dict(m.generation)
-        for key in ("price_in", "price_out", "identity", "reuse_answers_of"):
+        for key in ("price_in", "price_out", "identity", "reuse_answers_of", "system_prompt"):
             if getattr(m, key) is not None:
                 entry[key] = getattr(m, key)
+        if m.system_prompt_combine != "prepend":
+            entry["system_prompt_combine"] = m.system_prompt_combine
         models.append(entry)
     j = cfg.judge
     judge: dict[str, Any] = {"name": j.name, **_endpoint_dict(j.endpoint), "generation": dict(j.generation),

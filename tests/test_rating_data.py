@@ -1,9 +1,12 @@
-"""Ratings on public data with published numbers (../shared/data beside the repository)."""
+"""Ratings on public data with published numbers (vendored under tests/data/, licences beside them)."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
+import lzma
 import math
 import re
 from pathlib import Path
@@ -13,13 +16,30 @@ import pytest
 
 from arena_engine.rating import rate_battles, winrate_from_rating
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data"
 BASELINE = "Phi-3-medium-128k-instruct"
+# the SHA-256 of each uncompressed file, as listed in tests/data/README.md
+SHA256 = {
+    "arena-hard-local/arena_hard_battles.jsonl": "0c983d524b4a0cbe6fd31e42fd312446abd629031a3621c2221ee2fad932a6ae",
+    "arena-hard-local/bootstrapping_results.jsonl": "daaa551ac2b4964a69211fbeaf9cc9649b7611e7a44d505a58d17f9c94346e97",
+    "llmfao/llmfao.csv": "106564a4bf06f047a4662979384313c22d9b4ca901e780f9e8419f8e5581adb1",
+    "llmfao/llmfao-golden.csv": "e860654541c6e8aac859ba513f7f3458e1ac9f326a2f6895960688bb2d171145",
+}
 
-pytestmark = pytest.mark.skipif(
-    not (DATA / "README.md").is_file(), reason=f"shared test data not found at {DATA} (expected beside the repo)"
-)
+
+def _read(name: str) -> str:
+    """A vendored file's text (stored xz-compressed)."""
+    return lzma.decompress((DATA / f"{name}.xz").read_bytes()).decode("utf-8")
+
+
+def test_vendored_data_is_the_published_data_with_its_licences():
+    readme = (DATA / "README.md").read_text(encoding="utf-8")
+    for name, digest in SHA256.items():
+        assert hashlib.sha256(_read(name).encode("utf-8")).hexdigest() == digest, name
+        assert digest in readme, name
+    assert "Apache License" in (DATA / "arena-hard-local" / "LICENSE").read_text(encoding="utf-8")
+    assert "CC BY 4.0" in (DATA / "llmfao" / "LICENSE_DATA.md").read_text(encoding="utf-8")
+    assert "Apache License" in (DATA / "llmfao" / "LICENSE_evalica_repo").read_text(encoding="utf-8")
 
 
 def _published_table() -> dict[str, tuple[float, float, float]]:
@@ -31,7 +51,7 @@ def _published_table() -> dict[str, tuple[float, float, float]]:
 
 
 def _arena_hard() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    lines = (DATA / "arena-hard-local" / "arena_hard_battles.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = _read("arena-hard-local/arena_hard_battles.jsonl").splitlines()
     rows = [json.loads(line) for line in lines if line.strip()]
     models = sorted({r["model_a"] for r in rows} | {r["model_b"] for r in rows})
     index = {m: i for i, m in enumerate(models)}
@@ -71,7 +91,7 @@ def test_arena_hard_local_table_is_reproduced():
 def test_arena_hard_local_published_intervals_follow_from_the_stored_rounds():
     """The CI convention we use (percentiles of bootstrap ratings, mapped to win rates) is theirs."""
     published = _published_table()
-    lines = (DATA / "arena-hard-local" / "bootstrapping_results.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = _read("arena-hard-local/bootstrapping_results.jsonl").splitlines()
     rounds = [json.loads(line) for line in lines if line.strip()]
     models, a, b, o, q = _arena_hard()
     point = rate_battles(a, b, o, q, models=models, baseline=BASELINE, rounds=0)
@@ -87,10 +107,10 @@ def test_arena_hard_local_published_intervals_follow_from_the_stored_rounds():
 
 
 def test_llmfao_bradley_terry_matches_evalica_golden():
-    with (DATA / "llmfao" / "llmfao.csv").open(encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    with (DATA / "llmfao" / "llmfao-golden.csv").open(encoding="utf-8") as f:
-        golden = {r["item"]: float(r["score"]) for r in csv.DictReader(f) if r["algorithm"] == "bradley_terry"}
+    rows = list(csv.DictReader(io.StringIO(_read("llmfao/llmfao.csv"), newline="")))
+    golden = {r["item"]: float(r["score"])
+              for r in csv.DictReader(io.StringIO(_read("llmfao/llmfao-golden.csv"), newline=""))
+              if r["algorithm"] == "bradley_terry"}
     models = sorted({r["left"] for r in rows} | {r["right"] for r in rows})
     assert set(models) == set(golden) and len(models) == 59
     index = {m: i for i, m in enumerate(models)}

@@ -7,6 +7,9 @@ builds every table, the SVG plots and the battle browser from that JSON with DOM
 made inert inside HTML by :func:`embed_json` (``<``, ``>``, ``&``, U+2028 and U+2029 escaped), and a
 Content-Security-Policy lets only the page's own script (by its hash) run and forbids any request.
 
+The battle view also shows the query's reference answer (read from the dataset files, when they are
+still where the config says) and both answers' ROUGE/BLEU against it (``ref``, ``mc``, ``mo``).
+
 Battle data is compact so 100k battles stay browsable: every distinct string (question, answer,
 reasoning, model name, ...) is stored once in a string table, and the battles are columns of small
 integers that index it (a baseline answer shared by two candidates is stored once).
@@ -27,7 +30,10 @@ from typing import Any
 import orjson
 
 from ..battles import Battle
+from ..datasets import iter_queries
+from ..errors import ArenaError
 from ..judge import Verdict
+from ..metrics import METRIC_NAMES, sample_metrics_batch
 from ..pipeline import GENERATIONS, JUDGMENTS, ArenaResults
 from ..store import RunStore
 from .json_report import report_dict
@@ -46,6 +52,8 @@ BATTLE_COLUMNS: tuple[str, ...] = (
     "o1", "o2",  # each game's outcome from the candidate's side (-2..2), NO_OUTCOME when it has none
     "r1", "r2",  # each game's judge reasoning (the raw judge output when it held no verdict)
     "x1", "x2",  # why each game is excluded, -1 when it is not
+    "ref",  # the query's reference answer (the dataset's `response`), -1 when it has none
+    "mc", "mo",  # indexes into "ref_scores": the candidate's / opponent's answer scored against the reference
 )
 _TEXT_COLUMNS = ("q", "ac", "ao", "r1", "r2")
 
@@ -160,7 +168,10 @@ def _battle_data(results: ArenaResults, store: RunStore | None) -> dict[str, Any
     models: dict[str, int] = {}
     subsets: dict[tuple[str, str], int] = {}
     cols: dict[str, list[int]] = {c: [] for c in BATTLE_COLUMNS}
-    (c_sub, c_cand, c_opp, c_qid, c_q, c_ac, c_ao, c_s, c_o1, c_o2, c_r1, c_r2, c_x1, c_x2) = cols.values()
+    (c_sub, c_cand, c_opp, c_qid, c_q, c_ac, c_ao, c_s, c_o1, c_o2, c_r1, c_r2, c_x1, c_x2,
+     c_ref, c_mc, c_mo) = cols.values()
+    references = _references(results) if store is not None else {}
+    scored: dict[tuple[str, str], int] = {}  # (answer, reference) -> index into ref_scores
     reasons = {(g.dataset, g.subset, g.query_id, g.candidate, g.opponent, g.candidate_is_a): g.reason
                for g in results.games if g.outcome is None}
     source = _TextSource(store, results.battles) if store is not None else None
@@ -194,6 +205,13 @@ def _battle_data(results: ArenaResults, store: RunStore | None) -> dict[str, Any
         c_r2.append(add(t2[3]) if t2 is not None else NONE)
         c_x1.append(NONE if b.first is not None else add(_reason(reasons, b, True)))
         c_x2.append(NONE if b.second is not None else add(_reason(reasons, b, False)))
+        reference = references.get((b.dataset, b.subset, b.query_id))
+        c_ref.append(add(reference))
+        for answer, column in ((cand_answer, c_mc), (opp_answer, c_mo)):
+            if reference is None or answer is None:
+                column.append(NONE)
+            else:
+                column.append(scored.setdefault((answer, reference), len(scored)))
     text_ids = sorted({i for c in _TEXT_COLUMNS for i in cols[c]} - {NONE})
     return {
         "schema": DATA_SCHEMA,
@@ -205,7 +223,33 @@ def _battle_data(results: ArenaResults, store: RunStore | None) -> dict[str, Any
         "columns": cols,
         "text_ids": text_ids,
         "n": len(results.battles),
+        "metric_names": list(METRIC_NAMES),
+        "ref_scores": _score(scored),
     }
+
+
+def _references(results: ArenaResults) -> dict[tuple[str, str, str], str]:
+    """The reference answers of the battles' queries, read from the datasets (when they are still where
+    the config says: a report rebuilt elsewhere shows the battles without them)."""
+    wanted = {(b.dataset, b.subset) for b in results.battles}
+    out: dict[tuple[str, str, str], str] = {}
+    for d in results.config.datasets:
+        try:
+            for q in iter_queries(d.path, dataset=d.name, subsets=d.subsets, allow_empty=d.allow_empty):
+                if q.reference is not None and (q.dataset, q.subset) in wanted:
+                    out[(q.dataset, q.subset, q.id)] = q.reference
+        except (ArenaError, OSError):
+            continue
+    return out
+
+
+def _score(pairs: dict[tuple[str, str], int]) -> list[list[float]]:
+    """ROUGE/BLEU of each (answer, reference) pair, in index order, rounded to 4 places."""
+    if not pairs:
+        return []
+    ordered = sorted(pairs, key=pairs.__getitem__)
+    scores = sample_metrics_batch([a for a, _ in ordered], [r for _, r in ordered])
+    return [[round(float(x), 4) for x in row] for row in scores]
 
 
 def _reason(reasons: dict[tuple[str, str, str, str, str, bool], str | None], b: Battle, candidate_is_a: bool) -> str:

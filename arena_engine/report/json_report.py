@@ -12,7 +12,7 @@ import orjson
 
 from ..battles import exclusions, position_bias, position_consistency
 from ..leaderboard import Board, gate_failures, reliability_warnings
-from ..pipeline import ArenaResults
+from ..pipeline import JUDGE, ArenaResults
 from ..reliability import (
     MAX_EXCLUDED_SHARE,
     MIN_POSITION_CONSISTENCY,
@@ -64,12 +64,14 @@ def reliability(boards: list[Board]) -> dict[str, Any]:
 def report_dict(results: ArenaResults) -> dict[str, Any]:
     cfg = results.config
     prices = {m.name: (m.price_in, m.price_out) for m in cfg.models}
-    prices["\0judge"] = (cfg.judge.price_in, cfg.judge.price_out)
+    prices[JUDGE] = (cfg.judge.price_in, cfg.judge.price_out)
     endpoints = {}
+    models = {m.name for m in cfg.models}
     for key, u in results.usage.items():
-        name = cfg.judge.name if key == "\0judge" else key
+        # the judge is listed under its name, or "judge:<name>" when a model has the same name
+        name = key if key != JUDGE else cfg.judge.name if cfg.judge.name not in models else f"judge:{cfg.judge.name}"
         endpoints[name] = {
-            "role": "judge" if key == "\0judge" else ("baseline" if key == cfg.baseline else "candidate"),
+            "role": "judge" if key == JUDGE else ("baseline" if key == cfg.baseline else "candidate"),
             # the whole run's work, from the records the results use (whichever process sent them)
             "records": u.records, "reused": u.reused, "shared": u.shared, "truncated": u.truncated,
             "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,

@@ -92,7 +92,7 @@
       el("span", { class: "muted", text: " · " + int(board.games) + " games · " + board.method })), t.firstChild);
     return t;
   }
-  for (const b of boards) $("boards").appendChild(boardTable(b));
+  for (const b of boards) $("boards").appendChild(el("div", { class: "scroll board" }, boardTable(b)));
   if (!boards.length) $("boards").appendChild(el("p", { class: "muted", text: "No judged games yet." }));
 
   // ------------------------------------------------------------------ forest plot
@@ -124,9 +124,58 @@
     });
     host.appendChild(s);
   }
+  // Ratings (Elo scale, the baseline at 1000) with their intervals. The axis spans the points and the
+  // intervals, at most 600 points beyond the outermost point: a bound past it (a model that only won
+  // or lost has a huge one) is drawn to the edge with an arrow and written out in the label.
+  function drawRatings(board) {
+    const host = $("rating-plot");
+    host.replaceChildren();
+    if (!board || !board.entries.length) { host.appendChild(el("p", { class: "muted", text: "No games in this scope." })); return; }
+    const W = 820, L = 190, Rm = 170, top = 30, rowH = 28;
+    const H = top + rowH * board.entries.length + 14;
+    const fin = (v) => typeof v === "number" && Number.isFinite(v);
+    const pts = board.entries.map((e) => e.rating).filter(fin);
+    const lo0 = Math.min(...pts), hi0 = Math.max(...pts);
+    let lo = Math.min(lo0, ...board.entries.map((e) => e.rating_lower).filter(fin).map((v) => Math.max(v, lo0 - 600)));
+    let hi = Math.max(hi0, ...board.entries.map((e) => e.rating_upper).filter(fin).map((v) => Math.min(v, hi0 + 600)));
+    if (!(hi > lo)) { lo -= 100; hi += 100; }
+    const pad = (hi - lo) * 0.04; lo -= pad; hi += pad;
+    const x = (v) => L + (W - L - Rm) * (Math.max(lo, Math.min(hi, v)) - lo) / (hi - lo);
+    const s = svg("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img", "aria-label": "ratings with confidence intervals: " + board.title });
+    const step = [25, 50, 100, 200, 250, 500, 1000, 2000].find((st) => (hi - lo) / st <= 8) || 5000;
+    for (let t = Math.ceil(lo / step) * step; t <= hi; t += step) {
+      s.appendChild(svg("line", { x1: x(t), x2: x(t), y1: top - 6, y2: H - 10, class: t === 1000 ? "even" : "grid" }));
+      s.appendChild(svg("text", { x: x(t), y: top - 12, "text-anchor": "middle" }, String(t)));
+    }
+    board.entries.forEach((e, i) => {
+      const y = top + rowH * i + rowH / 2;
+      const isBase = e.model === R.baseline;
+      const r0 = (v) => (fin(v) ? v.toFixed(0) : "—");
+      const label = r0(e.rating) + " (" + r0(e.rating_lower) + " – " + r0(e.rating_upper) + ")";
+      const g = svg("g", { class: "row", "data-model": e.model }, svg("title", null, e.model + ": rating " + label));
+      g.appendChild(svg("text", { x: L - 10, y: y + 4, "text-anchor": "end" }, clip(e.model, 24)));
+      if (!isBase && fin(e.rating_lower) && fin(e.rating_upper)) {
+        g.appendChild(svg("line", { x1: x(e.rating_lower), x2: x(e.rating_upper), y1: y, y2: y, class: "ci" }));
+        for (const v of [e.rating_lower, e.rating_upper]) {
+          const cut = v < lo || v > hi;
+          g.appendChild(cut ? svg("path", { d: v > hi ? "M" + x(v) + " " + y + " l-7 -5 v10 z" : "M" + x(v) + " " + y + " l7 -5 v10 z", class: "arrow" })
+            : svg("line", { x1: x(v), x2: x(v), y1: y - 5, y2: y + 5, class: "ci" }));
+        }
+      }
+      if (fin(e.rating)) {
+        g.appendChild(isBase ? svg("rect", { x: x(e.rating) - 4.5, y: y - 4.5, width: 9, height: 9, class: "base", transform: "rotate(45 " + x(e.rating) + " " + y + ")" })
+          : svg("circle", { cx: x(e.rating), cy: y, r: 5, class: "pt" }));
+      }
+      g.appendChild(svg("text", { x: W - Rm + 8, y: y + 4 }, isBase ? r0(e.rating) + " (baseline)" : label));
+      s.appendChild(g);
+    });
+    host.appendChild(s);
+  }
+
   boards.forEach((b, i) => $("forest-scope").appendChild(el("option", { value: String(i), text: (b.scope === "overall" ? "" : b.scope + ": ") + b.title })));
-  $("forest-scope").addEventListener("change", (ev) => drawForest(boards[Number(ev.target.value)]));
+  $("forest-scope").addEventListener("change", (ev) => { drawForest(boards[Number(ev.target.value)]); drawRatings(boards[Number(ev.target.value)]); });
   drawForest(overall);
+  drawRatings(overall);
 
   // ------------------------------------------------------------------ heat map
 
@@ -222,14 +271,37 @@
       const share = (jd.position_consistency || {})[m];
       return el("tr", null, td(m), td(pct(share === undefined ? ok / n : share) + "%", "num"), td(int(ok) + " / " + int(n), "num"));
     });
-    $("judge-consistency").appendChild(consRows.length ? table([th("Candidate"), th("Consistent", "num"), th("Battles", "num")], consRows, { id: "consistency-table" })
+    $("judge-consistency").appendChild(consRows.length ? el("div", { class: "scroll" }, table([th("Candidate"), th("Consistent", "num"), th("Battles", "num")], consRows, { id: "consistency-table" }))
       : el("p", { class: "muted", text: "No battle has two valid games." }));
+    // one bar per candidate: the share of its battles whose two games agree, against the threshold
+    // below which the judge is suspected of following the answers' position
+    const minCons = ((R.reliability || {}).thresholds || {}).min_position_consistency;
+    const cands = [...perCand.entries()];
+    if (cands.length) {
+      const W = 520, L = 150, Rm = 110, rowH = 24, top = 22, H = top + rowH * cands.length + 8;
+      const x = (v) => L + (W - L - Rm) * v;
+      const s = svg("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img", "aria-label": "position consistency per candidate" });
+      for (let t = 0; t <= 4; t++) {
+        s.append(svg("line", { x1: x(t / 4), x2: x(t / 4), y1: top - 4, y2: H - 6, class: "grid" }), svg("text", { x: x(t / 4), y: top - 8, "text-anchor": "middle" }, 25 * t + "%"));
+      }
+      cands.forEach(([m, [ok, n]], i) => {
+        const share = (jd.position_consistency || {})[m] !== undefined ? jd.position_consistency[m] : ok / n;
+        const y = top + rowH * i;
+        s.appendChild(svg("g", { class: "row", "data-model": m },
+          svg("title", null, m + ": " + pct(share) + "% of " + n + " battles agree across the two orders"),
+          svg("text", { x: L - 8, y: y + 14, "text-anchor": "end" }, clip(m, 20)),
+          svg("rect", { x: L, y: y + 3, width: Math.max(1, x(share) - L), height: 15, class: minCons !== undefined && share < minCons ? "bar low" : "bar2" }),
+          svg("text", { x: x(share) + 6, y: y + 14 }, pct(share) + "%")));
+      });
+      if (minCons !== undefined) s.append(svg("line", { x1: x(minCons), x2: x(minCons), y1: top - 4, y2: H - 6, class: "even" }, svg("title", null, "threshold " + pct(minCons) + "%")));
+      $("judge-consistency").appendChild(el("div", { class: "plot", id: "consistency-plot" }, s));
+    }
     const totalLabels = labelCounts.reduce((a, b) => a + b, 0);
-    $("judge-labels").appendChild(table([th("Verdict"), th("Games", "num"), th("Share", "num")],
-      B.labels.map((l, i) => el("tr", null, td(l), td(int(labelCounts[i]), "num"), td(totalLabels ? pct(labelCounts[i] / totalLabels) + "%" : "—", "num")))));
+    $("judge-labels").appendChild(el("div", { class: "scroll" }, table([th("Verdict"), th("Games", "num"), th("Share", "num")],
+      B.labels.map((l, i) => el("tr", null, td(l), td(int(labelCounts[i]), "num"), td(totalLabels ? pct(labelCounts[i] / totalLabels) + "%" : "—", "num"))))));
     const exRows = (R.subsets || []).map((s) => el("tr", null, td(s.dataset), td(s.subset), td(int(s.queries), "num"), td(int(s.games), "num"), td(int(s.excluded), "num"),
       td(Object.entries(s.excluded_reasons || {}).map(([r, n]) => r + ": " + n).join("; ") || "—")));
-    $("judge-excluded").append(table([th("Dataset"), th("Subset"), th("Queries", "num"), th("Games", "num"), th("Excluded", "num"), th("Reasons")], exRows, { id: "excluded-table" }),
+    $("judge-excluded").append(el("div", { class: "scroll" }, table([th("Dataset"), th("Subset"), th("Queries", "num"), th("Games", "num"), th("Excluded", "num"), th("Reasons")], exRows, { id: "excluded-table" })),
       el("button", { type: "button", text: "Browse excluded battles", on: { click: () => { $("f-mode").value = "excluded"; browseTo(null, null); } } }));
   })();
 
@@ -380,6 +452,56 @@
       textBlock("detail-reasoning-" + n, reasoning, B.texts ? "(no judge output stored)" : "(not in this report)"));
   }
 
+  // Side-by-side differences of the two answers, word by word (a longest common subsequence of their
+  // words and spaces): words only in the candidate's answer are marked in it, words only in the
+  // opponent's in that one. Built with text nodes only; the texts read the same with marks or without.
+  const DIFF_MAX = 3000;  // words per answer; beyond, the table of the LCS would be too big for a page
+  function diffMarks(a, b) {
+    const x = a.split(/(\s+)/), y = b.split(/(\s+)/);
+    if (x.length > DIFF_MAX || y.length > DIFF_MAX) return null;
+    const n = x.length, m = y.length, L = new Uint16Array((n + 1) * (m + 1));
+    for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) {
+      L[i * (m + 1) + j] = x[i] === y[j] ? L[(i + 1) * (m + 1) + j + 1] + 1 : Math.max(L[(i + 1) * (m + 1) + j], L[i * (m + 1) + j + 1]);
+    }
+    const ka = new Uint8Array(n), kb = new Uint8Array(m);
+    for (let i = 0, j = 0; i < n && j < m;) {
+      if (x[i] === y[j]) { ka[i++] = 1; kb[j++] = 1; } else if (L[(i + 1) * (m + 1) + j] >= L[i * (m + 1) + j + 1]) i++; else j++;
+    }
+    return [[x, ka], [y, kb]];
+  }
+  function markDiff(pre, words, keep, cls) {
+    pre.replaceChildren(...words.map((w, k) => (keep[k] || /^\s*$/.test(w) ? document.createTextNode(w) : el("mark", { class: cls, text: w }))));
+  }
+  function diffToggle(i) {
+    const a = str(C.ac[i]), b = str(C.ao[i]);
+    if (a === null || b === null) return null;
+    const box = el("input", { type: "checkbox", id: "diff-toggle" });
+    box.addEventListener("change", () => {
+      const pa = $("detail-answer-candidate"), pb = $("detail-answer-opponent");
+      const marks = box.checked ? diffMarks(a, b) : null;
+      if (box.checked && marks === null) { $("diff-note").textContent = "too long to compare here"; box.checked = false; return; }
+      $("diff-note").textContent = "";
+      if (marks === null) { pa.textContent = a; pb.textContent = b; return; }
+      markDiff(pa, marks[0][0], marks[0][1], "only-cand");
+      markDiff(pb, marks[1][0], marks[1][1], "only-opp");
+    });
+    return el("p", { class: "diff" }, el("label", null, box, " Show differences between the two answers"), el("span", { class: "muted", id: "diff-note" }));
+  }
+
+  // The query's reference answer, and both answers scored against it (ROUGE / BLEU), when it has one.
+  function referenceBox(i, cand, opp) {
+    const ref = C.ref ? str(C.ref[i]) : null;
+    if (ref === null) return null;
+    const names = B.metric_names || [];
+    const sc = (j) => (j >= 0 && B.ref_scores[j] ? B.ref_scores[j] : null);
+    const mc = sc(C.mc[i]), mo = sc(C.mo[i]);
+    const row = (who, m) => el("tr", { data: { model: who } }, td(who), ...names.map((_, k) => td(m ? m[k].toFixed(4) : "—", "num")));
+    return el("div", { class: "question reference" },
+      el("h4", { text: "Reference answer" }), textBlock("detail-reference", ref, "(none)"),
+      names.length ? el("div", { class: "scroll" }, table([th("Answer against the reference"), ...names.map((n) => th(n, "num"))],
+        [row(cand, mc), row(opp, mo)], { id: "detail-ref-metrics" })) : null);
+  }
+
   function showBattle(i) {
     state.selected = i;
     for (const tr of $("battle-rows").children) tr.classList.toggle("selected", tr.dataset.index === String(i));
@@ -394,6 +516,8 @@
       el("h3", { id: "detail-title", text: cand + " vs " + opp }),
       el("p", { class: "muted", id: "detail-meta", text: sub[0] + " / " + sub[1] + " · query " + str(C.qid[i]) + " · score " + (s < 0 ? "none (excluded)" : (s / 4).toFixed(2)) + agree }),
       el("div", { class: "question" }, el("h4", { text: "Question" }), textBlock("detail-question", str(C.q[i]), missing)),
+      ...[referenceBox(i, cand, opp)].filter((x) => x !== null),
+      diffToggle(i),
       el("div", { class: "pair" },
         el("div", null, el("h4", { text: "Answer of " + cand + " (candidate)" }), textBlock("detail-answer-candidate", str(C.ac[i]), missing)),
         el("div", null, el("h4", { text: "Answer of " + opp + (opp === R.baseline ? " (baseline)" : " (opponent)") }), textBlock("detail-answer-opponent", str(C.ao[i]), missing))),

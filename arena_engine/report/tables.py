@@ -9,6 +9,7 @@ below the seed's table.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -125,7 +126,18 @@ def _pct(x: float) -> str:
     return f"{v:g}" if v == int(v) else f"{v:.1f}"
 
 
+def _elo(x: float) -> str:
+    """A rating on the Elo scale, rounded to a point; ``inf``/``-inf`` for a model that only won or lost."""
+    if math.isnan(x):
+        return "n/a"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.0f}"
+
+
 def board_text(board: Board) -> str:
+    """One board of ``leaderboard.txt``: win rate and its interval (percentage points), then the rating
+    (Elo scale, the baseline at 1000) and its interval, then the judge diagnostics."""
     if board.scope.kind == "overall":
         title = "=== OVERALL LEADERBOARD ==="
     elif board.scope.kind == "dataset":
@@ -134,14 +146,15 @@ def board_text(board: Board) -> str:
         title = f"=== SUBSET LEADERBOARD: {board.scope.dataset} - {board.scope.subset} ==="
     rows: list[tuple[str, ...]] = []
     for e in board.entries:
+        rating = (_elo(e.rating), f"({_elo(e.rating_lower)} / {_elo(e.rating_upper)})")
         if e.model == board.baseline:
-            rows.append((e.model, "50", "(+0.0 / +0.0)"))
+            rows.append((e.model, "50", "(+0.0 / +0.0)", *rating))
         else:
             lo = 100 * (e.lower - e.winrate)
             hi = 100 * (e.upper - e.winrate)
-            rows.append((e.model, _pct(e.winrate), f"({lo:+.1f} / {hi:+.1f})"))
-    header = ("Model", "WinRate (%)", "CI (%)")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+            rows.append((e.model, _pct(e.winrate), f"({lo:+.1f} / {hi:+.1f})", *rating))
+    header = ("Model", "WinRate (%)", "CI (%)", "Rating", "Rating CI")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
@@ -178,7 +191,10 @@ def leaderboard_text(boards: Sequence[Board]) -> str:
 
 
 _TITLE_RE = re.compile(r"^=== (OVERALL LEADERBOARD|DATASET LEADERBOARD: (.+)|SUBSET LEADERBOARD: (.+)) ===$")
-_ROW_RE = re.compile(r"^(.+?)\s+(\d+(?:\.\d+)?)\s+\(([+-]\d+\.\d) / ([+-]\d+\.\d)\)$")
+_ELO = r"-?\d+|-?inf|n/a"
+# model, win rate %, its interval (deltas); then (files since the ratings were added) rating and interval
+_ROW_RE = re.compile(r"^(.+?)\s+(\d+(?:\.\d+)?)\s+\(([+-]\d+\.\d) / ([+-]\d+\.\d)\)"
+                     rf"(?:\s+({_ELO})\s+\(({_ELO}) / ({_ELO})\))?$")
 
 
 _GAMES_RE = re.compile(r"^games: (\d+) rated of (\d+), (\d+) excluded \((\d+\.\d)%\)(?:: (.+))?$")
@@ -236,4 +252,23 @@ def parse_leaderboard(text: str) -> dict[str, dict[str, tuple[float, float, floa
             section = out.setdefault(title, {})
         elif section is not None and (m := _ROW_RE.match(line)):
             section[m.group(1).strip()] = (float(m.group(2)), float(m.group(3)), float(m.group(4)))
+    return out
+
+
+def _elo_value(text: str) -> float:
+    return math.nan if text == "n/a" else float(text)
+
+
+def parse_ratings(text: str) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """Read the ratings of ``leaderboard.txt`` back: {section title: {model: (rating, lower, upper)}}
+    (Elo scale; ``inf`` for a model that only won; files written before the ratings were added have none)."""
+    out: dict[str, dict[str, tuple[float, float, float]]] = {}
+    section: dict[str, tuple[float, float, float]] | None = None
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if m := _TITLE_RE.match(line):
+            title = "OVERALL" if m.group(1).startswith("OVERALL") else (m.group(2) or m.group(3))
+            section = out.setdefault(title, {})
+        elif section is not None and (m := _ROW_RE.match(line)) and m.group(5) is not None:
+            section[m.group(1).strip()] = (_elo_value(m.group(5)), _elo_value(m.group(6)), _elo_value(m.group(7)))
     return out

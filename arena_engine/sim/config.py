@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from arena_engine.configfile import read_config_file
+from arena_engine.configfile import did_you_mean, read_config_file
 from arena_engine.errors import ConfigError
 
 LatencyKind = Literal["fixed", "lognormal"]
@@ -235,7 +235,8 @@ def _check_number(key: str, value: object, *, low: float | None = None, high: fl
 def _known_keys(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(allowed)}")
+        hint = did_you_mean(str(unknown[0]), allowed)
+        raise ConfigError(f"{where}: unknown key(s) {unknown}" + (f" ({hint})" if hint else "") + f"; known: {sorted(allowed)}")
 
 
 def _latency_from(data: Any, where: str) -> Latency:
