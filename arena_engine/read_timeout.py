@@ -25,7 +25,11 @@ client's attempts with one task that wakes every `tick` seconds (a tenth of the 
 When a watch expires the watchdog cancels the attempt's task, as aiohttp's own timeouts do, and
 `absorb` takes that one cancellation back (`Task.uncancel`), so a cancellation from outside (the
 caller's, a task group's) is never mistaken for a timeout. A timeout fires between `timeout` and
-`timeout + tick` seconds after the last data.
+`timeout + tick` seconds after the last data, counting only time the loop was running: when the
+watchdog wakes more than a tick late (the process got no CPU, was stopped, or the loop was held), the
+lateness is added to every deadline and the answers that arrived meanwhile are read before anything
+fires. Without that, a client frozen for a second timed out every attempt in flight on resuming,
+answers already in its socket included, and paid for them again.
 """
 
 from __future__ import annotations
@@ -111,9 +115,24 @@ class ReadWatchdog:
 
     async def _run(self) -> None:
         try:
+            skipped = False
             while self._watches:
+                due = self._clock() + self.tick
                 await asyncio.sleep(self.tick)
                 now = self._clock()
+                late = now - due
+                if late > self.tick:
+                    # The loop did not run for `late` seconds (the process was starved of CPU or stopped, a
+                    # GC pause, a callback holding the loop): the attempts' sockets were not read either,
+                    # and an answer that arrived meanwhile sits unread. That time does not count against the
+                    # server, and what arrived is read (one tick) before anything is timed out; firing now
+                    # re-sent requests the server had already answered (and paid for).
+                    for watch in self._watches:
+                        watch.deadline += late
+                    if not skipped:  # a loop late at every tick still times out (deadlines move by `late`)
+                        skipped = True
+                        continue
+                skipped = False
                 for watch in [w for w in self._watches if w.deadline <= now]:
                     body = watch.body
                     if body is not None and body.total_bytes != watch.seen:  # data came in: re-arm

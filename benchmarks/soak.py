@@ -21,10 +21,22 @@ tens of MB swings by +-20 MB from round to round with no change in live memory.
 After each round the run folder's checkpoint files are read back line by line and compared with the
 simulator's counters:
 
-- lost: usable 200 answers (not the simulator's deliberately broken ones) that are not in the
-  checkpoints (bar: 0);
+- lost: request bodies the simulator answered with a usable 200 (not one of its deliberately broken
+  ones) at least once, whose record is not in the checkpoints (bar: 0);
 - duplicated: keys stored twice in a checkpoint file, plus requests the simulator answered 200 again
-  after a usable answer (bar: 0 and 0);
+  after a usable answer that the client had received (bar: 0 and 0);
+- not received: 200s the simulator counted (it counts when its handler returns, before the client has
+  read anything) for attempts the client then timed out on, so it sent the body again and paid for a
+  second 200. Counted apart and shown, not judged: no record can exist for an answer the client never
+  took, and the body's later answer is stored once. It is the number of duplicate 200s, at most the
+  client's read timeouts on attempts the simulator finished (its watchdog's expirations minus the
+  simulator's hangs, stalls and handlers cancelled by the client leaving).
+
+Before that split, one such body showed on both lines ("lost 2, duplicated 0+2" in a loaded run was
+two bodies answered twice): lost was every usable 200 minus the records. Those two came from the client
+process not running for about a second: its read watchdog then timed out every attempt in flight on
+waking, answers already in its socket included; the watchdog no longer counts time the loop did not
+run (arena_engine.read_timeout), and three 1.5 s SIGSTOPs of this process in a round now cost nothing.
 - every game ends decided or excluded with a reason; requests that failed for good have a failure record.
 
 Per-body Retry-After violations are counted too; the endpoint-wide counter is not (three clients share
@@ -114,7 +126,8 @@ class Round:
     records: int
     lost: int
     duplicated_keys: int
-    duplicate_200: int
+    duplicate_200: int  # answered 200 again although the client had taken the earlier answer
+    not_received: int  # duplicate 200s after the client timed out on the earlier one (not judged)
     retry_after_violations: int
     games: int
     request_seconds: float  # first to last request the simulator saw
@@ -173,9 +186,15 @@ def read_checkpoints(run_dir: Path) -> Readback:
     return out
 
 
-def usable_200(stats: dict[str, Any]) -> int:
-    broken = sum(stats["faults"].get(k, 0) for k in ("malformed", "no_choices", "bad_verdict"))
-    return int(stats["status"].get("200", 0)) - broken
+def split_duplicate_200(stats: dict[str, Any], client_timeouts: int) -> tuple[int, int]:
+    """(duplicate 200s the client had received, duplicate 200s after a client timeout on the earlier
+    answer). A read timeout on an attempt the simulator did not hang, stall or see abandoned mid-handler
+    is one whose answer the simulator finished: at most that many duplicates are "not received"."""
+    status = stats["status"]
+    unfinished = sum(int(status.get(k, 0)) for k in ("hang_abandoned", "stall_abandoned", "client_gone"))
+    dup = int(stats["duplicate_200"])
+    not_received = min(dup, max(0, client_timeouts - unfinished))
+    return dup - not_received, not_received
 
 
 def check_round(results: ArenaResults, back: Readback, queries: int) -> tuple[int, Counter[str]]:
@@ -194,7 +213,8 @@ def check_round(results: ArenaResults, back: Readback, queries: int) -> tuple[in
     return len(results.games), excluded
 
 
-async def run_round(url: str, root: Path, round_no: int, queries: int, concurrency: int) -> ArenaResults:
+async def run_round(url: str, root: Path, round_no: int, queries: int, concurrency: int) -> tuple[ArenaResults, int]:
+    """The round's results and its clients' read timeouts (attempts the read watchdog cut)."""
     data = root / f"data-{round_no}" / "soak"
     write_round_dataset(data, round_no, queries)
 
@@ -210,7 +230,10 @@ async def run_round(url: str, root: Path, round_no: int, queries: int, concurren
         "rating": {"rounds": 200},
     }, source="<soak>")
     async with Arena(cfg) as arena:
-        return await arena.run()
+        results = await arena.run()
+        # private: the per-client watchdog counter is not part of the library's API
+        timeouts = sum(c._watchdog.expired for c in arena._clients.values())
+    return results, timeouts
 
 
 def main() -> int:
@@ -249,7 +272,7 @@ def main() -> int:
             sampler.round = n
             sim.reset_stats()  # per-round counters; also frees the simulator's per-body table
             t0, cpu0 = time.monotonic(), time.process_time()
-            results = anyio.run(run_round, sim.url, root, n, a.queries_per_round, a.concurrency,
+            results, timeouts = anyio.run(run_round, sim.url, root, n, a.queries_per_round, a.concurrency,
                                 backend_options=backend)
             seconds, cpu = time.monotonic() - t0, time.process_time() - cpu0
             stats = sim.stats()
@@ -257,8 +280,9 @@ def main() -> int:
             back = read_checkpoints(root / f"run-{n}")
             games, excluded = check_round(results, back, a.queries_per_round)
             stored = back.generations + back.verdicts
-            r = Round(n, a.queries_per_round, seconds, stats["requests"], stored, usable_200(stats) - stored,
-                      back.duplicated_keys, stats["duplicate_200"], stats["retry_after_violations"], games, window,
+            dup_200, not_received = split_duplicate_200(stats, timeouts)
+            r = Round(n, a.queries_per_round, seconds, stats["requests"], stored, stats["answered_bodies"] - stored,
+                      back.duplicated_keys, dup_200, not_received, stats["retry_after_violations"], games, window,
                       1e6 * cpu / max(1, stats["requests"]), excluded, back.failures, stats["faults"])
             rounds.append(r)
             del results
@@ -269,6 +293,7 @@ def main() -> int:
             print(f"round {n}: {r.requests / window:,.0f} req/s while sending ({r.requests:,} requests in "
                   f"{window:.1f} s; round {seconds:.1f} s), client CPU {r.cpu_us:.0f} us/request, "
                   f"{r.records:,} records, lost {r.lost}, duplicated {r.duplicated_keys}+{r.duplicate_200}, "
+                  f"200s not received {r.not_received}, "
                   f"failed {r.failures}, excluded {dict(r.excluded)}, RSS settled {r.rss_settled:.0f} MB, "
                   f"median {sampler.median(n):.0f} MB, peak {sampler.peak(n):.0f} MB",
                   flush=True)
@@ -279,6 +304,7 @@ def main() -> int:
     records = sum(r.records for r in rounds)
     lost = sum(r.lost for r in rounds)
     duplicated = sum(r.duplicated_keys + r.duplicate_200 for r in rounds)
+    not_received = sum(r.not_received for r in rounds)
     violations = sum(r.retry_after_violations for r in rounds)
     faults: Counter[str] = Counter()
     for r in rounds:
@@ -312,6 +338,8 @@ def main() -> int:
     print("RSS settled per round (MB): " + " ".join(f"{r.rss_settled:.0f}" for r in rounds))
     print(f"lost records:            {lost}  (bar: 0)")
     print(f"duplicated records:      {duplicated}  (bar: 0)")
+    print(f"200s not received:       {not_received}  (the client timed out on them and paid for the body again; "
+          "shown, not judged)")
     print(f"Retry-After violations:  {violations} (per request body)")
     print("RSS samples (s, round, MB): " + " ".join(f"{t:.0f}/{n}/{m:.0f}" for t, n, m in sampler.samples[::10]))
     ok = rate >= 1000 and growth < RSS_BAR and lost == 0 and duplicated == 0 and violations == 0

@@ -176,3 +176,27 @@ def test_stats_without_body_tracking_still_count_arrivals() -> None:
         stats.done(9, "200")
     snap = stats.snapshot()
     assert snap["requests"] == 3 and snap["distinct_bodies"] == 0 and snap["duplicate_200"] == 0
+
+
+def test_stats_count_answered_bodies_once_and_describe_each_duplicate_200() -> None:
+    # a soak's "lost" is answered bodies minus stored records: a body answered twice must count once there,
+    # and its second 200 shows as a duplicate with the times that tell a re-send after a client timeout apart
+    clock = FakeClock()
+    stats = SimStats(clock=clock, wall=clock)
+    stats.arrive("m", 1)
+    stats.done(1, "200", usable=False)  # broken on purpose: not an answer
+    stats.arrive("m", 1)
+    stats.done(1, "200")
+    clock.now += 1.0
+    stats.arrive("m", 1)  # sent again after the client's 1 s read timeout
+    clock.now += 0.005
+    stats.done(1, "200")
+    stats.arrive("m", 2)
+    stats.done(2, "200")
+    snap = stats.snapshot()
+    assert snap["answered_bodies"] == 2 and snap["duplicate_200"] == 1
+    (entry,) = snap["duplicate_200_log"]
+    assert entry["body"] == f"{1:016x}"
+    assert (entry["answered"], entry["resent"], entry["answered_again"]) == (100.0, 101.0, 101.005)
+    stats.reset()
+    assert stats.snapshot()["answered_bodies"] == 0 and stats.snapshot()["duplicate_200_log"] == []

@@ -8,6 +8,14 @@ client is right to send that body again), and it checks that clients honour Retr
 - `retry_after_violations`: arrivals of a body before the Retry-After that body was given has passed;
 - `endpoint_retry_after_violations`: arrivals while any 429-imposed wait is running, more than
   `grace` seconds after that 429 was sent (requests already in flight get the grace).
+
+The server counts a 200 when its handler returns the answer, which is before the client has read
+it: a client whose read timeout fires after that (its process did not run for that long, or this one
+stalled between counting and sending) sends the body again, and its second 200 is a `duplicate_200`
+although the client never took the first. `answered_bodies` counts each body with a usable 200 once
+(what a client can have stored); `duplicate_200_log` keeps the first `DUPLICATE_LOG_MAX` duplicates
+with wall times (the earlier 200, the re-send's arrival, the second 200), to tell a re-send after a
+client timeout apart from a client re-sending an answer it already had.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from typing import Any
 _LOW32 = 0xFFFFFFFF
 # An arrival this much before the stated Retry-After still counts as on time (timer granularity).
 _PER_BODY_TOLERANCE_S = 0.001
+#: duplicate 200s described in `duplicate_200_log` (the count itself is never capped)
+DUPLICATE_LOG_MAX = 100
 
 
 class SimStats:
@@ -48,6 +58,7 @@ class SimStats:
         self.in_flight = 0
         self.max_in_flight = 0
         self.duplicate_200 = 0
+        self.answered_bodies = 0  # distinct bodies with at least one usable 200
         self.duplicate_requests = 0
         self.retry_after_violations = 0
         self.endpoint_retry_after_violations = 0
@@ -55,6 +66,9 @@ class SimStats:
         self.last_request: dict[str, float] = {}
         self._times: dict[str, array[float]] = {}
         self._bodies: dict[int, int] = {}  # digest -> received | (answered 200 << 32)
+        self._answered_at: dict[int, float] = {}  # digest -> wall time of its last usable 200
+        self._resent_at: dict[int, float] = {}  # digest -> wall time it arrived again after a usable 200
+        self.duplicate_200_log: list[dict[str, Any]] = []
         self._not_before: dict[int, float] = {}  # digest -> monotonic time its Retry-After ends
         self._sweep_at = 1024
         self._blocks: deque[tuple[float, float]] = deque()  # (sent + grace, wait end), in send order
@@ -95,6 +109,8 @@ class SimStats:
         occurrence = packed & _LOW32
         if occurrence:
             self.duplicate_requests += 1
+            if packed >> 32 and len(self.duplicate_200_log) < DUPLICATE_LOG_MAX:
+                self._resent_at[body_key] = self._wall()
         self._bodies[body_key] = packed + 1
         return occurrence
 
@@ -107,9 +123,20 @@ class SimStats:
         self.status[status] = self.status.get(status, 0) + 1
         if status == "200" and usable and self._track_bodies:
             packed = self._bodies.get(body_key, 0)
+            wall = self._wall()
             if packed >> 32:
                 self.duplicate_200 += 1
+                if len(self.duplicate_200_log) < DUPLICATE_LOG_MAX:
+                    self.duplicate_200_log.append({
+                        "body": f"{body_key & 0xFFFFFFFFFFFFFFFF:016x}",
+                        "answered": self._answered_at.get(body_key),
+                        "resent": self._resent_at.pop(body_key, None),
+                        "answered_again": wall,
+                    })
+            else:
+                self.answered_bodies += 1
             self._bodies[body_key] = packed + (1 << 32)
+            self._answered_at[body_key] = wall
 
     def fault(self, kind: str) -> None:
         self.faults[kind] = self.faults.get(kind, 0) + 1
@@ -142,6 +169,8 @@ class SimStats:
             "distinct_bodies": len(self._bodies),
             "duplicate_requests": self.duplicate_requests,
             "duplicate_200": self.duplicate_200,
+            "answered_bodies": self.answered_bodies,
+            "duplicate_200_log": list(self.duplicate_200_log),
             "retry_after_violations": self.retry_after_violations,
             "endpoint_retry_after_violations": self.endpoint_retry_after_violations,
             "first_request": dict(self.first_request),
