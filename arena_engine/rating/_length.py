@@ -24,7 +24,7 @@ from arena_engine.rating._bradley_terry import (
     cholesky_solve,
     outside_component,
 )
-from arena_engine.rating._canonical import by_content
+from arena_engine.rating._canonical import reorder
 from arena_engine.rating._random import below, new_state
 
 F64 = npt.NDArray[np.float64]
@@ -213,38 +213,6 @@ def lc_bootstrap(
     return out
 
 
-@njit(cache=True)
-def lc_meat(
-    ptr: I64, gi: I64, gj: I64, gx: F64, gs2: I64, gw: I64, theta: F64, k: int, base: int
-) -> F64:  # pragma: no cover - numba
-    """sum over clusters of the outer product of the cluster's score (free strengths, phi)."""
-    meat = np.zeros((k, k))
-    score = np.zeros(k)
-    phi = theta[k - 1]
-    for c in range(ptr.size - 1):
-        for m in range(k):
-            score[m] = 0.0
-        for g in range(ptr[c], ptr[c + 1]):
-            a = _index(gi[g], base) if gi[g] != base else -1
-            b = _index(gj[g], base) if gj[g] != base else -1
-            d = phi * gx[g]
-            if a >= 0:
-                d += theta[a]
-            if b >= 0:
-                d -= theta[b]
-            r = 0.5 * gs2[g] - gw[g] * _sigmoid(d)
-            score[k - 1] += r * gx[g]
-            if a >= 0:
-                score[a] += r
-            if b >= 0:
-                score[b] -= r
-        for x in range(k):
-            if score[x] != 0.0:
-                for y in range(k):
-                    meat[x, y] += score[x] * score[y]
-    return meat
-
-
 def _strengths(theta: F64, k: int, base: int) -> F64:
     beta = np.zeros(k)
     beta[np.arange(k) != base] = theta[: k - 1]
@@ -263,33 +231,33 @@ def rate_length_controlled(
     interval: str,
 ) -> tuple[F64, F64 | None, F64 | None]:
     """(strengths, bootstrap strengths or None, standard errors or None), natural-log units."""
-    k, base = battles.k, battles.base
-    rows = np.flatnonzero(battles.pair >= 0)
-    gp = battles.pair[rows].astype(np.int64)
-    gi = battles.pi[gp]
-    gj = battles.pj[gp]
-    oc = o[rows].astype(np.int64)
-    gw = np.where(np.abs(oc) == 2, strong_weight, 1).astype(np.int64)
-    s2a = (np.sign(oc) + 1) * gw
-    a_is_i = a[rows] == gi
-    gs2 = np.where(a_is_i, s2a, 2 * gw - s2a).astype(np.int64)
-    diff = lengths[rows, 0] - lengths[rows, 1]
-    spread = float(np.std(np.sort(diff))) if diff.size else 0.0  # sorted: the same bits in any row order
-    gx = np.tanh(diff / spread) if spread > 0 else np.zeros(diff.size)
-    gx = np.where(a_is_i, gx, -gx)
-    ptr, order = by_content(battles.cluster[rows], gp, gs2, gw, gx)  # clusters in content order
-    gp, gi, gj, gs2, gw = gp[order], gi[order], gj[order], gs2[order], gw[order]
-    gx = gx[order]
+    from arena_engine.rating import _length_fast as fast
+    from arena_engine.rating._bradley_terry import fit as bt_fit
 
-    ones = np.ones(gi.size)
-    ri, rj, rx, rwin, rn, extra = _virtual_games(
-        gp, gi, gj, gx, gs2, gw, ones, battles.pi.size, battles.pi, battles.pj, k, base
+    k, base = battles.k, battles.base
+    pi, pj = battles.pi, battles.pj
+    ptr, gp, gs2, gw, dx, raw, hashes = fast.lc_layout(
+        a, o, battles.pair, battles.cluster, battles.n_clusters, np.ascontiguousarray(lengths, np.float64), pi,
+        strong_weight,
     )
-    theta = lc_fit(ri, rj, rx, rwin, rn, k, base, np.zeros(k), np.zeros((0, 0)))
+    ptr, take = reorder(ptr, np.argsort(hashes, kind="stable").astype(np.int64))  # clusters in content order
+    gp, gs2, gw, dx, raw = gp[take], gs2[take], gw[take], dx[take], raw[take]
+    spread = float(np.std(raw)) if raw.size else 0.0  # rows in content order: the same bits in any row order
+    gx = np.tanh(dx / spread) if spread > 0 else np.zeros(dx.size)
+    gi, gj = pi[gp], pj[gp]
+
+    win_p = (0.5 * np.bincount(gp, weights=gs2, minlength=pi.size)).astype(np.float64)
+    n_p = np.bincount(gp, weights=gw, minlength=pi.size).astype(np.float64)
+    outside = outside_component(pi, pj, win_p, n_p, k, base)
+    ga, gb, gptr, x, win, n = fast.by_pair(gp, gx, gs2, gw, pi, pj, outside, base)
+    start = np.zeros(k)  # warm start: plain BT on the pair totals, no length slope
+    if k > 1:
+        beta0 = bt_fit(pi, pj, win_p, n_p, k, base, np.zeros(k), np.zeros((0, 0)))
+        start[: k - 1] = beta0[np.arange(k) != base]
+    theta, hess = fast.grouped_fit(ga, gb, gptr, x, win, n, k, base, start)
     beta = _strengths(theta, k, base)
-    _, hess = _grad_hess(ri, rj, rx, rwin, rn, theta, k, base, True)
     if interval in ("sandwich", "score"):
-        meat = lc_meat(ptr, gi, gj, gx, gs2, gw, theta, k, base)
+        meat = fast.lc_meat(ptr, gp, gx, gs2, gw, pi, pj, theta, k, base)
         g = ptr.size - 1
         if g > 1:
             meat *= g / (g - 1.0)
@@ -300,16 +268,50 @@ def rate_length_controlled(
         return beta, None, se
     if rounds == 0:
         return beta, None, None
-    chol = cholesky(hess) if extra == 0 else np.zeros((0, 0))
     from arena_engine.rating._pipeline import in_threads
 
-    thetas = in_threads(
-        lambda lo, hi: lc_bootstrap(
-            ptr, gp, gi, gj, gx, gs2, gw, battles.pi, battles.pj, k, base, seeds[lo:hi], theta, chol
-        ),
-        rounds,
-        work=float(gi.size) * 10 * rounds,
-    )
+    eptr, epair, sums, flags = fast.entry_sums(ptr, gp, gx, gs2, gw, pi, pj, theta, k, base)
+
+    def rounds_of(lo: int, hi: int) -> F64:
+        out, refit = fast.one_step_bootstrap(eptr, epair, sums, flags, pi, pj, k, base, theta, seeds[lo:hi])
+        redo = np.flatnonzero(refit)
+        if redo.size:  # a model left the baseline's component in these rounds: refit them exactly
+            out[redo] = lc_bootstrap(
+                ptr, gp, gi, gj, gx, gs2, gw, pi, pj, k, base, seeds[lo:hi][redo], theta, np.zeros((0, 0))
+            )
+        return out
+
+    thetas = in_threads(rounds_of, rounds, work=float(epair.size) * 8 * rounds)
     samples = np.zeros((rounds, k))
     samples[:, np.arange(k) != base] = thetas[:, : k - 1]
     return beta, samples, None
+
+
+def rate_length_controlled_refit(
+    a: I64, o: I8, battles: Battles, lengths: F64, *, strong_weight: int, rounds: int,
+    seeds: npt.NDArray[np.uint32],
+) -> tuple[F64, F64]:
+    """Reference: (strengths, bootstrap strengths) with an exact refit per round (the slow path the
+    one-step bootstrap approximates; used by tests and benchmarks/bench_coverage.py to compare)."""
+    from arena_engine.rating import _length_fast as fast
+
+    k, base = battles.k, battles.base
+    pi, pj = battles.pi, battles.pj
+    ptr, gp, gs2, gw, dx, raw, hashes = fast.lc_layout(
+        a, o, battles.pair, battles.cluster, battles.n_clusters, np.ascontiguousarray(lengths, np.float64), pi,
+        strong_weight,
+    )
+    ptr, take = reorder(ptr, np.argsort(hashes, kind="stable").astype(np.int64))
+    gp, gs2, gw, dx, raw = gp[take], gs2[take], gw[take], dx[take], raw[take]
+    spread = float(np.std(raw)) if raw.size else 0.0
+    gx = np.tanh(dx / spread) if spread > 0 else np.zeros(dx.size)
+    gi, gj = pi[gp], pj[gp]
+    ones = np.ones(gi.size)
+    ri, rj, rx, rwin, rn, extra = _virtual_games(gp, gi, gj, gx, gs2, gw, ones, pi.size, pi, pj, k, base)
+    theta = lc_fit(ri, rj, rx, rwin, rn, k, base, np.zeros(k), np.zeros((0, 0)))
+    _, hess = _grad_hess(ri, rj, rx, rwin, rn, theta, k, base, True)
+    chol = cholesky(hess) if extra == 0 else np.zeros((0, 0))
+    thetas = lc_bootstrap(ptr, gp, gi, gj, gx, gs2, gw, pi, pj, k, base, seeds, theta, chol)
+    samples = np.zeros((rounds, k))
+    samples[:, np.arange(k) != base] = thetas[:, : k - 1]
+    return _strengths(theta, k, base), samples
