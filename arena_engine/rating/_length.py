@@ -24,14 +24,13 @@ from arena_engine.rating._bradley_terry import (
     cholesky_solve,
     outside_component,
 )
-from arena_engine.rating._canonical import reorder
+from arena_engine.rating._length_fast import RIDGE
 from arena_engine.rating._random import below, new_state
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 I8 = npt.NDArray[np.int8]
 
-RIDGE = 1e-3  # penalty phi^2 * RIDGE / 2 on the length slope
 NEWTON_TOL = 1e-12
 CHORD_TOL = 1e-8
 MAX_ITER = 100
@@ -219,6 +218,22 @@ def _strengths(theta: F64, k: int, base: int) -> F64:
     return beta
 
 
+def _games(
+    a: I64, o: I8, battles: Battles, lengths: F64, strong_weight: int
+) -> tuple[I64, I64, I64, I64, F64, F64, F64]:
+    """Games with a pair as (ptr over clusters, pair, s2, w, length feature x, wins and weighted games
+    per pair): clusters in content order, games within a cluster by (pair, s2, w, x)."""
+    from arena_engine.rating import _length_fast as fast
+
+    ptr, rec, hashes = fast.lc_layout(
+        a, o, battles.pair, battles.cluster, battles.n_clusters, np.ascontiguousarray(lengths, np.float64),
+        battles.pi, strong_weight,
+    )
+    # clusters in content order; equal hashes mean equal content, so any order among them will do
+    position = np.argsort(hashes).astype(np.int64)
+    return fast.in_content_order(ptr, position, rec, battles.pi.size)
+
+
 def rate_length_controlled(
     a: I64,
     o: I8,
@@ -236,28 +251,17 @@ def rate_length_controlled(
 
     k, base = battles.k, battles.base
     pi, pj = battles.pi, battles.pj
-    ptr, gp, gs2, gw, dx, raw, hashes = fast.lc_layout(
-        a, o, battles.pair, battles.cluster, battles.n_clusters, np.ascontiguousarray(lengths, np.float64), pi,
-        strong_weight,
-    )
-    ptr, take = reorder(ptr, np.argsort(hashes, kind="stable").astype(np.int64))  # clusters in content order
-    gp, gs2, gw, dx, raw = gp[take], gs2[take], gw[take], dx[take], raw[take]
-    spread = float(np.std(raw)) if raw.size else 0.0  # rows in content order: the same bits in any row order
-    gx = np.tanh(dx / spread) if spread > 0 else np.zeros(dx.size)
-    gi, gj = pi[gp], pj[gp]
-
-    win_p = (0.5 * np.bincount(gp, weights=gs2, minlength=pi.size)).astype(np.float64)
-    n_p = np.bincount(gp, weights=gw, minlength=pi.size).astype(np.float64)
+    ptr, gp, gs2, gw, gx, win_p, n_p = _games(a, o, battles, lengths, strong_weight)
     outside = outside_component(pi, pj, win_p, n_p, k, base)
-    ga, gb, gptr, x, win, n = fast.by_pair(gp, gx, gs2, gw, pi, pj, outside, base)
+    ga, gb, gptr, x, win, n, where = fast.by_pair(gp, gx, gs2, gw, pi, pj, outside, base)
     start = np.zeros(k)  # warm start: plain BT on the pair totals, no length slope
     if k > 1:
         beta0 = bt_fit(pi, pj, win_p, n_p, k, base, np.zeros(k), np.zeros((0, 0)))
         start[: k - 1] = beta0[np.arange(k) != base]
-    theta, hess = fast.grouped_fit(ga, gb, gptr, x, win, n, k, base, start)
+    theta, hess, resid = fast.grouped_fit(ga, gb, gptr, x, win, n, k, base, start)
     beta = _strengths(theta, k, base)
     if interval in ("sandwich", "score"):
-        meat = fast.lc_meat(ptr, gp, gx, gs2, gw, pi, pj, theta, k, base)
+        meat = fast.lc_meat(ptr, gp, gx, resid, where, pi, pj, k, base)
         g = ptr.size - 1
         if g > 1:
             meat *= g / (g - 1.0)
@@ -270,10 +274,17 @@ def rate_length_controlled(
         return beta, None, None
     from arena_engine.rating._pipeline import in_threads
 
+    gi, gj = pi[gp], pj[gp]
     eptr, epair, sums, flags = fast.entry_sums(ptr, gp, gx, gs2, gw, pi, pj, theta, k, base)
+    pptr, ecluster, psums, pflags = fast.by_pair_entries(eptr, epair, sums, flags, pi.size)
+    n_clusters = ptr.size - 1
 
     def rounds_of(lo: int, hi: int) -> F64:
-        out, refit = fast.one_step_bootstrap(eptr, epair, sums, flags, pi, pj, k, base, theta, seeds[lo:hi])
+        if outside.any():  # the fit leans on virtual ties: no one-step expansion around it, refit all
+            return lc_bootstrap(ptr, gp, gi, gj, gx, gs2, gw, pi, pj, k, base, seeds[lo:hi], theta, np.zeros((0, 0)))
+        out, refit = fast.one_step_bootstrap(
+            n_clusters, pptr, ecluster, psums, pflags, pi, pj, k, base, theta, seeds[lo:hi]
+        )
         redo = np.flatnonzero(refit)
         if redo.size:  # a model left the baseline's component in these rounds: refit them exactly
             out[redo] = lc_bootstrap(
@@ -293,18 +304,9 @@ def rate_length_controlled_refit(
 ) -> tuple[F64, F64]:
     """Reference: (strengths, bootstrap strengths) with an exact refit per round (the slow path the
     one-step bootstrap approximates; used by tests and benchmarks/bench_coverage.py to compare)."""
-    from arena_engine.rating import _length_fast as fast
-
     k, base = battles.k, battles.base
     pi, pj = battles.pi, battles.pj
-    ptr, gp, gs2, gw, dx, raw, hashes = fast.lc_layout(
-        a, o, battles.pair, battles.cluster, battles.n_clusters, np.ascontiguousarray(lengths, np.float64), pi,
-        strong_weight,
-    )
-    ptr, take = reorder(ptr, np.argsort(hashes, kind="stable").astype(np.int64))
-    gp, gs2, gw, dx, raw = gp[take], gs2[take], gw[take], dx[take], raw[take]
-    spread = float(np.std(raw)) if raw.size else 0.0
-    gx = np.tanh(dx / spread) if spread > 0 else np.zeros(dx.size)
+    ptr, gp, gs2, gw, gx, _, _ = _games(a, o, battles, lengths, strong_weight)
     gi, gj = pi[gp], pj[gp]
     ones = np.ones(gi.size)
     ri, rj, rx, rwin, rn, extra = _virtual_games(gp, gi, gj, gx, gs2, gw, ones, pi.size, pi, pj, k, base)

@@ -32,7 +32,7 @@ I32 = npt.NDArray[np.int32]
 I8 = npt.NDArray[np.int8]
 U64 = npt.NDArray[np.uint64]
 
-RIDGE = 1e-3  # must equal _length.RIDGE (checked there)
+RIDGE = 1e-3  # penalty phi^2 * RIDGE / 2 on the length slope (shared with _length's refit)
 NEWTON_TOL = 1e-12
 MAX_ITER = 100
 
@@ -51,11 +51,12 @@ def _before(p1: int, s1: int, w1: int, x1: float, p2: int, s2: int, w2: int, x2:
 @njit(cache=True)
 def lc_layout(
     a: I64, o: I8, pair: I32, cluster: I32, n_clusters: int, lengths: F64, pi: I64, strong_weight: int
-) -> tuple[I64, I64, I64, I64, F64, F64, U64]:  # pragma: no cover - numba
+) -> tuple[I64, F64, U64]:  # pragma: no cover - numba
     """Games (rows with a pair) grouped by cluster code, within a cluster sorted by (pair, s2, w, dx).
 
-    Returns (ptr over clusters, pair, s2, w, dx, raw difference len_A - len_B, cluster hashes);
-    s2 and dx are seen from the pair's first model (dx = +-(len_A - len_B))."""
+    Returns (ptr over clusters, records [pair, s2, w, dx, raw difference len_A - len_B] as float64
+    rows (one cache line per game for the reordering that follows), cluster hashes); s2 and dx are
+    seen from the pair's first model (dx = +-(len_A - len_B))."""
     start = np.zeros(n_clusters + 1, np.int64)
     for r in range(a.size):
         if pair[r] >= 0:
@@ -106,15 +107,70 @@ def lc_layout(
             h = _mix(h, np.uint64(gw[t]))
             h = _mix(h, bits[t])
         hashes[c] = h
-    return start, gp, gs2, gw, dx, raw, hashes
+    rec = np.empty((n, 5))
+    for t in range(n):
+        rec[t, 0] = gp[t]
+        rec[t, 1] = gs2[t]
+        rec[t, 2] = gw[t]
+        rec[t, 3] = dx[t]
+        rec[t, 4] = raw[t]
+    return start, rec, hashes
+
+
+@njit(cache=True)
+def _in_content_order(
+    ptr: I64, position: I64, rec: F64, n_pairs: int
+) -> tuple[I64, I64, I64, I64, F64, float, F64, F64]:  # pragma: no cover - numba
+    n = rec.shape[0]
+    new_ptr = np.zeros(position.size + 1, np.int64)
+    ogp = np.empty(n, np.int64)
+    os2 = np.empty(n, np.int64)
+    ow = np.empty(n, np.int64)
+    odx = np.empty(n)
+    oraw = np.empty(n)
+    win = np.zeros(n_pairs)
+    games = np.zeros(n_pairs)
+    u = 0
+    for c in range(position.size):
+        src = position[c]
+        for t in range(ptr[src], ptr[src + 1]):
+            p = int(rec[t, 0])
+            ogp[u] = p
+            os2[u] = int(rec[t, 1])
+            ow[u] = int(rec[t, 2])
+            odx[u] = rec[t, 3]
+            oraw[u] = rec[t, 4]
+            win[p] += 0.5 * rec[t, 1]
+            games[p] += rec[t, 2]
+            u += 1
+        new_ptr[c + 1] = u
+    total = 0.0
+    for t in range(n):
+        total += oraw[t]
+    mean = total / n if n else 0.0
+    ss = 0.0
+    for t in range(n):
+        ss += (oraw[t] - mean) * (oraw[t] - mean)
+    spread = math.sqrt(ss / n) if n else 0.0
+    return new_ptr, ogp, os2, ow, odx, spread, win, games
+
+
+def in_content_order(ptr: I64, position: I64, rec: F64, n_pairs: int) -> tuple[I64, I64, I64, I64, F64, F64, F64]:
+    """Clusters laid out in `position` order (position -> cluster), the length feature
+    x = tanh(dx / sd(raw)) (sd over the games in that order: the same bits in any row order), and
+    pair totals. Returns (ptr, pair, s2, w, x, wins per pair, weighted games per pair)."""
+    new_ptr, ogp, os2, ow, odx, spread, win, games = _in_content_order(ptr, position, rec, n_pairs)
+    gx = np.tanh(odx / spread) if spread > 0 else np.zeros(odx.size)
+    return new_ptr, ogp, os2, ow, gx, win, games
 
 
 @njit(cache=True)
 def by_pair(
     gp: I64, gx: F64, gs2: I64, gw: I64, pi: I64, pj: I64, outside: npt.NDArray[np.bool_], base: int
-) -> tuple[I64, I64, I64, F64, F64, F64]:  # pragma: no cover - numba
+) -> tuple[I64, I64, I64, F64, F64, F64, I64]:  # pragma: no cover - numba
     """Games regrouped by pair (stable), then one virtual tie (x = 0) against the baseline per model in
-    `outside`, each as its own group. Returns (group model a, model b, ptr, x, win, n)."""
+    `outside`, each as its own group. Returns (group model a, model b, ptr, x, win, n, position of
+    each input game in the regrouped arrays)."""
     n_pairs = pi.size
     extra = 0
     for m in range(outside.size):
@@ -134,9 +190,11 @@ def by_pair(
     win = np.empty(size)
     n = np.empty(size)
     fill = ptr[:n_pairs].copy()
+    where = np.empty(gp.size, np.int64)
     for t in range(gp.size):
         u = fill[gp[t]]
         fill[gp[t]] += 1
+        where[t] = u
         x[u] = gx[t]
         win[u] = 0.5 * gs2[t]
         n[u] = gw[t]
@@ -149,7 +207,7 @@ def by_pair(
             n[ptr[g]] = 1.0
             ptr[g + 1] = ptr[g] + 1
             g += 1
-    return ga, gb, ptr, x, win, n
+    return ga, gb, ptr, x, win, n, where
 
 
 @njit(cache=True, inline="always")
@@ -161,9 +219,10 @@ def _free_index(m: int, base: int) -> int:  # pragma: no cover - numba
 
 @njit(cache=True)
 def grouped_pass(
-    ga: I64, gb: I64, ptr: I64, x: F64, win: F64, n: F64, theta: F64, k: int, base: int
+    ga: I64, gb: I64, ptr: I64, x: F64, win: F64, n: F64, theta: F64, k: int, base: int, resid: F64
 ) -> tuple[float, F64, F64]:  # pragma: no cover - numba
-    """Penalised log-likelihood, gradient and information at theta = (free strengths, phi)."""
+    """Penalised log-likelihood, gradient and information at theta = (free strengths, phi); each
+    game's residual win - n p into `resid`."""
     phi = theta[k - 1]
     grad = np.zeros(k)
     hess = np.zeros((k, k))
@@ -194,6 +253,7 @@ def grouped_pass(
             nv = n[t]
             ll += wv * ls + (nv - wv) * lsn
             r = wv - nv * p
+            resid[t] = r
             h = nv * p * (1.0 - p)
             sr += r
             srx += r * xv
@@ -221,11 +281,14 @@ def grouped_pass(
 @njit(cache=True)
 def grouped_fit(
     ga: I64, gb: I64, ptr: I64, x: F64, win: F64, n: F64, k: int, base: int, theta0: F64
-) -> tuple[F64, F64]:  # pragma: no cover - numba
-    """Penalised MLE by damped Newton from theta0; returns (theta, information at theta)."""
+) -> tuple[F64, F64, F64]:  # pragma: no cover - numba
+    """Penalised MLE by damped Newton from theta0; returns (theta, information at theta, residuals
+    win - n p of the games at theta)."""
     theta = theta0.copy()
-    ll, grad, hess = grouped_pass(ga, gb, ptr, x, win, n, theta, k, base)
+    resid = np.empty(x.size)
+    ll, grad, hess = grouped_pass(ga, gb, ptr, x, win, n, theta, k, base, resid)
     cand = np.empty(k)
+    prev, prev_t = np.inf, 0.0
     for _ in range(MAX_ITER):
         step = cholesky_solve(cholesky(hess), grad)
         biggest = 0.0
@@ -235,7 +298,7 @@ def grouped_fit(
         while True:
             for m in range(k):
                 cand[m] = theta[m] + t * step[m]
-            ll_new, grad_new, hess_new = grouped_pass(ga, gb, ptr, x, win, n, cand, k, base)
+            ll_new, grad_new, hess_new = grouped_pass(ga, gb, ptr, x, win, n, cand, k, base, resid)
             if ll_new >= ll - 1e-12 * abs(ll) or t < 1e-8:
                 break
             t *= 0.5
@@ -243,35 +306,31 @@ def grouped_fit(
         ll, grad, hess = ll_new, grad_new, hess_new
         if biggest * t < NEWTON_TOL:
             break
-    return theta, hess
+        # quadratic convergence: the next step would be about c * biggest^2, c = biggest / prev^2;
+        # stop when that is below the tolerance too (saves the last pass, which moves < 1e-12)
+        quadratic = t == 1.0 and prev_t == 1.0 and biggest < 1e-4 and biggest < prev
+        if quadratic and biggest * biggest * biggest / (prev * prev) < NEWTON_TOL:
+            break
+        prev, prev_t = biggest, t
+    return theta, hess, resid
 
 
 @njit(cache=True)
 def lc_meat(
-    ptr: I64, gp: I64, gx: F64, gs2: I64, gw: I64, pi: I64, pj: I64, theta: F64, k: int, base: int
+    ptr: I64, gp: I64, gx: F64, resid: F64, where: I64, pi: I64, pj: I64, k: int, base: int
 ) -> F64:  # pragma: no cover - numba
-    """Sum over clusters of the outer product of the cluster's score (free strengths, phi)."""
+    """Sum over clusters of the outer product of the cluster's score (free strengths, phi), from the
+    games' residuals at the fit (`resid[where[g]]` for game g in cluster order)."""
     meat = np.zeros((k, k))
     score = np.zeros(k)
     touched = np.empty(k, np.int64)
-    phi = theta[k - 1]
     for c in range(ptr.size - 1):
         for m in range(k):
             score[m] = 0.0
         for g in range(ptr[c], ptr[c + 1]):
             ia = _free_index(pi[gp[g]], base)
             ib = _free_index(pj[gp[g]], base)
-            d = phi * gx[g]
-            if ia >= 0:
-                d += theta[ia]
-            if ib >= 0:
-                d -= theta[ib]
-            if d >= 0.0:
-                p = 1.0 / (1.0 + math.exp(-d))
-            else:
-                e = math.exp(d)
-                p = e / (1.0 + e)
-            r = 0.5 * gs2[g] - gw[g] * p
+            r = resid[where[g]]
             score[k - 1] += r * gx[g]
             if ia >= 0:
                 score[ia] += r
@@ -345,15 +404,24 @@ def entry_sums(
     return eptr, epair, sums, flags
 
 
+def by_pair_entries(eptr: I64, epair: I64, sums: F64, flags: I64, n_pairs: int) -> tuple[I64, I64, F64, I64]:
+    """Entries regrouped by pair (stable): (ptr over pairs, entry's cluster, sums, flags)."""
+    cluster = np.repeat(np.arange(eptr.size - 1, dtype=np.int64), np.diff(eptr))
+    order = np.argsort(epair, kind="stable")
+    ptr = np.zeros(n_pairs + 1, np.int64)
+    np.cumsum(np.bincount(epair, minlength=n_pairs), out=ptr[1:])
+    return ptr, cluster[order], np.ascontiguousarray(sums[order]), flags[order]
+
+
 @njit(cache=True, nogil=True)
 def one_step_bootstrap(
-    eptr: I64, epair: I64, sums: F64, flags: I64, pi: I64, pj: I64, k: int, base: int, theta_hat: F64,
-    seeds: npt.NDArray[np.uint32],
+    n_clusters: int, pptr: I64, ecluster: I64, sums: F64, flags: I64, pi: I64, pj: I64, k: int, base: int,
+    theta_hat: F64, seeds: npt.NDArray[np.uint32],
 ) -> tuple[F64, npt.NDArray[np.bool_]]:  # pragma: no cover - numba
     """Per round: clusters drawn as in _length.lc_bootstrap (same seeds, same draws), the resampled
-    gradient and information at theta_hat from the entry sums, theta_hat + one Newton step.
-    Returns (rows = rounds, whether the round needs an exact refit: a model outside the component)."""
-    n_clusters = eptr.size - 1
+    gradient and information at theta_hat from the entry sums (grouped by pair: pptr, ecluster),
+    theta_hat + one Newton step. Returns (rows = rounds, whether the round needs an exact refit:
+    a model outside the baseline's component)."""
     n_pairs = pi.size
     out = np.empty((seeds.size, k))
     refit = np.zeros(seeds.size, np.bool_)
@@ -368,27 +436,44 @@ def one_step_bootstrap(
         counts[:] = 0.0
         for _ in range(n_clusters):
             counts[below(state, n_clusters)] += 1.0
-        tot[:, :] = 0.0
-        seen[:] = 0
-        for c in range(n_clusters):
-            w = counts[c]
-            if w > 0.0:
-                for e in range(eptr[c], eptr[c + 1]):
-                    p = epair[e]
-                    tot[p, 0] += w * sums[e, 0]
-                    tot[p, 1] += w * sums[e, 1]
-                    tot[p, 2] += w * sums[e, 2]
-                    tot[p, 3] += w * sums[e, 3]
-                    tot[p, 4] += w * sums[e, 4]
-                    seen[p] |= flags[e]
-        for p in range(n_pairs):  # only whether each side has won matters to the component
-            win[p] = 1.0 if seen[p] & 1 else 0.0
-            n[p] = win[p] + (1.0 if seen[p] & 2 else 0.0)
-        outside = outside_component(pi, pj, win, n, k, base)
+        for p in range(n_pairs):
+            t0 = t1 = t2 = t3 = t4 = 0.0
+            f = 0
+            for e in range(pptr[p], pptr[p + 1]):
+                w = counts[ecluster[e]]  # no branch on w > 0: a third are 0, unpredictably
+                t0 += w * sums[e, 0]
+                t1 += w * sums[e, 1]
+                t2 += w * sums[e, 2]
+                t3 += w * sums[e, 3]
+                t4 += w * sums[e, 4]
+            tot[p, 0] = t0
+            tot[p, 1] = t1
+            tot[p, 2] = t2
+            tot[p, 3] = t3
+            tot[p, 4] = t4
+            # whether each side still has a win: scan the pair's entries with such a win until one
+            # was drawn (about 1.6 looks each; or-ing flags inside the loop above costs 4x the loop)
+            for bit in (1, 2):
+                for e in range(pptr[p], pptr[p + 1]):
+                    if flags[e] & bit and counts[ecluster[e]] > 0.0:
+                        f |= bit
+                        break
+            seen[p] = f
         bad = False
-        for m in range(k):
-            if outside[m]:
-                bad = True
+        every_pair_both_ways = True
+        for p in range(n_pairs):
+            if seen[p] != 3:
+                every_pair_both_ways = False
+        # the full data are strongly connected (the caller checks), so if every pair still has wins
+        # both ways the round is too; else ask the component search
+        if not every_pair_both_ways:
+            for p in range(n_pairs):  # only whether each side has won matters to the component
+                win[p] = 1.0 if seen[p] & 1 else 0.0
+                n[p] = win[p] + (1.0 if seen[p] & 2 else 0.0)
+            outside = outside_component(pi, pj, win, n, k, base)
+            for m in range(k):
+                if outside[m]:
+                    bad = True
         if bad:
             refit[r] = True
             continue
