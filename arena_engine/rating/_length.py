@@ -5,8 +5,10 @@ s the standard deviation of the length differences over the scope's games, ties 
 strong verdicts weighted. The length-controlled rating is beta: the rating the model would have if
 its answers were as long as its opponent's. One slope phi is shared by every model: length bias is a
 property of the judge. phi carries a weak ridge penalty (RIDGE) so that data a length rule separates
-perfectly still gives a finite fit. Intervals: cluster bootstrap (queries drawn with replacement, one
-refit per round) or the cluster-robust sandwich.
+perfectly still gives a finite fit. Intervals: the cluster-robust sandwich (and the default score
+interval on it), or the cluster bootstrap (queries drawn with replacement), one linearised Newton
+step per round from the full fit (_length_fast.one_step_bootstrap; rounds where a model leaves the
+baseline's component, and data whose fit needs virtual ties, are refitted exactly by lc_bootstrap).
 """
 
 from __future__ import annotations
