@@ -11,6 +11,8 @@ replication are correlated, so the true SE is a little larger). Also printed: mi
 (truth above the upper bound / below the lower one) and the median width of the interval in pp.
 "elo-online" is the legacy online Elo; its bounds are reported as a "spread", not an interval, and
 its point estimates the online-Elo win rate, which is not the true win rate: it is listed to show why.
+"bootstrap-refit" (length-controlled rows only) is the percentile bootstrap with an exact refit per
+round, the reference that the one-step length-controlled bootstrap ("bootstrap") approximates.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np  # noqa: E402
 from arena_engine.rating import rate_battles  # noqa: E402
 from tests.known_truth import SCENARIOS, coverage, simulate, truth_of  # noqa: E402
 
-INTERVALS = ("score", "sandwich", "bootstrap", "elo-online")
+INTERVALS = ("score", "sandwich", "bootstrap", "elo-online", "bootstrap-refit")
 
 
 def seed_sd(rounds_list: list[int], seeds: int) -> None:
@@ -63,6 +65,7 @@ def main() -> None:
     parser.add_argument("--intervals", default=",".join(INTERVALS), help=f"comma-separated of {INTERVALS}")
     parser.add_argument("--lc-truth-queries", type=int, default=200_000,
                         help="queries of the length-controlled fit taken as truth (default 200000)")
+    parser.add_argument("--scenarios", default="", help="only scenarios whose name contains this text")
     parser.add_argument("--seed-sd", default="", metavar="R1,R2",
                         help="instead: seed-to-seed SD of the bounds for these bootstrap rounds")
     args = parser.parse_args()
@@ -82,6 +85,8 @@ def main() -> None:
     print(header)
     print("|" + "---|" * (3 + len(kinds)))
     for sc in SCENARIOS:
+        if args.scenarios not in sc.name:
+            continue
         truth = truth_of(sc, args.lc_truth_queries)
         cells = {
             kind: coverage(sc, truth, kind, args.elo_reps if kind == "elo-online" else args.reps, args.rounds)

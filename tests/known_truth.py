@@ -179,6 +179,8 @@ def coverage(sc: Scenario, truth: np.ndarray, interval: str, reps: int, rounds: 
     """Coverage of one interval kind over `reps` replications (None where it does not apply)."""
     if interval == "elo-online" and sc.length_effect is not None:
         return None
+    if interval == "bootstrap-refit" and sc.length_effect is None:
+        return None  # the exact-refit reference of the one-step length-controlled bootstrap
     k = len(sc.theta)
     models = [f"m{m}" for m in range(k)]
     method = "elo-online" if interval == "elo-online" else "bt"
@@ -189,13 +191,34 @@ def coverage(sc: Scenario, truth: np.ndarray, interval: str, reps: int, rounds: 
     for rep in range(reps):
         data = simulate(sc, rng)
         lengths = data[4] if len(data) == 5 else None
-        r = rate_battles(*data[:4], models=models, baseline="m0", method=method, interval=kind, rounds=rounds,
-                         seed=rep, lengths=lengths)
-        lo = np.array([m.winrate_lower for m in r.per_model[1:]])
-        hi = np.array([m.winrate_upper for m in r.per_model[1:]])
+        if interval == "bootstrap-refit":
+            lo, hi = _refit_bounds(data, k, rounds, rep)
+        else:
+            r = rate_battles(*data[:4], models=models, baseline="m0", method=method, interval=kind, rounds=rounds,
+                             seed=rep, lengths=lengths)
+            lo = np.array([m.winrate_lower for m in r.per_model[1:]])
+            hi = np.array([m.winrate_upper for m in r.per_model[1:]])
         hits += int(np.sum((lo <= truth) & (truth <= hi)))
         above += int(np.sum(truth > hi))
         below += int(np.sum(truth < lo))
         total += truth.size
         widths.extend((hi - lo).tolist())
     return Cell(hits, above, below, total, 100 * float(np.median(widths)))
+
+
+def _refit_bounds(data: tuple, k: int, rounds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Win-rate bounds of the length-controlled percentile bootstrap with an exact refit per round
+    (the same clusters drawn per round as rate_battles' one-step bootstrap with this seed)."""
+    from arena_engine.rating._aggregate import aggregate
+    from arena_engine.rating._length import rate_length_controlled_refit
+    from arena_engine.rating._pipeline import _STREAM_BOOTSTRAP, _seeds
+
+    a, b, o, q, lengths = data
+    battles = aggregate(np.asarray(a), np.asarray(b), np.asarray(o, np.int8), np.asarray(q), k=k, base=0,
+                        strong_weight=3, row_codes=True)
+    _, samples = rate_length_controlled_refit(
+        np.asarray(a), np.asarray(o, np.int8), battles, np.asarray(lengths, np.float64), strong_weight=3,
+        rounds=rounds, seeds=_seeds(seed, _STREAM_BOOTSTRAP, rounds),
+    )
+    lo, hi = np.quantile(samples[:, 1:], [0.025, 0.975], axis=0)
+    return 1.0 / (1.0 + np.exp(-lo)), 1.0 / (1.0 + np.exp(-hi))

@@ -109,3 +109,20 @@ def test_percentile_bootstrap_misses_at_the_boundary_the_default_does_not():
     score = coverage(sc, truth, "score", COVERAGE_REPS, rounds=0)
     assert boot is not None and score is not None
     assert boot.coverage < 0.91 and boot.above > 3 * score.above
+
+
+LC_SCENARIOS = [sc for sc in SCENARIOS if sc.length_effect is not None]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", LC_SCENARIOS, ids=[sc.name for sc in LC_SCENARIOS])
+def test_one_step_length_controlled_bootstrap_covers(scenario):
+    """interval="bootstrap" with length control takes one Newton step per round (docs/rating.md):
+    it covers like the exact-refit bootstrap it approximates, on the same draws."""
+    truth = truth_of(scenario, lc_queries=50_000)
+    one_step = coverage(scenario, truth, "bootstrap", COVERAGE_REPS, rounds=500)
+    refit = coverage(scenario, truth, "bootstrap-refit", COVERAGE_REPS, rounds=500)
+    assert one_step is not None and refit is not None
+    print(f"\n{scenario.name}: one-step {one_step.text()}, exact refit {refit.text()}")
+    assert 0.905 <= one_step.coverage <= 0.99, one_step
+    assert abs(one_step.hits - refit.hits) <= 0.01 * one_step.total  # the same intervals, but a few

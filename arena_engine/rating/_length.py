@@ -5,8 +5,10 @@ s the standard deviation of the length differences over the scope's games, ties 
 strong verdicts weighted. The length-controlled rating is beta: the rating the model would have if
 its answers were as long as its opponent's. One slope phi is shared by every model: length bias is a
 property of the judge. phi carries a weak ridge penalty (RIDGE) so that data a length rule separates
-perfectly still gives a finite fit. Intervals: cluster bootstrap (queries drawn with replacement, one
-refit per round) or the cluster-robust sandwich.
+perfectly still gives a finite fit. Intervals: the cluster-robust sandwich (and the default score
+interval on it), or the cluster bootstrap (queries drawn with replacement), one linearised Newton
+step per round from the full fit (_length_fast.one_step_bootstrap; rounds where a model leaves the
+baseline's component, and data whose fit needs virtual ties, are refitted exactly by lc_bootstrap).
 """
 
 from __future__ import annotations
@@ -24,14 +26,13 @@ from arena_engine.rating._bradley_terry import (
     cholesky_solve,
     outside_component,
 )
-from arena_engine.rating._canonical import by_content
+from arena_engine.rating._length_fast import RIDGE
 from arena_engine.rating._random import below, new_state
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 I8 = npt.NDArray[np.int8]
 
-RIDGE = 1e-3  # penalty phi^2 * RIDGE / 2 on the length slope
 NEWTON_TOL = 1e-12
 CHORD_TOL = 1e-8
 MAX_ITER = 100
@@ -213,42 +214,26 @@ def lc_bootstrap(
     return out
 
 
-@njit(cache=True)
-def lc_meat(
-    ptr: I64, gi: I64, gj: I64, gx: F64, gs2: I64, gw: I64, theta: F64, k: int, base: int
-) -> F64:  # pragma: no cover - numba
-    """sum over clusters of the outer product of the cluster's score (free strengths, phi)."""
-    meat = np.zeros((k, k))
-    score = np.zeros(k)
-    phi = theta[k - 1]
-    for c in range(ptr.size - 1):
-        for m in range(k):
-            score[m] = 0.0
-        for g in range(ptr[c], ptr[c + 1]):
-            a = _index(gi[g], base) if gi[g] != base else -1
-            b = _index(gj[g], base) if gj[g] != base else -1
-            d = phi * gx[g]
-            if a >= 0:
-                d += theta[a]
-            if b >= 0:
-                d -= theta[b]
-            r = 0.5 * gs2[g] - gw[g] * _sigmoid(d)
-            score[k - 1] += r * gx[g]
-            if a >= 0:
-                score[a] += r
-            if b >= 0:
-                score[b] -= r
-        for x in range(k):
-            if score[x] != 0.0:
-                for y in range(k):
-                    meat[x, y] += score[x] * score[y]
-    return meat
-
-
 def _strengths(theta: F64, k: int, base: int) -> F64:
     beta = np.zeros(k)
     beta[np.arange(k) != base] = theta[: k - 1]
     return beta
+
+
+def _games(
+    a: I64, o: I8, battles: Battles, lengths: F64, strong_weight: int
+) -> tuple[I64, I64, I64, I64, F64, F64, F64]:
+    """Games with a pair as (ptr over clusters, pair, s2, w, length feature x, wins and weighted games
+    per pair): clusters in content order, games within a cluster by (pair, s2, w, x)."""
+    from arena_engine.rating import _length_fast as fast
+
+    ptr, rec, hashes = fast.lc_layout(
+        a, o, battles.pair, battles.cluster, battles.n_clusters, np.ascontiguousarray(lengths, np.float64),
+        battles.pi, strong_weight,
+    )
+    # clusters in content order; equal hashes mean equal content, so any order among them will do
+    position = np.argsort(hashes).astype(np.int64)
+    return fast.in_content_order(ptr, position, rec, battles.pi.size)
 
 
 def rate_length_controlled(
@@ -263,33 +248,22 @@ def rate_length_controlled(
     interval: str,
 ) -> tuple[F64, F64 | None, F64 | None]:
     """(strengths, bootstrap strengths or None, standard errors or None), natural-log units."""
-    k, base = battles.k, battles.base
-    rows = np.flatnonzero(battles.pair >= 0)
-    gp = battles.pair[rows].astype(np.int64)
-    gi = battles.pi[gp]
-    gj = battles.pj[gp]
-    oc = o[rows].astype(np.int64)
-    gw = np.where(np.abs(oc) == 2, strong_weight, 1).astype(np.int64)
-    s2a = (np.sign(oc) + 1) * gw
-    a_is_i = a[rows] == gi
-    gs2 = np.where(a_is_i, s2a, 2 * gw - s2a).astype(np.int64)
-    diff = lengths[rows, 0] - lengths[rows, 1]
-    spread = float(np.std(np.sort(diff))) if diff.size else 0.0  # sorted: the same bits in any row order
-    gx = np.tanh(diff / spread) if spread > 0 else np.zeros(diff.size)
-    gx = np.where(a_is_i, gx, -gx)
-    ptr, order = by_content(battles.cluster[rows], gp, gs2, gw, gx)  # clusters in content order
-    gp, gi, gj, gs2, gw = gp[order], gi[order], gj[order], gs2[order], gw[order]
-    gx = gx[order]
+    from arena_engine.rating import _length_fast as fast
+    from arena_engine.rating._bradley_terry import fit as bt_fit
 
-    ones = np.ones(gi.size)
-    ri, rj, rx, rwin, rn, extra = _virtual_games(
-        gp, gi, gj, gx, gs2, gw, ones, battles.pi.size, battles.pi, battles.pj, k, base
-    )
-    theta = lc_fit(ri, rj, rx, rwin, rn, k, base, np.zeros(k), np.zeros((0, 0)))
+    k, base = battles.k, battles.base
+    pi, pj = battles.pi, battles.pj
+    ptr, gp, gs2, gw, gx, win_p, n_p = _games(a, o, battles, lengths, strong_weight)
+    outside = outside_component(pi, pj, win_p, n_p, k, base)
+    ga, gb, gptr, x, win, n, where = fast.by_pair(gp, gx, gs2, gw, pi, pj, outside, base)
+    start = np.zeros(k)  # warm start: plain BT on the pair totals, no length slope
+    if k > 1:
+        beta0 = bt_fit(pi, pj, win_p, n_p, k, base, np.zeros(k), np.zeros((0, 0)))
+        start[: k - 1] = beta0[np.arange(k) != base]
+    theta, hess, resid = fast.grouped_fit(ga, gb, gptr, x, win, n, k, base, start)
     beta = _strengths(theta, k, base)
-    _, hess = _grad_hess(ri, rj, rx, rwin, rn, theta, k, base, True)
     if interval in ("sandwich", "score"):
-        meat = lc_meat(ptr, gi, gj, gx, gs2, gw, theta, k, base)
+        meat = fast.lc_meat(ptr, gp, gx, resid, where, pi, pj, k, base)
         g = ptr.size - 1
         if g > 1:
             meat *= g / (g - 1.0)
@@ -300,16 +274,48 @@ def rate_length_controlled(
         return beta, None, se
     if rounds == 0:
         return beta, None, None
-    chol = cholesky(hess) if extra == 0 else np.zeros((0, 0))
     from arena_engine.rating._pipeline import in_threads
 
-    thetas = in_threads(
-        lambda lo, hi: lc_bootstrap(
-            ptr, gp, gi, gj, gx, gs2, gw, battles.pi, battles.pj, k, base, seeds[lo:hi], theta, chol
-        ),
-        rounds,
-        work=float(gi.size) * 10 * rounds,
-    )
+    gi, gj = pi[gp], pj[gp]
+    eptr, epair, sums, flags = fast.entry_sums(ptr, gp, gx, gs2, gw, pi, pj, theta, k, base)
+    pptr, ecluster, psums, pflags = fast.by_pair_entries(eptr, epair, sums, flags, pi.size)
+    n_clusters = ptr.size - 1
+
+    def rounds_of(lo: int, hi: int) -> F64:
+        if outside.any():  # the fit leans on virtual ties: no one-step expansion around it, refit all
+            return lc_bootstrap(ptr, gp, gi, gj, gx, gs2, gw, pi, pj, k, base, seeds[lo:hi], theta, np.zeros((0, 0)))
+        out, refit = fast.one_step_bootstrap(
+            n_clusters, pptr, ecluster, psums, pflags, pi, pj, k, base, theta, seeds[lo:hi]
+        )
+        redo = np.flatnonzero(refit)
+        if redo.size:  # a model left the baseline's component in these rounds: refit them exactly
+            out[redo] = lc_bootstrap(
+                ptr, gp, gi, gj, gx, gs2, gw, pi, pj, k, base, seeds[lo:hi][redo], theta, np.zeros((0, 0))
+            )
+        return out
+
+    thetas = in_threads(rounds_of, rounds, work=float(epair.size) * 8 * rounds)
     samples = np.zeros((rounds, k))
     samples[:, np.arange(k) != base] = thetas[:, : k - 1]
     return beta, samples, None
+
+
+def rate_length_controlled_refit(
+    a: I64, o: I8, battles: Battles, lengths: F64, *, strong_weight: int, rounds: int,
+    seeds: npt.NDArray[np.uint32],
+) -> tuple[F64, F64]:
+    """Reference: (strengths, bootstrap strengths) with an exact refit per round (the slow path the
+    one-step bootstrap approximates; used by tests and benchmarks/bench_coverage.py to compare)."""
+    k, base = battles.k, battles.base
+    pi, pj = battles.pi, battles.pj
+    ptr, gp, gs2, gw, gx, _, _ = _games(a, o, battles, lengths, strong_weight)
+    gi, gj = pi[gp], pj[gp]
+    ones = np.ones(gi.size)
+    ri, rj, rx, rwin, rn, extra = _virtual_games(gp, gi, gj, gx, gs2, gw, ones, pi.size, pi, pj, k, base)
+    theta = lc_fit(ri, rj, rx, rwin, rn, k, base, np.zeros(k), np.zeros((0, 0)))
+    _, hess = _grad_hess(ri, rj, rx, rwin, rn, theta, k, base, True)
+    chol = cholesky(hess) if extra == 0 else np.zeros((0, 0))
+    thetas = lc_bootstrap(ptr, gp, gi, gj, gx, gs2, gw, pi, pj, k, base, seeds, theta, chol)
+    samples = np.zeros((rounds, k))
+    samples[:, np.arange(k) != base] = thetas[:, : k - 1]
+    return _strengths(theta, k, base), samples

@@ -253,8 +253,10 @@ def rate(
         return summary(point, ELO_BASE + TO_ELO * lo, ELO_BASE + TO_ELO * hi)
 
     if online_elo:
-        from arena_engine.rating._elo import elo_bootstrap, elo_mean
+        from arena_engine.rating._elo import MAX_MODELS, elo_bootstrap, elo_mean
 
+        if k > MAX_MODELS:
+            raise ValueError(f"method 'elo-online' takes at most {MAX_MODELS} models, got {k}")
         ptr, gi, gj, gs2, gw = _games(a, o, battles, strong_weight)
         canon = np.arange(gi.size, dtype=np.int64)
         point = elo_mean(canon, gi, gj, gs2, gw, k, base, elo_k, _seeds(seed, _STREAM_ELO_ORDER, ELO_ORDERINGS))
