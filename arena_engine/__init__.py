@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Arena": "arena_engine.pipeline",
     "ArenaResults": "arena_engine.pipeline",
-    "run_arena": "arena_engine.pipeline",
+    "run_arena": "arena_engine.scripts",
     "load_config": "arena_engine.config",
     "config_from_dict": "arena_engine.config",
     "RunConfig": "arena_engine.config",
@@ -75,9 +75,10 @@ if TYPE_CHECKING:
         RequestError,
         VerdictError,
     )
-    from .pipeline import Arena, ArenaResults, run_arena
+    from .pipeline import Arena, ArenaResults
     from .rating import Ratings, rate_battles
     from .report import write_reports
+    from .scripts import run_arena
 
 
 def __getattr__(name: str) -> Any:

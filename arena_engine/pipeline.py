@@ -845,11 +845,12 @@ def loop_options() -> dict[str, Any]:
     return {"loop_factory": uvloop.new_event_loop}
 
 
-def run_arena(config: RunConfig, *, offline: bool = False, reports: bool = False) -> ArenaResults:
-    """Run an arena from synchronous code (scripts): the sync entry point.
+def run_arena(config: RunConfig, *, offline: bool = False) -> ArenaResults:
+    """Run an arena from synchronous code (scripts): the sync entry point (``arena_engine.run_arena``
+    also writes the reports when asked: arena_engine.scripts).
 
-    With ``reports=True`` the reports are written too (``write_reports``). Inside a running event loop
-    (a notebook, an async service) this is an :class:`ArenaError`: use ``await Arena(...).run()`` there.
+    Inside a running event loop (a notebook, an async service) this is an :class:`ArenaError`: use
+    ``await Arena(...).run()`` there.
     """
     try:
         asyncio.get_running_loop()
@@ -866,9 +867,4 @@ def run_arena(config: RunConfig, *, offline: bool = False, reports: bool = False
         async with Arena(config, offline=offline) as arena:
             return await arena.run()
 
-    results = anyio.run(main, backend_options=loop_options())
-    if reports:
-        from .report import write_reports  # the reports import this module
-
-        write_reports(results)
-    return results
+    return anyio.run(main, backend_options=loop_options())
