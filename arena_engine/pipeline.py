@@ -351,6 +351,9 @@ class Arena:
             8, 2 * max(_planned(m.endpoint.limits) for m in cfg.models) + _planned(cfg.judge.endpoint.limits)
         )
         in_flight = max(1, min(in_flight, n_queries))  # never more workers than there is work
+        if self.offline:  # nothing to send: no workers, no tasks per query
+            await anyio.to_thread.run_sync(self._replay)
+            return
         send, recv = anyio.create_memory_object_stream[Query](in_flight)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._produce, send)
@@ -475,13 +478,37 @@ class Arena:
                 break
             await busy.wait()  # the same request is being sent for another model: use its answer
             waited = True
-        self._count(usage, key, rec, counted)
+        return self._use_answer(m, q, key, rec, counted)
+
+    def _use_answer(self, m: ModelConfig, q: Query, key: bytes, rec: dict[str, Any],
+                    counted: set[bytes]) -> dict[str, Any]:
+        """An answer the results use (sent now or stored): counted, and queued for the reference metrics."""
+        stage = self.stages[m.name]
+        self._count(self.usage[m.name], key, rec, counted)
         stage.done += 1
         stage.prompt_tokens += int(rec.get("prompt_tokens") or 0)
         stage.completion_tokens += int(rec.get("completion_tokens") or 0)
         if q.reference is not None:  # scored after the run, off the request path
             self._reference_items.append((m.name, q.dataset, q.subset, key, q.reference))
         return {**rec, "key": key.hex()}
+
+    def _stored_answer(self, m: ModelConfig, q: Query, counted: set[bytes]) -> dict[str, Any] | None:
+        """An offline run's answer: the stored record, or None (counted as missing)."""
+        if m.name in self._imported:
+            return self._import(m, q)
+        messages = model_messages(m, q)
+        params = dict(m.generation)
+        key = generation_key(self._identities[m.name], m.endpoint.model, params, messages)
+        rec = self._find_generation(m, key, params, messages)
+        stage = self.stages[m.name]
+        if rec is None:
+            self._missing += 1
+            stage.done += 1
+            stage.failed += 1
+            return None
+        stage.reused += 1
+        self.usage[m.name].reused += 1
+        return self._use_answer(m, q, key, rec, counted)
 
     def _needed_endpoint_down(self, m: ModelConfig) -> str | None:
         """Why ``m``'s answer could not be used: the judge's or (for a candidate) the baseline's endpoint
@@ -527,7 +554,7 @@ class Arena:
         try:
             self._store.put(kind, key, rec)
         except BaseException:
-            if self._run_scope is not None:
+            if self._run_scope is not None and not self.offline:  # offline saves run in the replay's thread
                 self._run_scope.cancel()
             raise
 
@@ -572,16 +599,16 @@ class Arena:
         await ready[opp].wait()
         a_c, a_o = answers.get(cand), answers.get(opp)
         if a_c is None or a_o is None:
-            missing = cand if a_c is None else opp
-            stage = self.stages[JUDGE]
-            stage.done += 2
-            for candidate_is_a in (True, False):
-                self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None,
-                                        f"no answer: {missing}"))
+            self._no_answer_games(q, cand, opp, cand if a_c is None else opp)
             return
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._judge_game, q, cand, opp, a_c, a_o, True, counted)
             tg.start_soon(self._judge_game, q, cand, opp, a_c, a_o, False, counted)
+
+    def _no_answer_games(self, q: Query, cand: str, opp: str, missing: str) -> None:
+        self.stages[JUDGE].done += 2
+        for candidate_is_a in (True, False):
+            self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None, f"no answer: {missing}"))
 
     def _find_judgment(self, key: bytes, params: dict[str, Any],
                        messages: list[dict[str, Any]]) -> tuple[bytes, dict[str, Any] | None, int]:
@@ -618,16 +645,7 @@ class Arena:
                 stage.reused += 1
                 usage.reused += 1
         elif self.offline:
-            failed = self._judgment_failures().get((q.dataset, q.subset, q.id, cand, opp, candidate_is_a))
-            stage.done += 1
-            if failed is None:
-                self._missing += 1
-                reason = "not judged yet"
-            else:  # the run's own reason, so `report` shows what the run showed
-                self._failures += 1
-                stage.failed += 1
-                reason = f"judge request failed: {failed}"
-            self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None, reason))
+            self._unjudged_game(q, cand, opp, candidate_is_a)
             return
         else:
             try:
@@ -651,7 +669,13 @@ class Arena:
                 self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None,
                                         f"judge request failed: {error.error}"))
                 return
-        self._count(usage, key, rec, counted)
+        self._use_verdict(q, cand, opp, candidate_is_a, key, rec, counted)
+
+    def _use_verdict(self, q: Query, cand: str, opp: str, candidate_is_a: bool, key: bytes, rec: dict[str, Any],
+                     counted: set[bytes]) -> None:
+        """A verdict the results use (sent now or stored): counted, and its game kept."""
+        stage = self.stages[JUDGE]
+        self._count(self.usage[JUDGE], key, rec, counted)
         stage.done += 1
         stage.prompt_tokens += int(rec.get("prompt_tokens") or 0)
         stage.completion_tokens += int(rec.get("completion_tokens") or 0)
@@ -661,6 +685,46 @@ class Arena:
             outcome = candidate_view(Verdict.from_label(label), candidate_is_a)
         self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, outcome,
                                 None if outcome is not None else f"unparseable verdict: {rec.get('error')}", key.hex()))
+
+    def _unjudged_game(self, q: Query, cand: str, opp: str, candidate_is_a: bool) -> None:
+        """An offline run's game without a stored verdict: the run's own failure reason, or not judged yet."""
+        stage = self.stages[JUDGE]
+        failed = self._judgment_failures().get((q.dataset, q.subset, q.id, cand, opp, candidate_is_a))
+        stage.done += 1
+        if failed is None:
+            self._missing += 1
+            reason = "not judged yet"
+        else:  # the run's own reason, so `report` shows what the run showed
+            self._failures += 1
+            stage.failed += 1
+            reason = f"judge request failed: {failed}"
+        self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None, reason))
+
+    def _replay(self) -> None:
+        """An offline run (report, rate, the Ray driver's last pass): every record from the checkpoints,
+        query by query in one thread, without the tasks a sending run needs (the same steps and counts)."""
+        cfg = self.config
+        system = self._judge_system
+        for q in self._iter_all():
+            counted: set[bytes] = set()
+            answers = {m.name: self._stored_answer(m, q, counted) for m in cfg.models}
+            for cand, opp in self._pairs(q):
+                a_c, a_o = answers[cand], answers[opp]
+                if a_c is None or a_o is None:
+                    self._no_answer_games(q, cand, opp, cand if a_c is None else opp)
+                    continue
+                for candidate_is_a in (True, False):
+                    first, second = (a_c, a_o) if candidate_is_a else (a_o, a_c)
+                    messages, params = judge_request(cfg.judge, system, q.question, q.reference, first["answer"],
+                                                     second["answer"])
+                    base = judgment_key(self._judge_identity, cfg.judge.endpoint.model, params, messages)
+                    key, rec, _ = self._find_judgment(base, params, messages)
+                    if rec is None:
+                        self._unjudged_game(q, cand, opp, candidate_is_a)
+                        continue
+                    self.stages[JUDGE].reused += 1
+                    self.usage[JUDGE].reused += 1
+                    self._use_verdict(q, cand, opp, candidate_is_a, key, rec, counted)
 
     def _judgment_failures(self) -> dict[tuple[str, str, str, str, str, bool], str]:
         """Judge requests that failed for good in the run (offline runs read them from the checkpoints)."""
