@@ -95,7 +95,12 @@ async def test_a_server_with_many_slots_is_filled() -> None:
         await asyncio.sleep(0.05)  # every request served at once, 50 ms each
 
     async with _server(many_slots) as url:
-        _, took_auto, client = await _chats(url, 1200, Limits(concurrency=AUTO_MAX, auto=True))
-        _, took_fixed, _ = await _chats(url, 1200, Limits(concurrency=128))
-    print(f"\nmany slots: auto {took_auto:.2f} s (cap {client.limiter.gate.cap}) vs fixed 128 {took_fixed:.2f} s")
-    assert took_auto < 1.5 * took_fixed
+        autos, fixed, caps = [], [], []
+        for _ in range(2):  # alternated, best of each: a load spike on this shared box hits one rep, not the figure
+            _, took, client = await _chats(url, 1200, Limits(concurrency=AUTO_MAX, auto=True))
+            autos.append(took)
+            caps.append(client.limiter.gate.cap)
+            fixed.append((await _chats(url, 1200, Limits(concurrency=128)))[1])
+    print(f"\nmany slots: auto {min(autos):.2f} s (caps {caps}) vs fixed 128 {min(fixed):.2f} s")
+    assert max(caps) >= 64  # it grew from 8 to fill the server
+    assert min(autos) < 1.5 * min(fixed)
