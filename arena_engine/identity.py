@@ -27,7 +27,8 @@ follows that chain to the latest answer.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .config import JudgeConfig, ModelConfig, RunConfig
@@ -110,8 +111,34 @@ def retry_key(key: bytes, n: int) -> bytes:
 # ------------------------------------------------------------------------------------ lookups
 
 
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What one request sends, and the key its record is stored under."""
+
+    messages: list[dict[str, Any]]
+    params: dict[str, Any]
+    key: bytes
+
+
+def generation_request(identity: str, m: ModelConfig, q: Query) -> Request:
+    messages = model_messages(m, q)
+    params = dict(m.generation)
+    return Request(messages, params, generation_key(identity, m.endpoint.model, params, messages))
+
+
+def judgment_request(judge: JudgeConfig, identity: str, system: str, q: Query, answer_a: str,
+                     answer_b: str) -> Request:
+    """The judge request of one game (A's answer first) and its key, before any --retry-excluded re-ask."""
+    messages, params = judge_request(judge, system, q.question, q.reference, answer_a, answer_b)
+    return Request(messages, params, judgment_key(identity, judge.endpoint.model, params, messages))
+
+
 class RecordReader(Protocol):
     def get(self, kind: str, key: bytes) -> dict[str, Any] | None: ...
+
+
+class RecordStore(RecordReader, Protocol):
+    def items(self, kind: str) -> Iterator[tuple[bytes, dict[str, Any]]]: ...
 
 
 GENERATIONS = "generations"
@@ -148,33 +175,43 @@ def judge_request(judge: JudgeConfig, system: str, question: str, reference: str
     return messages, params
 
 
-def find_generation(store: RecordReader, m: ModelConfig, key: bytes, params: Mapping[str, Any],
-                    messages: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
-    """(the answer stored for ``m`` under ``key``, or under the 0.1.0 key if that record names ``m``;
-    True when it came from the old key and should be copied under ``key``)."""
-    rec = store.get(GENERATIONS, key)
-    if rec is not None:
+def holds_legacy(store: RecordStore, kind: str) -> bool:
+    """Whether ``kind``'s records may include 0.1.0 ones: the folder's first record of that kind has no
+    key version (a folder begun by this release never writes an old key, so its lookups skip them)."""
+    for _, rec in store.items(kind):
+        return "v" not in rec
+    return False
+
+
+def find_generation(store: RecordReader, m: ModelConfig, req: Request, *,
+                    legacy: bool) -> tuple[dict[str, Any] | None, bool]:
+    """(the answer stored for ``m`` under ``req.key``, or, in a folder that ``holds_legacy``, under the
+    0.1.0 key if that record names ``m``; True when it came from the old key and should be copied)."""
+    rec = store.get(GENERATIONS, req.key)
+    if rec is not None or not legacy:
         return rec, False
-    old_key = legacy_generation_key(m.endpoint.model, params, messages)
+    old_key = legacy_generation_key(m.endpoint.model, req.params, req.messages)
     old = store.get(GENERATIONS, old_key)
     if old is not None and old.get("model") == m.name and "v" not in old:
         return {**old, "v": KEY_VERSION, "legacy_key": old_key.hex()}, True
     return None, False
 
 
-def find_judgment(store: RecordReader, judge: JudgeConfig, key: bytes, params: Mapping[str, Any],
-                  messages: Sequence[Mapping[str, Any]]) -> tuple[bytes, dict[str, Any] | None, int, bool]:
+def find_judgment(store: RecordReader, judge: JudgeConfig, req: Request, *,
+                  legacy: bool) -> tuple[bytes, dict[str, Any] | None, int, bool]:
     """(key of the latest stored verdict, its record, how many re-asks the retry chain holds, True when
-    the first record came from the 0.1.0 key and should be copied under ``key``).
+    the first record came from the 0.1.0 key and should be copied under ``req.key``).
 
-    A 0.1.0 verdict is looked up under the prompt the request has and, when the judge uses the default
-    system prompt, under the prompt 0.1.0 sent by default (only its closing format line differs), so a
-    folder of that release is not paid for twice after the default prompt changed."""
+    In a folder that ``holds_legacy``, a 0.1.0 verdict is looked up under the prompt the request has
+    and, when the judge uses the default system prompt, under the prompt 0.1.0 sent by default (only its
+    closing format line differs), so a folder of that release is not paid for twice after the default
+    prompt changed."""
+    key = req.key
     rec = store.get(JUDGMENTS, key)
     migrated = False
-    if rec is None:
-        for old_messages in _legacy_variants(judge, messages):
-            old_key = legacy_judgment_key(judge.endpoint.model, params, old_messages)
+    if rec is None and legacy:
+        for old_messages in _legacy_variants(judge, req.messages):
+            old_key = legacy_judgment_key(judge.endpoint.model, req.params, old_messages)
             old = store.get(JUDGMENTS, old_key)
             if old is not None and old.get("judge") == judge.name and "v" not in old:
                 rec, migrated = {**old, "v": KEY_VERSION, "legacy_key": old_key.hex()}, True

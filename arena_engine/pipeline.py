@@ -38,14 +38,14 @@ from .errors import ArenaError, ConfigError, VerdictError
 from .identity import (
     GENERATIONS,
     JUDGMENTS,
+    Request,
     find_generation,
     find_judgment,
-    generation_key,
+    generation_request,
+    holds_legacy,
     judge_identity,
-    judge_request,
-    judgment_key,
+    judgment_request,
     model_identity,
-    model_messages,
     retry_key,
 )
 from .inflight import InFlight
@@ -195,6 +195,9 @@ class Arena:
                 stack.push_async_callback(self._close_store)
                 # a distributed run that stopped early left its shards' checkpoints beside ours
                 await anyio.to_thread.run_sync(merge_shards, main)
+            # 0.1.0 keys are tried only where that release began the folder (not on every new request)
+            folder = self._store.base if isinstance(self._store, LayeredStore) else self._store
+            self._legacy = {kind: holds_legacy(folder, kind) for kind in (GENERATIONS, JUDGMENTS)}
             names = [d.name for d in self.config.datasets]
             for m in self.config.models:
                 if m.evalscope_report is not None:
@@ -430,13 +433,12 @@ class Arena:
             self._reference_items.append((m.name, q.dataset, q.subset, key, q.reference))
         return {**rec, "key": key.hex()}
 
-    def _find_generation(self, m: ModelConfig, key: bytes, params: dict[str, Any],
-                         messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    def _find_generation(self, m: ModelConfig, req: Request) -> dict[str, Any] | None:
         """The stored answer (a 0.1.0 record is copied under its new key: see arena_engine.identity)."""
         assert self._store is not None
-        rec, migrated = find_generation(self._store, m, key, params, messages)
+        rec, migrated = find_generation(self._store, m, req, legacy=self._legacy[GENERATIONS])
         if migrated and rec is not None:
-            self._save(GENERATIONS, key, rec)
+            self._save(GENERATIONS, req.key, rec)
         return rec
 
     async def _generate(self, m: ModelConfig, q: Query, counted: set[bytes]) -> dict[str, Any] | None:
@@ -444,22 +446,16 @@ class Arena:
         if m.name in self._imported:
             return self._import(m, q)
         stage, usage = self.stages[m.name], self.usage[m.name]
-        messages = model_messages(m, q)
-        params = dict(m.generation)
-        key = generation_key(self._identities[m.name], m.endpoint.model, params, messages)
+        req = generation_request(self._identities[m.name], m, q)
+        key = req.key
         waited = False
         while True:
-            rec = self._find_generation(m, key, params, messages)
+            rec = self._find_generation(m, req)
             if rec is not None:
                 if not waited:
                     stage.reused += 1
                     usage.reused += 1
                 break
-            if self.offline or m.name not in self._clients:
-                self._missing += 1
-                stage.done += 1
-                stage.failed += 1
-                return None
             down = self._needed_endpoint_down(m)
             if down is not None:  # its answer could not be judged: do not pay for it
                 self._skipped[(m.name, down)] = self._skipped.get((m.name, down), 0) + 1
@@ -470,7 +466,7 @@ class Arena:
             busy = self._in_flight.claim(key)
             if busy is None:
                 try:
-                    rec = await self._send_generation(m, q, key, messages, params)
+                    rec = await self._send_generation(m, q, req)
                 finally:
                     self._in_flight.release(key)
                 if rec is None:
@@ -496,10 +492,8 @@ class Arena:
         """An offline run's answer: the stored record, or None (counted as missing)."""
         if m.name in self._imported:
             return self._import(m, q)
-        messages = model_messages(m, q)
-        params = dict(m.generation)
-        key = generation_key(self._identities[m.name], m.endpoint.model, params, messages)
-        rec = self._find_generation(m, key, params, messages)
+        req = generation_request(self._identities[m.name], m, q)
+        rec = self._find_generation(m, req)
         stage = self.stages[m.name]
         if rec is None:
             self._missing += 1
@@ -508,7 +502,7 @@ class Arena:
             return None
         stage.reused += 1
         self.usage[m.name].reused += 1
-        return self._use_answer(m, q, key, rec, counted)
+        return self._use_answer(m, q, req.key, rec, counted)
 
     def _needed_endpoint_down(self, m: ModelConfig) -> str | None:
         """Why ``m``'s answer could not be used: the judge's or (for a candidate) the baseline's endpoint
@@ -523,11 +517,10 @@ class Arena:
                 return f"baseline {cfg.baseline} endpoint down"
         return None
 
-    async def _send_generation(self, m: ModelConfig, q: Query, key: bytes, messages: list[dict[str, Any]],
-                               params: dict[str, Any]) -> dict[str, Any] | None:
+    async def _send_generation(self, m: ModelConfig, q: Query, req: Request) -> dict[str, Any] | None:
         stage, usage = self.stages[m.name], self.usage[m.name]
         self._sending.set()
-        result = await self._clients[m.name].chat(messages, params)
+        result = await self._clients[m.name].chat(req.messages, req.params)
         self._account(usage, result)
         if not result.ok or result.content is None:
             self._record_failure("generation", m.name, q, result)
@@ -544,7 +537,7 @@ class Arena:
         }
         if result.reasoning:  # a reasoning model's thinking: kept, never shown to the judge
             rec["reasoning"] = result.reasoning
-        self._save(GENERATIONS, key, rec)
+        self._save(GENERATIONS, req.key, rec)
         return rec
 
     def _save(self, kind: str, key: bytes, rec: dict[str, Any]) -> None:
@@ -610,13 +603,12 @@ class Arena:
         for candidate_is_a in (True, False):
             self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None, f"no answer: {missing}"))
 
-    def _find_judgment(self, key: bytes, params: dict[str, Any],
-                       messages: list[dict[str, Any]]) -> tuple[bytes, dict[str, Any] | None, int]:
+    def _find_judgment(self, req: Request) -> tuple[bytes, dict[str, Any] | None, int]:
         """(key of the latest stored verdict, its record, how many re-asks the chain holds)."""
         assert self._store is not None
-        found, rec, n, migrated = find_judgment(self._store, self.config.judge, key, params, messages)
+        found, rec, n, migrated = find_judgment(self._store, self.config.judge, req, legacy=self._legacy[JUDGMENTS])
         if migrated and rec is not None:
-            self._save(JUDGMENTS, key, rec)
+            self._save(JUDGMENTS, req.key, rec)
         return found, rec, n
 
     async def _judge_game(self, q: Query, cand: str, opp: str, a_c: dict[str, Any], a_o: dict[str, Any],
@@ -625,15 +617,14 @@ class Arena:
         cfg = self.config.judge
         stage, usage = self.stages[JUDGE], self.usage[JUDGE]
         first, second = (a_c, a_o) if candidate_is_a else (a_o, a_c)
-        messages, params = judge_request(cfg, self._judge_system, q.question, q.reference, first["answer"],
-                                         second["answer"])
-        base = judgment_key(self._judge_identity, cfg.endpoint.model, params, messages)
+        req = judgment_request(cfg, self._judge_identity, self._judge_system, q, first["answer"], second["answer"])
+        base = req.key
         waited = False
         while True:
-            key, rec, retries = self._find_judgment(base, params, messages)
+            key, rec, retries = self._find_judgment(req)
             if rec is not None and rec.get("verdict") is None and self.retry_excluded and not waited:
                 key, rec = retry_key(base, retries + 1), None  # --retry-excluded: ask again, keep the old record
-            if rec is not None or self.offline:
+            if rec is not None:
                 break
             busy = self._in_flight.claim(key)
             if busy is None:
@@ -644,12 +635,9 @@ class Arena:
             if not waited:
                 stage.reused += 1
                 usage.reused += 1
-        elif self.offline:
-            self._unjudged_game(q, cand, opp, candidate_is_a)
-            return
         else:
             try:
-                rec, error = await self._ask_judge(messages, params)
+                rec, error = await self._ask_judge(req.messages, req.params)
                 if rec is not None:
                     rec.update({
                         "v": 2, "judge": cfg.name, "identity": self._judge_identity, "dataset": q.dataset,
@@ -715,10 +703,9 @@ class Arena:
                     continue
                 for candidate_is_a in (True, False):
                     first, second = (a_c, a_o) if candidate_is_a else (a_o, a_c)
-                    messages, params = judge_request(cfg.judge, system, q.question, q.reference, first["answer"],
-                                                     second["answer"])
-                    base = judgment_key(self._judge_identity, cfg.judge.endpoint.model, params, messages)
-                    key, rec, _ = self._find_judgment(base, params, messages)
+                    req = judgment_request(cfg.judge, self._judge_identity, system, q, first["answer"],
+                                           second["answer"])
+                    key, rec, _ = self._find_judgment(req)
                     if rec is None:
                         self._unjudged_game(q, cand, opp, candidate_is_a)
                         continue

@@ -11,14 +11,15 @@ from .config import RunConfig
 from .datasets import Query, iter_queries
 from .errors import CheckpointError
 from .identity import (
+    GENERATIONS,
+    JUDGMENTS,
     find_generation,
     find_judgment,
-    generation_key,
+    generation_request,
+    holds_legacy,
     judge_identity,
-    judge_request,
-    judgment_key,
+    judgment_request,
     model_identity,
-    model_messages,
 )
 from .judge import DEFAULT_SYSTEM_PROMPT
 from .pairing import pairs_of
@@ -70,6 +71,8 @@ def _reuse(cfg: RunConfig, queries: list[Query]) -> tuple[dict[str, int], int] |
         return f"finished work not counted: {exc}"
     system = cfg.judge.system_prompt or DEFAULT_SYSTEM_PROMPT
     judge_who = judge_identity(cfg.judge)
+    identities = {m.name: model_identity(cfg, m) for m in cfg.models}
+    legacy = {kind: holds_legacy(store, kind) for kind in (GENERATIONS, JUDGMENTS)}
     answers = {m.name: 0 for m in cfg.models}
     verdicts = 0
     try:
@@ -78,10 +81,8 @@ def _reuse(cfg: RunConfig, queries: list[Query]) -> tuple[dict[str, int], int] |
             for m in cfg.models:
                 if m.evalscope_report is not None:
                     continue
-                messages = model_messages(m, q)
-                params = dict(m.generation)
-                key = generation_key(model_identity(cfg, m), m.endpoint.model, params, messages)
-                rec, _ = find_generation(store, m, key, params, messages)
+                rec, _ = find_generation(store, m, generation_request(identities[m.name], m, q),
+                                         legacy=legacy[GENERATIONS])
                 if rec is not None:
                     answers[m.name] += 1
                     found[m.name] = str(rec.get("answer"))
@@ -89,10 +90,8 @@ def _reuse(cfg: RunConfig, queries: list[Query]) -> tuple[dict[str, int], int] |
                 if cand not in found or opp not in found:
                     continue
                 for first, second in ((cand, opp), (opp, cand)):
-                    messages, params = judge_request(cfg.judge, system, q.question, q.reference, found[first],
-                                                     found[second])
-                    key = judgment_key(judge_who, cfg.judge.endpoint.model, params, messages)
-                    _, rec, _, _ = find_judgment(store, cfg.judge, key, params, messages)
+                    req = judgment_request(cfg.judge, judge_who, system, q, found[first], found[second])
+                    _, rec, _, _ = find_judgment(store, cfg.judge, req, legacy=legacy[JUDGMENTS])
                     verdicts += rec is not None
     finally:
         store.close()
