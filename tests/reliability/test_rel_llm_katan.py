@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,8 @@ from reliability_support import (
     config_dict,
     dataset,
     fast_backoff,
+    free_port,
+    get_json,
     read_checkpoints,
     run_cli,
     threaded_sim,
@@ -56,21 +56,9 @@ KEY_ENV = "KATAN_TEST_KEY"  # llm-katan answers 401 without an Authorization hea
 Katan = Callable[..., str]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        data: dict[str, Any] = orjson.loads(r.read())
-    return data
-
-
 def received(base: str) -> int:
     """Chat requests llm-katan received, whatever it answered (its middleware counts each one)."""
-    return int(_get(f"{base}/stats")["total"])
+    return int(get_json(f"{base}/stats")["total"])
 
 
 @pytest.fixture
@@ -87,7 +75,7 @@ def katan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Katan]:
         home.mkdir()
         last_error = ""
         for _ in range(3):  # the port is picked free, but another process may take it first
-            port = _free_port()
+            port = free_port()
             proc = subprocess.Popen(
                 [sys.executable, "-c", "from llm_katan.cli import main; main()", "-m", "katan", "--backend", "echo",
                  "--providers", "openai", "--host", "127.0.0.1", "--port", str(port), "--max-concurrent", "64",
@@ -98,7 +86,7 @@ def katan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Katan]:
             deadline = time.monotonic() + 30
             while proc.poll() is None and time.monotonic() < deadline:
                 try:
-                    _get(f"{base}/health")
+                    get_json(f"{base}/health")
                     return base
                 except OSError:
                     time.sleep(0.05)

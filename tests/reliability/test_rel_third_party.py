@@ -13,11 +13,9 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from typing import Any
 import anyio
 import orjson
 import pytest
-from reliability_support import dataset, read_checkpoints
+from reliability_support import dataset, free_port, get_json, read_checkpoints
 
 from arena_engine.config import config_from_dict
 from arena_engine.pipeline import Arena, ArenaResults
@@ -50,18 +48,6 @@ RULES: dict[str, Any] = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        data: dict[str, Any] = orjson.loads(r.read())
-    return data
-
-
 @contextlib.contextmanager
 def fakellm(tmp: Path) -> Iterator[str]:
     """`fakellm serve` on a free 127.0.0.1 port; yields its base URL (http://127.0.0.1:PORT)."""
@@ -70,7 +56,7 @@ def fakellm(tmp: Path) -> Iterator[str]:
     config = tmp / "fakellm.yaml"
     config.write_bytes(orjson.dumps(RULES))  # JSON is YAML
     for _ in range(3):  # the port is picked free, but another process may take it before fakellm does
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "fakellm.cli", "serve", "--host", "127.0.0.1", "--port",
                                  str(port), "--config", str(config)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -78,7 +64,7 @@ def fakellm(tmp: Path) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
             try:
-                _get(f"{base}/_fakellm/stats")
+                get_json(f"{base}/_fakellm/stats")
                 break
             except OSError:
                 time.sleep(0.1)
@@ -129,9 +115,9 @@ def test_an_arena_against_fakellm_from_pypi(tmp_path: Path) -> None:
 
     with fakellm(tmp_path) as base:
         first = anyio.run(run)
-        sent = _get(f"{base}/_fakellm/stats")
+        sent = get_json(f"{base}/_fakellm/stats")
         second = anyio.run(run)
-        resent = _get(f"{base}/_fakellm/stats")
+        resent = get_json(f"{base}/_fakellm/stats")
 
     by_rule = sent["by_rule"]
     # the baseline fell through to fakellm's own deterministic echo; the judge matched its rules
