@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import anyio
 
+from .replies import NOT_JSON
+
 #: consecutive hard failures that open the circuit
 DEFAULT_THRESHOLD = 5
 #: failure reasons (prefixes of ``ChatResult.error``) that mean the endpoint cannot answer at all
@@ -21,7 +23,7 @@ ENDPOINT_DOWN = "endpoint_down"
 
 
 def is_hard(reason: str) -> bool:
-    return reason.startswith(HARD_FAILURES) or " body, not JSON" in reason.split(":", 1)[0]
+    return reason.startswith(HARD_FAILURES) or NOT_JSON in reason.split(":", 1)[0]
 
 
 class EndpointHealth:

@@ -34,6 +34,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
+#: how the reason for a 2xx whose body is another type (an HTML page) ends, after the content type
+NOT_JSON = " body, not JSON"
+
 __all__ = [
     "TOKEN_PARAMS",
     "Fault",
@@ -214,7 +217,7 @@ def read_reply(raw: bytes, content_type: str | None = None, scrub: Callable[[str
             return MALFORMED
         # an HTML page (a proxy, a login wall, a web UI at the api_url): no retry will turn it into JSON
         quote = snippet(scrub(raw[: 4 * BODY_QUOTE].decode("utf-8", "replace")))
-        return Fault("fatal", f"{ctype} body, not JSON: {quote}")
+        return Fault("fatal", f"{ctype}{NOT_JSON}: {quote}")
     if type(data) is not dict:
         return MALFORMED
     usage = data.get("usage")
