@@ -16,6 +16,8 @@ from shape_server import completion, shape_server
 from arena_engine.client import ChatClient, Endpoint
 from arena_engine.config import config_from_dict
 from arena_engine.limits import AUTO_MAX, AUTO_START, ConcurrencyGate, Limits
+from arena_engine.sim.config import Latency, SimConfig
+from arena_engine.sim.process import SimProcess
 
 pytestmark = pytest.mark.anyio
 
@@ -39,8 +41,8 @@ async def _server(wait: Callable[[], Awaitable[None]]) -> AsyncIterator[str]:
         yield server.url
 
 
-async def _chats(url: str, n: int, limits: Limits) -> tuple[list[float], float, ChatClient]:
-    ep = Endpoint(name="m", api_url=url, model="m", limits=limits)
+async def _chats(url: str, n: int, limits: Limits, *, model: str = "m") -> tuple[list[float], float, ChatClient]:
+    ep = Endpoint(name="m", api_url=url, model=model, limits=limits)
     async with ChatClient(ep) as client:
         t0 = time.monotonic()
         results = await asyncio.gather(*(client.chat([{"role": "user", "content": f"q{i}"}]) for i in range(n)))
@@ -91,16 +93,16 @@ async def test_a_one_slot_server_keeps_its_latency() -> None:
 
 
 async def test_a_server_with_many_slots_is_filled() -> None:
-    async def many_slots() -> None:
-        await asyncio.sleep(0.05)  # every request served at once, 50 ms each
-
-    async with _server(many_slots) as url:
+    # The server runs in its own process, as a provider does: in this process its CPU would share the
+    # client's event loop, and the loop's own delays would read as the server queueing.
+    with SimProcess(SimConfig.demo(latency=Latency("fixed", 0.05))) as sim:  # every request at once, 50 ms
+        url = sim.url
         autos, fixed, caps = [], [], []
         for _ in range(2):  # alternated, best of each: a load spike on this shared box hits one rep, not the figure
-            _, took, client = await _chats(url, 1200, Limits(concurrency=AUTO_MAX, auto=True))
+            _, took, client = await _chats(url, 1200, Limits(concurrency=AUTO_MAX, auto=True), model="sim-base")
             autos.append(took)
             caps.append(client.limiter.gate.cap)
-            fixed.append((await _chats(url, 1200, Limits(concurrency=128)))[1])
+            fixed.append((await _chats(url, 1200, Limits(concurrency=128), model="sim-base"))[1])
     print(f"\nmany slots: auto {min(autos):.2f} s (caps {caps}) vs fixed 128 {min(fixed):.2f} s")
     assert max(caps) >= 64  # it grew from 8 to fill the server
     assert min(autos) < 1.5 * min(fixed)
