@@ -1,11 +1,13 @@
 """report.html at scale: 100k battles (2 candidates x 50k queries), every answer and verdict distinct.
 
-Prints, for the Python side, the time to build and write report.html against reading the same
-checkpoint records once in file order (the floor of any report that shows the texts), and the file
-size against the raw text it must carry; for the browser side (Debian's Chromium via Playwright, when
-installed), the time until the page is usable against a bare page that only parses the same JSON, a
-text search against a naive per-battle search in the same page, and the longest main-thread task
-while searching (a frozen page shows up there).
+The report is written as a run writes it (`write_reports`: the page with its first battles, the rest
+compressed in `report_battles/` beside it). Prints, for the Python side, the time to build and write
+the reports against reading the same checkpoint records once in file order (the floor of any report
+that shows the texts), and the sizes of report.html and of its parts against the raw text they carry;
+for the browser side (Debian's Chromium via Playwright, when installed), the time until the page is
+usable (every part loaded) against a bare page that only parses all the battles as one JSON, a text
+search against a naive per-battle search in the same page, and the longest main-thread task while
+searching (a frozen page shows up there).
 
     python benchmarks/bench_report_html.py [--battles 100000] [--answer-words 80] [--keep DIR]
 """
@@ -29,7 +31,9 @@ from arena_engine.config import config_from_dict
 from arena_engine.judge import LABELS, Verdict, candidate_view
 from arena_engine.leaderboard import leaderboards
 from arena_engine.pipeline import GENERATIONS, JUDGMENTS, ArenaResults, EndpointUsage
-from arena_engine.report.html import page_data, render_html
+from arena_engine.report import write_reports
+from arena_engine.report.html import embed_json, page_data
+from arena_engine.report.parts import PARTS_DIR
 from arena_engine.store import RunStore, content_key
 
 CHROMIUM = "/usr/bin/chromium"
@@ -91,18 +95,17 @@ def build(run_dir: Path, battles: int, answer_words: int, seed: int = 0) -> tupl
     return results, store, text_bytes
 
 
-def python_side(results: ArenaResults, store: RunStore, out: Path) -> tuple[str, dict]:
+def python_side(results: ArenaResults, store: RunStore) -> tuple[Path, int, dict[str, Any]]:
     t0 = time.perf_counter()
     n_records = sum(1 for _ in store.records(GENERATIONS)) + sum(1 for _ in store.records(JUDGMENTS))
     t_floor = time.perf_counter() - t0
     t0 = time.perf_counter()
-    data = page_data(results, store)
-    html = render_html(data)
-    out.write_text(html, encoding="utf-8")
+    paths = write_reports(results, store)
     t_html = time.perf_counter() - t0
-    print(f"python: report.html built and written in {t_html:.2f} s; reading the {n_records:,} checkpoint records "
+    print(f"python: reports built and written in {t_html:.2f} s; reading the {n_records:,} checkpoint records "
           f"once takes {t_floor:.2f} s (ratio {t_html / t_floor:.2f}x)")
-    return html, data
+    parts = sum(p.stat().st_size for p in (paths["html"].parent / PARTS_DIR).glob("*.js"))
+    return paths["html"], parts, page_data(results, store)
 
 
 BARE = """<!DOCTYPE html><meta charset="utf-8"><body><script type="application/json" id="arena-data">{data}</script>
@@ -146,6 +149,8 @@ def browser_side(path: Path, bare: Path) -> None:
         page.goto(bare.as_uri(), timeout=120_000)
         page.wait_for_selector("body[data-parsed]", state="attached", timeout=120_000)
         t_bare = time.perf_counter() - t0
+        needle = "w1a w2b"
+        naive_ms, naive_count = page.evaluate(NAIVE_SEARCH, needle)  # over every battle, held in this page
         page.close()
 
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -155,11 +160,13 @@ def browser_side(path: Path, bare: Path) -> None:
         page.goto(path.as_uri(), timeout=120_000)
         page.wait_for_selector("body[data-browser=ready]", timeout=120_000)
         t_load = time.perf_counter() - t0
-        print(f"browser: report usable {t_load:.2f} s after opening; a bare page that only parses the same JSON "
-              f"takes {t_bare:.2f} s (ratio {t_load / t_bare:.2f}x)")
+        page.wait_for_selector("body[data-parts=loaded]", state="attached", timeout=120_000)
+        t_all = time.perf_counter() - t0
+        print(f"browser: report usable {t_load:.2f} s after opening (bar 3 s), every battle loaded after {t_all:.2f} s; "
+              f"a bare page that only parses all the battles as one JSON takes {t_bare:.2f} s "
+              f"(ratio {t_all / t_bare:.2f}x)")
         page.evaluate("""() => { window.__long = []; new PerformanceObserver((l) => { for (const e of l.getEntries())
             window.__long.push(e.duration); }).observe({ type: "longtask" }); }""")
-        needle = "w1a w2b"
         t0 = time.perf_counter()
         page.fill("#f-text", needle)
         page.wait_for_function("document.body.dataset.browser === 'busy'")
@@ -167,10 +174,9 @@ def browser_side(path: Path, bare: Path) -> None:
         t_search = time.perf_counter() - t0 - 0.15  # minus the typing debounce
         count = page.get_attribute("#battle-count", "data-count")
         longest = _longest(page)
-        naive_ms, naive_count = page.evaluate(NAIVE_SEARCH, needle)
         print(f"browser: text search over all texts {t_search:.2f} s ({count} battles), longest main-thread task "
               f"{longest}; a naive per-battle search takes {naive_ms / 1000:.2f} s ({naive_count} battles) "
-              f"as one blocking task (ratio {t_search / (naive_ms / 1000):.2f}x)")
+              f"as one blocking task in the bare page (ratio {t_search / (naive_ms / 1000):.2f}x)")
         page.evaluate("window.__long = []")
         t0 = time.perf_counter()
         page.fill("#f-text", "")
@@ -200,16 +206,14 @@ def main() -> None:
         print(f"setup: {len(results.battles):,} battles, {text_bytes / 1e6:.1f} MB of text, built in "
               f"{time.perf_counter() - t0:.1f} s")
         with store:
-            out = run_dir / "report.html"
-            html, data = python_side(results, store, out)
-        size = len(html.encode())
-        print(f"size: report.html {size / 1e6:.1f} MB for {text_bytes / 1e6:.1f} MB of distinct text "
-              f"(ratio {size / text_bytes:.2f}x); {len(data['battles']['strings']):,} strings")
+            out, parts, data = python_side(results, store)
+        size = out.stat().st_size
+        print(f"size: report.html {size / 1e6:.1f} MB (bar 15 MB) + {parts / 1e6:.1f} MB of parts beside it for "
+              f"{text_bytes / 1e6:.1f} MB of distinct text (ratio {(size + parts) / text_bytes:.2f}x); "
+              f"{len(data['battles']['strings']):,} strings")
         bare = run_dir / "bare.html"
-        start = html.index('<script type="application/json" id="arena-data">') + len(
-            '<script type="application/json" id="arena-data">')
         bare.with_name("warm.html").write_text("<!DOCTYPE html><p>warm</p>", encoding="utf-8")
-        bare.write_text(BARE.replace("{data}", html[start:html.index("</script>", start)]), encoding="utf-8")
+        bare.write_text(BARE.replace("{data}", embed_json(data)), encoding="utf-8")
         browser_side(out, bare)
     finally:
         if args.keep is None:

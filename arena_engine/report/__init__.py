@@ -10,8 +10,9 @@ from ..errors import CheckpointError
 from ..pipeline import ArenaResults
 from ..runfolder import REPORT_DIR
 from ..store import CHECKPOINT_DIR, RunStore
-from .html import report_html
+from .html import report_files, report_html
 from .json_report import report_dict, write_json
+from .parts import INLINE_BATTLES, PART_BATTLES, PARTS_DIR
 from .tables import leaderboard_text, parse_leaderboard, report_table
 
 __all__ = ["leaderboard_text", "parse_leaderboard", "report_dict", "report_html", "report_table", "write_reports"]
@@ -23,7 +24,8 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_reports(results: ArenaResults, store: RunStore | None = None) -> dict[str, Path]:
+def write_reports(results: ArenaResults, store: RunStore | None = None, *, inline: int = INLINE_BATTLES,
+                  part_size: int = PART_BATTLES) -> dict[str, Path]:
     """Write every report under ``RUN_DIR/report/`` and return their paths by name.
 
     The battle browser of ``report.html`` reads questions, answers and judge reasoning from the run's
@@ -34,15 +36,16 @@ def write_reports(results: ArenaResults, store: RunStore | None = None) -> dict[
     """
     out = results.run_dir / REPORT_DIR
     try:
-        return _write_reports(results, store, out)
+        return _write_reports(results, store, out, inline, part_size)
     except OSError as exc:  # a full or read-only disk: say so in one line, leave no half-written file
-        for tmp in out.glob("*.tmp"):
+        for tmp in [*out.glob("*.tmp"), *out.glob(f"{PARTS_DIR}/*.tmp")]:
             with contextlib.suppress(OSError):
                 tmp.unlink()
         raise CheckpointError(f"cannot write the reports in {out}: {exc.strerror or exc}") from exc
 
 
-def _write_reports(results: ArenaResults, store: RunStore | None, out: Path) -> dict[str, Path]:
+def _write_reports(results: ArenaResults, store: RunStore | None, out: Path, inline: int,
+                   part_size: int) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "report_table": out / "report_table.txt",
@@ -55,9 +58,25 @@ def _write_reports(results: ArenaResults, store: RunStore | None, out: Path) -> 
     report = report_dict(results)
     write_json(paths["json"], report)
     if store is not None or not (results.run_dir / CHECKPOINT_DIR).is_dir():
-        html = report_html(results, store, report=report)
+        html, parts = report_files(results, store, report=report, inline=inline, part_size=part_size)
     else:
         with RunStore(results.run_dir) as own:
-            html = report_html(results, own, report=report)
+            html, parts = report_files(results, own, report=report, inline=inline, part_size=part_size)
+    _write_parts(out, parts)
     _write_text(paths["html"], html)
     return paths
+
+
+def _write_parts(out: Path, parts: dict[str, str]) -> None:
+    """Replace the battle parts beside report.html with ``parts`` (stale ones of a bigger run removed)."""
+    folder = out / PARTS_DIR
+    for old in folder.glob("part-*.js") if folder.is_dir() else ():
+        if f"{PARTS_DIR}/{old.name}" not in parts:
+            old.unlink()
+    if parts:
+        folder.mkdir(exist_ok=True)
+    for rel, text in parts.items():
+        _write_text(out / rel, text)
+    if folder.is_dir() and not parts:
+        with contextlib.suppress(OSError):
+            folder.rmdir()

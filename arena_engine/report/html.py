@@ -37,8 +37,10 @@ from ..metrics import METRIC_NAMES, sample_metrics_batch
 from ..pipeline import GENERATIONS, JUDGMENTS, ArenaResults
 from ..store import RunStore
 from .json_report import report_dict
+from .parts import INLINE_BATTLES, PART_BATTLES, part_script, split_battles
 
-__all__ = ["BATTLE_COLUMNS", "NO_OUTCOME", "battle_data", "embed_json", "page_data", "render_html", "report_html"]
+__all__ = ["BATTLE_COLUMNS", "NO_OUTCOME", "battle_data", "embed_json", "page_data", "render_html", "report_files",
+           "report_html"]
 
 DATA_SCHEMA = 1
 NO_OUTCOME = 9  # outcome column value of a game that has no verdict (excluded or never judged)
@@ -302,21 +304,37 @@ def reliability_banner(data: dict[str, Any]) -> str:
 
 
 def render_html(data: dict[str, Any]) -> str:
-    """The page for ``data`` (as made by :func:`page_data`)."""
+    """The page for ``data`` (as made by :func:`page_data`; with ``battles.parts``, the page's script
+    loads them from beside it once it is drawn, see :mod:`.parts`)."""
     script = _asset("report.js")
     css = _asset("report.css")
     for name, text in (("report.js", script), ("report.css", css)):
         if re.search(r"</(script|style)", text, re.IGNORECASE):  # pragma: no cover - guards our own assets
             raise ValueError(f"{name} must not contain a closing </script> or </style> tag")
+    parts = (data.get("battles") or {}).get("parts") or []
+    # Parts are scripts beside the page: allowed from its own folder ('self' when served, file: from disk).
+    beside = " 'self' file:" if parts else ""
     csp = (
         "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
-        f"script-src '{_csp_hash(script)}'; base-uri 'none'; form-action 'none'"
+        f"script-src '{_csp_hash(script)}'{beside}; base-uri 'none'; form-action 'none'"
     )
-    parts = {"csp": csp, "css": css, "js": script, "data": embed_json(data), "banner": reliability_banner(data)}
-    return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], _asset("report_template.html"))
+    fill = {"csp": csp, "css": css, "js": script, "data": embed_json(data), "banner": reliability_banner(data)}
+    return _PLACEHOLDER.sub(lambda m: fill[m.group(1)], _asset("report_template.html"))
+
+
+def report_files(results: ArenaResults, store: RunStore | None = None, *, report: dict[str, Any] | None = None,
+                 inline: int = INLINE_BATTLES, part_size: int = PART_BATTLES) -> tuple[str, dict[str, str]]:
+    """``report.html`` and the part files beside it (relative path -> text; none for a run of at most
+    ``inline`` battles)."""
+    data = page_data(results, store, report=report)
+    head, parts = split_battles(data["battles"], inline=inline, part_size=part_size)
+    data["battles"] = head
+    files = {p["src"]: part_script(i + 1, part) for i, (p, part) in enumerate(zip(head.get("parts", []), parts, strict=True))}
+    return render_html(data), files
 
 
 def report_html(results: ArenaResults, store: RunStore | None = None, *,
                 report: dict[str, Any] | None = None) -> str:
-    """The whole ``report.html`` of ``results``; texts come from ``store`` (see :func:`battle_data`)."""
+    """The whole ``report.html`` of ``results`` as one page, every battle inside it (texts come from
+    ``store``, see :func:`battle_data`); ``write_reports`` writes big runs in parts (:func:`report_files`)."""
     return render_html(page_data(results, store, report=report))

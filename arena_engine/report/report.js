@@ -10,6 +10,62 @@
   const OUTCOME_NAMES = { "2": "strong win", "1": "win", "0": "tie", "-1": "loss", "-2": "strong loss" };
   const VERDICT_PHRASES = { "2": "wins clearly", "1": "wins", "0": "ties", "-1": "loses", "-2": "loses clearly" };
   const NO_OUTCOME = 9;
+  const STRING_COLUMNS = new Set(["qid", "q", "ac", "ao", "r1", "r2", "x1", "x2", "ref"]);
+  const SCORE_COLUMNS = new Set(["mc", "mo"]);
+
+  // ------------------------------------------------------------------ battles in parts
+  // A big run keeps its first battles in this page and the rest in report_battles/part-NNNN.js beside
+  // it, loaded once the page is drawn: each hands over a gzip'd, base64'd slice of the
+  // battle columns with its own string table, merged here with its string ids shifted.
+
+  async function inflate(z) {
+    const bin = atob(z);
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+    return JSON.parse(await new Response(stream).text());
+  }
+
+  function mergePart(b, p) {
+    const so = b.strings.length, ro = b.ref_scores.length;
+    for (const x of p.strings) b.strings.push(x);
+    for (const x of p.ref_scores) b.ref_scores.push(x);
+    for (const x of p.text_ids) b.text_ids.push(x + so);
+    for (const [k, v] of Object.entries(p.columns)) {
+      const col = b.columns[k];
+      const off = STRING_COLUMNS.has(k) ? so : SCORE_COLUMNS.has(k) ? ro : 0;
+      if (off) { for (const x of v) col.push(x >= 0 ? x + off : x); } else { for (const x of v) col.push(x); }
+    }
+    b.n += p.n;
+  }
+
+  // Each part is a script beside the page that calls window.ARENA_PARTS.push({i, n, z}); scripts are
+  // added here (not as tags in the page) so they load after the page is drawn, each with its own
+  // load / error event.
+  function loadScript(src) {
+    return new Promise((resolve) => {
+      const tag = document.createElement("script");
+      tag.addEventListener("load", () => resolve(true));
+      tag.addEventListener("error", () => resolve(false));
+      tag.setAttribute("src", src);
+      document.body.appendChild(tag);
+    });
+  }
+
+  async function loadParts(b) {
+    const want = b.parts || [];
+    const got = new Map();
+    window.ARENA_PARTS = { push: (p) => { got.set(p.i, p.z); } };
+    const loaded = await Promise.all(want.map((w) => loadScript(w.src)));
+    const missing = [];
+    for (let k = 0; k < want.length; k++) {  // in order, one at a time: battles keep their order, memory its bound
+      const z = loaded[k] ? got.get(k + 1) : undefined;
+      if (z === undefined) { missing.push(want[k].src); continue; }
+      got.delete(k + 1);
+      mergePart(b, await inflate(z));
+    }
+    return missing;
+  }
 
   // ------------------------------------------------------------------ DOM helpers (text only)
 
@@ -66,7 +122,7 @@
   document.title = "Arena report: " + candidates.length + " candidate(s) vs " + R.baseline;
   $("title").textContent = "Arena report: " + candidates.join(", ") + " vs " + R.baseline;
   $("subtitle").textContent = [
-    "judge " + R.judge, "mode " + R.mode, int(B.n) + " battles",
+    "judge " + R.judge, "mode " + R.mode, int(B.total || B.n) + " battles",
     "rating " + R.rating.method + " (" + R.rating.overall + " overall), " + (R.rating.method === "elo-online" ? int(R.rating.rounds) + " bootstrap rounds, " + Math.round(100 * R.rating.ci) + "% spread (legacy online Elo: not a confidence interval)" : (R.rating.interval === "bootstrap" ? int(R.rating.rounds) + " bootstrap rounds, " : R.rating.interval + " intervals, ") + Math.round(100 * R.rating.ci) + "% CI"),
     "seed " + R.seed, "took " + secs(R.elapsed_seconds),
   ].join(" · ");
@@ -205,16 +261,22 @@
 
   // ------------------------------------------------------------------ battle columns
 
+  // C, N and S cover the battles loaded so far (the page's own, then each part as it arrives)
   const C = {};
-  for (const [k, v] of Object.entries(B.columns)) C[k] = Int32Array.from(v);
-  const N = B.n;
+  let N = 0;
   const S = B.strings;
+  function readColumns() {
+    for (const [k, v] of Object.entries(B.columns)) C[k] = Int32Array.from(v);
+    N = B.n;
+  }
+  readColumns();
   const str = (i) => (i >= 0 ? S[i] : null);
   const judgeLabel = (outcome, candIsA) => (outcome === NO_OUTCOME ? null : B.labels[candIsA ? 2 - outcome : 2 + outcome]);
 
   // ------------------------------------------------------------------ pairwise results
 
-  (function drawPairs() {
+  function drawPairs() {
+    $("pairs-table").replaceChildren();
     const pairs = new Map();
     for (let i = 0; i < N; i++) {
       const key = C.cand[i] * 65536 + C.opp[i];
@@ -234,11 +296,13 @@
       });
     $("pairs-table").appendChild(rows.length ? table(["Candidate", "Opponent", "Battles", "Won", "Tied", "Lost", "Excluded", "Mean score"].map((h, i) => th(h, i >= 2 ? "num" : "")), rows, { id: "pairs" })
       : el("p", { class: "muted", text: "No battles." }));
-  })();
+  }
+  drawPairs();
 
   // ------------------------------------------------------------------ judge diagnostics
 
-  (function drawJudge() {
+  function drawJudge() {
+    for (const id of ["judge-summary", "judge-consistency", "judge-labels", "judge-excluded"]) $(id).replaceChildren();
     const jd = R.judge_diagnostics || {};
     const games = (R.subsets || []).reduce((a, s) => a + s.games, 0);
     const perCand = new Map();
@@ -303,7 +367,8 @@
       td(Object.entries(s.excluded_reasons || {}).map(([r, n]) => r + ": " + n).join("; ") || "—")));
     $("judge-excluded").append(el("div", { class: "scroll" }, table([th("Dataset"), th("Subset"), th("Queries", "num"), th("Games", "num"), th("Excluded", "num"), th("Reasons")], exRows, { id: "excluded-table" })),
       el("button", { type: "button", text: "Browse excluded battles", on: { click: () => { $("f-mode").value = "excluded"; browseTo(null, null); } } }));
-  })();
+  }
+  drawJudge();
 
   // ------------------------------------------------------------------ latency, tokens, cost
 
@@ -358,12 +423,19 @@
   function fillSelect(select, items) {
     select.replaceChildren(el("option", { value: "-1", text: "all" }), ...items.map(([v, t]) => el("option", { value: String(v), text: t })));
   }
-  const candIds = [...new Set(C.cand)].sort((a, b) => B.models[a].localeCompare(B.models[b]));
-  const oppIds = [...new Set(C.opp)].sort((a, b) => B.models[a].localeCompare(B.models[b]));
-  fillSelect($("f-candidate"), candIds.map((i) => [i, B.models[i]]));
-  fillSelect($("f-opponent"), oppIds.map((i) => [i, B.models[i]]));
-  if (oppIds.length <= 1) $("f-opponent").parentElement.hidden = true;
-  fillSelect($("f-subset"), B.subsets.map((s, i) => [i, s[0] + " / " + s[1]]));
+  function fillSelects() {
+    const keep = ["f-candidate", "f-opponent", "f-subset"].map((id) => $(id).value);
+    const candIds = [...new Set(C.cand)].sort((a, b) => B.models[a].localeCompare(B.models[b]));
+    const oppIds = [...new Set(C.opp)].sort((a, b) => B.models[a].localeCompare(B.models[b]));
+    fillSelect($("f-candidate"), candIds.map((i) => [i, B.models[i]]));
+    fillSelect($("f-opponent"), oppIds.map((i) => [i, B.models[i]]));
+    $("f-opponent").parentElement.hidden = oppIds.length <= 1;
+    fillSelect($("f-subset"), B.subsets.map((s, i) => [i, s[0] + " / " + s[1]]));
+    ["f-candidate", "f-opponent", "f-subset"].forEach((id, k) => {
+      if (keep[k] && [...$(id).options].some((o) => o.value === keep[k])) $(id).value = keep[k];
+    });
+  }
+  fillSelects();
 
   function busy(on) { document.body.dataset.browser = on ? "busy" : "ready"; $("search-state").textContent = on ? "searching…" : ""; }
 
@@ -413,7 +485,7 @@
     const count = $("battle-count");
     count.textContent = int(rows.length);
     count.dataset.count = String(rows.length);
-    $("battle-total").textContent = "(of " + int(N) + ")";
+    $("battle-total").textContent = "(of " + int(N) + ")" + (N < (B.total || N) && !partsDone ? "; " + int(B.total - N) + " more loading…" : "");
     $("p-info").textContent = rows.length ? "battles " + int(start + 1) + "–" + int(end) + " · page " + int(state.page + 1) + " of " + int(pages) : "no battles";
     $("p-first").disabled = $("p-prev").disabled = state.page === 0;
     $("p-next").disabled = $("p-last").disabled = state.page >= pages - 1;
@@ -529,9 +601,10 @@
 
   // Text search: each distinct text is tested once (not once per battle), in slices so the page
   // stays responsive on large reports; a newer search abandons an older one.
-  let searchGen = 0, debounce = 0;
+  let searchGen = 0, debounce = 0, searchNeedle = "";
   function startSearch(needle) {
     const gen = ++searchGen;
+    searchNeedle = needle;
     if (!needle) { state.textMask = null; busy(false); applyFilters(); return; }
     busy(true);
     const re = new RegExp(needle.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"), "i");
@@ -592,8 +665,32 @@
   $("p-next").addEventListener("click", () => { state.page = Math.min(pages() - 1, state.page + 1); renderPage(); });
   $("p-last").addEventListener("click", () => { state.page = pages() - 1; renderPage(); });
 
+  let partsDone = !(B.parts || []).length;
   readControls();
   applyFilters();
   busy(false);
   $("loading").hidden = true;
+
+  // The page is usable now; the battles of the parts join it when they are inflated.
+  document.body.dataset.parts = partsDone ? "loaded" : "loading";
+  if (!partsDone) {
+    loadParts(B).then((missing) => {
+      partsDone = true;
+      readColumns();
+      drawPairs();
+      drawJudge();
+      fillSelects();
+      readControls();
+      if (missing.length) {
+        $("browser-note").textContent = "This run has " + int(B.total) + " battles; " + int(B.total - N) + " of them are in "
+          + missing.length + " file(s) under report_battles/ that are not beside this page (" + missing[0]
+          + (missing.length > 1 ? ", …" : "") + "): the tables and this browser show the " + int(N) + " it has; the leaderboards cover them all.";
+      }
+      if (searchNeedle) startSearch(searchNeedle); else applyFilters();
+      document.body.dataset.parts = missing.length ? "missing" : "loaded";
+    }).catch((err) => {
+      $("browser-note").textContent = "The battles beyond the first " + int(N) + " could not be loaded: " + err;
+      document.body.dataset.parts = "failed";
+    });
+  }
 })();
