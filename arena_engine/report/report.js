@@ -56,10 +56,10 @@
     const want = b.parts || [];
     const got = new Map();
     window.ARENA_PARTS = { push: (p) => { got.set(p.i, p.z); } };
-    const loaded = await Promise.all(want.map((w) => loadScript(w.src)));
     const missing = [];
-    for (let k = 0; k < want.length; k++) {  // in order, one at a time: battles keep their order, memory its bound
-      const z = loaded[k] ? got.get(k + 1) : undefined;
+    for (let k = 0; k < want.length; k++) {  // in order, one at a time: battles keep their order, memory its
+      const ok = await loadScript(want[k].src);  // bound, and the page answers clicks between parts
+      const z = ok ? got.get(k + 1) : undefined;
       if (z === undefined) { missing.push(want[k].src); continue; }
       got.delete(k + 1);
       mergePart(b, await inflate(z));
@@ -670,6 +670,7 @@
   applyFilters();
   busy(false);
   $("loading").hidden = true;
+  document.body.dataset.readyMs = String(Math.round(performance.now()));
 
   // The page is usable now; the battles of the parts join it when they are inflated.
   document.body.dataset.parts = partsDone ? "loaded" : "loading";
@@ -688,6 +689,7 @@
       }
       if (searchNeedle) startSearch(searchNeedle); else applyFilters();
       document.body.dataset.parts = missing.length ? "missing" : "loaded";
+      document.body.dataset.partsMs = String(Math.round(performance.now()));
     }).catch((err) => {
       $("browser-note").textContent = "The battles beyond the first " + int(N) + " could not be loaded: " + err;
       document.body.dataset.parts = "failed";
