@@ -18,7 +18,6 @@ integers that index it (a baseline answer shared by two candidates is stored onc
 from __future__ import annotations
 
 import base64
-import gc
 import hashlib
 import html
 import re
@@ -155,13 +154,7 @@ def battle_data(results: ArenaResults, store: RunStore | None = None) -> dict[st
     Texts come from ``store`` (an open :class:`RunStore` of the run folder); without it the battles
     are listed with their verdicts but without questions, answers or reasoning.
     """
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # hundreds of thousands of long-lived objects: collection passes would only slow this down
-    try:
-        return _battle_data(results, store)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+    return _battle_data(results, store)
 
 
 def _battle_data(results: ArenaResults, store: RunStore | None) -> dict[str, Any]:
