@@ -154,10 +154,6 @@ def battle_data(results: ArenaResults, store: RunStore | None = None) -> dict[st
     Texts come from ``store`` (an open :class:`RunStore` of the run folder); without it the battles
     are listed with their verdicts but without questions, answers or reasoning.
     """
-    return _battle_data(results, store)
-
-
-def _battle_data(results: ArenaResults, store: RunStore | None) -> dict[str, Any]:
     strings = _Strings()
     add = strings.add
     models: dict[str, int] = {}
