@@ -98,7 +98,7 @@ def tokenize(text: str) -> list[str]:
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing multiplier
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _rank_keys(
     keys: np.ndarray, m: int, ranks: np.ndarray, table: np.ndarray, stamp: np.ndarray, call: int, bits: int
 ) -> int:  # pragma: no cover - compiled
@@ -129,7 +129,7 @@ def _rank_keys(
     return kinds
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _prf(overlap: int, n_pred: int, n_ref: int, out: np.ndarray, k: int, at: int) -> None:  # pragma: no cover
     """(recall, precision, F) as rouge-score computes them, into out[k, at:at+3]."""
     recall = overlap / max(n_ref, 1)
