@@ -158,18 +158,55 @@ def _note_sigterm(signum: int, frame: object) -> None:
 
 
 def _terminate(signum: int, frame: object) -> None:
+    """SIGINT or SIGTERM outside a run's own handling (before it starts, or in the instant after it hands
+    the signals back): the command ends like Ctrl-C, and from here on both signals are ignored. A repeated
+    signal must never meet a default handler on the way out: CPython puts SIG_DFL back as it finalizes,
+    and a supervisor's second SIGTERM then ended the process with -15 after it had closed the folder."""
+    ignore_signals()
     raise _Terminated
 
 
-def _on_sigterm(handler: Callable[[int, object], None]) -> None:
+def ignore_signals() -> None:
+    """Ignore SIGINT and SIGTERM for the rest of the process (an interrupted command on its way out)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def _on_sigterm(handler: Callable[[int, object], None], *, sigint: bool = False) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
+        if sigint:
+            signal.signal(signal.SIGINT, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     global _sigterm_seen
     _sigterm_seen = False
+    before = _handlers()
     _on_sigterm(_note_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        if _handlers() != (signal.SIG_IGN, signal.SIG_IGN):  # an interrupted command ignores both to the end
+            _restore(before)
+
+
+def _handlers() -> tuple[object, object] | None:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+
+def _restore(handlers: tuple[object, object] | None) -> None:
+    """Put back what an embedding process (a test, a notebook) had before main() ran."""
+    if handlers is not None:
+        for sig, handler in zip((signal.SIGINT, signal.SIGTERM), handlers):
+            if handler is not None:
+                signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -186,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"arena-engine: error: {exc}", file=sys.stderr)
         return EXIT_USER
     except KeyboardInterrupt:
+        ignore_signals()
         print("arena-engine: interrupted; finished work is saved, rerun to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
 
@@ -194,7 +232,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from . import commands
     from .pipeline import loop_options
 
-    _on_sigterm(_terminate)  # imports done: a SIGTERM now interrupts at once (until a run takes over)
+    _on_sigterm(_terminate, sigint=True)  # imports done: a SIGTERM now interrupts at once (until a run takes over)
     if _sigterm_seen:
         raise _Terminated
 

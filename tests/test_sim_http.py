@@ -196,20 +196,25 @@ async def test_max_in_flight_and_latency() -> None:
 
 
 async def test_lognormal_latency_varies_around_its_median() -> None:
-    cfg = SimConfig(models=(SimModel("m"),), latency=Latency("lognormal", 0.3, sigma=0.5))
-    async with SimServer(cfg) as sim, aiohttp.ClientSession() as s:
+    # a fixed-latency server with the same median answers the same load side by side: what this box's
+    # queueing adds to every request is read off it, rather than guessed as a bound
+    lognormal = SimConfig(models=(SimModel("m"),), latency=Latency("lognormal", 0.3, sigma=0.5))
+    fixed = SimConfig(models=(SimModel("m"),), latency=Latency("fixed", 0.3))
+    async with SimServer(lognormal) as varied, SimServer(fixed) as control, aiohttp.ClientSession() as s:
         loop = asyncio.get_running_loop()
 
-        async def timed(i: int) -> float:
+        async def timed(url: str, i: int) -> float:
             t = loop.time()
-            await post(s, sim.url, {"model": "m", "messages": [{"role": "user", "content": f"q{i}"}]})
+            await post(s, url, {"model": "m", "messages": [{"role": "user", "content": f"q{i}"}]})
             return loop.time() - t
 
-        durations = sorted(await asyncio.gather(*(timed(i) for i in range(60))))
-    median = durations[30]
-    assert 0.2 < median < 0.6  # loose: a loaded box adds queueing to every request
-    assert durations[-1] > 2 * durations[0]
-    assert durations[-1] < 3.0
+        both = await asyncio.gather(*(timed(url, i) for i in range(60) for url in (varied.url, control.url)))
+    durations, reference = sorted(both[0::2]), sorted(both[1::2])
+    queueing = reference[30] - 0.3
+    assert 0.2 < durations[30] - queueing < 0.45, (durations[30], reference[30])
+    assert durations[-1] - durations[0] > 2 * (reference[-1] - reference[0])  # it varies; the control barely
+    assert durations[45] - durations[15] > max(0.1, 2 * (reference[45] - reference[15]))  # lognormal IQR: 0.21 s
+    assert durations[-1] < 3.0 + queueing
 
 
 def test_serve_runs_standalone_until_sigterm(tmp_path: Path) -> None:
