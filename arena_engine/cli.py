@@ -201,7 +201,7 @@ def _handlers() -> tuple[object, object] | None:
 def _restore(handlers: tuple[object, object] | None) -> None:
     """Put back what an embedding process (a test, a notebook) had before main() ran."""
     if handlers is not None:
-        for sig, handler in zip((signal.SIGINT, signal.SIGTERM), handlers):
+        for sig, handler in zip((signal.SIGINT, signal.SIGTERM), handlers, strict=True):
             if handler is not None:
                 signal.signal(sig, handler)  # type: ignore[arg-type]
 
