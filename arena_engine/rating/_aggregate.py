@@ -21,6 +21,10 @@ I8 = npt.NDArray[np.int8]
 DENSE_SPAN_LIMIT = 1 << 26  # id span up to which codes come from a lookup table instead of a sort
 DENSE_PAIR_LIMIT = 1 << 24  # k * k up to which pair codes come from a lookup table
 DENSE_ENTRY_LIMIT = 1 << 24  # clusters x pairs up to which sums go to a table instead of a sort
+# Rows up to which the statistics come from numpy (sorts and bincounts) rather than the compiled scans:
+# as fast at this size, and nothing to compile, which is most of what a first run after an install spent
+# (5 of its 6 s of rating CPU). Integer arithmetic either way, so both paths give identical statistics.
+NUMPY_ROWS = 1 << 17
 
 
 @njit(cache=True)
@@ -300,6 +304,16 @@ def aggregate(
 ) -> Battles:
     """Sufficient statistics; with `row_codes`, also each row's cluster and pair codes."""
     n = a.size
+    if n <= NUMPY_ROWS:
+        return aggregate_numpy(a, b, o, q, k=k, base=base, strong_weight=strong_weight, row_codes=row_codes)
+    return aggregate_compiled(a, b, o, q, k=k, base=base, strong_weight=strong_weight, row_codes=row_codes)
+
+
+def aggregate_compiled(
+    a: I64, b: I64, o: I8, q: I64, *, k: int, base: int, strong_weight: int, row_codes: bool = False
+) -> Battles:
+    """:func:`aggregate` by the compiled scans (the path for large inputs)."""
+    n = a.size
     qmin = int(q.min()) if n else 0
     qspan = int(q.max()) - qmin + 1 if n else 1
     tables_fit = qspan <= min(DENSE_SPAN_LIMIT, 2 * n + (1 << 20)) and k * k <= DENSE_PAIR_LIMIT
@@ -319,6 +333,44 @@ def aggregate(
         pair, pi, pj, n_battles = pair_codes(a, b, k)
     ptr, e_pair, e_s2, e_w = _entries_sorted(a, o, cluster, pair, pi, n_clusters, strong_weight)
     return _battles(k, base, pi, pj, ptr, e_pair, e_s2, e_w, n_battles, cluster, pair)
+
+
+def aggregate_numpy(
+    a: I64, b: I64, o: I8, q: I64, *, k: int, base: int, strong_weight: int, row_codes: bool = False
+) -> Battles:
+    """:func:`aggregate` by sorts and bincounts (the path for small inputs; the same statistics)."""
+    valid = a != b
+    x, y = a[valid], b[valid]
+    keys = np.minimum(x, y) * k + np.maximum(x, y)
+    pairs, pair_of = np.unique(keys, return_inverse=True)  # sorted by (i, j), like the compiled table
+    clusters, cluster_of = np.unique(q[valid], return_inverse=True)  # ordered like the query ids
+    pi, pj = pairs // k, pairs % k
+    oc = o[valid].astype(np.int64)
+    w = np.where((oc == 2) | (oc == -2), strong_weight, 1).astype(np.int64)
+    s2a = (np.sign(oc) + 1) * w
+    s2 = np.where(x == pi[pair_of], s2a, 2 * w - s2a)
+    n_pairs = pairs.size
+    entry_keys, entry_of = np.unique(cluster_of.astype(np.int64) * n_pairs + pair_of, return_inverse=True)
+    e_s2 = _int_sums(entry_of, s2, entry_keys.size)
+    e_w = _int_sums(entry_of, w, entry_keys.size)
+    e_pair = entry_keys % n_pairs if n_pairs else entry_keys
+    ptr = np.zeros(clusters.size + 1, np.int64)
+    ptr[1:] = np.cumsum(np.bincount(entry_keys // max(n_pairs, 1), minlength=clusters.size))
+    n_battles = (np.bincount(x, minlength=k) + np.bincount(y, minlength=k)).astype(np.int64)
+    cluster = pair = np.zeros(0, np.int32)
+    if row_codes:
+        cluster = np.full(a.size, -1, np.int32)
+        pair = np.full(a.size, -1, np.int32)
+        cluster[valid] = cluster_of
+        pair[valid] = pair_of
+    return _battles(k, base, pi.astype(np.int64), pj.astype(np.int64), ptr, e_pair.astype(np.int64), e_s2, e_w,
+                    n_battles, cluster, pair)
+
+
+def _int_sums(index: npt.NDArray[np.intp], values: I64, n: int) -> I64:
+    """Exact integer sums of `values` by `index` (bincount adds in float64: exact below 2**53, which
+    inputs of NUMPY_ROWS rows with small weights stay far below)."""
+    return np.bincount(index, weights=values, minlength=n).astype(np.int64)
 
 
 def _battles(
@@ -345,7 +397,11 @@ def _pair_totals(e_pair: I64, e_s2: I64, e_w: I64, n_pairs: int) -> tuple[I64, I
 
 def pair_totals(battles: Battles) -> tuple[I64, I64]:
     """(2 x weighted wins of i, weighted games) per pair."""
-    return _pair_totals(battles.e_pair, battles.e_s2, battles.e_w, battles.pi.size)
+    n_pairs = battles.pi.size
+    if battles.e_pair.size <= NUMPY_ROWS:
+        return (_int_sums(battles.e_pair, battles.e_s2, n_pairs)[:n_pairs],
+                _int_sums(battles.e_pair, battles.e_w, n_pairs)[:n_pairs])
+    return _pair_totals(battles.e_pair, battles.e_s2, battles.e_w, n_pairs)
 
 
 @njit(cache=True)
@@ -393,7 +449,7 @@ class Cells:
 def pair_cells(n_pairs: int, e_pair: I64, e_s2: I64, e_w: I64) -> Cells:
     """Cluster contributions per pair, histogrammed: a bootstrap round is a multinomial over these."""
     wmax = int(e_w.max()) if e_w.size else 0
-    if n_pairs * (2 * wmax + 1) * (wmax + 1) <= DENSE_SPAN_LIMIT:
+    if e_pair.size > NUMPY_ROWS and n_pairs * (2 * wmax + 1) * (wmax + 1) <= DENSE_SPAN_LIMIT:
         ptr, cs2, cw, cc = _cells_dense(e_pair, e_s2, e_w, n_pairs, wmax)
         return Cells(ptr=ptr, s2=cs2, w=cw, count=cc)
     order = np.lexsort((e_w, e_s2, e_pair))
@@ -452,4 +508,9 @@ def _queries_per_model(ptr: I64, e_pair: I64, pi: I64, pj: I64, k: int) -> I64: 
 
 def queries_per_model(battles: Battles) -> I64:
     """Number of query clusters in which each model plays at least one game."""
+    if battles.e_pair.size <= NUMPY_ROWS:
+        cluster = np.repeat(np.arange(battles.n_clusters, dtype=np.int64), np.diff(battles.ptr))
+        k = battles.k
+        seen = np.unique(np.concatenate([cluster * k + battles.pi[battles.e_pair], cluster * k + battles.pj[battles.e_pair]]))
+        return np.bincount(seen % k, minlength=k).astype(np.int64) if k else np.zeros(0, np.int64)
     return _queries_per_model(battles.ptr, battles.e_pair, battles.pi, battles.pj, battles.k)

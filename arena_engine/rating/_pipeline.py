@@ -290,13 +290,15 @@ def rate(
 
     if interval in ("sandwich", "score"):
         if star:
-            from arena_engine.rating._sandwich import star_sandwich_se
+            from arena_engine.rating._aggregate import NUMPY_ROWS
+            from arena_engine.rating._sandwich import star_sandwich_se, star_sandwich_se_numpy
 
             cells = pair_cells(battles.pi.size, battles.e_pair, battles.e_s2, battles.e_w)
             cand, cand_is_i = _star_candidates(battles)
             logit = np.where(cand_is_i, beta[cand], -beta[cand])
             se = np.zeros(k)
-            se[cand] = star_sandwich_se(cells.ptr, cells.s2, cells.w, cells.count, logit)
+            star_se = star_sandwich_se_numpy if cells.s2.size <= NUMPY_ROWS else star_sandwich_se
+            se[cand] = star_se(cells.ptr, cells.s2, cells.w, cells.count, logit)
         else:
             from arena_engine.rating._sandwich import sandwich_se
 
