@@ -31,8 +31,11 @@ Speed: tokens are mapped to integer ids in Python and a small numba kernel score
 pairs (n-gram overlaps by iterated dense ranking, LCS by dynamic programming), so 10,000 answer
 pairs take well under a second; ``benchmarks/bench_metrics.py`` measures it against
 ``rouge-score`` + NLTK. The kernel is compiled on first use and cached on disk (numba
-``cache=True``): the very first call after installing takes about 5 s of CPU, later processes load
-the cache in well under a second. The kernel releases the GIL (``nogil``), so a service can warm it
+``cache=True``): the very first call after installing takes about 4 s of CPU, later processes load
+the cache in well under a second. Until the kernel is loaded in the process, batches of up to
+``PYTHON_PAIRS`` pairs are scored by the same algorithm in Python (LCS bit-parallel), with the same
+bits as the kernel's result (``tests/test_metrics.py``); a run compiles the kernel in a child process
+meanwhile (``kernels.py``). The kernel releases the GIL (``nogil``), so a service can warm it
 up, or score big batches, in a worker thread without stalling its event loop.
 
 Known limit: scripts without spaces other than CJK (Thai, Lao, Khmer, Myanmar) are not segmented,
@@ -44,6 +47,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from itertools import chain, count, islice
 
@@ -67,6 +71,7 @@ METRIC_NAMES: tuple[str, ...] = ROUGE_NAMES + BLEU_NAMES
 
 _N_METRICS = len(METRIC_NAMES)
 _CHUNK = 4096  # pairs scored per kernel call: bounds memory for long inputs
+PYTHON_PAIRS = 2048  # pairs up to which a batch is scored in Python while the kernel is not compiled here
 
 # Blocks of scripts written without spaces between words, tokenised one character at a time.
 # Only their word characters become tokens; their punctuation (、。「」…) is dropped like all punctuation.
@@ -271,6 +276,8 @@ def _flat_ids(
 
 
 def _score_chunk(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    if len(predictions) <= PYTHON_PAIRS and not _score_pairs.signatures:
+        return _score_chunk_python(predictions, references)
     vocab: dict[str, int] = {}
     counter = count()
     pred_ids, pred_off = _flat_ids([tokenize(t) for t in predictions], vocab, counter)
@@ -278,6 +285,71 @@ def _score_chunk(predictions: Sequence[str], references: Sequence[str]) -> np.nd
     out = np.zeros((len(predictions), _N_METRICS), np.float64)
     _score_pairs(pred_ids, pred_off, ref_ids, ref_off, next(counter), out)
     return out
+
+
+def _score_chunk_python(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """What the kernel computes, in Python: for a small batch while the kernel is not yet compiled in this
+    process (a first run after an install compiles it in another process meanwhile, see kernels.py).
+    Integer counts and the kernel's float expressions in the kernel's order: the same bits."""
+    out = np.zeros((len(predictions), _N_METRICS), np.float64)
+    for k, (prediction, reference) in enumerate(zip(predictions, references, strict=True)):
+        out[k] = _score_pair_python(tokenize(prediction), tokenize(reference))
+    return out
+
+
+def _score_pair_python(pred: list[str], ref: list[str]) -> list[float]:
+    row = [0.0] * _N_METRICS
+    lp, lr = len(pred), len(ref)
+    if lp == 0 or lr == 0:
+        return row
+    overlaps = [0, 0, 0, 0]
+    for n in range(1, 5):
+        if lp < n or lr < n:
+            break
+        ours = Counter(zip(*(pred[i:] for i in range(n)), strict=False))  # n-grams: shifted copies
+        theirs = Counter(zip(*(ref[i:] for i in range(n)), strict=False))
+        ov = sum(min(c, theirs[g]) for g, c in ours.items() if g in theirs)
+        if ov == 0:
+            break  # no n-gram match means no longer match either
+        overlaps[n - 1] = ov
+    _prf_python(overlaps[0], lp, lr, row, 0)
+    _prf_python(overlaps[1], max(lp - 1, 0), max(lr - 1, 0), row, 3)
+    if overlaps[0] == 0:
+        return row
+    _prf_python(_lcs_length(pred, ref), lp, lr, row, 6)
+    bp = 1.0 if lp > lr else math.exp(1.0 - lr / lp)
+    for n in range(1, 5):
+        row[8 + n] = bp * overlaps[n - 1] / max(lp - n + 1, 1)
+    return row
+
+
+def _prf_python(overlap: int, n_pred: int, n_ref: int, row: list[float], at: int) -> None:
+    recall = overlap / max(n_ref, 1)
+    precision = overlap / max(n_pred, 1)
+    row[at] = recall
+    row[at + 1] = precision
+    row[at + 2] = 2.0 * precision * recall / (precision + recall) if precision + recall > 0.0 else 0.0
+
+
+def _lcs_length(a: list[str], b: list[str]) -> int:
+    """Length of the longest common subsequence, bit-parallel over b (Hyyro 2004): one big-integer
+    step per token of a instead of len(b) Python steps."""
+    match: dict[str, int] = {}
+    for j, token in enumerate(b):
+        match[token] = match.get(token, 0) | (1 << j)
+    full = (1 << len(b)) - 1
+    v = full
+    for token in a:
+        u = v & match.get(token, 0)
+        v = (v + u) | (v - u)
+    return len(b) - (v & full).bit_count()
+
+
+def load_kernel() -> None:
+    """Load (or compile) the kernel into this process by scoring one tiny pair with it."""
+    ids = np.zeros(1, np.int64)
+    offsets = np.array([0, 1], np.int64)
+    _score_pairs(ids, offsets, ids, offsets, 1, np.zeros((1, _N_METRICS), np.float64))
 
 
 def _chunks(predictions: Sequence[str], references: Sequence[str]) -> Iterator[np.ndarray]:

@@ -803,16 +803,9 @@ class Arena:
 
     def _warm_kernels(self) -> None:
         """Load (or compile) the numba kernels the results need: ~1 s that would otherwise follow the run."""
-        import numpy as np
+        from .kernels import warm
 
-        from .metrics import sample_metrics_batch
-        from .rating import rate_battles
-
-        r = self.config.rating
-        two = np.array([0, 1], dtype=np.int64)
-        rate_battles(two, two[::-1].copy(), np.array([1, -1], dtype=np.int8), two, models=["a", "b"], baseline="a",
-                     rounds=2, seed=0, ci=r.ci, strong_weight=r.strong_weight, method=r.method, interval=r.interval)
-        sample_metrics_batch(["warm up"], ["warm up"])
+        warm(self.config.rating.method, self.config.rating.interval)
 
     def _reference_metrics(self) -> dict[tuple[str, str, str], MetricSums]:
         """ROUGE/BLEU of every answer to a query with a reference, batched per (model, dataset, subset)."""

@@ -265,3 +265,21 @@ def test_ascii_fast_path_matches_the_general_tokenizer() -> None:
     for _ in range(300):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
         assert tokenize(text) == metrics._TOKEN.findall(text.lower()), text
+
+
+def test_the_python_scorer_gives_the_kernels_bits() -> None:
+    """Small batches are scored in Python until the kernel is loaded (a first run after an install): the
+    scores must not depend on which one ran, down to the last bit."""
+    rng = random.Random(11)
+    alphabet = ["a", "b", "c", "d", "e", "f", "g", "h", "的", "是"]
+    texts = []
+    for _ in range(1500):
+        width = rng.randint(1, len(alphabet))
+        texts.append(" ".join(rng.choice(alphabet[:width]) for _ in range(rng.choice([0, 1, 2, 3, 7, 40, 130]))))
+    predictions, references = texts[:750], texts[750:]
+    python = metrics._score_chunk_python(predictions, references)
+    metrics.load_kernel()
+    kernel = metrics._score_chunk(predictions, references)
+    assert python.shape == kernel.shape == (750, len(metrics.METRIC_NAMES))
+    assert np.array_equal(python.view(np.int64), kernel.view(np.int64))
+    assert (kernel[:, 6:9] > 0).sum() > 500  # the LCS rows were exercised, not only the empty pairs
