@@ -410,7 +410,7 @@ def test_length_control_with_equal_lengths_is_plain_bradley_terry():
 
 @pytest.mark.parametrize("design", ["star", "pairs"])
 def test_results_do_not_depend_on_the_number_of_threads(design, monkeypatch):
-    from arena_engine.rating import _pipeline
+    from arena_engine.rating import _threads
 
     rng = np.random.default_rng(14)
     k = 6
@@ -419,8 +419,8 @@ def test_results_do_not_depend_on_the_number_of_threads(design, monkeypatch):
     lens = rng.uniform(100, 900, (data[0].size, 2))
     runs = []
     for cpus in (1, 3):
-        monkeypatch.setattr(_pipeline.os, "cpu_count", lambda cpus=cpus: cpus)
-        monkeypatch.setattr(_pipeline, "MIN_THREAD_WORK", 0)
+        monkeypatch.setattr(_threads.os, "cpu_count", lambda cpus=cpus: cpus)
+        monkeypatch.setattr(_threads, "MIN_THREAD_WORK", 0)
         runs.append(
             [
                 rate_battles(

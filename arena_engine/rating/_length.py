@@ -274,7 +274,7 @@ def rate_length_controlled(
         return beta, None, se
     if rounds == 0:
         return beta, None, None
-    from arena_engine.rating._pipeline import in_threads
+    from arena_engine.rating._threads import in_threads
 
     gi, gj = pi[gp], pj[gp]
     eptr, epair, sums, flags = fast.entry_sums(ptr, gp, gx, gs2, gw, pi, pj, theta, k, base)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -25,6 +22,7 @@ from arena_engine.rating._aggregate import (
 )
 from arena_engine.rating._canonical import by_content, content_order, reorder
 from arena_engine.rating._score import score_bounds, t_quantile
+from arena_engine.rating._threads import in_threads
 from arena_engine.rating.results import ELO_BASE, ELO_SCALE
 
 F64 = npt.NDArray[np.float64]
@@ -45,23 +43,6 @@ class Fit:
     n_battles: I64
     flags: list[tuple[str, ...]]
     warnings: list[tuple[str, ...]] | None = None
-
-
-MIN_THREAD_WORK = 2e6  # rough inner-loop steps below which a job stays on the calling thread
-
-
-def in_threads(call: Callable[[int, int], F64], n: int, work: float) -> F64:
-    """call(lo, hi) over slices of range(n) on up to one thread per CPU, results stacked on axis 0.
-
-    The kernels release the GIL and seed every round (or pair) on its own, so the result is the same
-    on any number of threads. Small jobs (`work` in rough inner-loop steps) stay on this thread."""
-    workers = min(os.cpu_count() or 1, n, 8)
-    if workers <= 1 or work < MIN_THREAD_WORK:
-        return call(0, n)
-    bounds = np.linspace(0, n, workers + 1).astype(np.int64)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        parts = list(pool.map(lambda t: call(int(bounds[t]), int(bounds[t + 1])), range(workers)))
-    return np.concatenate(parts, axis=0)
 
 
 def _seeds(seed: int, purpose: int, n: int) -> npt.NDArray[np.uint32]:
