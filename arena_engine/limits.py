@@ -29,14 +29,34 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 
 from arena_engine.errors import ConfigError
 
-if TYPE_CHECKING:
-    from arena_engine.leases import LeaseClient, LeaseSlot
+
+class LeaseSlot(Protocol):
+    """One request's admission out of a shared (cluster-wide) budget: when it may go, and until when."""
+
+    @property
+    def at(self) -> float: ...
+
+    @property
+    def expires(self) -> float: ...
+
+
+class LeaseClient(Protocol):
+    """Admission from a budget shared with other processes (`leases.LeaseClient` implements it): the
+    limiter asks it for a slot per request instead of counting its own windows."""
+
+    hold_until: float
+
+    async def take(self, tokens: float) -> LeaseSlot: ...
+
+    def release(self, slot: Any, *, sent: bool, used_tokens: float | None = None) -> None: ...  # a slot take gave
+
+    def hold(self, until: float) -> None: ...
 
 __all__ = [
     "ADMISSION_TICK",
