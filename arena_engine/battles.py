@@ -28,6 +28,7 @@ class Game:
     outcome: int | None  # from the candidate's side: 2 strong win .. -2 strong loss; None = excluded
     reason: str | None = None  # why the game is excluded (unparseable verdict, request failed, ...)
     judgment_key: str | None = None  # hex content key of the judgment record
+    judge: str | None = None  # the judge's name when a run has several judges (None: the one judge)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,25 +43,26 @@ class Battle:
     score: float | None
     consistent: bool | None
     keys: tuple[str | None, str | None]
+    judge: str | None = None  # as Game.judge
 
 
 def combine(games: Iterable[Game]) -> list[Battle]:
     """Pair each battle's two games (either may be missing or excluded)."""
-    by_battle: dict[tuple[str, str, str, str, str], list[Game | None]] = {}
+    by_battle: dict[tuple[str, str, str, str, str, str | None], list[Game | None]] = {}
     for g in games:
-        slot = by_battle.setdefault((g.dataset, g.subset, g.query_id, g.candidate, g.opponent), [None, None])
+        slot = by_battle.setdefault((g.dataset, g.subset, g.query_id, g.candidate, g.opponent, g.judge), [None, None])
         slot[0 if g.candidate_is_a else 1] = g
     out = []
-    for (dataset, subset, qid, cand, opp), (g1, g2) in by_battle.items():
+    for (dataset, subset, qid, cand, opp, judge), (g1, g2) in by_battle.items():
         o1 = g1.outcome if g1 else None
         o2 = g2.outcome if g2 else None
         out.append(
             Battle(
                 dataset, subset, qid, cand, opp, o1, o2, sample_score(o1, o2), consistent(o1, o2),
-                (g1.judgment_key if g1 else None, g2.judgment_key if g2 else None),
+                (g1.judgment_key if g1 else None, g2.judgment_key if g2 else None), judge,
             )
         )
-    out.sort(key=lambda b: (b.dataset, b.subset, b.candidate, b.opponent, _natural(b.query_id)))
+    out.sort(key=lambda b: (b.dataset, b.subset, b.candidate, b.opponent, _natural(b.query_id), b.judge or ""))
     return out
 
 

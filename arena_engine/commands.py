@@ -114,6 +114,11 @@ def _finish(results: ArenaResults, quiet: bool) -> int:
         print("reports:", file=sys.stderr)
         for p in paths.values():
             print(f"  {p}", file=sys.stderr)
+    if results.panel is not None:
+        from .report.panel_report import panel_lines
+
+        for line in panel_lines(results):
+            print(line, file=sys.stderr)
     gate = _judge_gate(results.boards)
     for u in results.usage.values():
         if u.truncated:

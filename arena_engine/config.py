@@ -20,6 +20,7 @@ from .client import Endpoint, EnvVar, RetryPolicy, Timeouts
 from .configfile import did_you_mean, read_config_file
 from .errors import ConfigError
 from .limits import AUTO_MAX, Limits
+from .panel import COMBINE_MODES, PanelConfig
 
 Mode = Literal["baseline", "all_pairs"]
 OverallMode = Literal["pooled", "evalscope"]
@@ -67,6 +68,7 @@ class JudgeConfig:
     structured_output: bool = False
     price_in: float | None = None
     price_out: float | None = None
+    related_to: tuple[str, ...] = ()  # candidates of this judge's own family (self-preference, judge_quality)
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,13 @@ class RunConfig:
     queries_in_flight: int | None = None  # None: derived from the endpoints' concurrency
     rating: RatingConfig = RatingConfig()
     fsync_interval: float = 1.0
+    judges: tuple[JudgeConfig, ...] = ()  # [[judges]]: a panel (judge is then judges[0]); () = the one judge
+    panel: PanelConfig = PanelConfig()
+
+    @property
+    def panel_judges(self) -> tuple[JudgeConfig, ...]:
+        """Every judge of the run, in config order (one: the ``[judge]``)."""
+        return self.judges or (self.judge,)
 
     @property
     def candidates(self) -> tuple[ModelConfig, ...]:
@@ -108,7 +117,8 @@ class RunConfig:
 
     def missing_keys(self) -> list[str]:
         """Environment variables named for API keys that are not set."""
-        names = [n for m in self.models for n in m.endpoint.env_names()] + self.judge.endpoint.env_names()
+        names = [n for m in self.models for n in m.endpoint.env_names()]
+        names += [n for j in self.panel_judges for n in j.endpoint.env_names()]
         return sorted({n for n in names if n and not os.environ.get(n)})
 
 
@@ -376,26 +386,8 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
         raise ConfigError(f"{source}: 'arena.baseline' = {baseline!r} is not one of the models {names}")
     arena.done()
 
-    j = top.sub("judge", required=True)
-    assert j is not None
-    judge_name = j.get("name", str, required=True)
-    judge = JudgeConfig(
-        name=judge_name,
-        endpoint=_endpoint(j, judge_name),
-        generation=_generation(j, {"temperature": 0.0}),
-        system_prompt=_text_or_file(j, "system_prompt", base),
-        template=_text_or_file(j, "template", base),
-        parse_retries=j.non_negative("parse_retries", int, 2),
-        structured_output=j.get("structured_output", bool, False),
-        price_in=j.non_negative("price_in", float, None),
-        price_out=j.non_negative("price_out", float, None),
-        identity=_identity(j),
-    )
-    if judge.template is not None:
-        for needed in ("{question}", "{answer_a}", "{answer_b}"):
-            if needed not in judge.template:
-                raise ConfigError(f"{source}: 'judge.template' lacks the placeholder {needed}")
-    j.done()
+    judges = _judges(top, source, base, names)
+    panel = _panel(top, source, base, judges)
 
     rt = top.sub("rating") or _Reader(source, "rating", {})
     ci = rt.finite("ci", float, 0.95)
@@ -419,7 +411,9 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
         output_dir=output_dir if output_dir.is_absolute() else base / output_dir,
         datasets=tuple(datasets),
         models=tuple(models),
-        judge=judge,
+        judge=judges[0],
+        judges=judges if len(judges) > 1 or "judges" in top.table else (),
+        panel=panel,
         baseline=baseline,
         seed=seed,
         mode=mode,  # type: ignore[arg-type]
@@ -428,6 +422,94 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
         rating=rating,
         fsync_interval=fsync_interval,
     )
+
+
+def _judge(j: _Reader, base: Path, models: Sequence[str]) -> JudgeConfig:
+    judge_name = j.get("name", str, required=True)
+    related = j.get("related_to", list, [])
+    if not all(isinstance(r, str) for r in related):
+        raise ConfigError(f"{j.source}: '{j.where('related_to')}' must be a list of model names")
+    unknown = [r for r in related if r not in models]
+    if unknown:
+        raise ConfigError(f"{j.source}: '{j.where('related_to')}' names {unknown[0]!r}, which is not one of the "
+                          f"models {list(models)}")
+    judge = JudgeConfig(
+        name=judge_name,
+        endpoint=_endpoint(j, judge_name),
+        generation=_generation(j, {"temperature": 0.0}),
+        system_prompt=_text_or_file(j, "system_prompt", base),
+        template=_text_or_file(j, "template", base),
+        parse_retries=j.non_negative("parse_retries", int, 2),
+        structured_output=j.get("structured_output", bool, False),
+        price_in=j.non_negative("price_in", float, None),
+        price_out=j.non_negative("price_out", float, None),
+        identity=_identity(j),
+        related_to=tuple(related),
+    )
+    if judge.template is not None:
+        for needed in ("{question}", "{answer_a}", "{answer_b}"):
+            if needed not in judge.template:
+                raise ConfigError(f"{j.source}: '{j.where('template')}' lacks the placeholder {needed}")
+    j.done()
+    return judge
+
+
+def _judges(top: _Reader, source: str, base: Path, models: Sequence[str]) -> tuple[JudgeConfig, ...]:
+    """``[judge]`` (one judge) or ``[[judges]]`` (a panel): exactly one of them."""
+    if ("judge" in top.table) == ("judges" in top.table):
+        top.seen.update(("judge", "judges"))
+        raise ConfigError(f"{source}: set exactly one of '[judge]' (one judge) and '[[judges]]' (a panel)")
+    if "judge" in top.table:
+        j = top.sub("judge", required=True)
+        assert j is not None
+        return (_judge(j, base, models),)
+    raw = top.get("judges", list)
+    if not raw:
+        raise ConfigError(f"{source}: 'judges' is empty: add at least one [[judges]] table")
+    judges = tuple(_judge(_Reader(source, f"judges[{i}]", t), base, models) for i, t in enumerate(raw))
+    names = [j.name for j in judges]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: judge names must be distinct, got {names}")
+    return judges
+
+
+def _panel(top: _Reader, source: str, base: Path, judges: Sequence[JudgeConfig]) -> PanelConfig:
+    p = top.sub("panel")
+    if p is None:
+        return PanelConfig()
+    combine = p.choice("combine", COMBINE_MODES, "mean")
+    cascade = p.get("cascade", list, [])
+    names = [j.name for j in judges]
+    if not all(isinstance(c, str) for c in cascade):
+        raise ConfigError(f"{source}: 'panel.cascade' must be a list of judge names")
+    for c in cascade:
+        if c not in names:
+            raise ConfigError(f"{source}: 'panel.cascade' names {c!r}, which is not one of the judges {names}")
+    if len(set(cascade)) != len(cascade):
+        raise ConfigError(f"{source}: 'panel.cascade' names a judge twice: {cascade}")
+    if len(cascade) == 1:
+        raise ConfigError(f"{source}: 'panel.cascade' needs at least two judges (cheapest first), got {cascade}")
+    if cascade and "combine" in p.table:
+        raise ConfigError(f"{source}: set only one of 'panel.combine' and 'panel.cascade' (a cascade rates each "
+                          "battle by the last judge that saw it)")
+    if cascade and len(cascade) != len(names):
+        unused = [n for n in names if n not in cascade]
+        raise ConfigError(f"{source}: 'panel.cascade' leaves out the judge(s) {unused}; name every judge in it")
+    calibration = p.finite("calibration", float, 0.0)
+    if not 0.0 <= calibration <= 1.0:
+        raise ConfigError(f"{source}: 'panel.calibration' must be between 0 and 1, got {calibration}")
+    if calibration and not cascade:
+        raise ConfigError(f"{source}: 'panel.calibration' needs 'panel.cascade'")
+    labels = p.get("human_labels", str, None)
+    p.done()
+    path = None
+    if labels is not None:
+        path = Path(labels).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            raise ConfigError(f"{source}: 'panel.human_labels' = {labels!r}: no such file ({path})")
+    return PanelConfig(combine=combine, cascade=tuple(cascade), calibration=calibration,  # type: ignore[arg-type]
+                       human_labels=path)
 
 
 def _system_prompt(m: _Reader, base: Path, report: str | None) -> str | None:

@@ -29,14 +29,16 @@ class Scope:
     kind: ScopeKind
     dataset: str | None = None
     subset: str | None = None
+    judge: str | None = None  # one judge's own board in a panel (combine = "each", and the panel section)
 
     @property
     def title(self) -> str:
+        own = f"judge {self.judge}: " if self.judge is not None else ""
         if self.kind == "overall":
-            return "OVERALL"
+            return own + "OVERALL"
         if self.kind == "dataset":
-            return f"{self.dataset}"
-        return f"{self.dataset} - {self.subset}"
+            return own + f"{self.dataset}"
+        return own + f"{self.dataset} - {self.subset}"
 
     @property
     def key(self) -> ScopeKey:

@@ -32,7 +32,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from . import runlog
 from .battles import Battle, Game, combine
 from .client import RETRY_BUDGET_EXHAUSTED, ChatClient, ChatResult
-from .config import ModelConfig, RunConfig
+from .config import JudgeConfig, ModelConfig, RunConfig
 from .datasets import Query, iter_queries
 from .errors import ArenaError, ConfigError, VerdictError
 from .identity import (
@@ -61,6 +61,7 @@ from .judge import (
 )
 from .limits import Limits
 from .pairing import pairs_of
+from .panel import battles_seen, calibration_draw, escalate, judge_games, rated_games
 from .progress import ProgressEvent, StageProgress
 from .runfolder import save_config
 from .runlog import RunHistory
@@ -70,6 +71,7 @@ from .usage import EndpointUsage
 
 if TYPE_CHECKING:
     from .evalscope_import import ImportedAnswer
+    from .judge_quality import JudgeQuality
     from .leaderboard import Board
     from .leases import LeaseClient
 
@@ -77,6 +79,38 @@ log = logging.getLogger(__name__)
 
 JUDGE = "\0judge"  # the judge's key among the endpoint roles (model names cannot hold NUL)
 FAILURES = "failures"
+
+
+def judge_role(index: int, name: str) -> str:
+    """A judge's key among the endpoint roles: ``JUDGE`` for the first judge (the one judge of a run
+    without a panel), ``JUDGE + ":<name>"`` for the others."""
+    return JUDGE if index == 0 else f"{JUDGE}:{name}"
+
+
+def is_judge_role(key: str) -> bool:
+    return key.startswith(JUDGE)
+
+
+@dataclass(frozen=True)
+class JudgeSlot:
+    """One judge of the run as the pipeline uses it: its endpoint role, config, identity and prompt."""
+
+    role: str
+    cfg: JudgeConfig
+    identity: str
+    system: str
+
+
+@dataclass
+class PanelResults:
+    """A panel's figures: how many battles each judge saw, each judge's own boards, the judges' quality."""
+
+    judges: tuple[str, ...]
+    combine: str  # "mean", "majority", "each" or "cascade"
+    battles_seen: dict[str, int]
+    battles: int  # battles of the run (a cascade's first judge sees all of them)
+    boards: dict[str, list[Board]]  # per judge: its leaderboards as if it were the only judge
+    quality: JudgeQuality | None
 @dataclass
 class MetricSums:
     """Sums of per-sample reference metrics for one (model, dataset, subset)."""
@@ -104,6 +138,8 @@ class ArenaResults:
     elapsed: float
     failure_lines: list[str] = field(default_factory=list)  # per endpoint and kind of failure, with counts
     history: RunHistory = field(default_factory=RunHistory)
+    panel: PanelResults | None = None  # several judges, or human labels to compare the judge with
+    all_games: list[Game] | None = None  # with a panel: every judge's games (``games`` holds the rated ones)
 
     @property
     def overall(self) -> Board:
@@ -116,7 +152,7 @@ class ArenaResults:
 
     def usage_by_name(self) -> dict[str, EndpointUsage]:
         """Usage keyed by model name, the judge's as ``"judge:<judge name>"`` (never clashes with a model)."""
-        return {f"judge:{self.config.judge.name}" if k == JUDGE else k: u for k, u in self.usage.items()}
+        return {f"judge:{u.name}" if is_judge_role(k) else k: u for k, u in self.usage.items()}
 
 
 class Arena:
@@ -129,8 +165,6 @@ class Arena:
     (its :class:`LayeredStore`; the run folder and its config.json are then the driver's business) and
     ``leases`` (endpoint role -> LeaseClient: model names, and ``JUDGE`` for the judge).
     """
-
-    _judge_schema_failed = False  # the judge endpoint failed on the verdict schema a parse retry added
 
     def __init__(self, config: RunConfig, *, offline: bool = False, progress_interval: float = 0.5,
                  shard: tuple[int, int] | None = None, store: LayeredStore | None = None,
@@ -146,7 +180,7 @@ class Arena:
         self._store: RunStore | LayeredStore | None = None
         self._given_store = store
         self._run_scope: anyio.CancelScope | None = None
-        self._failed_judgments: dict[tuple[str, str, str, str, str, bool], str] | None = None
+        self._failed_judgments: dict[tuple[str, str, str, str, str, bool, str | None], str] | None = None
         self._leases = dict(leases or {})
         self._clients: dict[str, ChatClient] = {}
         self._imported: dict[str, dict[tuple[str, str, str], ImportedAnswer]] = {}
@@ -164,6 +198,13 @@ class Arena:
         self.retry_excluded = retry_excluded and not offline  # ask the judge again for unparseable verdicts
         self._identities = {m.name: model_identity(config, m) for m in config.models}
         self._judge_identity = judge_identity(config.judge)
+        self._slots = [JudgeSlot(judge_role(i, j.name), j, judge_identity(j), j.system_prompt or DEFAULT_SYSTEM_PROMPT)
+                       for i, j in enumerate(config.panel_judges)]
+        by_name = {slot.cfg.name: slot for slot in self._slots}
+        self._order = [by_name[n] for n in config.panel.cascade] if config.panel.cascade else list(self._slots)
+        self._cascade = bool(config.panel.cascade) and len(self._slots) > 1
+        self._tag_judge = len(self._slots) > 1  # games say which judge made them (None: the one judge)
+        self._schema_failed: set[str] = set()  # judges whose endpoint failed on the schema a parse retry added
         self._in_flight = InFlight()
         self._run_id = uuid.uuid4().hex
         self._run_logged = False
@@ -209,6 +250,11 @@ class Arena:
                     index = await anyio.to_thread.run_sync(ImportIndex.build, found, every)
                     index.check(m.evalscope_mismatch, model=m.name)
                     self._imported[m.name] = index.by_query()
+            if self.config.panel.human_labels is not None:  # a bad label stops the run before anything is sent
+                from .judge_quality import read_human_labels
+
+                await anyio.to_thread.run_sync(read_human_labels, self.config.panel.human_labels,
+                                               [m.name for m in self.config.models])
             if not self.offline:
                 if self._given_store is None:
                     save_config(self.config, self.run_dir)
@@ -216,8 +262,9 @@ class Arena:
                     if m.evalscope_report is None:
                         client = ChatClient(m.endpoint, lease=self._leases.get(m.name))
                         self._clients[m.name] = await stack.enter_async_context(client)
-                judge = ChatClient(self.config.judge.endpoint, lease=self._leases.get(JUDGE))
-                self._clients[JUDGE] = await stack.enter_async_context(judge)
+                for slot in self._slots:
+                    judge = ChatClient(slot.cfg.endpoint, lease=self._leases.get(slot.role))
+                    self._clients[slot.role] = await stack.enter_async_context(judge)
         except BaseException:
             await stack.__aexit__(None, None, None)
             raise
@@ -347,11 +394,15 @@ class Arena:
             self.stages[m.name] = StageProgress(f"generate {m.name}", total=n_queries)
             self.usage[m.name] = EndpointUsage(m.name)
         pairs_per_query = len(cfg.candidates) if cfg.mode == "baseline" else _n_pairs(len(cfg.models), cfg.max_pairs_per_query)
-        self.stages[JUDGE] = StageProgress(f"judge {cfg.judge.name}", total=2 * pairs_per_query * n_queries)
-        self.usage[JUDGE] = EndpointUsage(cfg.judge.name)
+        for slot in self._slots:  # a cascade's later judges: their totals grow as battles reach them
+            later = self._cascade and slot is not self._order[0]
+            self.stages[slot.role] = StageProgress(f"judge {slot.cfg.name}",
+                                                   total=0 if later else 2 * pairs_per_query * n_queries)
+            self.usage[slot.role] = EndpointUsage(slot.cfg.name)
 
         in_flight = cfg.queries_in_flight or max(
-            8, 2 * max(_planned(m.endpoint.limits) for m in cfg.models) + _planned(cfg.judge.endpoint.limits)
+            8, 2 * max(_planned(m.endpoint.limits) for m in cfg.models)
+            + sum(_planned(slot.cfg.endpoint.limits) for slot in self._slots)
         )
         in_flight = max(1, min(in_flight, n_queries))  # never more workers than there is work
         if self.offline:  # nothing to send: no workers, no tasks per query
@@ -507,9 +558,10 @@ class Arena:
     def _needed_endpoint_down(self, m: ModelConfig) -> str | None:
         """Why ``m``'s answer could not be used: the judge's or (for a candidate) the baseline's endpoint
         has stopped answering (its circuit is open); None while they are up."""
-        judge = self._clients.get(JUDGE)
-        if judge is not None and judge.health.is_open:
-            return f"judge {self.config.judge.name} endpoint down"
+        for slot in self._slots:
+            judge = self._clients.get(slot.role)
+            if judge is not None and judge.health.is_open:
+                return f"judge {slot.cfg.name} endpoint down"
         cfg = self.config
         if cfg.mode == "baseline" and m.name != cfg.baseline:
             base = self._clients.get(cfg.baseline)
@@ -570,15 +622,21 @@ class Arena:
         self._failure_kinds[(stage, who, kind)] = self._failure_kinds.get((stage, who, kind), 0) + 1
         if (stage, who) not in self._logged_failure:  # one line per endpoint; the run's end gives the counts
             self._logged_failure.add((stage, who))
-            ep = self.config.judge.endpoint if stage == "judgment" else self.config.model(who).endpoint
+            ep = self._judge_endpoint(who) if stage == "judgment" else self.config.model(who).endpoint
             log.warning("%s %s (%s, model %s) failed on %s/%s#%s: %s (further failures of this endpoint are counted "
                         "at the end, not logged)", stage, who, ep.api_url, ep.model, q.dataset, q.subset, q.id, result.error)
+
+    def _judge_endpoint(self, name: str) -> Any:
+        for slot in self._slots:
+            if slot.cfg.name == name:
+                return slot.cfg.endpoint
+        return self.config.judge.endpoint
 
     def failure_summary(self) -> list[str]:
         """One line per endpoint and kind of failure of this run, with its count."""
         lines = []
         for (stage, who, kind), n in sorted(self._failure_kinds.items()):
-            ep = self.config.judge.endpoint if stage == "judgment" else self.config.model(who).endpoint
+            ep = self._judge_endpoint(who) if stage == "judgment" else self.config.model(who).endpoint
             lines.append(f"{who} ({ep.api_url}, model {ep.model}): {n} request(s) failed for good: {kind}")
         for (who, why), n in sorted(self._skipped.items()):
             lines.append(f"{who}: {n} request(s) not sent: {why}")
@@ -594,34 +652,65 @@ class Arena:
         if a_c is None or a_o is None:
             self._no_answer_games(q, cand, opp, cand if a_c is None else opp)
             return
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._judge_game, q, cand, opp, a_c, a_o, True, counted)
-            tg.start_soon(self._judge_game, q, cand, opp, a_c, a_o, False, counted)
+        if not self._cascade:  # every judge judges the battle, all at once
+            async with anyio.create_task_group() as tg:
+                for slot in self._order:
+                    tg.start_soon(self._judge_game, slot, q, cand, opp, a_c, a_o, True, counted)
+                    tg.start_soon(self._judge_game, slot, q, cand, opp, a_c, a_o, False, counted)
+            return
+        for i, slot in enumerate(self._order):  # a cascade: the next judge only when this one left it open
+            outcomes: dict[bool, int | None] = {}
+
+            async def game(slot: JudgeSlot, candidate_is_a: bool) -> None:
+                outcomes[candidate_is_a] = await self._judge_game(slot, q, cand, opp, a_c, a_o, candidate_is_a, counted)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(game, slot, True)
+                tg.start_soon(game, slot, False)
+            if not self._goes_on(i, q, cand, opp, outcomes.get(True), outcomes.get(False)):
+                return
+
+    def _goes_on(self, i: int, q: Query, cand: str, opp: str, first: int | None, second: int | None) -> bool:
+        """Whether a cascade sends the battle on from its i-th judge (and counts the next judge's games)."""
+        if i + 1 >= len(self._order):
+            return False
+        slot = self._order[i]
+        draw = calibration_draw(self.config.seed, slot.cfg.name, (q.dataset, q.subset, q.id, cand, opp))
+        if not escalate(first, second, draw=draw, calibration=self.config.panel.calibration):
+            return False
+        self.stages[self._order[i + 1].role].total += 2
+        return True
 
     def _no_answer_games(self, q: Query, cand: str, opp: str, missing: str) -> None:
-        self.stages[JUDGE].done += 2
-        for candidate_is_a in (True, False):
-            self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None, f"no answer: {missing}"))
+        for slot in self._order[:1] if self._cascade else self._order:
+            self.stages[slot.role].done += 2
+            for candidate_is_a in (True, False):
+                self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None,
+                                        f"no answer: {missing}", judge=self._tag(slot)))
 
-    def _find_judgment(self, req: Request) -> tuple[bytes, dict[str, Any] | None, int]:
+    def _tag(self, slot: JudgeSlot) -> str | None:
+        return slot.cfg.name if self._tag_judge else None
+
+    def _find_judgment(self, slot: JudgeSlot, req: Request) -> tuple[bytes, dict[str, Any] | None, int]:
         """(key of the latest stored verdict, its record, how many re-asks the chain holds)."""
         assert self._store is not None
-        found, rec, n, migrated = find_judgment(self._store, self.config.judge, req, legacy=self._legacy[JUDGMENTS])
+        found, rec, n, migrated = find_judgment(self._store, slot.cfg, req, legacy=self._legacy[JUDGMENTS])
         if migrated and rec is not None:
             self._save(JUDGMENTS, req.key, rec)
         return found, rec, n
 
-    async def _judge_game(self, q: Query, cand: str, opp: str, a_c: dict[str, Any], a_o: dict[str, Any],
-                          candidate_is_a: bool, counted: set[bytes]) -> None:
+    async def _judge_game(self, slot: JudgeSlot, q: Query, cand: str, opp: str, a_c: dict[str, Any],
+                          a_o: dict[str, Any], candidate_is_a: bool, counted: set[bytes]) -> int | None:
+        """One game judged (or its stored verdict used); its outcome from the candidate's side."""
         assert self._store is not None
-        cfg = self.config.judge
-        stage, usage = self.stages[JUDGE], self.usage[JUDGE]
+        cfg = slot.cfg
+        stage, usage = self.stages[slot.role], self.usage[slot.role]
         first, second = (a_c, a_o) if candidate_is_a else (a_o, a_c)
-        req = judgment_request(cfg, self._judge_identity, self._judge_system, q, first["answer"], second["answer"])
+        req = judgment_request(cfg, slot.identity, slot.system, q, first["answer"], second["answer"])
         base = req.key
         waited = False
         while True:
-            key, rec, retries = self._find_judgment(req)
+            key, rec, retries = self._find_judgment(slot, req)
             if rec is not None and rec.get("verdict") is None and self.retry_excluded and not waited:
                 key, rec = retry_key(base, retries + 1), None  # --retry-excluded: ask again, keep the old record
             if rec is not None:
@@ -637,10 +726,10 @@ class Arena:
                 usage.reused += 1
         else:
             try:
-                rec, error = await self._ask_judge(req.messages, req.params)
+                rec, error = await self._ask_judge(slot, req.messages, req.params)
                 if rec is not None:
                     rec.update({
-                        "v": 2, "judge": cfg.name, "identity": self._judge_identity, "dataset": q.dataset,
+                        "v": 2, "judge": cfg.name, "identity": slot.identity, "dataset": q.dataset,
                         "subset": q.subset, "query_id": q.id, "a": first["model"], "b": second["model"],
                         "a_key": first["key"], "b_key": second["key"], "time": time.time(),
                     })
@@ -655,15 +744,15 @@ class Arena:
                 stage.done += 1
                 stage.failed += 1
                 self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None,
-                                        f"judge request failed: {error.error}"))
-                return
-        self._use_verdict(q, cand, opp, candidate_is_a, key, rec, counted)
+                                        f"judge request failed: {error.error}", judge=self._tag(slot)))
+                return None
+        return self._use_verdict(slot, q, cand, opp, candidate_is_a, key, rec, counted)
 
-    def _use_verdict(self, q: Query, cand: str, opp: str, candidate_is_a: bool, key: bytes, rec: dict[str, Any],
-                     counted: set[bytes]) -> None:
+    def _use_verdict(self, slot: JudgeSlot, q: Query, cand: str, opp: str, candidate_is_a: bool, key: bytes,
+                     rec: dict[str, Any], counted: set[bytes]) -> int | None:
         """A verdict the results use (sent now or stored): counted, and its game kept."""
-        stage = self.stages[JUDGE]
-        self._count(self.usage[JUDGE], key, rec, counted)
+        stage = self.stages[slot.role]
+        self._count(self.usage[slot.role], key, rec, counted)
         stage.done += 1
         stage.prompt_tokens += int(rec.get("prompt_tokens") or 0)
         stage.completion_tokens += int(rec.get("completion_tokens") or 0)
@@ -672,12 +761,14 @@ class Arena:
         if label is not None:
             outcome = candidate_view(Verdict.from_label(label), candidate_is_a)
         self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, outcome,
-                                None if outcome is not None else f"unparseable verdict: {rec.get('error')}", key.hex()))
+                                None if outcome is not None else f"unparseable verdict: {rec.get('error')}", key.hex(),
+                                self._tag(slot)))
+        return outcome
 
-    def _unjudged_game(self, q: Query, cand: str, opp: str, candidate_is_a: bool) -> None:
+    def _unjudged_game(self, slot: JudgeSlot, q: Query, cand: str, opp: str, candidate_is_a: bool) -> None:
         """An offline run's game without a stored verdict: the run's own failure reason, or not judged yet."""
-        stage = self.stages[JUDGE]
-        failed = self._judgment_failures().get((q.dataset, q.subset, q.id, cand, opp, candidate_is_a))
+        stage = self.stages[slot.role]
+        failed = self._judgment_failures().get((q.dataset, q.subset, q.id, cand, opp, candidate_is_a, self._tag(slot)))
         stage.done += 1
         if failed is None:
             self._missing += 1
@@ -686,13 +777,13 @@ class Arena:
             self._failures += 1
             stage.failed += 1
             reason = f"judge request failed: {failed}"
-        self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None, reason))
+        self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None, reason,
+                                judge=self._tag(slot)))
 
     def _replay(self) -> None:
         """An offline run (report, rate, the Ray driver's last pass): every record from the checkpoints,
         query by query in one thread, without the tasks a sending run needs (the same steps and counts)."""
         cfg = self.config
-        system = self._judge_system
         for q in self._iter_all():
             counted: set[bytes] = set()
             answers = {m.name: self._stored_answer(m, q, counted) for m in cfg.models}
@@ -701,33 +792,42 @@ class Arena:
                 if a_c is None or a_o is None:
                     self._no_answer_games(q, cand, opp, cand if a_c is None else opp)
                     continue
-                for candidate_is_a in (True, False):
-                    first, second = (a_c, a_o) if candidate_is_a else (a_o, a_c)
-                    req = judgment_request(cfg.judge, self._judge_identity, system, q, first["answer"],
-                                           second["answer"])
-                    key, rec, _ = self._find_judgment(req)
-                    if rec is None:
-                        self._unjudged_game(q, cand, opp, candidate_is_a)
-                        continue
-                    self.stages[JUDGE].reused += 1
-                    self.usage[JUDGE].reused += 1
-                    self._use_verdict(q, cand, opp, candidate_is_a, key, rec, counted)
+                for i, slot in enumerate(self._order):
+                    outcomes: dict[bool, int | None] = {}
+                    for candidate_is_a in (True, False):
+                        outcomes[candidate_is_a] = self._stored_verdict(slot, q, cand, opp, a_c, a_o, candidate_is_a,
+                                                                        counted)
+                    if self._cascade and not self._goes_on(i, q, cand, opp, outcomes[True], outcomes[False]):
+                        break
 
-    def _judgment_failures(self) -> dict[tuple[str, str, str, str, str, bool], str]:
+    def _stored_verdict(self, slot: JudgeSlot, q: Query, cand: str, opp: str, a_c: dict[str, Any],
+                        a_o: dict[str, Any], candidate_is_a: bool, counted: set[bytes]) -> int | None:
+        """An offline run's game from its stored verdict (or without one); its outcome."""
+        first, second = (a_c, a_o) if candidate_is_a else (a_o, a_c)
+        req = judgment_request(slot.cfg, slot.identity, slot.system, q, first["answer"], second["answer"])
+        key, rec, _ = self._find_judgment(slot, req)
+        if rec is None:
+            self._unjudged_game(slot, q, cand, opp, candidate_is_a)
+            return None
+        self.stages[slot.role].reused += 1
+        self.usage[slot.role].reused += 1
+        return self._use_verdict(slot, q, cand, opp, candidate_is_a, key, rec, counted)
+
+    def _judgment_failures(self) -> dict[tuple[str, str, str, str, str, bool, str | None], str]:
         """Judge requests that failed for good in the run (offline runs read them from the checkpoints)."""
         if self._failed_judgments is None:
             assert self._store is not None
-            found: dict[tuple[str, str, str, str, str, bool], str] = {}
+            found: dict[tuple[str, str, str, str, str, bool, str | None], str] = {}
             store = self._store
             for rec in store.records(FAILURES) if isinstance(store, RunStore) else ():
                 if rec.get("stage") == "judgment":
                     key = (rec["dataset"], rec["subset"], rec["query_id"], rec["candidate"], rec["opponent"],
-                           bool(rec["candidate_is_a"]))
+                           bool(rec["candidate_is_a"]), rec.get("endpoint") if self._tag_judge else None)
                     found[key] = rec.get("error") or "error"
             self._failed_judgments = found
         return self._failed_judgments
 
-    async def _ask_judge(self, messages: list[dict[str, Any]],
+    async def _ask_judge(self, slot: JudgeSlot, messages: list[dict[str, Any]],
                          params: dict[str, Any]) -> tuple[dict[str, Any] | None, ChatResult]:
         """Ask the judge, asking again (at most `parse_retries` times) in a way that can help: a reply cut
         off by the completion budget once with twice the budget (`judge.retry_budget`); an unreadable
@@ -736,9 +836,9 @@ class Arena:
         shape the endpoint takes; if the endpoint fails on it the arena stops adding it). A retry that
         would resend a request already answered at temperature 0 is not sent. (None, the failed result)
         if the request itself failed for good (the caller records it with its reason)."""
-        client = self._clients[JUDGE]
-        usage = self.usage[JUDGE]
-        tries = 1 + max(0, self.config.judge.parse_retries)
+        client = self._clients[slot.role]
+        usage = self.usage[slot.role]
+        tries = 1 + max(0, slot.cfg.parse_retries)
         deterministic = params.get("temperature", 1.0) == 0
         ask_messages, ask_params = messages, params
         grown = False
@@ -761,7 +861,7 @@ class Arena:
                     continue
                 if unread is not None and "response_format" in ask_params and "response_format" not in params:
                     # the endpoint failed on the schema this retry added: never add it again
-                    self._judge_schema_failed = True
+                    self._schema_failed.add(slot.role)
                     ask_params = {k: v for k, v in ask_params.items() if k != "response_format"}
                     continue
                 if unread is None:
@@ -777,7 +877,7 @@ class Arena:
                     continue
                 again = retry_messages(messages, result.content, str(exc))
                 again_params = ask_params
-                if "response_format" not in ask_params and not self._judge_schema_failed:
+                if "response_format" not in ask_params and slot.role not in self._schema_failed:
                     again_params = {**ask_params, "response_format": VERDICT_SCHEMA}
                 if deterministic and again == ask_messages and again_params == ask_params:
                     break  # the same request again at temperature 0 would get the same reply
@@ -832,15 +932,44 @@ class Arena:
         metric_sums = self._reference_metrics()
         games = sorted(self._games, key=lambda g: (g.dataset, g.subset, g.candidate, g.opponent, g.query_id, not g.candidate_is_a))
         names = [m.name for m in cfg.models]
-        boards = leaderboards(games, names, cfg.baseline, cfg.rating, cfg.seed)
+        panel = self._panel_results(games, names) if self._tag_judge or cfg.panel.human_labels else None
+        all_games = games
+        if panel is not None and panel.combine == "each":
+            boards = [b for j in panel.judges for b in panel.boards[j]]
+        else:
+            games = rated_games(games, cfg.panel, [s.cfg.name for s in self._slots])
+            boards = leaderboards(games, names, cfg.baseline, cfg.rating, cfg.seed)
         return ArenaResults(
             config=cfg, run_dir=self.run_dir, games=games, battles=combine(games), boards=boards,
+            panel=panel, all_games=all_games if self._tag_judge else None,
             usage=self.usage, failures=self._failures, missing=self._missing,
             reference_metrics={k: s.means() for k, s in metric_sums.items()},
             reference_counts={k: s.n for k, s in metric_sums.items()},
             queries=self._queries, elapsed=time.monotonic() - self._started, failure_lines=self.failure_summary(),
             history=runlog.history(self.run_dir) if isinstance(self._store, RunStore) else RunHistory(),
         )
+
+
+    def _panel_results(self, games: list[Game], names: list[str]) -> PanelResults:
+        """Per judge: the battles it saw, its own leaderboards; and the judges' quality figures."""
+        from dataclasses import replace as _replace
+
+        from .judge_quality import assess
+        from .leaderboard import leaderboards
+
+        cfg = self.config
+        judges = tuple(s.cfg.name for s in self._slots)
+        boards: dict[str, list[Board]] = {}
+        if self._tag_judge:
+            for j in judges:
+                own = judge_games(games, j)
+                boards[j] = [_replace(b, scope=_replace(b.scope, judge=j))
+                             for b in leaderboards(own, names, cfg.baseline, cfg.rating, cfg.seed)]
+        mode = "cascade" if self._cascade else cfg.panel.combine
+        seen = battles_seen(games, judges) if self._tag_judge else {}
+        n_battles = len({(g.dataset, g.subset, g.query_id, g.candidate, g.opponent) for g in games})
+        quality = assess(games, cfg, judges if self._tag_judge else (), seed=cfg.seed)
+        return PanelResults(judges, mode, seen, n_battles, boards, quality)
 
 
 def _first_arena_error(group: BaseExceptionGroup) -> ArenaError | None:

@@ -221,7 +221,7 @@ def diagnose_scopes(games: Iterable[Game]) -> dict[ScopeKey, BoardDiagnostics]:
             ts = by_subset[(dataset, subset)] = [tallies.setdefault(k, _Tally()) for k in keys]
         return ts
 
-    pairs: dict[tuple[str, str, str, str, str], list[int | None]] = {}
+    pairs: dict[tuple[str, str, str, str, str, str | None], list[int | None]] = {}
     for g in games:
         ts = scopes_of(g.dataset, g.subset)
         o = g.outcome
@@ -239,9 +239,9 @@ def diagnose_scopes(games: Iterable[Game]) -> dict[ScopeKey, BoardDiagnostics]:
                     t.a_wins += 1
                 else:
                     t.b_wins += 1
-        slot = pairs.setdefault((g.dataset, g.subset, g.query_id, g.candidate, g.opponent), [None, None])
+        slot = pairs.setdefault((g.dataset, g.subset, g.query_id, g.candidate, g.opponent, g.judge), [None, None])
         slot[0 if g.candidate_is_a else 1] = o
-    for (dataset, subset, _, cand, opp), (first, second) in pairs.items():
+    for (dataset, subset, _, cand, opp, _judge), (first, second) in pairs.items():
         if first is None or second is None:
             continue
         s1, s2 = _sign(first), _sign(second)

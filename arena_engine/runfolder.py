@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from .client import EnvVar
-from .config import RunConfig, config_from_dict
+from .config import JudgeConfig, RunConfig, config_from_dict
 from .errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.json"
@@ -70,12 +70,7 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
         if m.system_prompt_combine != "prepend":
             entry["system_prompt_combine"] = m.system_prompt_combine
         models.append(entry)
-    j = cfg.judge
-    judge: dict[str, Any] = {"name": j.name, **_endpoint_dict(j.endpoint), "generation": dict(j.generation),
-                             "parse_retries": j.parse_retries, "structured_output": j.structured_output}
-    for key in ("system_prompt", "template", "price_in", "price_out", "identity"):
-        if getattr(j, key) is not None:
-            judge[key] = getattr(j, key)
+    judges = [_judge_dict(j) for j in cfg.panel_judges]
     run: dict[str, Any] = {"output_dir": str(cfg.output_dir), "seed": cfg.seed, "mode": cfg.mode,
                            "fsync_interval": cfg.fsync_interval}
     if cfg.max_pairs_per_query is not None:
@@ -91,9 +86,29 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
         ],
         "models": models,
         "arena": {"baseline": cfg.baseline},
-        "judge": judge,
+        **({"judges": judges, "panel": _panel_dict(cfg)} if cfg.judges else {"judge": judges[0]}),
         "rating": asdict(cfg.rating),
     }
+
+
+def _judge_dict(j: JudgeConfig) -> dict[str, Any]:
+    judge: dict[str, Any] = {"name": j.name, **_endpoint_dict(j.endpoint), "generation": dict(j.generation),
+                             "parse_retries": j.parse_retries, "structured_output": j.structured_output}
+    for key in ("system_prompt", "template", "price_in", "price_out", "identity"):
+        if getattr(j, key) is not None:
+            judge[key] = getattr(j, key)
+    if j.related_to:
+        judge["related_to"] = list(j.related_to)
+    return judge
+
+
+def _panel_dict(cfg: RunConfig) -> dict[str, Any]:
+    p = cfg.panel
+    out: dict[str, Any] = {"cascade": list(p.cascade), "calibration": p.calibration} if p.cascade else {
+        "combine": p.combine}
+    if p.human_labels is not None:
+        out["human_labels"] = str(p.human_labels)
+    return out
 
 
 def save_config(cfg: RunConfig, run_dir: Path) -> None:

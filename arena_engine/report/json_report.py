@@ -12,7 +12,7 @@ import orjson
 
 from ..battles import exclusions, position_bias, position_consistency
 from ..leaderboard import Board, gate_failures, reliability_warnings
-from ..pipeline import JUDGE, ArenaResults
+from ..pipeline import ArenaResults, is_judge_role, judge_role
 from ..reliability import (
     MAX_EXCLUDED_SHARE,
     MIN_POSITION_CONSISTENCY,
@@ -22,6 +22,12 @@ from ..reliability import (
 )
 
 SCHEMA_VERSION = 1
+
+
+def panel_dict(results: ArenaResults) -> dict[str, Any] | None:
+    from .panel_report import panel_dict as make
+
+    return make(results)
 
 
 def _cost(prompt: int, completion: int, price_in: float | None, price_out: float | None) -> float | None:
@@ -64,14 +70,16 @@ def reliability(boards: list[Board]) -> dict[str, Any]:
 def report_dict(results: ArenaResults) -> dict[str, Any]:
     cfg = results.config
     prices = {m.name: (m.price_in, m.price_out) for m in cfg.models}
-    prices[JUDGE] = (cfg.judge.price_in, cfg.judge.price_out)
+    for i, j in enumerate(cfg.panel_judges):
+        prices[judge_role(i, j.name)] = (j.price_in, j.price_out)
     endpoints = {}
     models = {m.name for m in cfg.models}
     for key, u in results.usage.items():
-        # the judge is listed under its name, or "judge:<name>" when a model has the same name
-        name = key if key != JUDGE else cfg.judge.name if cfg.judge.name not in models else f"judge:{cfg.judge.name}"
+        # a judge is listed under its name, or "judge:<name>" when a model has the same name
+        judge = is_judge_role(key)
+        name = key if not judge else u.name if u.name not in models else f"judge:{u.name}"
         endpoints[name] = {
-            "role": "judge" if key == JUDGE else ("baseline" if key == cfg.baseline else "candidate"),
+            "role": "judge" if judge else ("baseline" if key == cfg.baseline else "candidate"),
             # the whole run's work, from the records the results use (whichever process sent them)
             "records": u.records, "reused": u.reused, "shared": u.shared, "truncated": u.truncated,
             "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
@@ -129,6 +137,7 @@ def report_dict(results: ArenaResults) -> dict[str, Any]:
         "failures": results.failures,
         "missing": results.missing,
         "elapsed_seconds": round(results.elapsed, 3),
+        **({"panel": panel_dict(results)} if results.panel is not None else {}),
     }
 
 

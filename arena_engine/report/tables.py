@@ -118,6 +118,10 @@ def report_table(results: ArenaResults) -> str:
             parts.append(f"NOT SUPPORTED: {scope_name(b.scope)}: the ranking is not supported by the judge's "
                          "verdicts: " + "; ".join(b.unsupported_reasons))
         parts += [f"note: {scope_name(b.scope)}: {n}" for n in b.diagnostics.notes]
+    if results.panel is not None:
+        from .panel_report import panel_lines
+
+        parts.append("\n".join(panel_lines(results)))
     return "\n\n".join(parts)
 
 

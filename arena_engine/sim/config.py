@@ -111,6 +111,13 @@ class SimModel:
     #: the name answers are tagged with (default `name`): two simulators serving one model id as two
     #: variants tag them apart, so a judge simulator that knows both tags can tell their qualities
     tag: str | None = None
+    #: a judge's own habits (None: the config's global judge_noise / position_bias)
+    judge_noise: float | None = None
+    position_bias: float | None = None
+    #: a judge's lean toward the answers of one candidate (its own family): added to that answer's side
+    #: of the latent verdict, in the same logit units as quality
+    self_preference: float = 0.0
+    prefers: str | None = None  # the candidate (answer tag) self_preference favours
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or any(c.isspace() or c == "]" for c in self.name):
@@ -118,6 +125,18 @@ class SimModel:
                 f"model name must be a non-empty string without spaces or ']', not {self.name!r}"
             )
         _check_number(f"models[{self.name}].quality", self.quality)
+        if self.judge_noise is not None:
+            _check_number(f"models[{self.name}].judge_noise", self.judge_noise, low=0.0)
+        if self.position_bias is not None:
+            _check_number(f"models[{self.name}].position_bias", self.position_bias)
+        _check_number(f"models[{self.name}].self_preference", self.self_preference)
+        if self.prefers is not None and (not isinstance(self.prefers, str) or not self.prefers):
+            raise ConfigError(f"models[{self.name}].prefers must be a model name, not {self.prefers!r}")
+        if self.self_preference and self.prefers is None:
+            raise ConfigError(f"models[{self.name}].self_preference needs 'prefers' (the favoured candidate)")
+        if (self.judge_noise is not None or self.position_bias is not None or self.prefers is not None) \
+                and not self.judge:
+            raise ConfigError(f"models[{self.name}]: judge_noise, position_bias and prefers need judge = true")
 
 
 @dataclass(frozen=True)

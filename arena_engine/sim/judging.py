@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 
 from arena_engine.sim.answers import TAG_RE
-from arena_engine.sim.config import SimConfig
+from arena_engine.sim.config import SimConfig, SimModel
 from arena_engine.sim.draws import normal, text_key, uniforms
 
 LABELS: tuple[str, ...] = ("A>>B", "A>B", "A=B", "B>A", "B>>A")
@@ -77,6 +77,22 @@ class Judge:
         self._logits: dict[tuple[tuple[str, str], ...], float] = {}
         self._strengths: dict[tuple[str, str], float] = {}
 
+    def habits(self, judge: SimModel | None) -> tuple[float, float]:
+        """(judge noise, position bias) of a judge model: its own, else the config's."""
+        cfg = self._config
+        if judge is None:
+            return cfg.judge_noise, cfg.position_bias
+        noise = cfg.judge_noise if judge.judge_noise is None else judge.judge_noise
+        bias = cfg.position_bias if judge.position_bias is None else judge.position_bias
+        return noise, bias
+
+    @staticmethod
+    def preference(judge: SimModel | None, model_a: str | None, model_b: str | None) -> float:
+        """The judge's self-preference shift of A's advantage (+ when A is its favoured candidate)."""
+        if judge is None or not judge.self_preference or judge.prefers is None:
+            return 0.0
+        return judge.self_preference * ((model_a == judge.prefers) - (model_b == judge.prefers))
+
     def query_scale(self, qhex: str) -> float:
         """Per-query difficulty: how strongly the quality gap shows on this query."""
         spread = self._config.difficulty_spread
@@ -98,8 +114,17 @@ class Judge:
         self._strengths[(model, qhex)] = value
         return value
 
-    def logit(self, prompt: str) -> float:
-        """A's advantage before per-request noise, read from the tags in `prompt`."""
+    def logit(self, prompt: str, judge: SimModel | None = None) -> float:
+        """A's advantage before per-request noise, read from the tags in `prompt` (for `judge`'s habits)."""
+        tags = TAG_RE.findall(prompt)[:2]
+        _, bias = self.habits(judge)
+        if judge is not None:
+            a_name = tags[0][0] if tags else None
+            b_name = tags[1][0] if len(tags) > 1 else None
+            return self._base_logit(prompt) + bias + self.preference(judge, a_name, b_name)
+        return self._base_logit(prompt) + bias
+
+    def _base_logit(self, prompt: str) -> float:
         tags = TAG_RE.findall(prompt)[:2]
         key = tuple(tags)
         cached = self._logits.get(key)
@@ -111,26 +136,29 @@ class Judge:
         sa = self.strength(a[0], a[1]) if a else 0.0
         sb = self.strength(b[0], b[1]) if b else 0.0
         scale = self.query_scale(qhex) if qhex else 1.0
-        value = scale * (sa - sb) + self._config.position_bias
+        value = scale * (sa - sb)
         if len(self._logits) >= _LOGIT_CACHE_SIZE:
             self._logits.clear()
         self._logits[key] = value
         return value
 
-    def label_probabilities_for(self, model_a: str, model_b: str, qhex: str) -> dict[str, float]:
+    def label_probabilities_for(self, model_a: str, model_b: str, qhex: str,
+                                judge: SimModel | None = None) -> dict[str, float]:
         """Exact P(label) when the judge sees `model_a`'s answer as A and `model_b`'s as B on query `qhex`.
 
         Integrates the per-request judge noise (Gauss-Hermite quadrature), so tests can compare observed
-        verdicts or win rates with what the simulator's latent qualities imply.
+        verdicts or win rates with what the simulator's latent qualities imply. `judge`: a judge model
+        with its own noise, position bias and self-preference (None: the config's global habits).
         """
         cfg = self._config
+        noise, bias = self.habits(judge)
         logit = self.query_scale(qhex) * (self.strength(model_a, qhex) - self.strength(model_b, qhex))
-        logit += cfg.position_bias
-        if cfg.judge_noise == 0.0:
+        logit += bias + self.preference(judge, model_a, model_b)
+        if noise == 0.0:
             out = label_probabilities(logit, cfg.tie_rate, cfg.strong_margin)
         else:
             out = dict.fromkeys(LABELS, 0.0)
-            scale = math.sqrt(2.0) * cfg.judge_noise
+            scale = math.sqrt(2.0) * noise
             for node, weight in _HERMITE:
                 probs = label_probabilities(logit + scale * node, cfg.tie_rate, cfg.strong_margin)
                 for label in LABELS:
@@ -140,14 +168,35 @@ class Judge:
             out = {label: (1.0 - r) * p + (r if label == _PREFER_A_LABEL else 0.0) for label, p in out.items()}
         return out
 
-    def verdict(self, prompt: str, request_key: int) -> str:
+    def true_winner(self, model_a: str, model_b: str, qhex: str) -> int:
+        """+1 when `model_a`'s answer to query `qhex` is the stronger (its latent strength), -1 when
+        `model_b`'s is, 0 when equal: the truth labels a perfect judge would give."""
+        d = self.strength(model_a, qhex) - self.strength(model_b, qhex)
+        return (d > 0) - (d < 0)
+
+    def battle_probabilities(self, candidate: str, opponent: str, qhex: str,
+                             judge: SimModel | None = None) -> dict[int, float]:
+        """P(battle verdict = win +1 / tie 0 / loss -1, candidate's view) when `judge` judges both orders
+        (independent draws) and the verdict is their agreed sign (a tie when they disagree), as the
+        pipeline scores a battle."""
+        first = self.label_probabilities_for(candidate, opponent, qhex, judge)
+        second = self.label_probabilities_for(opponent, candidate, qhex, judge)
+        win1 = first["A>>B"] + first["A>B"]
+        loss1 = first["B>A"] + first["B>>A"]
+        win2 = second["B>A"] + second["B>>A"]
+        loss2 = second["A>>B"] + second["A>B"]
+        win, loss = win1 * win2, loss1 * loss2
+        return {1: win, -1: loss, 0: 1.0 - win - loss}
+
+    def verdict(self, prompt: str, request_key: int, judge: SimModel | None = None) -> str:
         """One of LABELS, deterministic in (config seed, request_key, prompt)."""
         if self._config.prefer_a_rate:
             (u_prefer,) = uniforms(self._config.seed, request_key, _PREFER_A_STREAM, 1)
             if u_prefer < self._config.prefer_a_rate:
                 return _PREFER_A_LABEL
+        noise, _ = self.habits(judge)
         u_noise, u_logistic = uniforms(self._config.seed, request_key, 0x7E4D1C7, 2)
-        y = self.logit(prompt) + self._config.judge_noise * normal(u_noise)
+        y = self.logit(prompt, judge) + noise * normal(u_noise)
         u = min(max(u_logistic, 1e-12), 1.0 - 1e-12)
         y += math.log(u / (1.0 - u))
         if y > self._m2:

@@ -303,7 +303,7 @@ class _Simulator:
                 if bad:
                     contents.append(render_bad_verdict(u_form, as_json))
                 else:
-                    label = self.judge.verdict(prompt, body_key + i)
+                    label = self.judge.verdict(prompt, body_key + i, model)
                     contents.append(render_verdict(label, as_json))
         else:
             seed = data.get("seed")
