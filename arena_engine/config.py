@@ -95,7 +95,7 @@ class RunConfig:
     rating: RatingConfig = RatingConfig()
     fsync_interval: float = 1.0
     judges: tuple[JudgeConfig, ...] = ()  # [[judges]]: a panel (judge is then judges[0]); () = the one judge
-    panel: PanelConfig = PanelConfig()
+    panel: PanelConfig = field(default_factory=PanelConfig)
 
     @property
     def panel_judges(self) -> tuple[JudgeConfig, ...]:

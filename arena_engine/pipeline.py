@@ -658,15 +658,14 @@ class Arena:
                     tg.start_soon(self._judge_game, slot, q, cand, opp, a_c, a_o, True, counted)
                     tg.start_soon(self._judge_game, slot, q, cand, opp, a_c, a_o, False, counted)
             return
+        async def game(slot: JudgeSlot, candidate_is_a: bool, outcomes: dict[bool, int | None]) -> None:
+            outcomes[candidate_is_a] = await self._judge_game(slot, q, cand, opp, a_c, a_o, candidate_is_a, counted)
+
         for i, slot in enumerate(self._order):  # a cascade: the next judge only when this one left it open
             outcomes: dict[bool, int | None] = {}
-
-            async def game(slot: JudgeSlot, candidate_is_a: bool) -> None:
-                outcomes[candidate_is_a] = await self._judge_game(slot, q, cand, opp, a_c, a_o, candidate_is_a, counted)
-
             async with anyio.create_task_group() as tg:
-                tg.start_soon(game, slot, True)
-                tg.start_soon(game, slot, False)
+                tg.start_soon(game, slot, True, outcomes)
+                tg.start_soon(game, slot, False, outcomes)
             if not self._goes_on(i, q, cand, opp, outcomes.get(True), outcomes.get(False)):
                 return
 

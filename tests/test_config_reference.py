@@ -29,7 +29,8 @@ RUN_SECTIONS = {
     "`[[datasets]]`": "datasets",
     "`[[models]]`": "models",
     "`[judge]`": "judge",
-    "Endpoint keys (each `[[models]]` and `[judge]`)": "endpoint",
+    "`[panel]`": "panel",
+    "Endpoint keys (each `[[models]]`, `[judge]` and `[[judges]]`)": "endpoint",
     "`[arena]`": "arena",
     "`[rating]`": "rating",
 }
@@ -40,6 +41,9 @@ SIM_SECTIONS = {
     "Simulator: `[faults]`": Faults,
 }
 ENDPOINT_TABLES = ("models", "judge")
+# simulator model keys for judges only, and the keys they need beside them
+SIM_JUDGE_KEYS: dict[str, dict[str, Any]] = {"judge_noise": {}, "position_bias": {}, "prefers": {},
+                                             "self_preference": {"prefers": "m"}}
 
 
 def _reference(chapter: str) -> dict[str, dict[str, dict[str, str]]]:
@@ -74,6 +78,8 @@ def _base(tmp: Path) -> dict[str, Any]:
     (tmp / "judge_system.txt").write_text("Be strict.", encoding="utf-8")
     (tmp / "judge_template.txt").write_text("{question} {answer_a} {answer_b}", encoding="utf-8")
     (tmp / "system.txt").write_text("Answer briefly.", encoding="utf-8")
+    (tmp / "labels.jsonl").write_text('{"query_id": "1", "model_a": "cand", "model_b": "qwen2.5-72b", "winner": "tie"}\n',
+                                      encoding="utf-8")
     return {
         "datasets": [{"path": "data/qa"}],
         "models": [
@@ -88,11 +94,20 @@ def _base(tmp: Path) -> dict[str, Any]:
 COMPANIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("models", "evalscope_mismatch"): {"evalscope_report": "reports/m"},
     ("models", "reuse_answers_of"): {"model": "qwen2.5-72b"},
+    ("panel", "calibration"): {"cascade": ["judge", "judge2"]},
 }
 # where the example goes: a candidate model (index 1), so the baseline stays as it is
 TARGET = {"models": ("models", 1), "datasets": ("datasets", 0)}
 # the examples for the top-level tables are whole tables; two keys need their siblings kept
-SKIP_TOP_EXAMPLE = {"datasets", "models", "judge"}
+SKIP_TOP_EXAMPLE = {"datasets", "models", "judge", "judges"}
+
+
+def _panel_base(base: dict[str, Any]) -> dict[str, Any]:
+    """`base` with a panel of two judges instead of its one judge."""
+    data = copy.deepcopy(base)
+    judge = data.pop("judge")
+    data["judges"] = [judge, {**judge, "name": "judge2"}]
+    return data
 
 
 def _with(base: dict[str, Any], table: str, key: str, value: Any) -> list[dict[str, Any]]:
@@ -100,7 +115,7 @@ def _with(base: dict[str, Any], table: str, key: str, value: Any) -> list[dict[s
     out = []
     tables = ENDPOINT_TABLES if table == "endpoint" else (table,)
     for t in tables:
-        data = copy.deepcopy(base)
+        data = _panel_base(base) if t == "panel" else copy.deepcopy(base)
         if t == "":
             data[key] = value
             if key == "arena":  # the baseline named in the example is one of the models
@@ -129,6 +144,10 @@ def test_every_documented_run_key_is_accepted(tmp_path: Path) -> None:
     for heading, rows in ref.items():
         table = RUN_SECTIONS[heading]
         for key, row in rows.items():
+            if table == "" and key == "judges":  # a panel replaces the one judge
+                config_from_dict({**{k: v for k, v in base.items() if k != "judge"}, key: _example(row)},
+                                 source="docs", base_dir=tmp_path)
+                continue
             if table == "" and key in SKIP_TOP_EXAMPLE:
                 config_from_dict({**base, key: _example(row)} if key != "models" else
                                  {**base, "models": _example(row), "arena": {"baseline": "a"}},
@@ -147,7 +166,8 @@ def _keys_read(data: dict[str, Any], tmp: Path, monkeypatch: pytest.MonkeyPatch)
     real_get = config_mod._Reader.get
 
     def get(self: Any, key: str, *args: Any, **kwargs: Any) -> Any:
-        seen.add((re.sub(r"\[\d+\]", "", self.path), key))
+        path = re.sub(r"\[\d+\]", "", self.path)
+        seen.add(("judge" if path == "judges" else path, key))  # each [[judges]] entry is a [judge] table
         return real_get(self, key, *args, **kwargs)
 
     monkeypatch.setattr(config_mod._Reader, "get", get)
@@ -164,7 +184,11 @@ def test_every_key_the_loader_reads_is_documented(tmp_path: Path, monkeypatch: p
     data.update(run={}, arena={}, rating={})
     data["models"].append({"name": "imported", "evalscope_report": "reports/m"})
     read = _keys_read(data, tmp_path, monkeypatch)
+    panel = _panel_base(base)  # and a panel with every [panel] key
+    panel["panel"] = {"cascade": ["judge", "judge2"], "calibration": 0.1, "human_labels": "labels.jsonl"}
+    read |= _keys_read(panel, tmp_path, monkeypatch)
     assert ("models", "concurrency") in read and ("judge", "template") in read  # the recorder works
+    assert ("panel", "human_labels") in read
     undocumented = sorted(
         f"{t or 'top level'}.{k}" for t, k in read
         if (t, k) not in documented and not (t in ENDPOINT_TABLES and ("endpoint", k) in documented)
@@ -215,6 +239,8 @@ def test_every_documented_simulator_key_is_accepted() -> None:
             cls = SIM_SECTIONS[heading]
             if cls is SimConfig:
                 data[key] = value
+            elif cls is SimModel and key in SIM_JUDGE_KEYS:  # a judge's own habits: set on the judge
+                data["models"][1].update({key: value, **SIM_JUDGE_KEYS[key]})
             elif cls is SimModel:
                 data["models"][0][key] = value
                 data["models"][0]["name"] = value if key == "name" else "m"

@@ -148,6 +148,8 @@ def board_text(board: Board) -> str:
         title = f"=== DATASET LEADERBOARD: {board.scope.dataset} ==="
     else:
         title = f"=== SUBSET LEADERBOARD: {board.scope.dataset} - {board.scope.subset} ==="
+    if board.scope.judge is not None:  # one judge's own board (panel.combine = "each")
+        title = title.replace("=== ", f"=== JUDGE {board.scope.judge}: ", 1)
     rows: list[tuple[str, ...]] = []
     for e in board.entries:
         rating = (_elo(e.rating), f"({_elo(e.rating_lower)} / {_elo(e.rating_upper)})")
