@@ -51,7 +51,7 @@ from .datasets import iter_queries
 from .errors import ArenaError, ConfigError
 from .leases import LeaseBroker, LeaseClient, batch_cap
 from .limits import Limits
-from .pipeline import JUDGE, Arena, ArenaResults, loop_options
+from .pipeline import Arena, ArenaResults, judge_role, loop_options
 from .progress import ProgressEvent, StageProgress
 from .ray_reaper import PROC, alive, start_time
 from .runfolder import save_config
@@ -89,9 +89,10 @@ def _require_ray() -> Any:
 
 
 def _endpoints(cfg: RunConfig) -> dict[str, Endpoint]:
-    """Endpoint role -> endpoint: every model that sends requests, and the judge."""
+    """Endpoint role -> endpoint: every model that sends requests, and every judge."""
     roles = {m.name: m.endpoint for m in cfg.models if m.evalscope_report is None}
-    roles[JUDGE] = cfg.judge.endpoint
+    for i, j in enumerate(cfg.panel_judges):
+        roles[judge_role(i, j.name)] = j.endpoint
     return roles
 
 
@@ -107,7 +108,8 @@ def worker_config(cfg: RunConfig, workers: int, index: int) -> RunConfig:
         return replace(ep, limits=replace(ep.limits, concurrency=_share(ep.limits.concurrency, workers, index)))
 
     models = tuple(replace(m, endpoint=split(m.endpoint)) if m.evalscope_report is None else m for m in cfg.models)
-    return replace(cfg, models=models, judge=replace(cfg.judge, endpoint=split(cfg.judge.endpoint)))
+    judges = tuple(replace(j, endpoint=split(j.endpoint)) for j in cfg.judges)
+    return replace(cfg, models=models, judge=replace(cfg.judge, endpoint=split(cfg.judge.endpoint)), judges=judges)
 
 
 def _rate_limited(limits: Limits) -> bool:

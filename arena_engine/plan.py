@@ -61,20 +61,19 @@ def _queries(cfg: RunConfig) -> list[Query]:
                                                           allow_empty=d.allow_empty)]
 
 
-def _reuse(cfg: RunConfig, queries: list[Query]) -> tuple[dict[str, int], int] | str:
-    """(answers found per model, verdicts found) in the run folder, or why they could not be counted."""
+def _reuse(cfg: RunConfig, queries: list[Query]) -> tuple[dict[str, int], dict[str, int]] | str:
+    """(answers found per model, verdicts found per judge) in the run folder, or why they could not be counted."""
     if not (cfg.output_dir / CHECKPOINT_DIR).is_dir():
-        return {m.name: 0 for m in cfg.models}, 0
+        return {m.name: 0 for m in cfg.models}, {j.name: 0 for j in cfg.panel_judges}
     try:
         store = RunStore(cfg.output_dir, readonly=True).open()
     except CheckpointError as exc:
         return f"finished work not counted: {exc}"
-    system = cfg.judge.system_prompt or DEFAULT_SYSTEM_PROMPT
-    judge_who = judge_identity(cfg.judge)
+    judges = [(j, judge_identity(j), j.system_prompt or DEFAULT_SYSTEM_PROMPT) for j in cfg.panel_judges]
     identities = {m.name: model_identity(cfg, m) for m in cfg.models}
     legacy = {kind: holds_legacy(store, kind) for kind in (GENERATIONS, JUDGMENTS)}
     answers = {m.name: 0 for m in cfg.models}
-    verdicts = 0
+    verdicts = {j.name: 0 for j in cfg.panel_judges}
     try:
         for q in queries:
             found: dict[str, str] = {}
@@ -90,9 +89,10 @@ def _reuse(cfg: RunConfig, queries: list[Query]) -> tuple[dict[str, int], int] |
                 if cand not in found or opp not in found:
                     continue
                 for first, second in ((cand, opp), (opp, cand)):
-                    req = judgment_request(cfg.judge, judge_who, system, q, found[first], found[second])
-                    _, rec, _, _ = find_judgment(store, cfg.judge, req, legacy=legacy[JUDGMENTS])
-                    verdicts += rec is not None
+                    for judge, who, system in judges:
+                        req = judgment_request(judge, who, system, q, found[first], found[second])
+                        _, rec, _, _ = find_judgment(store, judge, req, legacy=legacy[JUDGMENTS])
+                        verdicts[judge.name] += rec is not None
     finally:
         store.close()
     return answers, verdicts
@@ -106,7 +106,7 @@ def plan(cfg: RunConfig) -> tuple[list[PlanRow], str | None]:
     prompt_chars = sum(len(str(m.get("content", ""))) for q in queries for m in q.messages)
     reuse = _reuse(cfg, queries)
     note = reuse if isinstance(reuse, str) else None
-    answers, verdicts = reuse if not isinstance(reuse, str) else ({}, 0)
+    answers, verdicts = reuse if not isinstance(reuse, str) else ({}, {})
     rows: list[PlanRow] = []
     for m in cfg.models:
         max_tokens = int(m.generation.get("max_tokens", 1024))
@@ -119,10 +119,11 @@ def plan(cfg: RunConfig) -> tuple[list[PlanRow], str | None]:
         pairs = min(pairs, cfg.max_pairs_per_query)
     judge_requests = 2 * pairs * n
     answer_tokens = min(512, int(cfg.models[0].generation.get("max_tokens", 512)))
-    judge_prompt = judge_requests * (_tokens(cfg.judge.system_prompt or DEFAULT_SYSTEM_PROMPT) + 2 * answer_tokens) + 2 * pairs * (prompt_chars // 4)
-    rows.append(PlanRow(cfg.judge.name, "judge", judge_requests, judge_prompt,
-                        judge_requests * int(cfg.judge.generation.get("max_tokens", 1024)),
-                        cfg.judge.price_in, cfg.judge.price_out, reused=verdicts))
+    for judge in cfg.panel_judges:  # a cascade's later judges: at most every battle (an upper bound)
+        judge_prompt = judge_requests * (_tokens(judge.system_prompt or DEFAULT_SYSTEM_PROMPT) + 2 * answer_tokens) + 2 * pairs * (prompt_chars // 4)
+        rows.append(PlanRow(judge.name, "judge", judge_requests, judge_prompt,
+                            judge_requests * int(judge.generation.get("max_tokens", 1024)),
+                            judge.price_in, judge.price_out, reused=verdicts.get(judge.name, 0)))
     return rows, note
 
 
@@ -148,7 +149,8 @@ async def print_plan(cfg: RunConfig) -> int:
     for m in cfg.models:
         if m.evalscope_report is None:
             print(f"  {m.name:<24} {model_identity(cfg, m)}")
-    print(f"  {cfg.judge.name:<24} {judge_identity(cfg.judge)} (judge)")
+    for judge in cfg.panel_judges:
+        print(f"  {judge.name:<24} {judge_identity(judge)} (judge)")
     missing = cfg.missing_keys()
     if missing:
         print(f"warning: environment variable(s) {', '.join(missing)} not set; a real run would stop", file=sys.stderr)
