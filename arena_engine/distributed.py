@@ -51,6 +51,7 @@ from .datasets import iter_queries
 from .errors import ArenaError, ConfigError
 from .leases import LeaseBroker, LeaseClient, batch_cap
 from .limits import Limits
+from .pipeline import JUDGE as JUDGE  # the first judge's endpoint role (tests and callers import it here)
 from .pipeline import Arena, ArenaResults, judge_role, loop_options
 from .progress import ProgressEvent, StageProgress
 from .ray_reaper import PROC, alive, start_time
