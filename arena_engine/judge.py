@@ -3,7 +3,7 @@
 A battle is one query answered by a candidate and by the baseline. It is judged twice: once with the
 candidate as assistant A ("AB"), once with the baseline as A ("BA"), so position bias cancels. Each
 game's verdict is one of five labels; from the candidate's side they become strong win, win, tie, loss
-or strong loss, and the two games together give the sample score (SPEC section 1.6).
+or strong loss, and the two games together give the sample score (docs/spec.md, section 1, item 6).
 """
 
 from __future__ import annotations
@@ -334,7 +334,7 @@ def candidate_view(verdict: Verdict, candidate_is_a: bool) -> int:
 
 
 def sample_score(first: int | None, second: int | None) -> float | None:
-    """Combine a battle's two games (candidate's view) into one score (SPEC section 1.6).
+    """Combine a battle's two games (candidate's view) into one score (docs/spec.md, section 1, item 6).
 
     If both orders agree on win/tie/loss that is the result, strong when an agreeing game said ``>>``;
     if they disagree the sample is a tie. A battle with an excluded game has no sample score.

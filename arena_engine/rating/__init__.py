@@ -1,4 +1,4 @@
-"""Ratings from pairwise battles: cluster bootstrap, Bradley-Terry, Elo (SPEC.md section 3).
+"""Ratings from pairwise battles: cluster bootstrap, Bradley-Terry, Elo (docs/spec.md, section 3).
 
     from arena_engine.rating import rate_battles
     ratings = rate_battles(model_a, model_b, outcome, query, models=names, baseline="base")

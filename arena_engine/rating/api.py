@@ -128,7 +128,7 @@ def rate_battles(
     lengths: npt.ArrayLike | None = None,
     elo_k: float = 4.0,
 ) -> Ratings:
-    """Rate models from pairwise battles (SPEC.md section 3; the statistics: docs/rating.md).
+    """Rate models from pairwise battles (docs/spec.md, section 3; the statistics: docs/rating.md).
 
     `model_a`/`model_b` index into `models`; `outcome` is from A's view (2 = A>>B, 1 = A>B, 0 = tie,
     -1 = B>A, -2 = B>>A); `query` is the cluster id: all games of one query (both orders, every

@@ -1,4 +1,4 @@
-"""The text reports: the seed's report table and ``leaderboard.txt`` (SPEC section 4), and parsers of
+"""The text reports: the seed's report table and ``leaderboard.txt`` (docs/spec.md, section 4), and parsers of
 ``leaderboard.txt`` so tests (and users' scripts) can read the numbers back.
 
 Both reports carry each scope's judge diagnostics (:class:`~arena_engine.reliability.BoardDiagnostics`)
