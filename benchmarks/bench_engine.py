@@ -33,13 +33,17 @@ import tempfile
 import time
 from array import array
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 
 from arena_engine.client import ChatClient, Endpoint, RetryPolicy, Timeouts
-from arena_engine.limits import ADMISSION_TICK, EndpointLimiter, Limits, map_bounded
+from arena_engine.limits import ADMISSION_TICK, EndpointLimiter, Limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.bounded_map import map_bounded
 
 try:
     import uvloop

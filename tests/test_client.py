@@ -17,8 +17,9 @@ from aiohttp import web
 
 from arena_engine.client import ChatClient, ChatResult, Endpoint, RetryPolicy, Timeouts
 from arena_engine.errors import ConfigError
-from arena_engine.limits import Limits, map_bounded
+from arena_engine.limits import Limits
 from arena_engine.sim import Faults, Latency, SimConfig, SimModel, SimServer, serve
+from tests.bounded_map import map_bounded
 
 pytestmark = pytest.mark.anyio
 

@@ -26,8 +26,8 @@ from arena_engine.limits import (
     EndpointLimiter,
     Limits,
     WindowLimit,
-    map_bounded,
 )
+from tests.bounded_map import map_bounded
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
