@@ -59,7 +59,7 @@ COMPLETION = orjson.dumps(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": "The answer is 42, for reasons given below."},
+                "message": {"role": "assistant", "content": "The answer is 42, for reasons given below. [[A=B]]"},  # a verdict: bench_run_cpu.py judges with it
                 "finish_reason": "stop",
             }
         ],
