@@ -53,6 +53,7 @@ import aiohttp
 import anyio
 import orjson
 
+from arena_engine.batch.options import BatchOptions
 from arena_engine.errors import ConfigError
 from arena_engine.health import ENDPOINT_DOWN, EndpointHealth
 from arena_engine.limits import EndpointLimiter, Limits, Ticket
@@ -174,6 +175,7 @@ class Endpoint:
     extra_headers: Mapping[str, str | EnvVar] = field(default_factory=dict, hash=False)
     query_params: Mapping[str, str] = field(default_factory=dict, hash=False)
     extra_body: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    batch: BatchOptions | None = None  # mode = "batch": requests go through the provider's batch API
 
     def __post_init__(self) -> None:
         if not self.name:

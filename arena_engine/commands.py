@@ -83,6 +83,13 @@ def _unwrap(exc: Exception) -> Exception:
 
 async def run_with_progress(config: RunConfig, *, quiet: bool, offline: bool = False,
                             retry_excluded: bool = False, progress: str = "auto") -> ArenaResults:
+    if not offline:
+        from .batch.session import run_batched, uses_batches
+
+        if uses_batches(config):  # endpoints in batch mode: the arena runs in passes between batches
+            return await run_batched(
+                config, lambda session: Arena(config, retry_excluded=retry_excluded, batch=session),
+                lambda arena: show_progress(arena, quiet=quiet, mode=progress))
     async with Arena(config, offline=offline, retry_excluded=retry_excluded) as arena, anyio.create_task_group() as tg:
         tg.start_soon(lambda: show_progress(arena, quiet=quiet, mode=progress))
         results = await arena.run()
@@ -152,6 +159,7 @@ async def demo(output: Path, queries: int, latency: float, seed: int, quiet: boo
         results = await _until_signal(body)
     except Interrupted:
         print("arena-engine: interrupted; finished work is saved, rerun to resume", file=sys.stderr)
+        _say_batches_running(cfg)
         return EXIT_INTERRUPTED
     print(report_table(results))
     print()
@@ -183,8 +191,24 @@ async def run(config_path: Path, dry_run: bool, fresh: bool, quiet: bool, backen
         results = await _until_signal(body)
     except Interrupted:
         print("arena-engine: interrupted; finished work is saved, rerun to resume", file=sys.stderr)
+        _say_batches_running(cfg)
         return EXIT_INTERRUPTED
     return _finish(results, quiet)
+
+
+def _say_batches_running(cfg: RunConfig) -> None:
+    """After an interruption: submitted batches keep running at the provider (and are paid); say so."""
+    from .batch.ledger import FOLDER, LEDGER
+
+    if not (cfg.output_dir / FOLDER / LEDGER).exists():
+        return
+    from .batch.ledger import Ledger
+
+    open_ = [c for c in Ledger(cfg.output_dir).open_chunks() if c.batch_id is not None]
+    if open_:
+        print(f"arena-engine: {len(open_)} submitted batch(es) keep running at the provider (they are paid); "
+              f"a rerun collects their results; `arena-engine batches {cfg.output_dir} --cancel` cancels them",
+              file=sys.stderr)
 
 
 async def report(run_dir: Path, rounds: int | None, write: bool, fmt: str = "text") -> int:

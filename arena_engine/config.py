@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from .batch.options import BatchOptions
 from .chat_params import check_generation
 from .client import Endpoint, EnvVar, RetryPolicy, Timeouts
 from .configfile import did_you_mean, read_config_file
@@ -230,6 +231,7 @@ def _endpoint(r: _Reader, name: str) -> Endpoint:
     for banned in ("model", "messages", "stream"):
         if banned in extra_body:
             raise ConfigError(f"{r.source}: '{r.where('extra_body.' + banned)}' is set by arena-engine, remove it")
+    batch = _batch_options(r)
     try:  # the value objects check more (an empty name or model, ...): say which file and table
         return Endpoint(
             name=name,
@@ -242,9 +244,38 @@ def _endpoint(r: _Reader, name: str) -> Endpoint:
             extra_headers=headers,
             query_params=query,
             extra_body=dict(extra_body),
+            batch=batch,
         )
     except ConfigError as exc:
         raise ConfigError(f"{r.source}: {r.path or 'the top level'}: {exc}") from None
+
+
+def _batch_options(r: _Reader) -> BatchOptions | None:
+    """`mode = "batch"` and its optional `batch` table (arena_engine.batch); None in live mode."""
+    mode = r.choice("mode", ("live", "batch"), "live")
+    b = r.sub("batch")
+    if mode == "live":
+        if b is not None:
+            raise ConfigError(f"{r.source}: '{r.where('batch')}' is set but '{r.where('mode')}' is \"live\": "
+                              "set mode = \"batch\" or remove the table")
+        return None
+    b = b or _Reader(r.source, r.where("batch"), {})
+    d = BatchOptions()
+    try:
+        opts = BatchOptions(
+            max_requests=b.positive("max_requests", int, d.max_requests),
+            max_bytes=b.positive("max_bytes", int, d.max_bytes),
+            completion_window=b.get("completion_window", str, d.completion_window),
+            poll_interval=b.positive("poll_interval", float, d.poll_interval),
+            discount=b.finite("discount", float, d.discount),
+            max_wait=b.positive("max_wait", float, d.max_wait),
+            resubmits=b.non_negative("resubmits", int, d.resubmits),
+            protocol=b.choice("protocol", ("openai",), d.protocol),
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{r.source}: {r.where('batch')}: {exc}") from None
+    b.done()
+    return opts
 
 
 #: Header and query names whose values are secrets: they must come from the environment.

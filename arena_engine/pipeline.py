@@ -30,6 +30,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from . import runlog
+from .batch.session import DEFERRED, BatchChat
 from .battles import Battle, Game, combine
 from .client import RETRY_BUDGET_EXHAUSTED, ChatClient, ChatResult
 from .config import JudgeConfig, ModelConfig, RunConfig
@@ -70,6 +71,7 @@ from .store.shards import LayeredStore, merge_shards
 from .usage import EndpointUsage
 
 if TYPE_CHECKING:
+    from .batch.session import BatchSession
     from .evalscope_import import ImportedAnswer
     from .judge_quality import JudgeQuality
     from .leaderboard import Board
@@ -168,7 +170,8 @@ class Arena:
 
     def __init__(self, config: RunConfig, *, offline: bool = False, progress_interval: float = 0.5,
                  shard: tuple[int, int] | None = None, store: LayeredStore | None = None,
-                 leases: Mapping[str, LeaseClient] | None = None, retry_excluded: bool = False) -> None:
+                 leases: Mapping[str, LeaseClient] | None = None, retry_excluded: bool = False,
+                 batch: BatchSession | None = None) -> None:
         if shard is not None and not 0 <= shard[0] < shard[1]:
             raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
         self.config = config
@@ -182,7 +185,10 @@ class Arena:
         self._run_scope: anyio.CancelScope | None = None
         self._failed_judgments: dict[tuple[str, str, str, str, str, bool, str | None], str] | None = None
         self._leases = dict(leases or {})
-        self._clients: dict[str, ChatClient] = {}
+        self._batch = batch  # endpoints in batch mode (arena_engine.batch.session): None sends everything live
+        self.deferred = 0  # requests this pass handed to a batch instead of answering
+        self._deferred_battles: set[tuple[str, str, str, str, str]] = set()
+        self._clients: dict[str, ChatClient | BatchChat] = {}
         self._imported: dict[str, dict[tuple[str, str, str], ImportedAnswer]] = {}
         self._games: list[Game] = []
         self._finished = anyio.Event()
@@ -258,11 +264,20 @@ class Arena:
             if not self.offline:
                 if self._given_store is None:
                     save_config(self.config, self.run_dir)
+                batch_roles = set() if self._batch is None else set(self._batch.roles)
+                if any(ep.batch is not None for ep in self._endpoints()) and self._batch is None:
+                    raise ConfigError("endpoints in mode = \"batch\" run through arena_engine.batch.session."
+                                      "run_batched (what `arena-engine run` does), not a bare Arena")
                 for m in self.config.models:
-                    if m.evalscope_report is None:
+                    if m.name in batch_roles and self._batch is not None:
+                        self._clients[m.name] = self._batch.client(m.name, self._store)
+                    elif m.evalscope_report is None:
                         client = ChatClient(m.endpoint, lease=self._leases.get(m.name))
                         self._clients[m.name] = await stack.enter_async_context(client)
                 for slot in self._slots:
+                    if slot.role in batch_roles and self._batch is not None:
+                        self._clients[slot.role] = self._batch.client(slot.role, self._store)
+                        continue
                     judge = ChatClient(slot.cfg.endpoint, lease=self._leases.get(slot.role))
                     self._clients[slot.role] = await stack.enter_async_context(judge)
         except BaseException:
@@ -270,6 +285,10 @@ class Arena:
             raise
         self._stack = stack
         return self
+
+    def _endpoints(self) -> list[Any]:
+        return [m.endpoint for m in self.config.models if m.evalscope_report is None] + \
+            [s.cfg.endpoint for s in self._slots]
 
     async def _close_store(self) -> None:
         """Close the checkpoints in a thread and wait for it to finish even through cancellation.
@@ -573,6 +592,9 @@ class Arena:
         stage, usage = self.stages[m.name], self.usage[m.name]
         self._sending.set()
         result = await self._clients[m.name].chat(req.messages, req.params)
+        if result.error == DEFERRED:  # queued for the endpoint's next batch: this query waits for a later pass
+            self.deferred += 1
+            return None
         self._account(usage, result)
         if not result.ok or result.content is None:
             self._record_failure("generation", m.name, q, result)
@@ -666,6 +688,8 @@ class Arena:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(game, slot, True, outcomes)
                 tg.start_soon(game, slot, False, outcomes)
+            if (q.dataset, q.subset, q.id, cand, opp) in self._deferred_battles:
+                return  # this judge's verdicts come in a batch: the next judge waits for a later pass
             if not self._goes_on(i, q, cand, opp, outcomes.get(True), outcomes.get(False)):
                 return
 
@@ -737,6 +761,10 @@ class Arena:
                     self._save(JUDGMENTS, key, rec)
             finally:
                 self._in_flight.release(key)
+            if rec is None and error.error == DEFERRED:
+                self.deferred += 1
+                self._deferred_battles.add((q.dataset, q.subset, q.id, cand, opp))
+                return None
             if rec is None:
                 self._record_failure("judgment", cfg.name, q, error, candidate=cand, opponent=opp,
                                      candidate_is_a=candidate_is_a)
@@ -849,6 +877,8 @@ class Arena:
             attempt += 1
             self._sending.set()
             result = await client.chat(ask_messages, ask_params)
+            if result.error == DEFERRED:  # queued for the judge's next batch (a later pass reads it)
+                return None, result
             self._account(usage, result)
             prompt_tokens += result.prompt_tokens
             completion_tokens += result.completion_tokens

@@ -68,6 +68,9 @@ class Faults:
     rate_malformed: float = 0.0
     rate_no_choices: float = 0.0
     rate_bad_verdict: float = 0.0
+    #: Batch API rows (arena_engine.sim.batches): answered with a 500, or left unfinished (batch expired)
+    rate_batch_error: float = 0.0
+    rate_batch_expire: float = 0.0
 
     def __post_init__(self) -> None:
         if self.retry_after not in ("seconds", "ms", "both", "none"):
@@ -173,6 +176,11 @@ class SimConfig:
     verdict_format: VerdictFormat = "json"
     track_bodies: bool = True
     violation_grace_s: float = DEFAULT_VIOLATION_GRACE_S
+    #: Batch API (arena_engine.sim.batches): seconds from create to completed (the 24 h window compressed),
+    #: and delays inside an upload and a create (the kill tests' windows)
+    batch_seconds: float = 1.0
+    batch_upload_delay_s: float = 0.0
+    batch_create_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.models, tuple):
@@ -198,6 +206,8 @@ class SimConfig:
         _check_number("answer_noise", self.answer_noise, low=0.0)
         _check_number("difficulty_spread", self.difficulty_spread, low=0.0, high=1.0)
         _check_number("violation_grace_s", self.violation_grace_s, low=0.0)
+        for name in ("batch_seconds", "batch_upload_delay_s", "batch_create_delay_s"):
+            _check_number(name, getattr(self, name), low=0.0)
         if self.verdict_format not in ("json", "bracket", "mixed"):
             raise ConfigError(f"verdict_format must be json, bracket or mixed, not {self.verdict_format!r}")
 

@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from arena_engine.errors import ConfigError
+from arena_engine.sim.batches import BatchStats, SimBatches
 from arena_engine.sim.answers import candidate_answer, last_user_text, message_text
 from arena_engine.sim.config import Latency, SimConfig, SimModel
 from arena_engine.sim.draws import digest64, normal, uniforms
@@ -81,6 +82,7 @@ class _Simulator:
         self.models: dict[str, SimModel] = {m.name: m for m in config.models}
         self.latency: dict[str, Latency] = {m.name: m.latency or config.latency for m in config.models}
         self.judge = Judge(config)
+        self.batches = SimBatches(self)
         self.stats = SimStats(track_bodies=config.track_bodies, grace=config.violation_grace_s)
         self.limit = (
             SlidingWindowLimit(config.rpm_limit, config.rpm_window_s)
@@ -106,10 +108,14 @@ class _Simulator:
 
     async def get_stats(self, request: web.Request) -> web.Response:
         times = request.query.get("times", "") not in ("", "0", "false")
-        return web.Response(body=orjson.dumps(self.stats.snapshot(times=times)), content_type=_JSON)
+        return web.Response(body=orjson.dumps(self.snapshot(times=times)), content_type=_JSON)
+
+    def snapshot(self, *, times: bool = False) -> dict[str, Any]:
+        return {**self.stats.snapshot(times=times), "batches": self.batches.stats.snapshot()}
 
     async def post_reset(self, request: web.Request) -> web.Response:
         self.stats.reset()
+        self.batches.stats = BatchStats()
         return web.Response(body=b'{"ok": true}', content_type=_JSON)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
@@ -383,6 +389,7 @@ def make_app(config: SimConfig) -> web.Application:
     app.router.add_post("/chat/completions", sim.chat)
     app.router.add_get("/sim/stats", sim.get_stats)
     app.router.add_post("/sim/reset", sim.post_reset)
+    sim.batches.routes(app)
 
     async def on_shutdown(app: web.Application) -> None:
         sim.closing.set()
@@ -422,7 +429,7 @@ class SimServer:
 
     def stats(self, *, times: bool = False) -> dict[str, Any]:
         """The same dict as `GET /sim/stats`."""
-        return self._app[SIM_KEY].stats.snapshot(times=times)
+        return self._app[SIM_KEY].snapshot(times=times)
 
     def reset_stats(self) -> None:
         self._app[SIM_KEY].stats.reset()

@@ -1,0 +1,9 @@
+"""Errors of the batch layer."""
+
+from __future__ import annotations
+
+from ..errors import ArenaError
+
+
+class BatchError(ArenaError):
+    """A batch API call or a whole batch failed (the message names the batch and, if known, the line)."""

@@ -1,0 +1,47 @@
+"""An endpoint's batch settings (``mode = "batch"`` and its ``batch`` table; docs/config.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+MAX_REQUESTS = 50_000  # OpenAI's limit per batch
+MAX_BYTES = 190 * 1024 * 1024  # under OpenAI's 200 MB input file limit
+COMPLETION_WINDOW = "24h"
+POLL_INTERVAL = 30.0
+DISCOUNT = 0.5
+MAX_WAIT = 600.0
+RESUBMITS = 2
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How an endpoint in batch mode cuts and watches its batches.
+
+    ``max_requests`` / ``max_bytes`` cut a batch's input file; ``poll_interval`` is the first wait between
+    status polls (it grows 1.5x per poll up to 10x); ``discount`` is the batch price as a share of the live
+    price (the cost report); ``resubmits`` is how many times a row that errored or expired is sent again
+    before it is kept as a failure with its reason; ``protocol`` is the provider's batch API.
+    """
+
+    max_requests: int = MAX_REQUESTS
+    max_bytes: int = MAX_BYTES
+    completion_window: str = COMPLETION_WINDOW
+    poll_interval: float = POLL_INTERVAL
+    discount: float = DISCOUNT
+    max_wait: float = MAX_WAIT
+    resubmits: int = RESUBMITS
+    protocol: str = "openai"
+
+    def __post_init__(self) -> None:
+        if self.max_requests < 1 or self.max_bytes < 1024:
+            raise ConfigError("batch.max_requests must be >= 1 and batch.max_bytes >= 1024")
+        if not self.poll_interval > 0 or not self.max_wait > 0:
+            raise ConfigError("batch.poll_interval and batch.max_wait must be > 0")
+        if not 0 <= self.discount <= 1:
+            raise ConfigError(f"batch.discount must be between 0 and 1, got {self.discount}")
+        if self.resubmits < 0:
+            raise ConfigError("batch.resubmits must be >= 0")
+        if self.protocol != "openai":
+            raise ConfigError(f"batch.protocol must be \"openai\" (the one implemented), got {self.protocol!r}")
