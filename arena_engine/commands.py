@@ -127,6 +127,12 @@ def _finish(results: ArenaResults, quiet: bool) -> int:
         for line in panel_lines(results):
             print(line, file=sys.stderr)
     gate = _judge_gate(results.boards)
+    from .report.json_report import batch_savings
+
+    saved = batch_savings(results)
+    if saved is not None:
+        print(f"batch mode: cost {saved[0]:.4f} instead of {saved[1]:.4f} at live prices "
+              f"(saved {saved[1] - saved[0]:.4f})", file=sys.stderr)
     for u in results.usage.values():
         if u.truncated:
             print(f"note: {u.truncated} of {u.records} answers of {u.name} were cut off by the completion budget "

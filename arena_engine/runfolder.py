@@ -48,6 +48,9 @@ def _endpoint_dict(endpoint: Any) -> dict[str, Any]:
         out["query_params"] = dict(endpoint.query_params)
     if endpoint.extra_body:
         out["extra_body"] = dict(endpoint.extra_body)
+    if endpoint.batch is not None:
+        out["mode"] = "batch"
+        out["batch"] = asdict(endpoint.batch)
     return out
 
 

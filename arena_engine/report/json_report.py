@@ -36,6 +36,25 @@ def _cost(prompt: int, completion: int, price_in: float | None, price_out: float
     return (prompt * (price_in or 0.0) + completion * (price_out or 0.0)) / 1e6
 
 
+def _costs(live: float | None, discount: float | None) -> dict[str, Any]:
+    """An endpoint's cost; in batch mode at the batch price, with the live price and the saving beside it."""
+    if discount is None:
+        return {"mode": "live", "cost": live}
+    paid = None if live is None else live * discount
+    return {"mode": "batch", "cost": paid, "cost_live": live, "batch_discount": discount,
+            "batch_saved": None if live is None or paid is None else live - paid}
+
+
+def batch_savings(results: ArenaResults) -> tuple[float, float] | None:
+    """(cost paid, cost at live prices) over the run's priced endpoints, when any of them ran in batch mode."""
+    endpoints = report_dict(results)["endpoints"]
+    if not any(e.get("mode") == "batch" and e.get("cost") is not None for e in endpoints.values()):
+        return None
+    paid = sum(e["cost"] or 0.0 for e in endpoints.values())
+    live = sum((e.get("cost_live") if e.get("mode") == "batch" else e["cost"]) or 0.0 for e in endpoints.values())
+    return paid, live
+
+
 def _diagnostics(b: Board) -> dict[str, Any]:
     d = b.diagnostics
     return {
@@ -70,8 +89,11 @@ def reliability(boards: list[Board]) -> dict[str, Any]:
 def report_dict(results: ArenaResults) -> dict[str, Any]:
     cfg = results.config
     prices = {m.name: (m.price_in, m.price_out) for m in cfg.models}
+    discounts = {m.name: m.endpoint.batch.discount for m in cfg.models if m.endpoint.batch is not None}
     for i, j in enumerate(cfg.panel_judges):
         prices[judge_role(i, j.name)] = (j.price_in, j.price_out)
+        if j.endpoint.batch is not None:
+            discounts[judge_role(i, j.name)] = j.endpoint.batch.discount
     endpoints = {}
     models = {m.name for m in cfg.models}
     for key, u in results.usage.items():
@@ -83,7 +105,7 @@ def report_dict(results: ArenaResults) -> dict[str, Any]:
             # the whole run's work, from the records the results use (whichever process sent them)
             "records": u.records, "reused": u.reused, "shared": u.shared, "truncated": u.truncated,
             "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "cost": _cost(u.prompt_tokens, u.completion_tokens, *prices.get(key, (None, None))),
+            **_costs(_cost(u.prompt_tokens, u.completion_tokens, *prices.get(key, (None, None))), discounts.get(key)),
             "latency": u.percentiles(),
             # what this process itself sent
             "requests": u.requests, "failures": u.failures, "attempts": u.attempts,
