@@ -18,6 +18,7 @@ batches held each key (the custom_id before its `-<try>` suffix) and how often e
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -103,13 +104,11 @@ class SimBatches:
             return _err(400, "purpose must be 'batch'", "invalid_purpose")
         if not isinstance(upload, web.FileField):
             return _err(400, "a multipart 'file' part is required", "missing_file")
-        data = upload.file.read()
+        obj = self._store_file(upload.file.read(), upload.filename, "batch")
         delay = self.sim.config.batch_upload_delay_s
-        if delay > 0:  # the tests' window for a kill during an upload
-            import asyncio
-
+        if delay > 0:  # the tests' window for a kill during an upload: the file has landed, the reply not
             await asyncio.sleep(delay)
-        return web.json_response(self._store_file(data, upload.filename, "batch"))
+        return web.json_response(obj)
 
     def _store_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
         fid = self._id("file")
@@ -167,11 +166,6 @@ class SimBatches:
             return _err(400, f"input_file_id {fid!r} does not exist", "invalid_file")
         if data.get("endpoint") != "/v1/chat/completions":
             return _err(400, "endpoint must be /v1/chat/completions", "invalid_endpoint")
-        delay = self.sim.config.batch_create_delay_s
-        if delay > 0:  # the tests' window for a kill between upload and create
-            import asyncio
-
-            await asyncio.sleep(delay)
         bid = self._id("batch")
         now = time.time()
         rows, problem = self._parse(self.contents[fid])
@@ -189,6 +183,9 @@ class SimBatches:
         if problem is None:
             for row in rows:
                 self.stats.keys_in_batches[key_of(row["custom_id"])] += 1
+        delay = self.sim.config.batch_create_delay_s
+        if delay > 0:  # the tests' window for a kill between upload and create: created, the reply not sent
+            await asyncio.sleep(delay)
         return web.json_response(self._public(batch))
 
     @staticmethod

@@ -1,0 +1,122 @@
+"""SIGKILL in batch mode at the three points where a crash could pay twice, three times each.
+
+The run (all models and a two-judge cascade in ``mode = "batch"``) has three batch phases: the answers,
+the first judge's verdicts, and the second judge's verdicts on the battles the first left open. In each
+phase the CLI is killed with SIGKILL (1) during the upload of the input files (the simulator has
+stored a file but not yet replied), (2) between upload and create (the simulator has created the batch
+but not yet replied), (3) while it polls. Each rerun reconciles with the server by the chunk's tag
+(file name, batch metadata). Then a last rerun finishes. The server must have seen no key in two
+batches, no key answered twice, exactly one file and one batch per chunk of the ledger; the records
+equal those of an uninterrupted live run of the same config on a simulator of the same seed.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from arena_helpers import dataset
+from interrupt_helpers import cli, output, read_run, results_of, stop, wait_until
+
+from arena_engine.sim import Latency, SimConfig, SimModel
+from arena_engine.sim.process import SimProcess
+
+QUERIES_PER_SUBSET = 10
+RUN_TIMEOUT = 90.0
+MODELS = (("base", 0.0), ("strong", 1.0), ("weak", -1.0))
+JUDGES = ("judge-1", "judge-2")
+
+
+def sim(**kw: float) -> SimConfig:
+    models = tuple(SimModel(n, quality=q) for n, q in MODELS) + tuple(SimModel(j, judge=True) for j in JUDGES)
+    return SimConfig(models=models, seed=5, latency=Latency("fixed", 0.0), **kw)  # type: ignore[arg-type]
+
+
+def write_config(path: Path, url: str, run_dir: Path, data: Path, *, batch: bool) -> Path:
+    s = json.dumps
+    mode = ['mode = "batch"', "batch = { poll_interval = 0.05, max_requests = 25 }"] if batch else []
+    lines = ["[run]", f"output_dir = {s(str(run_dir))}", "seed = 1", "",
+             "[[datasets]]", 'name = "general_qa"', f"path = {s(str(data))}", ""]
+    for name, _ in MODELS:
+        lines += ["[[models]]", f"name = {s(name)}", f"api_url = {s(url)}", f"identity = {s(name)}", *mode,
+                  "generation = { temperature = 0.0, max_tokens = 256 }", ""]
+    for j in JUDGES:
+        lines += ["[[judges]]", f"name = {s(j)}", f"api_url = {s(url)}", f"identity = {s(j)}", *mode, ""]
+    lines += ["[panel]", f"cascade = {s(list(JUDGES))}", "", "[arena]", 'baseline = "base"', "",
+              "[rating]", "rounds = 50", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def events(run_dir: Path) -> list[dict[str, object]]:
+    path = run_dir / "batches" / "ledger.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_bytes().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
+@pytest.mark.slow
+def test_sigkill_during_upload_before_create_and_while_polling_never_pays_twice(tmp_path: Path) -> None:
+    data = dataset(tmp_path, QUERIES_PER_SUBSET)
+    run_dir, ref_dir = tmp_path / "killed", tmp_path / "live"
+    kills: list[tuple[str, int, float]] = []
+    slow = {"batch_upload_delay_s": 0.6, "batch_create_delay_s": 0.6, "batch_seconds": 1.2}
+    with SimProcess(sim(**slow)) as server, SimProcess(sim()) as ref_server:
+        config = write_config(tmp_path / "batch.toml", server.url, run_dir, data, batch=True)
+        ref = cli("run", str(write_config(tmp_path / "live.toml", ref_server.url, ref_dir, data, batch=False)),
+                  "--quiet", log=tmp_path / "live")
+        proc = None
+        try:
+            for phase in range(3):
+                for point in ("upload", "create", "poll"):
+                    before = len(events(run_dir))
+                    files = server.stats()["batches"]["files"]
+                    log = tmp_path / f"kill-{phase}-{point}"
+                    proc = cli("run", str(config), "--quiet", log=log)
+                    want = {"upload": "intent", "create": "uploaded", "poll": "created"}[point]
+
+                    def due(want: str = want, before: int = before) -> bool:
+                        new = events(run_dir)[before:]
+                        return any(e["event"] == want for e in new) or proc.poll() is not None  # type: ignore[union-attr]
+
+                    wait_until(due, RUN_TIMEOUT, f"phase {phase}: {want}", interval=0.01)
+                    assert proc.poll() is None, f"phase {phase} {point}: the run ended first: {output(log)}"
+                    if point == "upload":  # intents are written just before the uploads start
+                        wait_until(lambda: server.stats()["batches"]["files"] > files, 10, "a file landed")  # noqa: B023
+                    time.sleep(0.15)  # inside the server's reply delay (upload, create) or the poll loop
+                    proc.send_signal(signal.SIGKILL)
+                    assert proc.wait(timeout=30) == -signal.SIGKILL
+                    after = events(run_dir)[before:]
+                    kills.append((point, len(after), server.stats()["batches"]["created"]))
+                    if point == "create":  # the batch exists at the server; the ledger has not recorded it
+                        assert server.stats()["batches"]["created"] > sum(
+                            1 for e in events(run_dir) if e["event"] == "created")
+            log = tmp_path / "final"
+            proc = cli("run", str(config), "--quiet", log=log)
+            assert proc.wait(timeout=RUN_TIMEOUT) == 0, output(log)
+            assert "Traceback" not in output(log)[1]
+            assert ref.wait(timeout=RUN_TIMEOUT) == 0, output(tmp_path / "live")
+            stats = server.stats()
+        finally:
+            stop(ref, proc)
+    ledger = events(run_dir)
+    chunks = [e for e in ledger if e["event"] == "intent"]
+    b = stats["batches"]
+    print(f"\n9 SIGKILLs: {kills}\nserver: {b}; chunks in the ledger: {len(chunks)}")
+    assert b["keys_in_two_batches"] == 0, "a key was submitted in two batches"
+    assert b["answered_twice"] == 0, "a key was answered twice"
+    assert b["created"] == len(chunks) and b["files"] == len(chunks), "a batch or file was made twice"
+    assert stats["requests"] == 0  # nothing went live
+    killed, live = read_run(run_dir), read_run(ref_dir)
+    assert killed["generations"].clean() and killed["judgments"].clean()
+    assert results_of(killed) == results_of(live)
+    assert {e.get("chunk") for e in ledger if e["event"] == "done"} == {e["chunk"] for e in chunks}
