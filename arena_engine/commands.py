@@ -165,7 +165,6 @@ async def demo(output: Path, queries: int, latency: float, seed: int, quiet: boo
         results = await _until_signal(body)
     except Interrupted:
         print("arena-engine: interrupted; finished work is saved, rerun to resume", file=sys.stderr)
-        _say_batches_running(cfg)
         return EXIT_INTERRUPTED
     print(report_table(results))
     print()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -84,9 +85,9 @@ def test_sigkill_during_upload_before_create_and_while_polling_never_pays_twice(
                     proc = cli("run", str(config), "--quiet", log=log)
                     want = {"upload": "intent", "create": "uploaded", "poll": "created"}[point]
 
-                    def due(want: str = want, before: int = before) -> bool:
+                    def due(want: str = want, before: int = before, proc: subprocess.Popen[bytes] = proc) -> bool:
                         new = events(run_dir)[before:]
-                        return any(e["event"] == want for e in new) or proc.poll() is not None  # type: ignore[union-attr]
+                        return any(e["event"] == want for e in new) or proc.poll() is not None
 
                     wait_until(due, RUN_TIMEOUT, f"phase {phase}: {want}", interval=0.01)
                     assert proc.poll() is None, f"phase {phase} {point}: the run ended first: {output(log)}"

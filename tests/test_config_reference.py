@@ -31,6 +31,7 @@ RUN_SECTIONS = {
     "`[judge]`": "judge",
     "`[panel]`": "panel",
     "Endpoint keys (each `[[models]]`, `[judge]` and `[[judges]]`)": "endpoint",
+    "Endpoint `batch` table (with `mode = \"batch\"`)": "endpoint.batch",
     "`[arena]`": "arena",
     "`[rating]`": "rating",
 }
@@ -95,6 +96,8 @@ COMPANIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("models", "evalscope_mismatch"): {"evalscope_report": "reports/m"},
     ("models", "reuse_answers_of"): {"model": "qwen2.5-72b"},
     ("panel", "calibration"): {"cascade": ["judge", "judge2"]},
+    ("models", "batch"): {"mode": "batch"},
+    ("judge", "batch"): {"mode": "batch"},
 }
 # where the example goes: a candidate model (index 1), so the baseline stays as it is
 TARGET = {"models": ("models", 1), "datasets": ("datasets", 0)}
@@ -113,6 +116,13 @@ def _panel_base(base: dict[str, Any]) -> dict[str, Any]:
 def _with(base: dict[str, Any], table: str, key: str, value: Any) -> list[dict[str, Any]]:
     """Configs that set `key` = `value` in `table` (both endpoint tables for "endpoint")."""
     out = []
+    if table == "endpoint.batch":  # a key of an endpoint's batch table
+        for t in ENDPOINT_TABLES:
+            data = copy.deepcopy(base)
+            target = data[t][1] if t == "models" else data[t]
+            target.update(mode="batch", batch={key: value})
+            out.append(data)
+        return out
     tables = ENDPOINT_TABLES if table == "endpoint" else (table,)
     for t in tables:
         data = _panel_base(base) if t == "panel" else copy.deepcopy(base)
@@ -183,12 +193,14 @@ def test_every_key_the_loader_reads_is_documented(tmp_path: Path, monkeypatch: p
     data = copy.deepcopy(base)
     data.update(run={}, arena={}, rating={})
     data["models"].append({"name": "imported", "evalscope_report": "reports/m"})
+    data["models"][1].update(mode="batch", batch={})  # an endpoint in batch mode reads its batch table
     read = _keys_read(data, tmp_path, monkeypatch)
     panel = _panel_base(base)  # and a panel with every [panel] key
     panel["panel"] = {"cascade": ["judge", "judge2"], "calibration": 0.1, "human_labels": "labels.jsonl"}
     read |= _keys_read(panel, tmp_path, monkeypatch)
     assert ("models", "concurrency") in read and ("judge", "template") in read  # the recorder works
     assert ("panel", "human_labels") in read
+    read = {("endpoint.batch", k) if t in {f"{e}.batch" for e in ENDPOINT_TABLES} else (t, k) for t, k in read}
     undocumented = sorted(
         f"{t or 'top level'}.{k}" for t, k in read
         if (t, k) not in documented and not (t in ENDPOINT_TABLES and ("endpoint", k) in documented)

@@ -18,7 +18,7 @@ earlier judge's verdicts. The pass that queues nothing returns the results.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -173,12 +173,12 @@ class BatchSession:
                              "runs in batch mode; restore the config or cancel them with `arena-engine batches "
                              f"{self.config.output_dir} --cancel`")
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600, sock_connect=30)) as http:
-                async with anyio.create_task_group() as tg:
-                    for c in chunks:
-                        ep = self.roles[c.role]
-                        assert ep.batch is not None
-                        tg.start_soon(drive, c, OpenAIBatches(http, ep), ep.batch, self.ledger, store)
+            timeout = aiohttp.ClientTimeout(total=600, sock_connect=30)
+            async with aiohttp.ClientSession(timeout=timeout) as http, anyio.create_task_group() as tg:
+                for c in chunks:
+                    ep = self.roles[c.role]
+                    assert ep.batch is not None
+                    tg.start_soon(drive, c, OpenAIBatches(http, ep), ep.batch, self.ledger, store)
         except BaseExceptionGroup as group:  # the first batch error itself, not a task group's wrapping
             match = group.subgroup(lambda e: isinstance(e, BatchError))
             if match is None:
@@ -190,7 +190,7 @@ class BatchSession:
 
 
 async def run_batched(config: RunConfig, open_arena: Callable[[BatchSession], Any],
-                      watch: Callable[[Arena], Awaitable[None]] | None = None) -> ArenaResults:
+                      watch: Callable[[Arena], Coroutine[Any, Any, None]] | None = None) -> ArenaResults:
     """Run the arena in passes until a pass queues nothing (see the module docstring).
 
     ``open_arena(session)`` returns the ``Arena`` context manager of one pass; ``watch(arena)`` (progress)

@@ -20,8 +20,8 @@ import orjson
 from aiohttp import web
 
 from arena_engine.errors import ConfigError
-from arena_engine.sim.batches import BatchStats, SimBatches
 from arena_engine.sim.answers import candidate_answer, last_user_text, message_text
+from arena_engine.sim.batches import BatchStats, SimBatches
 from arena_engine.sim.config import Latency, SimConfig, SimModel
 from arena_engine.sim.draws import digest64, normal, uniforms
 from arena_engine.sim.judging import Judge, render_bad_verdict, render_verdict
