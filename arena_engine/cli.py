@@ -134,6 +134,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="games-csv (default) or arena-hard")
     ex.add_argument("--output", type=Path, required=True,
                     help="games-csv: the CSV file to write; arena-hard: the folder to write model_judgment/ in")
+    bt = add("batches", "list a run folder's provider batches and their status; --cancel cancels them",
+             "List the batches of RUN_DIR's endpoints in mode = \"batch\" (docs/config.md): one line per input "
+             "file (chunk) with its endpoint, request count, batch id and status, asked of the provider. Batches "
+             "keep running at the provider after an interruption (they are paid); a rerun collects them. "
+             "--cancel cancels every batch still running; a later run queues their unanswered requests again.")
+    bt.add_argument("run_dir", type=Path, help="a run folder (the config's output_dir)")
+    bt.add_argument("--cancel", action="store_true", help="cancel every batch that is still running")
     return p
 
 
@@ -258,6 +265,10 @@ def _dispatch(args: argparse.Namespace) -> int:
                    getattr(args, "format", "text"))
     if args.command == "export":
         return run(commands.export, args.run_dir, args.format, args.output)
+    if args.command == "batches":
+        from .batch.listing import show_batches
+
+        return run(show_batches, args.run_dir, args.cancel)
     if args.command == "import-judgments":
         return commands.import_judgments(args.path, args.source, args.baseline, args.format)
     if args.command == "import-evalscope":

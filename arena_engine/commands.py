@@ -182,7 +182,11 @@ async def run(config_path: Path, dry_run: bool, fresh: bool, quiet: bool, backen
 
         return await print_plan(cfg)
     if backend == "ray":
+        from .batch.session import uses_batches
         from .distributed import run_on_ray
+
+        if uses_batches(cfg):
+            raise ArenaError("endpoints in mode = \"batch\" run on the local backend; rerun without --backend ray")
 
         async def body() -> ArenaResults:
             return await run_on_ray(cfg, address=address, workers=workers,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -121,3 +122,32 @@ def test_sigkill_during_upload_before_create_and_while_polling_never_pays_twice(
     assert killed["generations"].clean() and killed["judgments"].clean()
     assert results_of(killed) == results_of(live)
     assert {e.get("chunk") for e in ledger if e["event"] == "done"} == {e["chunk"] for e in chunks}
+
+
+def test_ctrl_c_leaves_batches_running_and_batches_lists_and_cancels_them(tmp_path: Path) -> None:
+    data = dataset(tmp_path, 3)
+    run_dir = tmp_path / "run"
+    with SimProcess(sim(batch_seconds=30.0)) as server:
+        config = write_config(tmp_path / "batch.toml", server.url, run_dir, data, batch=True)
+        log = tmp_path / "interrupted"
+        proc = cli("run", str(config), "--quiet", log=log)
+        try:
+            wait_until(lambda: any(e["event"] == "created" for e in events(run_dir)), RUN_TIMEOUT, "a batch")
+            time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 130, output(log)
+        finally:
+            stop(proc)
+        err = output(log)[1]
+        assert "submitted batch(es) keep running at the provider (they are paid)" in err, err
+        listing = subprocess.run([sys.executable, "-m", "arena_engine.cli", "batches", str(run_dir)],
+                                 capture_output=True, text=True, timeout=60)
+        assert listing.returncode == 0, listing.stderr
+        lines = listing.stdout.splitlines()
+        assert lines[0].split()[:4] == ["chunk", "endpoint", "requests", "batch"]
+        assert sum(" in_progress" in line or " validating" in line for line in lines[1:]) == 3, listing.stdout
+        assert {"base", "strong", "weak"} <= {line.split()[1] for line in lines[1:]}
+        cancel = subprocess.run([sys.executable, "-m", "arena_engine.cli", "batches", str(run_dir), "--cancel"],
+                                capture_output=True, text=True, timeout=60)
+        assert cancel.returncode == 0 and "cancelled 3 batch(es)" in cancel.stderr, cancel.stderr
+        assert sum(" cancelled" in line for line in cancel.stdout.splitlines()[1:]) == 3, cancel.stdout
