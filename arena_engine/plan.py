@@ -144,6 +144,10 @@ async def print_plan(cfg: RunConfig) -> int:
     if costs:
         print(f"estimated cost of what is still to send: at most {sum(costs):.2f} (prices per 1M tokens from "
               "the config; tokens scaled to the requests still to send)")
+    from .batch.plan import batch_lines
+
+    for line in batch_lines(cfg, rows):
+        print(line)
     print("identities (answers are stored under these; to rename a model or move it to another URL without "
           "paying again, set its 'identity' to the old one):")
     for m in cfg.models:

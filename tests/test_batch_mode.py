@@ -202,6 +202,26 @@ def test_input_files_are_cut_by_max_requests(tmp_path: Path) -> None:
 def _with_max(cfg: Any) -> dict[str, Any]:
     raw = config_to_dict(cfg)
     for m in raw["models"]:
-        m["batch"]["max_requests"] = 5
+        if "batch" in m:
+            m["batch"]["max_requests"] = 5
     raw["judge"]["batch"]["max_requests"] = 5
     return raw
+
+
+def test_dry_run_shows_batches_per_endpoint_and_cost_with_and_without_discount(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from arena_engine.plan import print_plan
+
+    data = dataset(tmp_path, 12)  # 24 queries
+    cfg = config_from_dict(_with_max(run_config("http://127.0.0.1:9/v1", tmp_path / "run", data,
+                                                batch_models=("strong", "weak"))), source="<t>")
+    anyio.run(print_plan, cfg)
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if "batch(es) for" in line}
+    assert set(lines) == {"strong", "weak", "sim-judge"}  # the live baseline has no batches
+    assert "5 batch(es) for 24 request(s)" in lines["strong"]  # max_requests = 5
+    assert "20 batch(es) for 96 request(s)" in lines["sim-judge"]
+    cost = float(lines["strong"].split("at most ")[1].split()[0])
+    live_cost = float(lines["strong"].split(", ")[-1].split()[0])
+    assert cost == pytest.approx(0.5 * live_cost, abs=0.011) and live_cost > 0
+    assert "whole run: at most" in out and "without it" in out
