@@ -382,7 +382,7 @@ SIM_KEY = web.AppKey("arena_engine_sim", _Simulator)
 def make_app(config: SimConfig) -> web.Application:
     """The aiohttp application serving `config` (state lives in the app; nothing global)."""
     sim = _Simulator(config)
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app = web.Application(client_max_size=256 * 1024 * 1024)  # batch input files go up to 200 MB
     app[SIM_KEY] = sim
     app.router.add_get("/v1/models", sim.list_models)
     app.router.add_post("/v1/chat/completions", sim.chat)
