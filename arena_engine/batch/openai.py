@@ -69,7 +69,7 @@ class OpenAIBatches:
                 else:
                     problem = f"http_{status}: {_message(raw)}"
                     if status != 429 and status < 500:
-                        raise BatchError(f"{self.endpoint.name} ({self.base}): {what} failed: {problem}")
+                        raise BatchError(f"{self.endpoint.name} ({self.base}): {what} failed: {problem}", status)
             if attempt == _TRIES:
                 raise BatchError(f"{self.endpoint.name} ({self.base}): {what} failed {_TRIES} times: {problem}")
             await asyncio.sleep(delay)
@@ -89,10 +89,17 @@ class OpenAIBatches:
             after = page.get("last_id") or data[-1].get("id")
 
     async def find_file(self, filename: str, size: int) -> str | None:
-        """A complete uploaded input file of this name (an upload a kill interrupted after it landed)."""
-        async for f in self._pages("/files", {"purpose": "batch"}, "listing files"):
-            if f.get("filename") == filename and f.get("bytes") == size and f.get("status") != "error":
-                return str(f["id"])
+        """A complete uploaded input file of this name (an upload a kill interrupted after it landed).
+
+        A server that cannot list files (405/404 on ``GET /files``) gets the file again: an input file
+        costs nothing, only a batch is paid, and batches are always found by their tag."""
+        try:
+            async for f in self._pages("/files", {"purpose": "batch"}, "listing files"):
+                if f.get("filename") == filename and f.get("bytes") == size and f.get("status") != "error":
+                    return str(f["id"])
+        except BatchError as exc:
+            if exc.status not in (404, 405):
+                raise
         return None
 
     async def upload(self, path: Path, filename: str) -> str:

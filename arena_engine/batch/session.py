@@ -90,7 +90,8 @@ class BatchChat:
         self.from_batches = 0  # results read from finished batches by this pass
 
     def key(self, body: Mapping[str, Any]) -> bytes:
-        return content_key({"batch": self.endpoint.api_url, "body": body})
+        # the role too: two configured models with the same model id and URL are asked separately, as live
+        return content_key({"batch": self.endpoint.api_url, "role": self.role, "body": body})
 
     async def chat(self, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any] | None = None) -> ChatResult:
         body: dict[str, Any] = {"model": self.endpoint.model, "messages": messages}  # as ChatClient builds it
