@@ -53,7 +53,7 @@ import aiohttp
 import anyio
 import orjson
 
-from arena_engine.batch.options import BatchOptions
+from arena_engine.batch_options import BatchOptions
 from arena_engine.errors import ConfigError
 from arena_engine.health import ENDPOINT_DOWN, EndpointHealth
 from arena_engine.limits import EndpointLimiter, Limits, Ticket

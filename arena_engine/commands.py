@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
@@ -18,7 +19,10 @@ from .pipeline import Arena, ArenaResults
 from .runfolder import fresh_dir, load_run_config
 
 if TYPE_CHECKING:
+    from .batch.session import BatchSession
     from .leaderboard import Board
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 EXIT_OK, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 1, 130
@@ -84,7 +88,7 @@ def _unwrap(exc: Exception) -> Exception:
 async def run_with_progress(config: RunConfig, *, quiet: bool, offline: bool = False,
                             retry_excluded: bool = False, progress: str = "auto") -> ArenaResults:
     if not offline:
-        from .batch.session import run_batched, uses_batches
+        from .batch.session import uses_batches
 
         if uses_batches(config):  # endpoints in batch mode: the arena runs in passes between batches
             return await run_batched(
@@ -94,6 +98,35 @@ async def run_with_progress(config: RunConfig, *, quiet: bool, offline: bool = F
         tg.start_soon(lambda: show_progress(arena, quiet=quiet, mode=progress))
         results = await arena.run()
     return results
+
+
+async def run_batched(config: RunConfig, open_arena: Callable[[BatchSession], Arena],
+                      watch: Callable[[Arena], Coroutine[Any, Any, None]] | None = None) -> ArenaResults:
+    """Run the arena in passes until a pass queues nothing (endpoints in batch mode; batch/session.py).
+
+    Each pass sends the live requests whose inputs exist and queues the batch ones; between passes the
+    batches are submitted, polled and their rows written to the checkpoints, which the next pass reads like
+    live replies. ``open_arena(session)`` returns the ``Arena`` of one pass; ``watch(arena)`` (progress)
+    runs beside each pass. Here, not in batch/, because it drives the pipeline, which stands above batch/."""
+    from .batch.session import BatchSession
+
+    session = BatchSession(config)
+    while True:
+        session.passes += 1
+        async with open_arena(session) as arena:
+            await session.settle(arena.store)  # chunks an earlier process or pass left open
+            if watch is not None:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(watch, arena)
+                    results = await arena.run()
+                    tg.cancel_scope.cancel()
+            else:
+                results = await arena.run()
+            if session.queued == 0:
+                return results
+            log.info("pass %d queued %d batch request(s)", session.passes, session.queued)
+            session.cut()
+            await session.settle(arena.store)
 
 
 def _judge_gate(boards: list[Board]) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from .batch.options import BatchOptions
+from .batch_options import BatchOptions
 from .chat_params import check_generation
 from .client import Endpoint, EnvVar, RetryPolicy, Timeouts
 from .configfile import did_you_mean, read_config_file

@@ -64,6 +64,7 @@ from .limits import Limits
 from .pairing import pairs_of
 from .panel import battles_seen, calibration_draw, escalate, judge_games, rated_games
 from .progress import ProgressEvent, StageProgress
+from .roles import JUDGE, is_judge_role, judge_role
 from .runfolder import save_config
 from .runlog import RunHistory
 from .store import RunStore, content_key
@@ -79,18 +80,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JUDGE = "\0judge"  # the judge's key among the endpoint roles (model names cannot hold NUL)
 FAILURES = "failures"
-
-
-def judge_role(index: int, name: str) -> str:
-    """A judge's key among the endpoint roles: ``JUDGE`` for the first judge (the one judge of a run
-    without a panel), ``JUDGE + ":<name>"`` for the others."""
-    return JUDGE if index == 0 else f"{JUDGE}:{name}"
-
-
-def is_judge_role(key: str) -> bool:
-    return key.startswith(JUDGE)
 
 
 @dataclass(frozen=True)

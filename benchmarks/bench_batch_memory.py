@@ -22,7 +22,7 @@ from pathlib import Path
 
 import anyio
 
-from arena_engine.batch.session import run_batched
+from arena_engine.commands import run_batched
 from arena_engine.config import config_from_dict
 from arena_engine.demo import write_demo_dataset
 from arena_engine.pipeline import Arena

@@ -20,7 +20,7 @@ import anyio
 import pytest
 
 from arena_engine.batch.openai import TAG_KEY
-from arena_engine.batch.session import run_batched
+from arena_engine.commands import run_batched
 from arena_engine.config import config_from_dict
 from arena_engine.pipeline import Arena
 from arena_engine.sim import Latency, SimConfig, SimModel, SimServer

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from arena_engine.batch.session import run_batched
+from arena_engine.commands import run_batched
 from arena_engine.config import config_from_dict
 from arena_engine.errors import ConfigError
 from arena_engine.pipeline import Arena, ArenaResults

@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 
 from arena_engine.batch.ledger import Ledger
-from arena_engine.batch.options import BatchOptions
 from arena_engine.batch.queue import ChunkWriter
+from arena_engine.batch_options import BatchOptions
 
 
 def test_writing_requests_holds_none_of_them_in_memory(tmp_path: Path) -> None:

@@ -17,12 +17,12 @@ from typing import Any
 import anyio
 import orjson
 
+from ..batch_options import BatchOptions
 from ..store import RunStore, content_key
 from ..store.shards import LayeredStore
 from .errors import BatchError
 from .ledger import Chunk, Ledger
 from .openai import TERMINAL, OpenAIBatches
-from .options import BatchOptions
 
 log = logging.getLogger(__name__)
 

@@ -5,11 +5,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ..config import RunConfig
-    from ..plan import PlanRow
+
+
+class PlanRow(Protocol):
+    """What this reads of a row of the dry run's plan (plan.PlanRow, which imports this module)."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def requests(self) -> int: ...
+
+    @property
+    def prompt_tokens(self) -> int: ...
+
+    @property
+    def to_send(self) -> int: ...
+
+    @property
+    def max_cost(self) -> float | None: ...
 
 LINE_OVERHEAD = 200  # bytes of a batch input line besides its messages (custom_id, method, url, params)
 

@@ -16,8 +16,8 @@ from typing import IO, Any
 
 import orjson
 
+from ..batch_options import BatchOptions
 from .ledger import Chunk, Ledger
-from .options import BatchOptions
 
 CHAT_URL = "/v1/chat/completions"
 

@@ -8,7 +8,7 @@ endpoint's pending input file and ``chat`` returns at once with ``error == DEFER
 then drops that query's work for this pass: no task waits for a batch, so memory does not grow with
 the requests pending (200,000 are lines in a file on disk and 16-byte keys in a set).
 
-``run_batched`` runs the arena in passes: each pass sends the live requests whose inputs exist and
+``commands.run_batched`` runs the arena in passes: each pass sends the live requests whose inputs exist and
 queues the batch requests whose inputs exist; between passes the queued chunks are submitted and
 polled to completion (``driver.drive``, all chunks at once). A query's judge requests join the judge's
 batch of the pass after its answers' batch completed; a cascade's later judge, the pass after the
@@ -18,7 +18,7 @@ earlier judge's verdicts. The pass that queues nothing returns the results.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -28,6 +28,7 @@ import orjson
 from ..client import ChatResult, ClientStats, Endpoint
 from ..health import EndpointHealth
 from ..replies import Fault, read_reply
+from ..roles import judge_role
 from ..store import content_key
 from .driver import BATCH_ERRORS, BATCH_RESULTS, drive, error_key
 from .errors import BatchError
@@ -37,7 +38,6 @@ from .queue import ChunkWriter
 
 if TYPE_CHECKING:
     from ..config import RunConfig
-    from ..pipeline import Arena, ArenaResults
     from ..store import RunStore
     from ..store.shards import LayeredStore
 
@@ -48,8 +48,6 @@ DEFERRED = "deferred_to_batch"  # ChatResult.error of a request queued for the n
 
 def batch_roles(config: RunConfig) -> dict[str, Endpoint]:
     """Endpoint role -> endpoint, for every model and judge in batch mode."""
-    from ..pipeline import judge_role
-
     roles = {m.name: m.endpoint for m in config.models if m.endpoint.batch is not None and m.evalscope_report is None}
     for i, j in enumerate(config.panel_judges):
         if j.endpoint.batch is not None:
@@ -188,28 +186,3 @@ class BatchSession:
             while isinstance(first, BaseExceptionGroup):
                 first = first.exceptions[0]
             raise first from None
-
-
-async def run_batched(config: RunConfig, open_arena: Callable[[BatchSession], Any],
-                      watch: Callable[[Arena], Coroutine[Any, Any, None]] | None = None) -> ArenaResults:
-    """Run the arena in passes until a pass queues nothing (see the module docstring).
-
-    ``open_arena(session)`` returns the ``Arena`` context manager of one pass; ``watch(arena)`` (progress)
-    runs beside each pass."""
-    session = BatchSession(config)
-    while True:
-        session.passes += 1
-        async with open_arena(session) as arena:
-            await session.settle(arena.store)  # chunks an earlier process or pass left open
-            if watch is not None:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(watch, arena)
-                    results = await arena.run()
-                    tg.cancel_scope.cancel()
-            else:
-                results = await arena.run()
-            if session.queued == 0:
-                return results
-            log.info("pass %d queued %d batch request(s)", session.passes, session.queued)
-            session.cut()
-            await session.settle(arena.store)

@@ -7,7 +7,7 @@ Routes (mounted by `arena_engine.sim.server.make_app`): `POST /v1/files` (multip
 
 A batch moves validating -> in_progress -> finalizing -> completed over `SimConfig.batch_seconds` of
 real time (the 24 h window compressed). Each row is answered by the same code as a live request
-(`_Simulator._completion`), so a batch's answers and verdicts equal the live ones for the same body.
+(`Completer._completion`, implemented by `arena_engine.sim.server`), so a batch's answers and verdicts equal the live ones for the same body.
 A row fails (`faults.rate_batch_error`, status 500 in the output file) or is left unfinished
 (`faults.rate_batch_expire`: the batch ends `expired`, the row is in the error file with
 `batch_expired`), drawn from the seed and the row's custom_id, so a resubmitted row draws again.
@@ -21,15 +21,34 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
+from arena_engine.sim.config import SimConfig, SimModel
 from arena_engine.sim.draws import digest64, uniforms
 
-if TYPE_CHECKING:
-    from arena_engine.sim.server import _Simulator
+
+class Completer(Protocol):
+    """What a batch needs from the simulator: its config, its models and one live completion.
+
+    `arena_engine.sim.server` implements it; naming it here keeps the import one way (server → batches).
+    """
+
+    config: SimConfig
+    models: dict[str, SimModel]
+
+    def _completion(
+        self,
+        data: dict[str, Any],
+        model: SimModel,
+        body_key: int,
+        occurrence: int,
+        u_bad: float,
+        u_form: float,
+        broken: list[bool],
+    ) -> web.Response: ...
 
 _JSON = "application/json"
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -70,7 +89,7 @@ class BatchStats:
 class SimBatches:
     """State of the simulated Batch API (in memory, one per app)."""
 
-    def __init__(self, sim: _Simulator) -> None:
+    def __init__(self, sim: Completer) -> None:
         self.sim = sim
         self.files: dict[str, dict[str, Any]] = {}
         self.contents: dict[str, bytes] = {}

@@ -1,10 +1,13 @@
-"""An endpoint's batch settings (``mode = "batch"`` and its ``batch`` table; docs/config.md)."""
+"""An endpoint's batch settings (``mode = "batch"`` and its ``batch`` table; docs/config.md).
+
+Beside client.py and config.py, not in batch/, because an Endpoint carries them and the batch package
+stands above both."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 MAX_REQUESTS = 50_000  # OpenAI's limit per batch
 MAX_BYTES = 190 * 1024 * 1024  # under OpenAI's 200 MB input file limit
