@@ -22,6 +22,7 @@ from .configfile import did_you_mean, read_config_file
 from .errors import ConfigError
 from .limits import AUTO_MAX, Limits
 from .panel import COMBINE_MODES, PanelConfig
+from .stopping.rules import RULES, StopConfig
 
 Mode = Literal["baseline", "all_pairs"]
 OverallMode = Literal["pooled", "evalscope"]
@@ -97,6 +98,7 @@ class RunConfig:
     fsync_interval: float = 1.0
     judges: tuple[JudgeConfig, ...] = ()  # [[judges]]: a panel (judge is then judges[0]); () = the one judge
     panel: PanelConfig = field(default_factory=PanelConfig)
+    stop: StopConfig = field(default_factory=StopConfig)  # [arena.stop]: adaptive judging (default: never)
 
     @property
     def panel_judges(self) -> tuple[JudgeConfig, ...]:
@@ -415,10 +417,17 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
     baseline = arena.get("baseline", str, names[0])
     if baseline not in names:
         raise ConfigError(f"{source}: 'arena.baseline' = {baseline!r} is not one of the models {names}")
+    stop = _stop(arena)
     arena.done()
 
     judges = _judges(top, source, base, names)
     panel = _panel(top, source, base, judges)
+    if stop.active and mode == "all_pairs":
+        raise ConfigError(f"{source}: 'arena.stop' works with run.mode = \"baseline\" (each candidate against the "
+                          "baseline); all_pairs runs judge every query")
+    if stop.active and panel.combine == "each" and len(judges) > 1 and not panel.cascade:
+        raise ConfigError(f"{source}: 'arena.stop' needs one win rate per candidate to decide on, and "
+                          "'panel.combine' = \"each\" rates every judge alone; use \"mean\" or \"majority\"")
 
     rt = top.sub("rating") or _Reader(source, "rating", {})
     ci = rt.finite("ci", float, 0.95)
@@ -445,6 +454,7 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
         judge=judges[0],
         judges=judges if len(judges) > 1 or "judges" in top.table else (),
         panel=panel,
+        stop=stop,
         baseline=baseline,
         seed=seed,
         mode=mode,  # type: ignore[arg-type]
@@ -453,6 +463,39 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
         rating=rating,
         fsync_interval=fsync_interval,
     )
+
+
+def _stop(arena: _Reader) -> StopConfig:
+    """``[arena] stop = "decided" | "never"``, ``stop = { halfwidth = 0.03 }`` or an ``[arena.stop]`` table."""
+    raw = arena.get("stop", (str, dict), None)
+    if raw is None:
+        return StopConfig()
+    if isinstance(raw, str):
+        if raw not in ("decided", "never"):
+            hint = " (for a precision target write stop = { halfwidth = 0.03 })" if raw == "halfwidth" else ""
+            raise ConfigError(f"{arena.source}: 'arena.stop' = {raw!r}: must be \"decided\", \"never\" or a table "
+                              f"such as {{ halfwidth = 0.03 }}{hint}")
+        return StopConfig(rule=raw)  # type: ignore[arg-type]
+    t = _Reader(arena.source, arena.where("stop"), raw)
+    rule = t.choice("rule", RULES, "halfwidth" if "halfwidth" in t.table else "decided")
+    halfwidth = t.finite("halfwidth", float, StopConfig.halfwidth)
+    if not 0.0 < halfwidth < 0.5:
+        raise ConfigError(f"{t.source}: '{t.where('halfwidth')}' must be between 0 and 0.5, got {halfwidth}")
+    if "halfwidth" in t.table and rule != "halfwidth":
+        raise ConfigError(f"{t.source}: '{t.where('halfwidth')}' needs rule = \"halfwidth\", not {rule!r}")
+    margin = t.finite("margin", float, StopConfig.margin)
+    if not 0.0 <= margin < 0.5:
+        raise ConfigError(f"{t.source}: '{t.where('margin')}' must be in [0, 0.5), got {margin}")
+    if "margin" in t.table and rule != "decided":
+        raise ConfigError(f"{t.source}: '{t.where('margin')}' is used only by rule = \"decided\", not {rule!r}")
+    confidence = t.finite("confidence", float, StopConfig.confidence)
+    if not 0.0 < confidence < 1.0:
+        raise ConfigError(f"{t.source}: '{t.where('confidence')}' must be between 0 and 1, got {confidence}")
+    min_queries = t.positive("min_queries", int, StopConfig.min_queries)
+    block = t.positive("block", int, StopConfig.block)
+    t.done()
+    return StopConfig(rule=rule, margin=margin, halfwidth=halfwidth, min_queries=min_queries,  # type: ignore[arg-type]
+                      confidence=confidence, block=block)
 
 
 def _judge(j: _Reader, base: Path, models: Sequence[str]) -> JudgeConfig:

@@ -74,6 +74,8 @@ from .usage import EndpointUsage
 if TYPE_CHECKING:
     from .batch.session import BatchSession
     from .evalscope_import import ImportedAnswer
+    from .stopping.hook import AdaptiveRun, GameLog
+    from .stopping.schedule import StopSummary
     from .judge_quality import JudgeQuality
     from .leaderboard import Board
     from .leases import LeaseClient
@@ -132,6 +134,7 @@ class ArenaResults:
     history: RunHistory = field(default_factory=RunHistory)
     panel: PanelResults | None = None  # several judges, or human labels to compare the judge with
     all_games: list[Game] | None = None  # with a panel: every judge's games (``games`` holds the rated ones)
+    stopping: StopSummary | None = None  # [arena.stop]: which candidates stopped early, and their intervals
 
     @property
     def overall(self) -> Board:
@@ -164,6 +167,9 @@ class Arena:
                  batch: BatchSession | None = None) -> None:
         if shard is not None and not 0 <= shard[0] < shard[1]:
             raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
+        if shard is not None and config.stop.active:
+            raise ConfigError("'arena.stop' decides on the whole run's queries in one order and cannot be "
+                              "split over Ray workers; run it without --backend ray")
         self.config = config
         self.offline = offline
         self.shard = shard  # (i, n): this arena handles the queries whose position % n == i
@@ -181,6 +187,9 @@ class Arena:
         self._clients: dict[str, ChatClient | BatchChat] = {}
         self._imported: dict[str, dict[tuple[str, str, str], ImportedAnswer]] = {}
         self._games: list[Game] = []
+        self._stop: AdaptiveRun | None = None  # [arena.stop]: set once the queries are counted
+        self._folded = anyio.Event()  # an adaptive run completed a block (its next blocks may be sent)
+        self._game_log: GameLog | None = None  # an adaptive run's games, also kept per query until it is done
         self._finished = anyio.Event()
         self._sending = anyio.Event()  # the first request was handed to a client: time to load the kernels
         self._started = time.monotonic()
@@ -398,6 +407,12 @@ class Arena:
         counts = await anyio.to_thread.run_sync(self._count_queries)
         n_queries = sum(counts.values())
         self._queries = counts
+        if cfg.stop.active:  # adaptive judging holds the queries in memory to walk them in its seeded order
+            from .stopping.hook import AdaptiveRun, GameLog
+
+            queries = await anyio.to_thread.run_sync(lambda: list(self._iter_all()))
+            self._stop = AdaptiveRun(cfg, queries)
+            self._games = self._game_log = GameLog()
         self._log_run("start")  # the datasets are valid: from here on this process may send
         for m in cfg.models:
             self.stages[m.name] = StageProgress(f"generate {m.name}", total=n_queries)
@@ -432,22 +447,75 @@ class Arena:
 
     async def _produce(self, send: ObjectSendStream[Query]) -> None:
         async with send:
+            if self._stop is not None:
+                await self._produce_adaptive(send)
+                return
             for q in self._iter_all():
                 await send.send(q)
+
+    async def _produce_adaptive(self, send: ObjectSendStream[Query]) -> None:
+        """Block k of the seeded order once the blocks up to k - 2 are complete (stopping.schedule), for the
+        candidates still active: what is sent depends on completed prefixes only, never on timing."""
+        assert self._stop is not None
+        schedule = self._stop.schedule
+        k = 0
+        while True:
+            while not schedule.ready(k):
+                self._folded = anyio.Event()
+                await self._folded.wait()
+            if k < schedule.blocks:
+                self._shrink_totals(k)
+            if schedule.finished(k):
+                return
+            for q in self._stop.block(k):
+                await send.send(q)
+            k += 1
+
+    def _shrink_totals(self, k: int) -> None:
+        """Progress totals without the queries from block k on that the candidates dropped at block k
+        will not get (and, once none is left, the baseline's answers)."""
+        assert self._stop is not None
+        left = max(0, self._stop.schedule.n - k * self.config.stop.block)
+        for c in self._stop.dropped(k):
+            self.stages[c].total -= left
+            for slot in self._order[:1] if self._cascade else self._order:
+                self.stages[slot.role].total -= 2 * left
+        if not self._stop.schedule.active(k):
+            self.stages[self.config.baseline].total -= left
 
     async def _work(self, recv: ObjectReceiveStream[Query]) -> None:
         async with recv:
             async for q in recv:
                 await self._process(q)
+                self._query_done(q)
+
+    def _query_done(self, q: Query) -> None:
+        """An adaptive run hears that every game of ``q`` is in (a sending run and a replay alike)."""
+        if self._stop is not None:
+            assert self._game_log is not None
+            if self._stop.done(q, self._game_log.take((q.dataset, q.subset, q.id))):
+                self._folded.set()
+
+    def _models_of(self, q: Query) -> tuple[list[ModelConfig], list[tuple[str, str]]]:
+        """The models asked for an answer to ``q`` and its battles (an adaptive run: the active candidates'
+        and the baseline's, which is asked only because some candidate still needs it)."""
+        pairs = self._pairs(q)
+        if self._stop is None:
+            return list(self.config.models), pairs
+        active = set(self._stop.active_of(q))
+        pairs = [(c, o) for c, o in pairs if c in active]
+        needed = active | {self.config.baseline} if active else set()
+        return [m for m in self.config.models if m.name in needed], pairs
 
     async def _process(self, q: Query) -> None:
         answers: dict[str, dict[str, Any] | None] = {}
-        ready = {m.name: anyio.Event() for m in self.config.models}
+        models, pairs = self._models_of(q)
+        ready = {m.name: anyio.Event() for m in models}
         counted: set[bytes] = set()  # records of this query already counted in the usage
         async with anyio.create_task_group() as tg:
-            for m in self.config.models:
+            for m in models:
                 tg.start_soon(self._answer, m, q, answers, ready[m.name], counted)
-            for cand, opp in self._pairs(q):
+            for cand, opp in pairs:
                 tg.start_soon(self._battle, q, cand, opp, answers, ready, counted)
 
     # ----------------------------------------------------------------------------------- generation
@@ -800,22 +868,33 @@ class Arena:
     def _replay(self) -> None:
         """An offline run (report, rate, the Ray driver's last pass): every record from the checkpoints,
         query by query in one thread, without the tasks a sending run needs (the same steps and counts)."""
-        cfg = self.config
-        for q in self._iter_all():
-            counted: set[bytes] = set()
-            answers = {m.name: self._stored_answer(m, q, counted) for m in cfg.models}
-            for cand, opp in self._pairs(q):
-                a_c, a_o = answers[cand], answers[opp]
-                if a_c is None or a_o is None:
-                    self._no_answer_games(q, cand, opp, cand if a_c is None else opp)
-                    continue
-                for i, slot in enumerate(self._order):
-                    outcomes: dict[bool, int | None] = {}
-                    for candidate_is_a in (True, False):
-                        outcomes[candidate_is_a] = self._stored_verdict(slot, q, cand, opp, a_c, a_o, candidate_is_a,
-                                                                        counted)
-                    if self._cascade and not self._goes_on(i, q, cand, opp, outcomes[True], outcomes[False]):
-                        break
+        if self._stop is None:
+            for q in self._iter_all():
+                self._replay_query(q)
+            return
+        schedule, k = self._stop.schedule, 0  # an adaptive run: its blocks in order, as it sent them
+        while not schedule.finished(k):
+            for q in list(self._stop.block(k)):
+                self._replay_query(q)
+                self._query_done(q)
+            k += 1
+
+    def _replay_query(self, q: Query) -> None:
+        counted: set[bytes] = set()
+        models, pairs = self._models_of(q)
+        answers = {m.name: self._stored_answer(m, q, counted) for m in models}
+        for cand, opp in pairs:
+            a_c, a_o = answers[cand], answers[opp]
+            if a_c is None or a_o is None:
+                self._no_answer_games(q, cand, opp, cand if a_c is None else opp)
+                continue
+            for i, slot in enumerate(self._order):
+                outcomes: dict[bool, int | None] = {}
+                for candidate_is_a in (True, False):
+                    outcomes[candidate_is_a] = self._stored_verdict(slot, q, cand, opp, a_c, a_o, candidate_is_a,
+                                                                    counted)
+                if self._cascade and not self._goes_on(i, q, cand, opp, outcomes[True], outcomes[False]):
+                    break
 
     def _stored_verdict(self, slot: JudgeSlot, q: Query, cand: str, opp: str, a_c: dict[str, Any],
                         a_o: dict[str, Any], candidate_is_a: bool, counted: set[bytes]) -> int | None:
@@ -961,6 +1040,7 @@ class Arena:
         return ArenaResults(
             config=cfg, run_dir=self.run_dir, games=games, battles=combine(games), boards=boards,
             panel=panel, all_games=all_games if self._tag_judge else None,
+            stopping=self._stop.summary() if self._stop is not None else None,
             usage=self.usage, failures=self._failures, missing=self._missing,
             reference_metrics={k: s.means() for k, s in metric_sums.items()},
             reference_counts={k: s.n for k, s in metric_sums.items()},

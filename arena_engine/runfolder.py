@@ -22,6 +22,7 @@ import orjson
 from .client import EnvVar
 from .config import JudgeConfig, RunConfig, config_from_dict
 from .errors import CheckpointError, ConfigError
+from .stopping.rules import stop_dict
 
 CONFIG_FILE = "config.json"
 REPORT_DIR = "report"
@@ -88,7 +89,7 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
             for d in cfg.datasets
         ],
         "models": models,
-        "arena": {"baseline": cfg.baseline},
+        "arena": {"baseline": cfg.baseline, **({"stop": stop_dict(cfg.stop)} if cfg.stop.active else {})},
         **({"judges": judges, "panel": _panel_dict(cfg)} if cfg.judges else {"judge": judges[0]}),
         "rating": asdict(cfg.rating),
     }

@@ -62,7 +62,7 @@ def truth(quality: float, cfg: SimConfig, strong: int = STRONG) -> float:
         y = sign * (s[:, None, None] * d[None, :, None]) + cfg.position_bias + noise[None, None, :]
         p = _label_probs(y, cfg)
         weight = _GL_W[:, None, None] * _GH_W[None, :, None] * _GH_W[None, None, :]
-        win, strong_win, tie, strong_loss, loss = (p if sign > 0 else p[::-1])
+        strong_win, win, tie, loss, strong_loss = p if sign > 0 else p[::-1]
         mean_s += float(np.sum(weight * (strong * strong_win + win + 0.5 * tie)))
         mean_w += float(np.sum(weight * (strong * (strong_win + strong_loss) + win + tie + loss)))
     return mean_s / mean_w

@@ -33,6 +33,7 @@ RUN_SECTIONS = {
     "Endpoint keys (each `[[models]]`, `[judge]` and `[[judges]]`)": "endpoint",
     "Endpoint `batch` table (with `mode = \"batch\"`)": "endpoint.batch",
     "`[arena]`": "arena",
+    "`[arena.stop]`": "arena.stop",
     "`[rating]`": "rating",
 }
 SIM_SECTIONS = {
@@ -135,8 +136,10 @@ def _with(base: dict[str, Any], table: str, key: str, value: Any) -> list[dict[s
         if t in TARGET:
             name, index = TARGET[t]
             target = data[name][index]
-        else:
-            target = data.setdefault(t, {})
+        else:  # a nested table ("arena.stop") is set inside its parent
+            target = data
+            for part in t.split("."):
+                target = target.setdefault(part, {})
         target[key] = value
         if (t, key) == ("arena", "baseline"):
             data["models"][1]["name"] = value
@@ -198,6 +201,10 @@ def test_every_key_the_loader_reads_is_documented(tmp_path: Path, monkeypatch: p
     panel = _panel_base(base)  # and a panel with every [panel] key
     panel["panel"] = {"cascade": ["judge", "judge2"], "calibration": 0.1, "human_labels": "labels.jsonl"}
     read |= _keys_read(panel, tmp_path, monkeypatch)
+    for stop in ({"rule": "decided", "margin": 0.01, "confidence": 0.9, "min_queries": 10, "block": 10},
+                 {"halfwidth": 0.03}):  # both forms of the adaptive-judging table
+        read |= _keys_read({**copy.deepcopy(base), "arena": {"stop": stop}}, tmp_path, monkeypatch)
+    assert ("arena.stop", "margin") in read and ("arena.stop", "halfwidth") in read
     assert ("models", "concurrency") in read and ("judge", "template") in read  # the recorder works
     assert ("panel", "human_labels") in read
     read = {("endpoint.batch", k) if t in {f"{e}.batch" for e in ENDPOINT_TABLES} else (t, k) for t, k in read}

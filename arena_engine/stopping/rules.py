@@ -61,3 +61,14 @@ def verdict(cfg: StopConfig, lower: float, upper: float, judged: int) -> str | N
     if lower >= 0.5 - cfg.margin and upper <= 0.5 + cfg.margin:
         return WITHIN
     return None
+
+
+def stop_dict(cfg: StopConfig) -> dict[str, object]:
+    """The ``[arena.stop]`` table that loads back as ``cfg`` (only the keys its rule uses)."""
+    out: dict[str, object] = {"rule": cfg.rule, "confidence": cfg.confidence, "min_queries": cfg.min_queries,
+                              "block": cfg.block}
+    if cfg.rule == "decided":
+        out["margin"] = cfg.margin
+    if cfg.rule == "halfwidth":
+        out["halfwidth"] = cfg.halfwidth
+    return out
