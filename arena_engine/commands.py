@@ -159,6 +159,11 @@ def _finish(results: ArenaResults, quiet: bool) -> int:
 
         for line in panel_lines(results):
             print(line, file=sys.stderr)
+    if results.stopping is not None:
+        from .report.stop_report import stop_lines
+
+        for line in stop_lines(results):
+            print(line, file=sys.stderr)
     gate = _judge_gate(results.boards)
     from .report.json_report import batch_savings
 

@@ -54,7 +54,12 @@ def _write_reports(results: ArenaResults, store: RunStore | None, out: Path, inl
         "html": out / "report.html",
     }
     _write_text(paths["report_table"], report_table(results) + "\n")
-    _write_text(paths["leaderboard"], leaderboard_text(results.boards))
+    board_text = leaderboard_text(results.boards)
+    if results.stopping is not None:  # which candidates stopped early (no line reads as a leaderboard row)
+        from .stop_report import stop_lines
+
+        board_text += "\n" + "\n".join(stop_lines(results)) + "\n"
+    _write_text(paths["leaderboard"], board_text)
     report = report_dict(results)
     write_json(paths["json"], report)
     if store is not None or not (results.run_dir / CHECKPOINT_DIR).is_dir():

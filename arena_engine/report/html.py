@@ -308,9 +308,10 @@ def render_html(data: dict[str, Any]) -> str:
         f"script-src '{_csp_hash(script)}'{beside}; base-uri 'none'; form-action 'none'"
     )
     from .panel_report import panel_html
+    from .stop_report import stop_html
 
     fill = {"csp": csp, "css": css, "js": script, "data": embed_json(data), "banner": reliability_banner(data),
-            "panel": panel_html(data.get("report") or {})}
+            "panel": panel_html(data.get("report") or {}) + stop_html(data.get("report") or {})}
     return _PLACEHOLDER.sub(lambda m: fill[m.group(1)], _asset("report_template.html"))
 
 

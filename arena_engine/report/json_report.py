@@ -13,6 +13,7 @@ import orjson
 from ..battles import exclusions, position_bias, position_consistency
 from ..leaderboard import Board, gate_failures, reliability_warnings
 from ..pipeline import ArenaResults, is_judge_role, judge_role
+from . import stop_report
 from ..reliability import (
     MAX_EXCLUDED_SHARE,
     MIN_POSITION_CONSISTENCY,
@@ -160,6 +161,7 @@ def report_dict(results: ArenaResults) -> dict[str, Any]:
         "missing": results.missing,
         "elapsed_seconds": round(results.elapsed, 3),
         **({"panel": panel_dict(results)} if results.panel is not None else {}),
+        **({"stopping": stop_report.stop_dict(results)} if results.stopping is not None else {}),
     }
 
 

@@ -122,6 +122,10 @@ def report_table(results: ArenaResults) -> str:
         from .panel_report import panel_lines
 
         parts.append("\n".join(panel_lines(results)))
+    if results.stopping is not None:
+        from .stop_report import stop_lines
+
+        parts.append("\n".join(stop_lines(results)))
     return "\n\n".join(parts)
 
 
