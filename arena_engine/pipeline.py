@@ -74,11 +74,11 @@ from .usage import EndpointUsage
 if TYPE_CHECKING:
     from .batch.session import BatchSession
     from .evalscope_import import ImportedAnswer
-    from .stopping.hook import AdaptiveRun, GameLog
-    from .stopping.schedule import StopSummary
     from .judge_quality import JudgeQuality
     from .leaderboard import Board
     from .leases import LeaseClient
+    from .stopping.hook import AdaptiveRun, GameLog
+    from .stopping.schedule import StopSummary
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from tests.stop_study import TARGETS, base_config, quality_for, run_study, truth
-
 from arena_engine.stopping.rules import ABOVE, BELOW, WITHIN, StopConfig
+from tests.stop_study import TARGETS, base_config, quality_for, run_study, truth
 
 
 def correct(reason: str | None, true: float, margin: float) -> bool | None:
@@ -113,6 +112,7 @@ def part_engine(seeds: int, queries: int, qualities: list[float], truths: list[f
     """Whole runs of the engine over HTTP against the simulator."""
     import anyio
     from arena_helpers import arena_config
+
     from arena_engine.demo import write_demo_dataset
     from arena_engine.pipeline import Arena
     from arena_engine.sim import Latency, SimConfig, SimModel, SimServer
@@ -127,16 +127,16 @@ def part_engine(seeds: int, queries: int, qualities: list[float], truths: list[f
         with tempfile.TemporaryDirectory() as tmp:
             data = write_demo_dataset(Path(tmp) / "data" / "general_qa", queries // 2)
 
-            async def main() -> tuple[object, dict]:
+            async def main(sim_cfg: SimConfig, run_dir: Path, data: Path, seed: int) -> tuple[object, dict]:
                 async with SimServer(sim_cfg) as sim:
-                    cfg = arena_config(sim.url, Path(tmp) / "run", data, names)
+                    cfg = arena_config(sim.url, run_dir, data, names)
                     cfg = dataclasses.replace(cfg, seed=seed, stop=StopConfig(rule="decided"))
                     async with Arena(cfg) as arena:
                         res = await arena.run()
                     return res, sim.stats()
 
             t0 = time.time()
-            res, stats = anyio.run(main)
+            res, stats = anyio.run(main, sim_cfg, Path(tmp) / "run", data, seed)
         summary = res.stopping  # type: ignore[attr-defined]
         expected_judge = sum(2 * c.judged for c in summary.candidates)
         full = 2 * len(qualities) * summary.queries
@@ -168,7 +168,7 @@ def main() -> int:
     ok &= part_halfwidth(args.seeds, args.queries, qualities, truths)
     if args.engine_seeds:
         ok &= part_engine(args.engine_seeds, args.queries, qualities, truths)
-    print(f"\nall-pairs bar: see benchmarks/bench_stopping_pairs.py (if present)")
+    print("\nall-pairs bar: see benchmarks/bench_stopping_pairs.py (if present)")
     print(f"load average after: {os.getloadavg()}")
     print("ALL PASS" if ok else "SOME BARS FAIL")
     return 0 if ok else 1

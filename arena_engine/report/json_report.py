@@ -13,7 +13,6 @@ import orjson
 from ..battles import exclusions, position_bias, position_consistency
 from ..leaderboard import Board, gate_failures, reliability_warnings
 from ..pipeline import ArenaResults, is_judge_role, judge_role
-from . import stop_report
 from ..reliability import (
     MAX_EXCLUDED_SHARE,
     MIN_POSITION_CONSISTENCY,
@@ -21,6 +20,7 @@ from ..reliability import (
     POSITION_LEAN_P,
     WARN_EXCLUDED_SHARE,
 )
+from . import stop_report
 
 SCHEMA_VERSION = 1
 

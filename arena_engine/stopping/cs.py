@@ -59,8 +59,23 @@ class RatioCS:
     ``bound``: the largest weight a query can have; ``queries``: how many the run has (it sets the
     horizons of the bets, nothing else)."""
 
-    __slots__ = ("alpha", "bound", "m", "n", "sum_s", "sum_w", "_sum_y", "_sum_dev2", "_log_plus",
-                 "_log_minus", "_rejected", "_threshold", "_log_factor", "_points", "_horizons")
+    __slots__ = (
+        "_horizons",
+        "_log_factor",
+        "_log_minus",
+        "_log_plus",
+        "_points",
+        "_rejected",
+        "_sum_dev2",
+        "_sum_y",
+        "_threshold",
+        "alpha",
+        "bound",
+        "m",
+        "n",
+        "sum_s",
+        "sum_w",
+    )
 
     def __init__(self, *, confidence: float, bound: float, queries: int, points: int = GRID) -> None:
         if not 0.0 < confidence < 1.0:
