@@ -137,6 +137,12 @@ async def print_plan(cfg: RunConfig) -> int:
         cost = r.max_cost
         print(f"{r.endpoint:<24} {r.role:<10} {r.requests:>10} {r.reused:>8} {r.to_send:>8} {r.prompt_tokens:>12} "
               f"{r.max_completion_tokens:>14} {f'{cost:.2f}' if cost is not None else '-':>10}")
+    if cfg.stop.active:
+        from .stopping.plan import plan_lines
+
+        queries = sum(1 for _ in _queries(cfg))
+        for line in await anyio.to_thread.run_sync(plan_lines, cfg, queries):
+            print(line)
     if note:
         print(f"note: {note}", file=sys.stderr)
     print("judge requests to send: for battles whose answers are not both stored yet, counted as if each "

@@ -5,6 +5,8 @@ known-truth study (benchmarks/bench_stopping.py runs 100)."""
 from __future__ import annotations
 
 import random
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,3 +198,21 @@ def test_a_few_seeds_of_the_known_truth_study_meet_the_bars() -> None:
     for c, t in zip(r.summary.candidates, TARGETS, strict=True):
         assert (c.upper - c.lower) / 2 <= 0.03 and c.lower <= t <= c.upper
     assert r.judge_requests < r.full_requests
+
+
+def test_the_dry_run_gives_the_worst_case_and_what_is_expected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from arena_engine.cli import main
+    from arena_engine.demo import write_demo_dataset
+
+    write_demo_dataset(tmp_path / "data" / "qa", 100)  # two subsets: 200 queries
+    models = "".join(f'[[models]]\nname = "{m}"\napi_url = "http://127.0.0.1:9/v1"\n' for m in ("base", "c1", "c2"))
+    (tmp_path / "a.toml").write_text(
+        f'[run]\noutput_dir = "run"\n[[datasets]]\npath = "data/qa"\n{models}[arena.stop]\nhalfwidth = 0.08\nmin_queries = 20\nblock = 20\n'
+        '[judge]\nname = "j"\napi_url = "http://127.0.0.1:9/v1"\n', encoding="utf-8")
+    assert main(["run", str(tmp_path / "a.toml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "adaptive judging: stop = halfwidth (half-width 0.08" in out
+    line = next(x for x in out.splitlines() if x.strip().startswith("judge requests: worst case"))
+    worst, expected = (int(w) for w in re.findall(r"worst case (\d+).*expected about (\d+)", line)[0])
+    assert worst == 2 * 2 * 200 and 0 < expected < worst
+    assert "queries a candidate is judged on before it stops, by its true win rate: 10%:" in out

@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .cs import RatioCS
+from .cs import GRID, RatioCS
 from .rules import EXHAUSTED, StopConfig, verdict
 
 LAG = 2  # block k is sent with the decisions of blocks up to k - LAG
@@ -83,14 +83,15 @@ def query_score(outcomes: Iterable[int | None], strong_weight: int) -> tuple[flo
 class StopSchedule:
     """The blocks of one adaptive run and the decisions taken on them."""
 
-    def __init__(self, cfg: StopConfig, candidates: Sequence[str], n_queries: int, *, bound: float) -> None:
+    def __init__(self, cfg: StopConfig, candidates: Sequence[str], n_queries: int, *, bound: float,
+                 points: int = GRID) -> None:
         if cfg.block < 1:
             raise ValueError(f"block must be at least 1, got {cfg.block}")
         self.cfg = cfg
         self.candidates = tuple(candidates)
         self.n = n_queries
         self.blocks = math.ceil(n_queries / cfg.block) if n_queries else 0
-        self._cs = {c: RatioCS(confidence=cfg.confidence, bound=bound, queries=n_queries) for c in self.candidates}
+        self._cs = {c: RatioCS(confidence=cfg.confidence, bound=bound, queries=n_queries, points=points) for c in self.candidates}
         self._decided_block: dict[str, int] = {}
         self._reason: dict[str, str] = {}
         self._decided_at: dict[str, int] = {}
