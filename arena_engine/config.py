@@ -422,9 +422,8 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
 
     judges = _judges(top, source, base, names)
     panel = _panel(top, source, base, judges)
-    if stop.active and mode == "all_pairs":
-        raise ConfigError(f"{source}: 'arena.stop' works with run.mode = \"baseline\" (each candidate against the "
-                          "baseline); all_pairs runs judge every query")
+    if stop.active and max_pairs is not None:
+        raise ConfigError(f"{source}: 'arena.stop' chooses the pairs itself; leave out 'run.max_pairs_per_query'")
     if stop.active and panel.combine == "each" and len(judges) > 1 and not panel.cascade:
         raise ConfigError(f"{source}: 'arena.stop' needs one win rate per candidate to decide on, and "
                           "'panel.combine' = \"each\" rates every judge alone; use \"mean\" or \"majority\"")

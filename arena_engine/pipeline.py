@@ -472,16 +472,19 @@ class Arena:
             k += 1
 
     def _shrink_totals(self, k: int) -> None:
-        """Progress totals without the queries from block k on that the candidates dropped at block k
-        will not get (and, once none is left, the baseline's answers)."""
+        """Progress totals without what block k will not send (once nothing is active: every block left)."""
         assert self._stop is not None
-        left = max(0, self._stop.schedule.n - k * self.config.stop.block)
-        for c in self._stop.dropped(k):
-            self.stages[c].total -= left
+        schedule = self._stop.schedule
+        active = schedule.active(k)
+        units = len(schedule.candidates)
+        for b in range(k, schedule.blocks) if not active else (k,):
+            size = len(schedule.block_range(b))
+            needed = self._stop.models_for(active)
+            for m in self.config.models:
+                if m.name not in needed:
+                    self.stages[m.name].total -= size
             for slot in self._order[:1] if self._cascade else self._order:
-                self.stages[slot.role].total -= 2 * left
-        if not self._stop.schedule.active(k):
-            self.stages[self.config.baseline].total -= left
+                self.stages[slot.role].total -= 2 * (units - len(active)) * size
 
     async def _work(self, recv: ObjectReceiveStream[Query]) -> None:
         async with recv:
@@ -502,9 +505,7 @@ class Arena:
         pairs = self._pairs(q)
         if self._stop is None:
             return list(self.config.models), pairs
-        active = set(self._stop.active_of(q))
-        pairs = [(c, o) for c, o in pairs if c in active]
-        needed = active | {self.config.baseline} if active else set()
+        needed, pairs = self._stop.battles(q, pairs)
         return [m for m in self.config.models if m.name in needed], pairs
 
     async def _process(self, q: Query) -> None:

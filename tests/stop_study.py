@@ -137,3 +137,66 @@ def run_study(seed: int, stop: StopConfig, qualities: Sequence[float], n: int = 
             sched.query_done(index)
         k += 1
     return StudyRun(sched.summary(), requests, 2 * len(qualities) * n)
+
+
+PAIR_QUALITIES = (0.0, 0.3, 0.6, 0.9, 1.2, 1.5)  # 6 models, adjacent ones about 57/43 apart
+
+
+def draw_pair_outcomes(rng: np.random.Generator, cfg: SimConfig, qualities: Sequence[float], n: int) -> np.ndarray:
+    """Outcomes (-2..2, from a's side) of shape (n, pairs, 2) for every pair a < b, as the simulator draws:
+    per query one strength per model, shared by all its pairs."""
+    k = len(qualities)
+    m1 = tie_margin(cfg.tie_rate)
+    m2 = m1 + cfg.strong_margin
+    strength = np.asarray(qualities)[None, :] + cfg.answer_noise * rng.standard_normal((n, k))
+    scale = 1.0 - cfg.difficulty_spread + 2.0 * cfg.difficulty_spread * rng.random((n, 1))
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    gap = np.stack([scale[:, 0] * (strength[:, i] - strength[:, j]) for i, j in pairs], axis=1)
+    out = np.empty((n, len(pairs), 2), dtype=np.int8)
+    for order, sign in ((0, 1.0), (1, -1.0)):
+        u = np.clip(rng.random(gap.shape), 1e-12, 1 - 1e-12)
+        y = sign * gap + cfg.position_bias + cfg.judge_noise * rng.standard_normal(gap.shape) + np.log(u / (1 - u))
+        label = np.where(y > m2, 2, np.where(y > m1, 1, np.where(y >= -m1, 0, np.where(y >= -m2, -1, -2))))
+        out[:, :, order] = sign * label
+    return out
+
+
+@dataclass(frozen=True)
+class PairRun:
+    ranking: tuple[str, ...]
+    decided: bool
+    judge_requests: int
+    full_requests: int
+
+
+def run_pair_study(seed: int, stop: StopConfig, qualities: Sequence[float] = PAIR_QUALITIES,
+                   n: int = QUERIES, cfg: SimConfig | None = None) -> PairRun:
+    """One seed of all-pairs mode with the engine's PairSchedule: verdicts drawn in-process."""
+    from arena_engine.stopping.pairs import PairSchedule
+
+    cfg = cfg or base_config()
+    rng = np.random.default_rng([seed, 2323])
+    outcomes = draw_pair_outcomes(rng, cfg, qualities, n)
+    models = names(len(qualities))
+    sched = PairSchedule(stop, models, n, bound=2.0 * STRONG)
+    index = {p: i for i, p in enumerate(sched.pairs)}
+    keys = [("d", "s0" if i % 3 else "s1", str(i)) for i in range(n)]
+    order = stratified_order(keys, seed)
+    requests = 0
+    k = 0
+    while not sched.finished(k):
+        active = sched.active(k)
+        for i in sched.block_range(k):
+            row = outcomes[order[i]]
+            for p in active:
+                s = w = 0.0
+                for o in row[index[p]]:
+                    ws = STRONG if abs(int(o)) == 2 else 1
+                    w += ws
+                    s += ws if o > 0 else 0.5 * ws if o == 0 else 0.0
+                sched.record(i, p, s, w)
+                requests += 2
+            sched.query_done(i)
+        k += 1
+    summary = sched.summary()
+    return PairRun(summary.ranking, summary.ranking_decided, requests, 2 * len(sched.pairs) * n)

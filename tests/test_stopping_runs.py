@@ -19,7 +19,7 @@ from stop_study import base_config, quality_for
 from arena_engine.config import RunConfig, config_from_dict
 from arena_engine.pipeline import Arena, ArenaResults
 from arena_engine.report import write_reports
-from arena_engine.report.stop_report import stop_html
+from arena_engine.report.stop_report import stop_html, stop_lines
 from arena_engine.report.tables import parse_leaderboard
 from arena_engine.sim import Latency, SimConfig, SimModel, SimServer
 from arena_engine.sim.process import SimProcess
@@ -206,3 +206,31 @@ def test_a_kill_and_resume_gives_the_same_decisions_and_request_counts(tmp_path:
           f"{killed_stats['per_model']} ({lost} answered in flight at the kills and sent again)")
     assert (tmp_path / "killed-run" / "report" / "leaderboard.txt").read_text() == \
         (tmp_path / "ref-run" / "report" / "leaderboard.txt").read_text()
+
+
+def test_all_pairs_judges_the_adjacent_pairs_until_the_ranking_is_decided(tmp_path: Path) -> None:
+    data = dataset(tmp_path, 100)  # 200 queries
+
+    def make(url: str) -> dict[str, Any]:
+        cfg = _config(url, tmp_path / "run", data)
+        cfg["run"]["mode"] = "all_pairs"
+        return cfg
+
+    res, stats, cfg = _run_on_sim(_sim(), make)
+    s = res.stopping
+    assert s is not None and len(s.candidates) == 6
+    # base and even (49%) cannot be told apart in 200 queries: that adjacent pair is judged to the end,
+    # the others stop; the pair of the best and the worst is judged only in the burn-in (min_queries: one
+    # block) and the block on its way when the first ranking was made
+    assert s.ranking[0] == "strong" and s.ranking[-1] == "weak" and not s.ranking_decided
+    assert s.candidate("base vs even").judged == 200 and s.candidate("base vs even").reason == EXHAUSTED
+    assert s.candidate("weak vs strong").judged == 2 * 20
+    assert s.candidate("base vs strong").reason == BELOW and s.candidate("base vs weak").reason == ABOVE
+    judged = sum(c.judged for c in s.candidates)
+    assert stats["per_model"]["sim-judge"] == 2 * judged < 0.5 * 2 * 6 * 200
+    assert [e.model for e in res.overall.entries][0] == "strong"
+    again = anyio.run(lambda: _run(cfg, offline=True))
+    assert again.stopping == s
+    text = "\n".join(stop_lines(again))
+    assert "weak vs strong: stopped after 40 of 200 queries (worse than strong" in text
+    assert "ranking NOT decided: strong > " in text and "base vs even: judged on all 200 queries" in text

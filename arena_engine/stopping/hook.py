@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..panel import rated_games
 from .order import QueryKey, stratified_order
+from .pairs import PairSchedule, pair_name
 from .schedule import StopSchedule, StopSummary, query_score
 
 if TYPE_CHECKING:
@@ -53,9 +54,14 @@ class AdaptiveRun:
         order = stratified_order(keys, cfg.seed)
         self.queries = [queries[i] for i in order]  # in the order they are judged
         self.index = {keys[pos]: i for i, pos in enumerate(order)}
-        self.candidates = tuple(m.name for m in cfg.candidates)
-        self.schedule = StopSchedule(cfg.stop, self.candidates, len(queries),
-                                     bound=float(games_per_query(cfg) * cfg.rating.strong_weight))
+        bound = float(games_per_query(cfg) * cfg.rating.strong_weight)
+        self.all_pairs = cfg.mode == "all_pairs"
+        self.schedule: StopSchedule
+        if self.all_pairs:  # the units are the pairs "a vs b"
+            self.schedule = PairSchedule(cfg.stop, [m.name for m in cfg.models], len(queries), bound=bound)
+        else:  # the units are the candidates (each against the baseline)
+            self.schedule = StopSchedule(cfg.stop, [m.name for m in cfg.candidates], len(queries), bound=bound)
+        self.candidates = self.schedule.candidates
         self._judges = [j.name for j in cfg.panel_judges]
         self._active: dict[QueryKey, tuple[str, ...]] = {}
 
@@ -70,12 +76,23 @@ class AdaptiveRun:
     def active_of(self, q: Query) -> tuple[str, ...]:
         return self._active.get((q.dataset, q.subset, q.id), ())
 
-    def dropped(self, k: int) -> tuple[str, ...]:
-        """Candidates judged on block ``k - 1`` but not on block ``k``."""
-        if k == 0:
-            return ()
-        now = set(self.schedule.active(k))
-        return tuple(c for c in self.schedule.active(k - 1) if c not in now)
+    def unit(self, candidate: str, opponent: str) -> str:
+        """The schedule's name for a battle: its candidate, or (all pairs) the pair."""
+        return pair_name(candidate, opponent) if self.all_pairs else candidate
+
+    def battles(self, q: Query, pairs: Sequence[tuple[str, str]]) -> tuple[set[str], list[tuple[str, str]]]:
+        """(the models whose answers ``q`` needs, its battles) among ``pairs`` for the units active on it:
+        a baseline-mode run's active candidates and, while one is left, the baseline."""
+        active = set(self.active_of(q))
+        kept = [(c, o) for c, o in pairs if self.unit(c, o) in active]
+        return {m for pair in kept for m in pair}, kept
+
+    def models_for(self, units: Iterable[str]) -> set[str]:
+        """The models whose answers the battles of ``units`` need."""
+        if isinstance(self.schedule, PairSchedule):
+            return {m for u in units for m in self.schedule.pairs[u]}
+        chosen = set(units)
+        return chosen | {self.cfg.baseline} if chosen else set()
 
     def done(self, q: Query, games: Iterable[Game]) -> bool:
         """Query ``q`` is finished with these games (all of it, every judge); True when a block completed."""
@@ -83,9 +100,9 @@ class AdaptiveRun:
         active = self._active.pop(key, ())
         rated = rated_games(list(games), self.cfg.panel, self._judges)
         index = self.index[key]
-        base = self.cfg.baseline
         for c in active:
-            outcomes = [g.outcome for g in rated if g.candidate == c and g.opponent == base]
+            cand, opp = self.schedule.pairs[c] if isinstance(self.schedule, PairSchedule) else (c, self.cfg.baseline)
+            outcomes = [g.outcome for g in rated if g.candidate == cand and g.opponent == opp]
             s, w = query_score(outcomes, self.cfg.rating.strong_weight)
             self.schedule.record(index, c, s, w)
         before = self.schedule.folded

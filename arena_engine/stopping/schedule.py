@@ -54,7 +54,9 @@ class StopSummary:
     min_queries: int
     block: int
     queries: int
-    candidates: tuple[CandidateStop, ...]
+    candidates: tuple[CandidateStop, ...]  # all-pairs mode: one per pair, named "a vs b"
+    ranking: tuple[str, ...] = ()  # all-pairs mode: the models best first
+    ranking_decided: bool = False  # all-pairs mode: every adjacent pair of the ranking is decided
 
     def candidate(self, name: str) -> CandidateStop:
         for c in self.candidates:
@@ -84,19 +86,21 @@ class StopSchedule:
     """The blocks of one adaptive run and the decisions taken on them."""
 
     def __init__(self, cfg: StopConfig, candidates: Sequence[str], n_queries: int, *, bound: float,
-                 points: int = GRID) -> None:
+                 points: int = GRID, confidence: float | None = None) -> None:
         if cfg.block < 1:
             raise ValueError(f"block must be at least 1, got {cfg.block}")
         self.cfg = cfg
         self.candidates = tuple(candidates)
         self.n = n_queries
         self.blocks = math.ceil(n_queries / cfg.block) if n_queries else 0
-        self._cs = {c: RatioCS(confidence=cfg.confidence, bound=bound, queries=n_queries, points=points) for c in self.candidates}
+        self._cs = {c: RatioCS(confidence=cfg.confidence if confidence is None else confidence, bound=bound,
+                                queries=n_queries, points=points) for c in self.candidates}
         self._decided_block: dict[str, int] = {}
         self._reason: dict[str, str] = {}
         self._decided_at: dict[str, int] = {}
         self._pending: dict[int, dict[str, dict[int, tuple[float, float]]]] = {}
         self._done: dict[int, int] = {}
+        self._plan: dict[int, tuple[str, ...]] = {}  # block -> who is judged on it (from block - LAG on)
         self.folded = 0  # blocks 0 .. folded - 1 are complete and in the sequences
 
     def block_range(self, k: int) -> range:
@@ -115,7 +119,11 @@ class StopSchedule:
         """The candidates judged on block ``k`` (needs :meth:`ready`)."""
         if not self.ready(k):
             raise RuntimeError(f"block {k} is not ready: blocks up to {k - LAG} are not complete")
-        return tuple(c for c in self.candidates if self._decided_block.get(c, k) > k - LAG)
+        return self.candidates if k < LAG else self._plan.get(k, ())
+
+    def _choose(self) -> tuple[str, ...]:
+        """Who is judged on the block LAG after the one just folded: every candidate not yet decided."""
+        return tuple(c for c in self.candidates if c not in self._decided_block)
 
     def record(self, index: int, candidate: str, s: float, w: float) -> None:
         """A judged query's score and weight for ``candidate`` (``index`` in the order)."""
@@ -149,6 +157,7 @@ class StopSchedule:
                     self._decided_block[c] = k
                     self._reason[c] = why
                     self._decided_at[c] = cs.n
+        self._plan[k + LAG] = self._choose()
 
     def finished(self, k: int) -> bool:
         """Whether nothing is left to send from block ``k`` on (no block left, or no active candidate)."""
