@@ -5,7 +5,7 @@
 Part 1 drives the engine's own stopping code (stopping.order, stopping.schedule, stopping.cs) with
 verdicts drawn in-process from the simulator's verdict model (tests/stop_study.py), 5 candidates at true
 win rates 20/40/48/60/85% against the baseline, for ``--seeds`` seeds, under stop = "decided" and
-stop = { halfwidth = 0.03 }. Part 2 runs ``Arena`` over HTTP against the simulator (SimServer) with the
+stop = { halfwidth = 0.03 }, and all-pairs mode with 6 models (stopping.pairs). Part 2 runs ``Arena`` over HTTP against the simulator (SimServer) with the
 same qualities for ``--engine-seeds`` seeds and checks that the judge requests counted at the simulator
 are exactly those the schedule says (2 per candidate per judged query), and that the decisions agree
 with the truth. Prints each bar's figures and PASS/FAIL, and the load average.
@@ -108,6 +108,34 @@ def part_halfwidth(seeds: int, queries: int, qualities: list[float], truths: lis
     return ok1 and ok2
 
 
+def part_pairs(seeds: int, queries: int) -> bool:
+    """All pairs, 6 models: the ranking found against the true one, and the judge requests it took."""
+    from tests.stop_study import PAIR_QUALITIES, names, run_pair_study
+
+    true_ranking = tuple(m for _, m in sorted(zip(PAIR_QUALITIES, names(len(PAIR_QUALITIES)), strict=True),
+                                              reverse=True))
+    right = decided = 0
+    ratios = []
+    t0 = time.time()
+    for seed in range(seeds):
+        r = run_pair_study(seed, StopConfig(rule="decided"), n=queries)
+        right += r.ranking == true_ranking
+        decided += r.decided
+        ratios.append(r.judge_requests / r.full_requests)
+    share = right / seeds
+    adjacent = truth(PAIR_QUALITIES[1] - PAIR_QUALITIES[0], base_config())
+    print(f"\n[4] all pairs, 6 models (qualities {PAIR_QUALITIES}: adjacent pairs {100 * adjacent:.1f}/"
+          f"{100 - 100 * adjacent:.1f}), stop = \"decided\", "
+          f"{seeds} seeds x {queries} queries ({time.time() - t0:.0f} s)")
+    ok1 = share >= 0.95
+    ok2 = max(ratios) <= 0.50
+    print(f"  ranking equals the true ranking in {right}/{seeds} seeds ({100 * share:.0f}%), decided in {decided} "
+          f"(bar: >= 95%) {verdict(ok1)}")
+    print(f"  judge requests / full all-pairs run: mean {100 * sum(ratios) / len(ratios):.1f}%, max "
+          f"{100 * max(ratios):.1f}% (bar: <= 50% in every seed) {verdict(ok2)}")
+    return ok1 and ok2
+
+
 def part_engine(seeds: int, queries: int, qualities: list[float], truths: list[float]) -> bool:
     """Whole runs of the engine over HTTP against the simulator."""
     import anyio
@@ -152,6 +180,46 @@ def part_engine(seeds: int, queries: int, qualities: list[float], truths: list[f
     return ok
 
 
+def part_engine_pairs(queries: int) -> bool:
+    """One whole all-pairs run of the engine over HTTP: requests at the simulator against the schedule."""
+    import anyio
+    from arena_helpers import arena_config
+    from arena_engine.demo import write_demo_dataset
+    from arena_engine.pipeline import Arena
+    from arena_engine.sim import Latency, SimConfig, SimModel, SimServer
+    from tests.stop_study import PAIR_QUALITIES
+
+    names = [f"m{i}" for i in range(len(PAIR_QUALITIES))]
+    sim_cfg = SimConfig(models=tuple(SimModel(n, quality=q) for n, q in zip(names, PAIR_QUALITIES, strict=True))
+                        + (SimModel("sim-judge", judge=True),), latency=Latency("fixed", 0.0))
+
+    async def main(run_dir: Path, data: Path) -> tuple[object, dict]:
+        async with SimServer(sim_cfg) as sim:
+            cfg = arena_config(sim.url, run_dir, data, names, mode="all_pairs")
+            cfg = dataclasses.replace(cfg, stop=StopConfig(rule="decided"))
+            async with Arena(cfg) as arena:
+                res = await arena.run()
+            return res, sim.stats()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_demo_dataset(Path(tmp) / "data" / "general_qa", queries // 2)
+        t0 = time.time()
+        res, stats = anyio.run(main, Path(tmp) / "run", data)
+    s = res.stopping  # type: ignore[attr-defined]
+    by_schedule = sum(2 * c.judged for c in s.candidates)
+    counted = stats["per_model"].get("sim-judge", 0)
+    full = 2 * len(s.candidates) * s.queries
+    true_ranking = tuple(reversed(names))
+    board = tuple(e.model for e in res.overall.entries)  # type: ignore[attr-defined]
+    ok = counted == by_schedule and s.ranking == true_ranking
+    print(f"\n[5] the whole engine, all pairs, 6 models x {queries} queries ({time.time() - t0:.0f} s): judge requests "
+          f"at the simulator {counted}, by the schedule {by_schedule} ({100 * counted / full:.1f}% of the full run's "
+          f"{full}); ranking {' > '.join(s.ranking)} ({'decided' if s.ranking_decided else 'not decided'}), "
+          f"leaderboard {' > '.join(board)}; true ranking {verdict(s.ranking == true_ranking)}, "
+          f"counts {verdict(counted == by_schedule)}")
+    return ok
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=100)
@@ -166,9 +234,10 @@ def main() -> int:
                                                                 zip(TARGETS, qualities, strict=True)))
     ok = part_decided(args.seeds, args.queries, qualities, truths)
     ok &= part_halfwidth(args.seeds, args.queries, qualities, truths)
+    ok &= part_pairs(args.seeds, args.queries)
     if args.engine_seeds:
         ok &= part_engine(args.engine_seeds, args.queries, qualities, truths)
-    print("\nall-pairs bar: see benchmarks/bench_stopping_pairs.py (if present)")
+        ok &= part_engine_pairs(args.queries)
     print(f"load average after: {os.getloadavg()}")
     print("ALL PASS" if ok else "SOME BARS FAIL")
     return 0 if ok else 1

@@ -216,3 +216,35 @@ def test_the_dry_run_gives_the_worst_case_and_what_is_expected(tmp_path: Path, c
     worst, expected = (int(w) for w in re.findall(r"worst case (\d+).*expected about (\d+)", line)[0])
     assert worst == 2 * 2 * 200 and 0 < expected < worst
     assert "queries a candidate is judged on before it stops, by its true win rate: 10%:" in out
+
+
+def test_a_few_seeds_of_all_pairs_find_the_true_ranking_with_half_the_requests() -> None:
+    """benchmarks/bench_stopping.py runs the same with 100 seeds."""
+    from stop_study import PAIR_QUALITIES, names, run_pair_study
+
+    true_ranking = tuple(reversed(names(len(PAIR_QUALITIES))))
+    for seed in range(2):
+        r = run_pair_study(seed, StopConfig(rule="decided"))
+        assert r.ranking == true_ranking and r.decided
+        assert r.judge_requests <= 0.5 * r.full_requests
+
+
+def test_the_pair_schedule_judges_only_undecided_adjacent_pairs_after_the_burn_in() -> None:
+    from arena_engine.stopping.pairs import PairSchedule
+
+    cfg = StopConfig(rule="decided", min_queries=10, block=10)
+    sched = PairSchedule(cfg, ["a", "b", "c"], 200, bound=2.0)
+    assert set(sched.active(0)) == {"a vs b", "a vs c", "b vs c"}
+    win = {"a vs b": 0.0, "a vs c": 0.0}  # c > b > a (b wins a quarter against c), every game decisive
+    k = 0
+    while not sched.finished(k):
+        for i in sched.block_range(k):
+            for p in sched.active(k):
+                sched.record(i, p, 2.0 * win[p] if p != "b vs c" else 2.0 * (i % 4 == 0), 2.0)
+            sched.query_done(i)
+        if k >= 2:
+            assert "a vs c" not in sched.active(k)  # never adjacent once ranked
+        k += 1
+    s = sched.summary()
+    assert s.ranking == ("c", "b", "a") and s.ranking_decided
+    assert s.candidate("a vs c").judged == 20  # the burn-in block and the one on its way

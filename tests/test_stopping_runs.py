@@ -228,7 +228,7 @@ def test_all_pairs_judges_the_adjacent_pairs_until_the_ranking_is_decided(tmp_pa
     assert s.candidate("base vs strong").reason == BELOW and s.candidate("base vs weak").reason == ABOVE
     judged = sum(c.judged for c in s.candidates)
     assert stats["per_model"]["sim-judge"] == 2 * judged < 0.5 * 2 * 6 * 200
-    assert [e.model for e in res.overall.entries][0] == "strong"
+    assert res.overall.entries[0].model == "strong"
     again = anyio.run(lambda: _run(cfg, offline=True))
     assert again.stopping == s
     text = "\n".join(stop_lines(again))

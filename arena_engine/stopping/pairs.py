@@ -20,6 +20,7 @@ The same blocks, lag and prefix-only decisions as :mod:`.schedule`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 from .cs import GRID
 from .rules import ABOVE, BELOW, StopConfig
@@ -75,7 +76,7 @@ class PairSchedule(StopSchedule):
     def _adjacent(self) -> list[str]:
         order = self.ranking()
         out = []
-        for u, v in zip(order, order[1:], strict=False):
+        for u, v in pairwise(order):
             out.append(pair_name(u, v) if pair_name(u, v) in self.pairs else pair_name(v, u))
         return out
 

@@ -90,9 +90,16 @@ def plan_lines(cfg: RunConfig, queries: int) -> list[str]:
     stop = cfg.stop
     if not stop.active:
         return []
+    judges = 1 if cfg.panel.cascade else len(cfg.panel_judges)  # a cascade's later judges: fewer still
+    if cfg.mode == "all_pairs":
+        pairs = len(cfg.models) * (len(cfg.models) - 1) // 2
+        burn_in = min(queries, (math.ceil(stop.min_queries / stop.block) + 1) * stop.block)
+        return [f"adaptive judging, all pairs: stop = {stop.rule}; judge requests: worst case "
+                f"{2 * judges * pairs * queries} (every pair on every query), at least {2 * judges * pairs * burn_in} "
+                f"(the burn-in: every pair on {burn_in} queries); after it only the undecided adjacent pairs of the "
+                f"ranking ({len(cfg.models) - 1} at most) are judged, until the ranking is decided"]
     k = len(cfg.candidates)
     plan = stop_plan(stop, queries, k, strong_weight=cfg.rating.strong_weight, games=games_per_query(cfg))
-    judges = 1 if cfg.panel.cascade else len(cfg.panel_judges)  # a cascade's later judges: fewer still
     per_query = 2 * judges
     expected = round(plan.expected_queries * k)
     target = f"margin {stop.margin:g}" if stop.rule == "decided" else f"half-width {stop.halfwidth:g}"
