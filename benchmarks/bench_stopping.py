@@ -184,6 +184,7 @@ def part_engine_pairs(queries: int) -> bool:
     """One whole all-pairs run of the engine over HTTP: requests at the simulator against the schedule."""
     import anyio
     from arena_helpers import arena_config
+
     from arena_engine.demo import write_demo_dataset
     from arena_engine.pipeline import Arena
     from arena_engine.sim import Latency, SimConfig, SimModel, SimServer
