@@ -59,9 +59,15 @@ def _config(url: str, run_dir: Path, data: Path, *, judges: tuple[str, ...] = ("
     return out
 
 
+PROGRESS: dict[str, tuple[int, int]] = {}  # the last run's (done, total) per stage
+
+
 async def _run(cfg: RunConfig, *, offline: bool = False) -> ArenaResults:
     async with Arena(cfg, offline=offline) as arena:
-        return await arena.run()
+        res = await arena.run()
+        PROGRESS.clear()
+        PROGRESS.update({k: (s.done, s.total) for k, s in arena.stages.items()})
+        return res
 
 
 def _run_on_sim(sim_cfg: SimConfig, make: Any) -> tuple[ArenaResults, dict[str, Any], RunConfig]:
@@ -95,8 +101,9 @@ def test_a_stopped_candidate_is_sent_nothing_more_and_report_replays_the_same(tm
         assert e.games == 2 * c.judged
         assert e.winrate == pytest.approx(c.estimate)
         assert c.lower <= TRUE[c.name] <= c.upper
-    # a progress bar ends where the run did
-    assert res.config.stop.active
+    # every progress bar ends where the run did (its total shrank as candidates stopped)
+    assert all(done == total for done, total in PROGRESS.values()), PROGRESS
+    assert PROGRESS["weak"] == (judged["weak"], judged["weak"])
     # `report` replays the same blocks from the checkpoints: the same decisions, nothing missing
     again = anyio.run(lambda: _run(cfg, offline=True))
     assert again.stopping == s and again.missing == 0
@@ -228,6 +235,7 @@ def test_all_pairs_judges_the_adjacent_pairs_until_the_ranking_is_decided(tmp_pa
     assert s.candidate("base vs strong").reason == BELOW and s.candidate("base vs weak").reason == ABOVE
     judged = sum(c.judged for c in s.candidates)
     assert stats["per_model"]["sim-judge"] == 2 * judged < 0.5 * 2 * 6 * 200
+    assert all(done == total for done, total in PROGRESS.values()), PROGRESS
     assert res.overall.entries[0].model == "strong"
     again = anyio.run(lambda: _run(cfg, offline=True))
     assert again.stopping == s
