@@ -168,8 +168,10 @@ def test_bad_stop_settings_are_clear_errors(stop: object, message: str) -> None:
 
 
 def test_stop_is_refused_where_it_cannot_decide() -> None:
-    with pytest.raises(ConfigError, match="all_pairs runs judge every query"):
-        config_from_dict({**BASE, "run": {"mode": "all_pairs"}, "arena": {"stop": "decided"}}, source="a.toml")
+    with pytest.raises(ConfigError, match=r"chooses the pairs itself; leave out 'run\.max_pairs_per_query'"):
+        config_from_dict({**BASE, "run": {"mode": "all_pairs", "max_pairs_per_query": 1}, "arena": {"stop": "decided"}},
+                         source="a.toml")
+    assert config_from_dict({**BASE, "run": {"mode": "all_pairs"}, "arena": {"stop": "decided"}}).stop.active
     judges = {k: v for k, v in BASE.items() if k != "judge"}
     judges["judges"] = [{"name": "j1", "api_url": "http://x/v1"}, {"name": "j2", "api_url": "http://x/v1"}]
     with pytest.raises(ConfigError, match="rates every judge alone"):
