@@ -22,7 +22,7 @@ from .configfile import did_you_mean, read_config_file
 from .errors import ConfigError
 from .limits import AUTO_MAX, Limits
 from .panel import COMBINE_MODES, PanelConfig
-from .stopping.rules import RULES, StopConfig
+from .stop_rules import RULES, StopConfig
 
 Mode = Literal["baseline", "all_pairs"]
 OverallMode = Literal["pooled", "evalscope"]

@@ -22,7 +22,7 @@ import orjson
 from .client import EnvVar
 from .config import JudgeConfig, RunConfig, config_from_dict
 from .errors import CheckpointError, ConfigError
-from .stopping.rules import stop_dict
+from .stop_rules import stop_dict
 
 CONFIG_FILE = "config.json"
 REPORT_DIR = "report"

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from arena_engine.stopping.rules import ABOVE, BELOW, WITHIN, StopConfig
+from arena_engine.stop_rules import ABOVE, BELOW, WITHIN, StopConfig
 from tests.stop_study import TARGETS, base_config, quality_for, run_study, truth
 
 

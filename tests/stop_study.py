@@ -22,8 +22,8 @@ import numpy as np
 
 from arena_engine.sim.config import SimConfig, SimModel
 from arena_engine.sim.judging import tie_margin
+from arena_engine.stop_rules import StopConfig
 from arena_engine.stopping.order import stratified_order
-from arena_engine.stopping.rules import StopConfig
 from arena_engine.stopping.schedule import StopSchedule, StopSummary
 
 TARGETS = (0.20, 0.40, 0.48, 0.60, 0.85)

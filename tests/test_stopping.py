@@ -14,9 +14,9 @@ from stop_study import TARGETS, base_config, quality_for, run_study, truth
 
 from arena_engine.config import config_from_dict
 from arena_engine.errors import ConfigError
+from arena_engine.stop_rules import ABOVE, BELOW, EXHAUSTED, PRECISE, WITHIN, StopConfig, verdict
 from arena_engine.stopping.cs import RatioCS, horizons, reference_bounds
 from arena_engine.stopping.order import stratified_order
-from arena_engine.stopping.rules import ABOVE, BELOW, EXHAUSTED, PRECISE, WITHIN, StopConfig, verdict
 from arena_engine.stopping.schedule import StopSchedule, query_score
 
 

@@ -23,7 +23,7 @@ from arena_engine.report.stop_report import stop_html, stop_lines
 from arena_engine.report.tables import parse_leaderboard
 from arena_engine.sim import Latency, SimConfig, SimModel, SimServer
 from arena_engine.sim.process import SimProcess
-from arena_engine.stopping.rules import ABOVE, BELOW, EXHAUSTED
+from arena_engine.stop_rules import ABOVE, BELOW, EXHAUSTED
 
 TRUE = {"base": 0.5, "weak": 0.2, "even": 0.49, "strong": 0.85}
 STOP = {"rule": "decided", "min_queries": 20, "block": 20}

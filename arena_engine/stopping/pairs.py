@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import pairwise
 
+from ..stop_rules import ABOVE, BELOW, StopConfig
 from .cs import GRID
-from .rules import ABOVE, BELOW, StopConfig
 from .schedule import StopSchedule, StopSummary
 
 SEPARATOR = " vs "

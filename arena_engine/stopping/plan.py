@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .rules import StopConfig
+from ..stop_rules import StopConfig
 from .schedule import StopSchedule
 
 if TYPE_CHECKING:

@@ -21,8 +21,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ..stop_rules import EXHAUSTED, StopConfig, verdict
 from .cs import GRID, RatioCS
-from .rules import EXHAUSTED, StopConfig, verdict
 
 LAG = 2  # block k is sent with the decisions of blocks up to k - LAG
 
