@@ -587,6 +587,8 @@ class ChatClient:
         self._refused_formats: set[str] = set()
         self._token_param: tuple[str, str] | None = None  # (refused, instead)
         self._learned = 0  # how many of those were found: a request built before the last one re-adapts
+        #: the last "slow down" answer (status, reason): why a request that never left the queue failed
+        self._throttled_by: tuple[int, str] | None = None
         self._clock: Callable[[], float] = clock or time.monotonic
         self._rng = rng or random.Random()
         self._url = endpoint.chat_url
@@ -707,6 +709,9 @@ class ChatClient:
                 remaining = deadline - t0
                 if remaining < self._total_timeout:
                     if remaining <= 0:  # the wait for admission used up the time budget
+                        if attempt == 1 and self._throttled_by is not None:  # never sent: the endpoint's
+                            status, reason = self._throttled_by  # "slow down" held it, say so (not "timeout")
+                            reason += " (held in the queue by it, not sent)"
                         return self._failure(
                             f"{RETRY_BUDGET_EXHAUSTED}: {reason}", status, latency, attempt - 1, start, finish
                         )
@@ -794,6 +799,7 @@ class ChatClient:
                 limiter.hold(now + server)  # nothing else goes to this endpoint before the wait is over
             if decision.status == 429 or (server is not None and decision.status in THROTTLE_STATUSES):
                 throttled += 1  # "not now": the time budget decides; the wait grows while refusals go on
+                self._throttled_by = (decision.status, reason)
                 wait = backoff_delay(throttled, policy, self._rng)
                 if server is not None and server > wait:
                     wait = server

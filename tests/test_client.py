@@ -186,6 +186,24 @@ async def test_retry_budget_caps_time_instead_of_waiting_too_long() -> None:
     assert r.attempts == 1 and waited < 1.0  # a 5 s wait cannot fit into a 1 s budget: give up now
 
 
+async def test_a_request_the_endpoints_429s_held_in_the_queue_past_its_budget_says_so() -> None:
+    # The first request's 429 holds the endpoint for 1.5 s; the second, queued behind it, is never sent
+    # within its 0.5 s budget: its failure names the 429 that held it, not a "timeout" it never had.
+    policy = RetryPolicy(max_attempts=10, max_time=0.5, base_delay=0.01, max_delay=0.02)
+    faults = Faults(rate_429=1.0, retry_after_s=1.5)
+    async with (
+        SimServer(sim_config(faults)) as sim,
+        ChatClient(endpoint(sim.url, retry=policy, limits=Limits(concurrency=1))) as client,
+    ):
+        first, second = await asyncio.gather(client.chat(ask(1)), client.chat(ask(2)))
+        stats = sim.stats()
+    assert first.attempts == 1 and first.status == 429
+    assert stats["requests"] == 1
+    assert second.attempts == 0 and second.status == 429
+    assert second.error is not None and second.error.startswith("retry_budget_exhausted: http_429: Rate limit")
+    assert second.error.endswith("(held in the queue by it, not sent)")
+
+
 @pytest.mark.parametrize("fmt", ["seconds", "ms", "both"])
 async def test_retry_after_is_honoured_per_request_and_endpoint_wide(fmt: str) -> None:
     faults = Faults(rate_429=0.3, retry_after=fmt, retry_after_s=0.5)  # type: ignore[arg-type]
