@@ -6,7 +6,8 @@ the moment its two answers exist, while other queries are still being generated.
 between stages, and memory is bounded by the number of queries in flight, not by the dataset.
 
 Every finished request is written to the run folder's checkpoints before its result moves on, so a
-rerun reuses it and sends only the rest; ``offline=True`` sends nothing at all (for ``report``).
+rerun reuses it and sends only the rest. Results read back without sending (``report``, ``rate``, a
+finished rerun, ``offline=True``) come from ``from_store.results_from_store``, not from this pipeline.
 
 Nothing the results need is imported before the first request: the rating, leaderboard and metrics
 modules (numba and its compiled kernels) are loaded in a thread once the first request is on its way.

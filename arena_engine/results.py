@@ -8,6 +8,7 @@ module imports nothing of the run's lifecycle.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -116,7 +117,9 @@ def reference_metrics(items: Sequence[ReferenceItem]) -> dict[tuple[str, str, st
     sums: dict[tuple[str, str, str], MetricSums] = {}
     for group, (preds, refs) in groups.items():
         scores = sample_metrics_batch(preds, refs)
-        sums[group] = MetricSums(len(preds), dict(zip(METRIC_NAMES, scores.sum(axis=0).tolist(), strict=True)))
+        # fsum: exactly rounded, so the order the answers arrived in (a run's) does not show in the last digit
+        totals = [math.fsum(col) for col in scores.T.tolist()]
+        sums[group] = MetricSums(len(preds), dict(zip(METRIC_NAMES, totals, strict=True)))
     return sums
 
 

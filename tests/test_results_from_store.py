@@ -59,8 +59,7 @@ def _facts(r: ArenaResults) -> dict[str, Any]:
         "games": r.games, "all_games": r.all_games, "battles": r.battles,
         "boards": [dataclasses.asdict(b) for b in r.boards], "usage": usage,
         "queries": r.queries, "metric_counts": r.reference_counts,
-        # summed in the order answers arrived in a run: equal to rounding
-        "metrics": {k: {m: round(v, 9) for m, v in ms.items()} for k, ms in r.reference_metrics.items()},
+        "metrics": r.reference_metrics,  # summed exactly: the order answers arrived in does not show
         "panel": None if r.panel is None else (r.panel.judges, r.panel.combine, r.panel.battles_seen,
                                                r.panel.battles, {j: [dataclasses.asdict(b) for b in bs]
                                                                  for j, bs in r.panel.boards.items()}),
