@@ -128,17 +128,23 @@ def cascade_goes_on(cfg: RunConfig, order: list[JudgeSlot], i: int, q: Query, ca
 
 
 def results_from_store(store: RunStore, cfg: RunConfig, *,
-                       imported: dict[str, dict[tuple[str, str, str], Any]] | None = None,
-                       copy: bool = True) -> ArenaResults:
+                       imported: dict[str, dict[tuple[str, str, str], Any]] | None = None) -> ArenaResults:
     """The results of ``cfg`` from the open ``store`` of its run folder, sending nothing (see the module
     docstring). A writable store gets the copies a lookup makes (0.1.0 keys, imported answers).
-    ``imported``: the EvalScope answers :func:`load_imports` gave, when the caller has read them;
+    ``imported``: the EvalScope answers :func:`load_imports` gave, when the caller has read them."""
+    return assemble(cfg, store.run_dir, tally_from_store(store, cfg, imported=imported))
+
+
+def tally_from_store(store: RunStore, cfg: RunConfig, *,
+                     imported: dict[str, dict[tuple[str, str, str], Any]] | None = None,
+                     copy: bool = True) -> Tally:
+    """The walk of :func:`results_from_store` before anything is rated (no rating module is imported):
     ``copy=False`` writes nothing (a sending run asking whether anything is left)."""
     started = time.monotonic()
     tally = _Walk(store, cfg, imported, copy).run()
     tally.started = started
     tally.history = runlog.history(store.run_dir)
-    return assemble(cfg, store.run_dir, tally)
+    return tally
 
 
 def results_of_folder(cfg: RunConfig) -> ArenaResults:

@@ -44,6 +44,7 @@ from .from_store import (
     judge_slots,
     load_imports,
     results_from_store,
+    tally_from_store,
     verdict_game,
 )
 from .from_store import (
@@ -303,15 +304,10 @@ class Arena:
             return await anyio.to_thread.run_sync(results_from_store, self._store, self.config)
         if self._nothing_to_send_yet():
             assert isinstance(self._store, RunStore)
-            done = await anyio.to_thread.run_sync(partial(results_from_store, self._store, self.config,
-                                                          imported=self._imported, copy=False))
-            if self._nothing_left(done):  # a finished run's rerun: its results, without a task per query
-                self._log_run("start")
-                self.usage = done.usage
-                self._finished.set()
-                self._log_run("end")
-                done.history = runlog.history(self.run_dir)
-                return done
+            tally = await anyio.to_thread.run_sync(partial(tally_from_store, self._store, self.config,
+                                                           imported=self._imported, copy=False))
+            if self._nothing_left(tally):  # a finished run's rerun: its results, without a task per query
+                return await self._finished_results(tally)
         try:
             async with anyio.create_task_group() as tg:
                 self._run_scope = tg.cancel_scope
@@ -344,17 +340,34 @@ class Arena:
         return assemble(self.config, self.run_dir, tally)
 
     def _nothing_to_send_yet(self) -> bool:
-        """Whether this arena may first ask the checkpoints whether anything is left (a local run over
-        its own folder: a shard or a batch pass sends its own way)."""
-        return self.shard is None and self._batch is None and isinstance(self._store, RunStore)
+        """Whether this arena first asks the checkpoints whether anything is left: a local run over its
+        own folder that holds answers (a shard or a batch pass sends its own way; a 0.1.0 folder is
+        migrated by the sending path; an empty folder has everything left)."""
+        return (self.shard is None and self._batch is None and isinstance(self._store, RunStore)
+                and self._store.count(GENERATIONS) > 0 and not any(self._legacy.values()))
 
-    def _nothing_left(self, done: ArenaResults) -> bool:
-        """Whether a run over these results would send nothing: no answer or verdict missing, no failure
-        to ask again, and (--retry-excluded) no unparseable verdict."""
-        if done.missing or done.failures:
+    def _nothing_left(self, tally: Tally) -> bool:
+        """Whether a run over this walk would send nothing: no answer or verdict missing, no failure to
+        ask again, and (--retry-excluded) no unparseable verdict."""
+        if tally.missing or tally.failures:
             return False
-        games = done.all_games if done.all_games is not None else done.games
-        return not (self.retry_excluded and any(g.outcome is None for g in games))
+        return not (self.retry_excluded and any(g.outcome is None for g in tally.games))
+
+    async def _finished_results(self, tally: Tally) -> ArenaResults:
+        """A finished run's rerun: the walk's results, its stages as a run reusing everything shows them."""
+        self._log_run("start")
+        self.usage = tally.usage
+        for m in self.config.models:
+            u = tally.usage[m.name]
+            self.stages[m.name] = StageProgress(f"generate {m.name}", total=u.reused, done=u.reused, reused=u.reused)
+        for slot in self._slots:
+            u = tally.usage[slot.role]
+            self.stages[slot.role] = StageProgress(f"judge {slot.cfg.name}", total=u.reused, done=u.reused,
+                                                   reused=u.reused)
+        self._finished.set()
+        self._log_run("end")
+        tally.history = runlog.history(self.run_dir)
+        return await anyio.to_thread.run_sync(assemble, self.config, self.run_dir, tally)
 
     def _log_run(self, event: str) -> None:
         """Note this process's start and end in the run folder (a local, sending run only)."""
