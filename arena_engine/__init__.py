@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 #: public name -> the module that defines it
 _EXPORTS = {
     "Arena": "arena_engine.pipeline",
-    "ArenaResults": "arena_engine.pipeline",
+    "ArenaResults": "arena_engine.results",
     "run_arena": "arena_engine.scripts",
     "load_config": "arena_engine.config",
     "config_from_dict": "arena_engine.config",

@@ -15,6 +15,7 @@ import anyio
 from .config import RunConfig, load_config
 from .console import show_progress
 from .errors import ArenaError
+from .from_store import results_of_folder
 from .pipeline import Arena, ArenaResults
 from .runfolder import fresh_dir, load_run_config
 
@@ -265,7 +266,7 @@ async def report(run_dir: Path, rounds: int | None, write: bool, fmt: str = "tex
     cfg = load_run_config(run_dir)
     if rounds is not None:
         cfg = replace(cfg, rating=replace(cfg.rating, rounds=rounds))
-    results = await run_with_progress(cfg, quiet=True, offline=True)
+    results = await anyio.to_thread.run_sync(results_of_folder, cfg)
     if results.missing:
         print(f"note: {results.missing} request(s) of this config were never answered; they are left out",
               file=sys.stderr)
@@ -285,7 +286,7 @@ async def export(run_dir: Path, fmt: str, output: Path) -> int:
     from .interop import arena_hard_rows, games_csv
 
     cfg = load_run_config(run_dir)
-    results = await run_with_progress(cfg, quiet=True, offline=True)
+    results = await anyio.to_thread.run_sync(results_of_folder, cfg)
     try:
         if fmt == "games-csv":
             output.parent.mkdir(parents=True, exist_ok=True)

@@ -49,12 +49,15 @@ from .client import Endpoint
 from .config import RunConfig
 from .datasets import iter_queries
 from .errors import ArenaError, ConfigError
+from .from_store import results_of_folder
 from .leases import LeaseBroker, LeaseClient, batch_cap
 from .limits import Limits
-from .pipeline import JUDGE as JUDGE  # the first judge's endpoint role (tests and callers import it here)
-from .pipeline import Arena, ArenaResults, judge_role, loop_options
+from .pipeline import Arena, loop_options
 from .progress import ProgressEvent, StageProgress
 from .ray_reaper import PROC, alive, start_time
+from .results import ArenaResults
+from .roles import JUDGE as JUDGE  # the first judge's endpoint role (tests and callers import it here)
+from .roles import judge_role
 from .runfolder import save_config
 from .store import RunStore
 from .store.shards import LayeredStore, merge_shards
@@ -432,7 +435,7 @@ def _raise_worker_error(exc: BaseException) -> None:
 
 
 def _add_sent(usage: dict[str, EndpointUsage], summaries: list[ShardSummary]) -> None:
-    """The final offline pass counted the records; add what the workers sent."""
+    """results_of_folder counted the records; add what the workers sent."""
     for s in summaries:
         for role, u in s.usage.items():
             usage.setdefault(role, EndpointUsage(u.name)).add_sent(u)
@@ -499,8 +502,7 @@ async def run_on_ray(cfg: RunConfig, *, address: str | None = None, workers: int
             if connection is not None:
                 await connection.stop()
     # ratings and reports once, from the checkpoints (the shards are folded in on open)
-    async with Arena(cfg, offline=True) as arena:
-        results = await arena.run()
+    results = await anyio.to_thread.run_sync(results_of_folder, cfg)
     _add_sent(results.usage, summaries)
     results.failures = sum(s.failures for s in summaries)
     return results

@@ -6,7 +6,8 @@ the moment its two answers exist, while other queries are still being generated.
 between stages, and memory is bounded by the number of queries in flight, not by the dataset.
 
 Every finished request is written to the run folder's checkpoints before its result moves on, so a
-rerun reuses it and sends only the rest; ``offline=True`` sends nothing at all (for ``report``).
+rerun reuses it and sends only the rest. Results read back without sending (``report``, ``rate``, a
+finished rerun, ``offline=True``) come from ``from_store.results_from_store``, not from this pipeline.
 
 Nothing the results need is imported before the first request: the rating, leaderboard and metrics
 modules (numba and its compiled kernels) are loaded in a thread once the first request is on its way.
@@ -21,9 +22,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -31,11 +30,26 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from . import runlog
 from .batch.session import DEFERRED, BatchChat
-from .battles import Battle, Game, combine
+from .battles import Game
 from .client import RETRY_BUDGET_EXHAUSTED, ChatClient, ChatResult
-from .config import JudgeConfig, ModelConfig, RunConfig
-from .datasets import Query, iter_queries
+from .config import ModelConfig, RunConfig
+from .datasets import Query
 from .errors import ArenaError, ConfigError, VerdictError
+from .from_store import (
+    FAILURES,
+    cascade_goes_on,
+    count_record,
+    import_record,
+    iter_run_queries,
+    judge_slots,
+    load_imports,
+    results_from_store,
+    tally_from_store,
+    verdict_game,
+)
+from .from_store import (
+    JudgeSlot as JudgeSlot,
+)
 from .identity import (
     GENERATIONS,
     JUDGMENTS,
@@ -53,8 +67,6 @@ from .inflight import InFlight
 from .judge import (
     DEFAULT_SYSTEM_PROMPT,
     VERDICT_SCHEMA,
-    Verdict,
-    candidate_view,
     parse_verdict,
     prompt_text,
     retry_budget,
@@ -62,93 +74,29 @@ from .judge import (
 )
 from .limits import Limits
 from .pairing import pairs_of
-from .panel import battles_seen, calibration_draw, escalate, judge_games, rated_games
 from .progress import ProgressEvent, StageProgress
-from .roles import JUDGE, is_judge_role, judge_role
+from .results import (
+    ArenaResults as ArenaResults,  # the results' types live in results.py; importable here too
+)
+from .results import MetricSums as MetricSums
+from .results import PanelResults as PanelResults
+from .results import Tally, assemble
+from .roles import JUDGE as JUDGE
+from .roles import is_judge_role as is_judge_role
+from .roles import judge_role as judge_role
 from .runfolder import save_config
 from .runlog import RunHistory
 from .store import RunStore, content_key
 from .store.shards import LayeredStore, merge_shards
-from .usage import EndpointUsage
+from .usage import EndpointUsage as EndpointUsage
 
 if TYPE_CHECKING:
     from .batch.session import BatchSession
     from .evalscope_import import ImportedAnswer
-    from .judge_quality import JudgeQuality
-    from .leaderboard import Board
     from .leases import LeaseClient
     from .stopping.hook import AdaptiveRun, GameLog
-    from .stopping.schedule import StopSummary
 
 log = logging.getLogger(__name__)
-
-FAILURES = "failures"
-
-
-@dataclass(frozen=True)
-class JudgeSlot:
-    """One judge of the run as the pipeline uses it: its endpoint role, config, identity and prompt."""
-
-    role: str
-    cfg: JudgeConfig
-    identity: str
-    system: str
-
-
-@dataclass
-class PanelResults:
-    """A panel's figures: how many battles each judge saw, each judge's own boards, the judges' quality."""
-
-    judges: tuple[str, ...]
-    combine: str  # "mean", "majority", "each" or "cascade"
-    battles_seen: dict[str, int]
-    battles: int  # battles of the run (a cascade's first judge sees all of them)
-    boards: dict[str, list[Board]]  # per judge: its leaderboards as if it were the only judge
-    quality: JudgeQuality | None
-@dataclass
-class MetricSums:
-    """Sums of per-sample reference metrics for one (model, dataset, subset)."""
-
-    n: int = 0
-    sums: dict[str, float] = field(default_factory=dict)
-
-    def means(self) -> dict[str, float]:
-        return {k: v / self.n for k, v in self.sums.items()} if self.n else {}
-
-
-@dataclass
-class ArenaResults:
-    config: RunConfig
-    run_dir: Path
-    games: list[Game]
-    battles: list[Battle]
-    boards: list[Board]
-    usage: dict[str, EndpointUsage]
-    failures: int
-    missing: int  # offline runs: requests that would have been needed
-    reference_metrics: dict[tuple[str, str, str], dict[str, float]]
-    reference_counts: dict[tuple[str, str, str], int]
-    queries: dict[tuple[str, str], int]
-    elapsed: float
-    failure_lines: list[str] = field(default_factory=list)  # per endpoint and kind of failure, with counts
-    history: RunHistory = field(default_factory=RunHistory)
-    panel: PanelResults | None = None  # several judges, or human labels to compare the judge with
-    all_games: list[Game] | None = None  # with a panel: every judge's games (``games`` holds the rated ones)
-    stopping: StopSummary | None = None  # [arena.stop]: which candidates stopped early, and their intervals
-
-    @property
-    def overall(self) -> Board:
-        return self.boards[0]
-
-    @property
-    def judge_usage(self) -> EndpointUsage:
-        """The judge's usage (``usage`` keys it under the internal ``JUDGE`` role)."""
-        return self.usage[JUDGE]
-
-    def usage_by_name(self) -> dict[str, EndpointUsage]:
-        """Usage keyed by model name, the judge's as ``"judge:<judge name>"`` (never clashes with a model)."""
-        return {f"judge:{u.name}" if is_judge_role(k) else k: u for k, u in self.usage.items()}
-
 
 class Arena:
     """One arena run over one run folder.
@@ -197,16 +145,13 @@ class Arena:
         self._missing = 0
         self.usage: dict[str, EndpointUsage] = {}
         self.stages: dict[str, StageProgress] = {}
-        self._reference_items: list[tuple[str, str, str, bytes, str]] = []
+        self._reference_items: list[tuple[str, str, str, bytes, str]] = []  # (model, dataset, subset, key, ref)
         self._queries: dict[tuple[str, str], int] = {}
         self._judge_system = config.judge.system_prompt or DEFAULT_SYSTEM_PROMPT
         self.retry_excluded = retry_excluded and not offline  # ask the judge again for unparseable verdicts
         self._identities = {m.name: model_identity(config, m) for m in config.models}
         self._judge_identity = judge_identity(config.judge)
-        self._slots = [JudgeSlot(judge_role(i, j.name), j, judge_identity(j), j.system_prompt or DEFAULT_SYSTEM_PROMPT)
-                       for i, j in enumerate(config.panel_judges)]
-        by_name = {slot.cfg.name: slot for slot in self._slots}
-        self._order = [by_name[n] for n in config.panel.cascade] if config.panel.cascade else list(self._slots)
+        self._slots, self._order = judge_slots(config)
         self._cascade = bool(config.panel.cascade) and len(self._slots) > 1
         self._tag_judge = len(self._slots) > 1  # games say which judge made them (None: the one judge)
         self._schema_failed: set[str] = set()  # judges whose endpoint failed on the schema a parse retry added
@@ -244,18 +189,9 @@ class Arena:
             # 0.1.0 keys are tried only where that release began the folder (not on every new request)
             folder = self._store.base if isinstance(self._store, LayeredStore) else self._store
             self._legacy = {kind: holds_legacy(folder, kind) for kind in (GENERATIONS, JUDGMENTS)}
-            names = [d.name for d in self.config.datasets]
-            for m in self.config.models:
-                if m.evalscope_report is not None:
-                    from .evalscope_import import ImportIndex, load_evalscope_answers
-
-                    found = await anyio.to_thread.run_sync(partial(load_evalscope_answers, m.evalscope_report, datasets=names))
-                    # paired by question text, against every query (not only this shard's: positions count)
-                    every = (q for d in self.config.datasets for q in iter_queries(d.path, dataset=d.name, subsets=d.subsets))
-                    index = await anyio.to_thread.run_sync(ImportIndex.build, found, every)
-                    index.check(m.evalscope_mismatch, model=m.name)
-                    self._imported[m.name] = index.by_query()
-            if self.config.panel.human_labels is not None:  # a bad label stops the run before anything is sent
+            if not self.offline:  # an offline run reads them in results_from_store
+                self._imported = await anyio.to_thread.run_sync(partial(load_imports, self.config))
+            if self.config.panel.human_labels is not None and not self.offline:  # a bad label stops the run before anything is sent
                 from .judge_quality import read_human_labels
 
                 await anyio.to_thread.run_sync(read_human_labels, self.config.panel.human_labels,
@@ -352,12 +288,7 @@ class Arena:
     # ------------------------------------------------------------------------------------------ run
 
     def _iter_all(self) -> Iterator[Query]:
-        position = 0
-        for d in self.config.datasets:
-            for q in iter_queries(d.path, dataset=d.name, subsets=d.subsets, allow_empty=d.allow_empty):
-                if self.shard is None or position % self.shard[1] == self.shard[0]:
-                    yield q
-                position += 1
+        return iter_run_queries(self.config, self.shard)
 
     def _pairs(self, q: Query) -> list[tuple[str, str]]:
         return pairs_of(self.config, q)
@@ -367,6 +298,16 @@ class Arena:
         if self._store is None:
             raise RuntimeError("use 'async with Arena(config) as arena:' before arena.run()")
         self._started = time.monotonic()
+        if self.offline:  # nothing is sent: the results are those of the checkpoints
+            assert isinstance(self._store, RunStore), "an offline arena reads a run folder's own store"
+            self._finished.set()
+            return await anyio.to_thread.run_sync(results_from_store, self._store, self.config)
+        if self._nothing_to_send_yet():
+            assert isinstance(self._store, RunStore)
+            tally = await anyio.to_thread.run_sync(partial(tally_from_store, self._store, self.config,
+                                                           imported=self._imported, copy=False))
+            if self._nothing_left(tally):  # a finished run's rerun: its results, without a task per query
+                return await self._finished_results(tally)
         try:
             async with anyio.create_task_group() as tg:
                 self._run_scope = tg.cancel_scope
@@ -385,6 +326,48 @@ class Arena:
             self._finished.set()
             self._log_run("end")
         return await anyio.to_thread.run_sync(self._results)
+
+    def _results(self) -> ArenaResults:
+        assert self._store is not None
+        items = []
+        for model, dataset, subset, key, reference in self._reference_items:
+            rec = self._store.get(GENERATIONS, key)
+            if rec is not None:
+                items.append((model, dataset, subset, rec["answer"], reference))
+        history = runlog.history(self.run_dir) if isinstance(self._store, RunStore) else RunHistory()
+        tally = Tally(self._games, self.usage, self._failures, self._missing, items, self._queries, self._started,
+                      self.failure_summary(), history, self._stop.summary() if self._stop is not None else None)
+        return assemble(self.config, self.run_dir, tally)
+
+    def _nothing_to_send_yet(self) -> bool:
+        """Whether this arena first asks the checkpoints whether anything is left: a local run over its
+        own folder that holds answers (a shard or a batch pass sends its own way; a 0.1.0 folder is
+        migrated by the sending path; an empty folder has everything left)."""
+        return (self.shard is None and self._batch is None and isinstance(self._store, RunStore)
+                and self._store.count(GENERATIONS) > 0 and not any(self._legacy.values()))
+
+    def _nothing_left(self, tally: Tally) -> bool:
+        """Whether a run over this walk would send nothing: no answer or verdict missing, no failure to
+        ask again, and (--retry-excluded) no unparseable verdict."""
+        if tally.missing or tally.failures:
+            return False
+        return not (self.retry_excluded and any(g.outcome is None for g in tally.games))
+
+    async def _finished_results(self, tally: Tally) -> ArenaResults:
+        """A finished run's rerun: the walk's results, its stages as a run reusing everything shows them."""
+        self._log_run("start")
+        self.usage = tally.usage
+        for m in self.config.models:
+            u = tally.usage[m.name]
+            self.stages[m.name] = StageProgress(f"generate {m.name}", total=u.reused, done=u.reused, reused=u.reused)
+        for slot in self._slots:
+            u = tally.usage[slot.role]
+            self.stages[slot.role] = StageProgress(f"judge {slot.cfg.name}", total=u.reused, done=u.reused,
+                                                   reused=u.reused)
+        self._finished.set()
+        self._log_run("end")
+        tally.history = runlog.history(self.run_dir)
+        return await anyio.to_thread.run_sync(assemble, self.config, self.run_dir, tally)
 
     def _log_run(self, event: str) -> None:
         """Note this process's start and end in the run folder (a local, sending run only)."""
@@ -429,9 +412,6 @@ class Arena:
             + sum(_planned(slot.cfg.endpoint.limits) for slot in self._slots)
         )
         in_flight = max(1, min(in_flight, n_queries))  # never more workers than there is work
-        if self.offline:  # nothing to send: no workers, no tasks per query
-            await anyio.to_thread.run_sync(self._replay)
-            return
         send, recv = anyio.create_memory_object_stream[Query](in_flight)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._produce, send)
@@ -530,29 +510,18 @@ class Arena:
 
     def _count(self, usage: EndpointUsage, key: bytes, rec: Mapping[str, Any], counted: set[bytes]) -> None:
         """Count a record in the usage once per query, however many battles use it."""
-        if key in counted:
-            usage.shared += 1
-        else:
-            counted.add(key)
-            usage.use(rec)
+        count_record(usage, key, rec, counted)
 
     def _import(self, m: ModelConfig, q: Query) -> dict[str, Any] | None:
         """An answer from an EvalScope run (paired with the query by its text: ImportIndex), stored like a generation."""
         assert self._store is not None
         stage = self.stages[m.name]
         stage.done += 1
-        found = self._imported[m.name].get((q.dataset, q.subset, q.id))
-        key = content_key({"t": "import", "model": m.name, "report": str(m.evalscope_report), "dataset": q.dataset,
-                           "subset": q.subset, "query_id": q.id, "answer": found.answer if found else None})
-        if found is None:
+        key, rec = import_record(m, q, self._imported[m.name].get((q.dataset, q.subset, q.id)))
+        if rec is None:
             stage.failed += 1
             self._missing += 1
             return None
-        rec = {"model": m.name, "endpoint_model": m.endpoint.model, "dataset": q.dataset, "subset": q.subset,
-               "query_id": q.id, "question": q.question, "answer": found.answer, "finish_reason": None,
-               "prompt_tokens": found.prompt_tokens or 0, "completion_tokens": found.completion_tokens or 0,
-               "latency": found.latency, "attempts": 0, "imported_from": str(m.evalscope_report),
-               "imported_row": f"{found.source}:{found.line}"}
         if self._store.get(GENERATIONS, key) is None:
             self._save(GENERATIONS, key, rec)
         else:
@@ -616,22 +585,6 @@ class Arena:
         if q.reference is not None:  # scored after the run, off the request path
             self._reference_items.append((m.name, q.dataset, q.subset, key, q.reference))
         return {**rec, "key": key.hex()}
-
-    def _stored_answer(self, m: ModelConfig, q: Query, counted: set[bytes]) -> dict[str, Any] | None:
-        """An offline run's answer: the stored record, or None (counted as missing)."""
-        if m.name in self._imported:
-            return self._import(m, q)
-        req = generation_request(self._identities[m.name], m, q)
-        rec = self._find_generation(m, req)
-        stage = self.stages[m.name]
-        if rec is None:
-            self._missing += 1
-            stage.done += 1
-            stage.failed += 1
-            return None
-        stage.reused += 1
-        self.usage[m.name].reused += 1
-        return self._use_answer(m, q, req.key, rec, counted)
 
     def _needed_endpoint_down(self, m: ModelConfig) -> str | None:
         """Why ``m``'s answer could not be used: the judge's or (for a candidate) the baseline's endpoint
@@ -754,11 +707,7 @@ class Arena:
 
     def _goes_on(self, i: int, q: Query, cand: str, opp: str, first: int | None, second: int | None) -> bool:
         """Whether a cascade sends the battle on from its i-th judge (and counts the next judge's games)."""
-        if i + 1 >= len(self._order):
-            return False
-        slot = self._order[i]
-        draw = calibration_draw(self.config.seed, slot.cfg.name, (q.dataset, q.subset, q.id, cand, opp))
-        if not escalate(first, second, draw=draw, calibration=self.config.panel.calibration):
+        if not cascade_goes_on(self.config, self._order, i, q, cand, opp, first, second):
             return False
         self.stages[self._order[i + 1].role].total += 2
         return True
@@ -842,87 +791,9 @@ class Arena:
         stage.done += 1
         stage.prompt_tokens += int(rec.get("prompt_tokens") or 0)
         stage.completion_tokens += int(rec.get("completion_tokens") or 0)
-        label = rec.get("verdict")
-        outcome = None
-        if label is not None:
-            outcome = candidate_view(Verdict.from_label(label), candidate_is_a)
-        self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, outcome,
-                                None if outcome is not None else f"unparseable verdict: {rec.get('error')}", key.hex(),
-                                self._tag(slot)))
-        return outcome
-
-    def _unjudged_game(self, slot: JudgeSlot, q: Query, cand: str, opp: str, candidate_is_a: bool) -> None:
-        """An offline run's game without a stored verdict: the run's own failure reason, or not judged yet."""
-        stage = self.stages[slot.role]
-        failed = self._judgment_failures().get((q.dataset, q.subset, q.id, cand, opp, candidate_is_a, self._tag(slot)))
-        stage.done += 1
-        if failed is None:
-            self._missing += 1
-            reason = "not judged yet"
-        else:  # the run's own reason, so `report` shows what the run showed
-            self._failures += 1
-            stage.failed += 1
-            reason = f"judge request failed: {failed}"
-        self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None, reason,
-                                judge=self._tag(slot)))
-
-    def _replay(self) -> None:
-        """An offline run (report, rate, the Ray driver's last pass): every record from the checkpoints,
-        query by query in one thread, without the tasks a sending run needs (the same steps and counts)."""
-        if self._stop is None:
-            for q in self._iter_all():
-                self._replay_query(q)
-            return
-        schedule, k = self._stop.schedule, 0  # an adaptive run: its blocks in order, as it sent them
-        while not schedule.finished(k):
-            for q in list(self._stop.block(k)):
-                self._replay_query(q)
-                self._query_done(q)
-            k += 1
-
-    def _replay_query(self, q: Query) -> None:
-        counted: set[bytes] = set()
-        models, pairs = self._models_of(q)
-        answers = {m.name: self._stored_answer(m, q, counted) for m in models}
-        for cand, opp in pairs:
-            a_c, a_o = answers[cand], answers[opp]
-            if a_c is None or a_o is None:
-                self._no_answer_games(q, cand, opp, cand if a_c is None else opp)
-                continue
-            for i, slot in enumerate(self._order):
-                outcomes: dict[bool, int | None] = {}
-                for candidate_is_a in (True, False):
-                    outcomes[candidate_is_a] = self._stored_verdict(slot, q, cand, opp, a_c, a_o, candidate_is_a,
-                                                                    counted)
-                if self._cascade and not self._goes_on(i, q, cand, opp, outcomes[True], outcomes[False]):
-                    break
-
-    def _stored_verdict(self, slot: JudgeSlot, q: Query, cand: str, opp: str, a_c: dict[str, Any],
-                        a_o: dict[str, Any], candidate_is_a: bool, counted: set[bytes]) -> int | None:
-        """An offline run's game from its stored verdict (or without one); its outcome."""
-        first, second = (a_c, a_o) if candidate_is_a else (a_o, a_c)
-        req = judgment_request(slot.cfg, slot.identity, slot.system, q, first["answer"], second["answer"])
-        key, rec, _ = self._find_judgment(slot, req)
-        if rec is None:
-            self._unjudged_game(slot, q, cand, opp, candidate_is_a)
-            return None
-        self.stages[slot.role].reused += 1
-        self.usage[slot.role].reused += 1
-        return self._use_verdict(slot, q, cand, opp, candidate_is_a, key, rec, counted)
-
-    def _judgment_failures(self) -> dict[tuple[str, str, str, str, str, bool, str | None], str]:
-        """Judge requests that failed for good in the run (offline runs read them from the checkpoints)."""
-        if self._failed_judgments is None:
-            assert self._store is not None
-            found: dict[tuple[str, str, str, str, str, bool, str | None], str] = {}
-            store = self._store
-            for rec in store.records(FAILURES) if isinstance(store, RunStore) else ():
-                if rec.get("stage") == "judgment":
-                    key = (rec["dataset"], rec["subset"], rec["query_id"], rec["candidate"], rec["opponent"],
-                           bool(rec["candidate_is_a"]), rec.get("endpoint") if self._tag_judge else None)
-                    found[key] = rec.get("error") or "error"
-            self._failed_judgments = found
-        return self._failed_judgments
+        game = verdict_game(q, cand, opp, candidate_is_a, key, rec, self._tag(slot))
+        self._games.append(game)
+        return game.outcome
 
     async def _ask_judge(self, slot: JudgeSlot, messages: list[dict[str, Any]],
                          params: dict[str, Any]) -> tuple[dict[str, Any] | None, ChatResult]:
@@ -1006,70 +877,6 @@ class Arena:
 
         warm(self.config.rating.method, self.config.rating.interval)
 
-    def _reference_metrics(self) -> dict[tuple[str, str, str], MetricSums]:
-        """ROUGE/BLEU of every answer to a query with a reference, batched per (model, dataset, subset)."""
-        from .metrics import METRIC_NAMES, sample_metrics_batch
-
-        assert self._store is not None
-        groups: dict[tuple[str, str, str], tuple[list[str], list[str]]] = {}
-        for model, dataset, subset, key, reference in self._reference_items:
-            rec = self._store.get(GENERATIONS, key)
-            if rec is not None:
-                preds, refs = groups.setdefault((model, dataset, subset), ([], []))
-                preds.append(rec["answer"])
-                refs.append(reference)
-        sums: dict[tuple[str, str, str], MetricSums] = {}
-        for group, (preds, refs) in groups.items():
-            scores = sample_metrics_batch(preds, refs)
-            sums[group] = MetricSums(len(preds), dict(zip(METRIC_NAMES, scores.sum(axis=0).tolist(), strict=True)))
-        return sums
-
-    def _results(self) -> ArenaResults:
-        from .leaderboard import leaderboards
-
-        cfg = self.config
-        metric_sums = self._reference_metrics()
-        games = sorted(self._games, key=lambda g: (g.dataset, g.subset, g.candidate, g.opponent, g.query_id, not g.candidate_is_a))
-        names = [m.name for m in cfg.models]
-        panel = self._panel_results(games, names) if self._tag_judge or cfg.panel.human_labels else None
-        all_games = games
-        if panel is not None and panel.combine == "each":
-            boards = [b for j in panel.judges for b in panel.boards[j]]
-        else:
-            games = rated_games(games, cfg.panel, [s.cfg.name for s in self._slots])
-            boards = leaderboards(games, names, cfg.baseline, cfg.rating, cfg.seed)
-        return ArenaResults(
-            config=cfg, run_dir=self.run_dir, games=games, battles=combine(games), boards=boards,
-            panel=panel, all_games=all_games if self._tag_judge else None,
-            stopping=self._stop.summary() if self._stop is not None else None,
-            usage=self.usage, failures=self._failures, missing=self._missing,
-            reference_metrics={k: s.means() for k, s in metric_sums.items()},
-            reference_counts={k: s.n for k, s in metric_sums.items()},
-            queries=self._queries, elapsed=time.monotonic() - self._started, failure_lines=self.failure_summary(),
-            history=runlog.history(self.run_dir) if isinstance(self._store, RunStore) else RunHistory(),
-        )
-
-
-    def _panel_results(self, games: list[Game], names: list[str]) -> PanelResults:
-        """Per judge: the battles it saw, its own leaderboards; and the judges' quality figures."""
-        from dataclasses import replace as _replace
-
-        from .judge_quality import assess
-        from .leaderboard import leaderboards
-
-        cfg = self.config
-        judges = tuple(s.cfg.name for s in self._slots)
-        boards: dict[str, list[Board]] = {}
-        if self._tag_judge:
-            for j in judges:
-                own = judge_games(games, j)
-                boards[j] = [_replace(b, scope=_replace(b.scope, judge=j))
-                             for b in leaderboards(own, names, cfg.baseline, cfg.rating, cfg.seed)]
-        mode = "cascade" if self._cascade else cfg.panel.combine
-        seen = battles_seen(games, judges) if self._tag_judge else {}
-        n_battles = len({(g.dataset, g.subset, g.query_id, g.candidate, g.opponent) for g in games})
-        quality = assess(games, cfg, judges if self._tag_judge else (), seed=cfg.seed)
-        return PanelResults(judges, mode, seen, n_battles, boards, quality)
 
 
 def _first_arena_error(group: BaseExceptionGroup) -> ArenaError | None:

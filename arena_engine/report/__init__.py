@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import CheckpointError
-from ..pipeline import ArenaResults
+from ..results import ArenaResults
 from ..runfolder import REPORT_DIR
 from ..store import CHECKPOINT_DIR, RunStore
 from .html import report_files, report_html

@@ -31,9 +31,10 @@ import orjson
 from ..battles import Battle
 from ..datasets import iter_queries
 from ..errors import ArenaError
+from ..identity import GENERATIONS, JUDGMENTS
 from ..judge import Verdict
 from ..metrics import METRIC_NAMES, sample_metrics_batch
-from ..pipeline import GENERATIONS, JUDGMENTS, ArenaResults
+from ..results import ArenaResults
 from ..store import RunStore
 from .json_report import report_dict
 from .parts import INLINE_BATTLES, PART_BATTLES, part_script, split_battles

@@ -12,7 +12,6 @@ import orjson
 
 from ..battles import exclusions, position_bias, position_consistency
 from ..leaderboard import Board, gate_failures, reliability_warnings
-from ..pipeline import ArenaResults, is_judge_role, judge_role
 from ..reliability import (
     MAX_EXCLUDED_SHARE,
     MIN_POSITION_CONSISTENCY,
@@ -20,6 +19,8 @@ from ..reliability import (
     POSITION_LEAN_P,
     WARN_EXCLUDED_SHARE,
 )
+from ..results import ArenaResults
+from ..roles import is_judge_role, judge_role
 from . import stop_report
 
 SCHEMA_VERSION = 1

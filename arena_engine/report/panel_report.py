@@ -9,7 +9,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ..judge_quality import Interval, JudgeQuality, quality_lines
-from ..pipeline import ArenaResults
+from ..results import ArenaResults
 
 
 def _interval(x: Interval | None) -> dict[str, float] | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from ..pipeline import ArenaResults
+from ..results import ArenaResults
 from ..stopping.pairs import SEPARATOR as PAIR
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..leaderboard import Board, scope_name
-from ..pipeline import ArenaResults
+from ..results import ArenaResults
 
 TABLE_HEADER = ("Model", "Dataset", "Metric", "Subset", "Num", "Score", "Cat.0")
 ARENA_MODEL = "Arena"

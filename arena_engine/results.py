@@ -1,0 +1,171 @@
+"""What a run's results are (:class:`ArenaResults`) and how they are put together from its games.
+
+Both the sending run (``pipeline.Arena``) and :func:`arena_engine.from_store.results_from_store`
+(``report``, ``rate``, a finished rerun, the Ray driver's last pass) end here, so the boards, the
+panel's figures and the reference metrics are made in one place. The reports read these types; this
+module imports nothing of the run's lifecycle.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from dataclasses import replace as _replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .battles import Battle, Game, combine
+from .config import RunConfig
+from .panel import battles_seen, judge_games, rated_games
+from .roles import JUDGE, is_judge_role
+from .runlog import RunHistory
+from .usage import EndpointUsage
+
+if TYPE_CHECKING:
+    from .judge_quality import JudgeQuality
+    from .leaderboard import Board
+    from .stopping.schedule import StopSummary
+
+#: (model, dataset, subset, answer, reference) of every answer to a query with a reference.
+ReferenceItem = tuple[str, str, str, str, str]
+
+
+@dataclass
+class PanelResults:
+    """A panel's figures: how many battles each judge saw, each judge's own boards, the judges' quality."""
+
+    judges: tuple[str, ...]
+    combine: str  # "mean", "majority", "each" or "cascade"
+    battles_seen: dict[str, int]
+    battles: int  # battles of the run (a cascade's first judge sees all of them)
+    boards: dict[str, list[Board]]  # per judge: its leaderboards as if it were the only judge
+    quality: JudgeQuality | None
+
+
+@dataclass
+class MetricSums:
+    """Sums of per-sample reference metrics for one (model, dataset, subset)."""
+
+    n: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+
+    def means(self) -> dict[str, float]:
+        return {k: v / self.n for k, v in self.sums.items()} if self.n else {}
+
+
+@dataclass
+class ArenaResults:
+    config: RunConfig
+    run_dir: Path
+    games: list[Game]
+    battles: list[Battle]
+    boards: list[Board]
+    usage: dict[str, EndpointUsage]
+    failures: int
+    missing: int  # offline runs: requests that would have been needed
+    reference_metrics: dict[tuple[str, str, str], dict[str, float]]
+    reference_counts: dict[tuple[str, str, str], int]
+    queries: dict[tuple[str, str], int]
+    elapsed: float
+    failure_lines: list[str] = field(default_factory=list)  # per endpoint and kind of failure, with counts
+    history: RunHistory = field(default_factory=RunHistory)
+    panel: PanelResults | None = None  # several judges, or human labels to compare the judge with
+    all_games: list[Game] | None = None  # with a panel: every judge's games (``games`` holds the rated ones)
+    stopping: StopSummary | None = None  # [arena.stop]: which candidates stopped early, and their intervals
+
+    @property
+    def overall(self) -> Board:
+        return self.boards[0]
+
+    @property
+    def judge_usage(self) -> EndpointUsage:
+        """The judge's usage (``usage`` keys it under the internal ``JUDGE`` role)."""
+        return self.usage[JUDGE]
+
+    def usage_by_name(self) -> dict[str, EndpointUsage]:
+        """Usage keyed by model name, the judge's as ``"judge:<judge name>"`` (never clashes with a model)."""
+        return {f"judge:{u.name}" if is_judge_role(k) else k: u for k, u in self.usage.items()}
+
+
+@dataclass
+class Tally:
+    """What a run's walk over its queries gathered, before the boards are rated."""
+
+    games: list[Game]
+    usage: dict[str, EndpointUsage]
+    failures: int
+    missing: int
+    reference_items: Sequence[ReferenceItem]
+    queries: dict[tuple[str, str], int]
+    started: float  # time.monotonic() when the run began
+    failure_lines: list[str] = field(default_factory=list)
+    history: RunHistory = field(default_factory=RunHistory)
+    stopping: StopSummary | None = None
+
+
+def reference_metrics(items: Sequence[ReferenceItem]) -> dict[tuple[str, str, str], MetricSums]:
+    """ROUGE/BLEU of every answer to a query with a reference, batched per (model, dataset, subset)."""
+    from .metrics import METRIC_NAMES, sample_metrics_batch
+
+    groups: dict[tuple[str, str, str], tuple[list[str], list[str]]] = {}
+    for model, dataset, subset, answer, reference in items:
+        preds, refs = groups.setdefault((model, dataset, subset), ([], []))
+        preds.append(answer)
+        refs.append(reference)
+    sums: dict[tuple[str, str, str], MetricSums] = {}
+    for group, (preds, refs) in groups.items():
+        scores = sample_metrics_batch(preds, refs)
+        # fsum: exactly rounded, so the order the answers arrived in (a run's) does not show in the last digit
+        totals = [math.fsum(col) for col in scores.T.tolist()]
+        sums[group] = MetricSums(len(preds), dict(zip(METRIC_NAMES, totals, strict=True)))
+    return sums
+
+
+def assemble(cfg: RunConfig, run_dir: Path, tally: Tally) -> ArenaResults:
+    """The results of a walk: its games sorted, the panel combined, the boards rated, the metrics scored."""
+    from .leaderboard import leaderboards
+
+    judges = [j.name for j in cfg.panel_judges]
+    tagged = len(judges) > 1  # games say which judge made them
+    metric_sums = reference_metrics(tally.reference_items)
+    games = sorted(tally.games, key=lambda g: (g.dataset, g.subset, g.candidate, g.opponent, g.query_id,
+                                               not g.candidate_is_a))
+    names = [m.name for m in cfg.models]
+    panel = panel_results(cfg, games, names) if tagged or cfg.panel.human_labels else None
+    all_games = games
+    if panel is not None and panel.combine == "each":
+        boards = [b for j in panel.judges for b in panel.boards[j]]
+    else:
+        games = rated_games(games, cfg.panel, judges)
+        boards = leaderboards(games, names, cfg.baseline, cfg.rating, cfg.seed)
+    return ArenaResults(
+        config=cfg, run_dir=run_dir, games=games, battles=combine(games), boards=boards,
+        panel=panel, all_games=all_games if tagged else None, stopping=tally.stopping,
+        usage=tally.usage, failures=tally.failures, missing=tally.missing,
+        reference_metrics={k: s.means() for k, s in metric_sums.items()},
+        reference_counts={k: s.n for k, s in metric_sums.items()},
+        queries=tally.queries, elapsed=time.monotonic() - tally.started, failure_lines=tally.failure_lines,
+        history=tally.history,
+    )
+
+
+def panel_results(cfg: RunConfig, games: list[Game], names: list[str]) -> PanelResults:
+    """Per judge: the battles it saw, its own leaderboards; and the judges' quality figures."""
+    from .judge_quality import assess
+    from .leaderboard import leaderboards
+
+    judges = tuple(j.name for j in cfg.panel_judges)
+    tagged = len(judges) > 1
+    boards: dict[str, list[Board]] = {}
+    if tagged:
+        for j in judges:
+            own = judge_games(games, j)
+            boards[j] = [_replace(b, scope=_replace(b.scope, judge=j))
+                         for b in leaderboards(own, names, cfg.baseline, cfg.rating, cfg.seed)]
+    mode = "cascade" if tagged and cfg.panel.cascade else cfg.panel.combine
+    seen = battles_seen(games, judges) if tagged else {}
+    n_battles = len({(g.dataset, g.subset, g.query_id, g.candidate, g.opponent) for g in games})
+    quality = assess(games, cfg, judges if tagged else (), seed=cfg.seed)
+    return PanelResults(judges, mode, seen, n_battles, boards, quality)
