@@ -12,7 +12,9 @@ There is no file upload and a batch carries no metadata, so a batch created by a
 before recording its id is found by what the ledger knows: its ``creating`` line (fsynced before the
 create call) gives the time, and a batch of the workspace created from 5 minutes before that time on,
 with the chunk's request count and not recorded for another chunk of this run folder, is taken as the
-chunk's. Two such batches are an error naming them (never a third create). When the results are read,
+chunk's; creates are made one at a time per run folder, so a kill leaves at most one such chunk.
+Two such batches (another client of the workspace made one of the same size meanwhile) are an error
+naming them (never a second create). When the results are read,
 a row whose custom_id is not in the chunk's file stops the run (``BatchError``): the guess was wrong.
 """
 
@@ -23,6 +25,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -48,6 +51,14 @@ def auth_headers(endpoint: Endpoint) -> dict[str, str]:
         headers["x-api-key"] = os.environ[endpoint.api_key_env]
     headers.update(extra_headers(endpoint))
     return headers
+
+
+_LOCKS: dict[tuple[Path, int], asyncio.Lock] = {}
+
+
+def _lock(ledger: Ledger) -> asyncio.Lock:
+    """The run folder's create lock in this event loop."""
+    return _LOCKS.setdefault((ledger.path, id(asyncio.get_running_loop())), asyncio.Lock())
 
 
 def _epoch(stamp: Any) -> float | None:
@@ -117,7 +128,14 @@ class AnthropicBatches(BatchHttp):
         return stream()
 
     async def submit(self, chunk: Chunk, options: BatchOptions, ledger: Ledger) -> None:
-        """Create the chunk's batch unless an earlier process did (then find it instead)."""
+        """Create the chunk's batch unless an earlier process did (then find it instead).
+
+        One create at a time per run folder, so a kill leaves at most one chunk whose batch may exist
+        unrecorded, and the batches of two such chunks of the same size are never confused."""
+        async with _lock(ledger):
+            await self._submit(chunk, ledger)
+
+    async def _submit(self, chunk: Chunk, ledger: Ledger) -> None:
         found = await self.find_batch(chunk, ledger)
         if found is None:
             if not chunk.path.exists():

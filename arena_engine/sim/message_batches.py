@@ -21,15 +21,22 @@ import asyncio
 import re
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
 from arena_engine.sim.draws import digest64, uniforms
 
-if TYPE_CHECKING:
-    from arena_engine.sim.batches import SimBatches
+
+class Owner(Protocol):
+    """What the Message Batches need of `arena_engine.sim.batches.SimBatches` (its simulator, ids and
+    stats); named here so the import runs one way (batches -> message_batches)."""
+
+    sim: Any
+    stats: Any
+
+    def _id(self, prefix: str) -> str: ...
 
 _JSON = "application/json"
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -95,7 +102,7 @@ def _problem(n: int, req: Any) -> str | None:
 class SimMessageBatches:
     """State of the simulated Message Batches API (in memory; its ids and stats are the owner's)."""
 
-    def __init__(self, owner: SimBatches) -> None:
+    def __init__(self, owner: Owner) -> None:
         self.owner = owner
         self.batches: dict[str, dict[str, Any]] = {}
 
