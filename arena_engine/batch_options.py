@@ -16,6 +16,7 @@ POLL_INTERVAL = 30.0
 DISCOUNT = 0.5
 MAX_WAIT = 600.0
 RESUBMITS = 2
+PROTOCOLS = ("openai", "anthropic")  # OpenAI's Batch API (and its copies), Anthropic's Message Batches
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class BatchOptions:
     ``max_requests`` / ``max_bytes`` cut a batch's input file; ``poll_interval`` is the first wait between
     status polls (it grows 1.5x per poll up to 10x); ``discount`` is the batch price as a share of the live
     price (the cost report); ``resubmits`` is how many times a row that errored or expired is sent again
-    before it is kept as a failure with its reason; ``protocol`` is the provider's batch API.
+    before it is kept as a failure with its reason; ``protocol`` is the provider's batch API (``PROTOCOLS``).
     """
 
     max_requests: int = MAX_REQUESTS
@@ -46,5 +47,7 @@ class BatchOptions:
             raise ConfigError(f"batch.discount must be between 0 and 1, got {self.discount}")
         if self.resubmits < 0:
             raise ConfigError("batch.resubmits must be >= 0")
-        if self.protocol != "openai":
-            raise ConfigError(f"batch.protocol must be \"openai\" (the one implemented), got {self.protocol!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"batch.protocol must be one of {list(PROTOCOLS)}, got {self.protocol!r}")
+        if self.protocol == "anthropic" and self.max_requests > 100_000:
+            raise ConfigError("batch.max_requests must be <= 100000 with protocol \"anthropic\" (its limit per batch)")

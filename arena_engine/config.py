@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from .batch_options import BatchOptions
+from .batch_options import PROTOCOLS, BatchOptions
 from .chat_params import check_generation
 from .client import Endpoint, EnvVar, RetryPolicy, Timeouts
 from .configfile import did_you_mean, read_config_file
@@ -272,7 +272,7 @@ def _batch_options(r: _Reader) -> BatchOptions | None:
             discount=b.finite("discount", float, d.discount),
             max_wait=b.positive("max_wait", float, d.max_wait),
             resubmits=b.non_negative("resubmits", int, d.resubmits),
-            protocol=b.choice("protocol", ("openai",), d.protocol),
+            protocol=b.choice("protocol", PROTOCOLS, d.protocol),
         )
     except ConfigError as exc:
         raise ConfigError(f"{r.source}: {r.where('batch')}: {exc}") from None
@@ -405,6 +405,7 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_
                                                "prepend"),
             )
         )
+        _needs_budget(m, models[-1].endpoint, models[-1].generation)
         m.done()
     if len(models) < 2:
         raise ConfigError(f"{source}: an arena needs at least two [[models]] (a baseline and a candidate)")
@@ -523,8 +524,18 @@ def _judge(j: _Reader, base: Path, models: Sequence[str]) -> JudgeConfig:
         for needed in ("{question}", "{answer_a}", "{answer_b}"):
             if needed not in judge.template:
                 raise ConfigError(f"{j.source}: '{j.where('template')}' lacks the placeholder {needed}")
+    _needs_budget(j, judge.endpoint, judge.generation)
     j.done()
     return judge
+
+
+def _needs_budget(r: _Reader, endpoint: Endpoint, generation: Mapping[str, Any]) -> None:
+    """Anthropic's Messages API requires max_tokens: an endpoint batched through it must set one."""
+    if endpoint.batch is None or endpoint.batch.protocol != "anthropic":
+        return
+    if not any(k in generation or k in endpoint.extra_body for k in ("max_tokens", "max_completion_tokens")):
+        raise ConfigError(f"{r.source}: '{r.where('generation.max_tokens')}' is required with "
+                          f"{r.where('batch.protocol')} = \"anthropic\" (the Messages API requires max_tokens)")
 
 
 def _judges(top: _Reader, source: str, base: Path, models: Sequence[str]) -> tuple[JudgeConfig, ...]:

@@ -37,16 +37,18 @@ def sim(**kw: float) -> SimConfig:
     return SimConfig(models=models, seed=5, latency=Latency("fixed", 0.0), **kw)  # type: ignore[arg-type]
 
 
-def write_config(path: Path, url: str, run_dir: Path, data: Path, *, batch: bool) -> Path:
+def write_config(path: Path, url: str, run_dir: Path, data: Path, *, batch: bool, protocol: str = "openai") -> Path:
     s = json.dumps
-    mode = ['mode = "batch"', "batch = { poll_interval = 0.05, max_requests = 25 }"] if batch else []
+    mode = ['mode = "batch"', f"batch = {{ poll_interval = 0.05, max_requests = 25, protocol = {s(protocol)} }}"] \
+        if batch else []
+    judging = ["generation = { temperature = 0.0, max_tokens = 1024 }"] if protocol == "anthropic" else []
     lines = ["[run]", f"output_dir = {s(str(run_dir))}", "seed = 1", "",
              "[[datasets]]", 'name = "general_qa"', f"path = {s(str(data))}", ""]
     for name, _ in MODELS:
         lines += ["[[models]]", f"name = {s(name)}", f"api_url = {s(url)}", f"identity = {s(name)}", *mode,
                   "generation = { temperature = 0.0, max_tokens = 256 }", ""]
     for j in JUDGES:
-        lines += ["[[judges]]", f"name = {s(j)}", f"api_url = {s(url)}", f"identity = {s(j)}", *mode, ""]
+        lines += ["[[judges]]", f"name = {s(j)}", f"api_url = {s(url)}", f"identity = {s(j)}", *mode, *judging, ""]
     lines += ["[panel]", f"cascade = {s(list(JUDGES))}", "", "[arena]", 'baseline = "base"', "",
               "[rating]", "rounds = 50", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -118,6 +120,65 @@ def test_sigkill_during_upload_before_create_and_while_polling_never_pays_twice(
     assert b["answered_twice"] == 0, "a key was answered twice"
     assert b["created"] == len(chunks) and b["files"] == len(chunks), "a batch or file was made twice"
     assert stats["requests"] == 0  # nothing went live
+    killed, live = read_run(run_dir), read_run(ref_dir)
+    assert killed["generations"].clean() and killed["judgments"].clean()
+    assert results_of(killed) == results_of(live)
+    assert {e.get("chunk") for e in ledger if e["event"] == "done"} == {e["chunk"] for e in chunks}
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_message_batch_create_and_while_polling_never_creates_twice(tmp_path: Path) -> None:
+    """Anthropic's protocol: no upload, and a batch carries no tag; a rerun after a kill during a create
+    (the simulator has created the batch, its reply is not sent) finds it by the ledger's ``creating``
+    time and the request count."""
+    data = dataset(tmp_path, QUERIES_PER_SUBSET)
+    run_dir, ref_dir = tmp_path / "killed", tmp_path / "live"
+    kills: list[tuple[str, int]] = []
+    with SimProcess(sim(batch_create_delay_s=0.6, batch_seconds=1.2)) as server, SimProcess(sim()) as ref_server:
+        config = write_config(tmp_path / "batch.toml", server.url, run_dir, data, batch=True, protocol="anthropic")
+        ref = cli("run", str(write_config(tmp_path / "live.toml", ref_server.url, ref_dir, data, batch=False,
+                                          protocol="anthropic")), "--quiet", log=tmp_path / "live")
+        proc = None
+        try:
+            for phase in range(3):
+                for point in ("create", "poll"):
+                    before = len(events(run_dir))
+                    created = server.stats()["batches"]["created"]
+                    log = tmp_path / f"kill-{phase}-{point}"
+                    proc = cli("run", str(config), "--quiet", log=log)
+                    want = {"create": "creating", "poll": "created"}[point]
+
+                    def due(want: str = want, before: int = before, proc: subprocess.Popen[bytes] = proc) -> bool:
+                        new = events(run_dir)[before:]
+                        return any(e["event"] == want for e in new) or proc.poll() is not None
+
+                    wait_until(due, RUN_TIMEOUT, f"phase {phase}: {want}", interval=0.01)
+                    assert proc.poll() is None, f"phase {phase} {point}: the run ended first: {output(log)}"
+                    if point == "create":  # inside the server's reply delay: the batch exists, unrecorded
+                        wait_until(lambda: server.stats()["batches"]["created"] > created, 10, "a batch")  # noqa: B023
+                    time.sleep(0.15)
+                    proc.send_signal(signal.SIGKILL)
+                    assert proc.wait(timeout=30) == -signal.SIGKILL
+                    kills.append((point, server.stats()["batches"]["created"]))
+                    if point == "create":
+                        assert server.stats()["batches"]["created"] > sum(
+                            1 for e in events(run_dir) if e["event"] == "created")
+            log = tmp_path / "final"
+            proc = cli("run", str(config), "--quiet", log=log)
+            assert proc.wait(timeout=RUN_TIMEOUT) == 0, output(log)
+            assert "Traceback" not in output(log)[1]
+            assert ref.wait(timeout=RUN_TIMEOUT) == 0, output(tmp_path / "live")
+            stats = server.stats()
+        finally:
+            stop(ref, proc)
+    ledger = events(run_dir)
+    chunks = [e for e in ledger if e["event"] == "intent"]
+    b = stats["batches"]
+    print(f"\n6 SIGKILLs: {kills}\nserver: {b}; chunks in the ledger: {len(chunks)}")
+    assert b["keys_in_two_batches"] == 0, "a key was submitted in two batches"
+    assert b["answered_twice"] == 0, "a key was answered twice"
+    assert b["created"] == len(chunks) and b["files"] == 0, "a batch was created twice"
+    assert stats["requests"] == 0
     killed, live = read_run(run_dir), read_run(ref_dir)
     assert killed["generations"].clean() and killed["judgments"].clean()
     assert results_of(killed) == results_of(live)

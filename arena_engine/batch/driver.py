@@ -1,18 +1,20 @@
 """Takes each chunk from its ledger state to results in the checkpoints, never repeating a paid step.
 
-For a chunk: find or upload its file, find or create its batch, poll it (``poll_interval``, growing
-1.5x per poll up to 10x), then read its output and error files line by line, writing each row to the
-run folder's checkpoints as it is read: a success under ``BATCH_RESULTS`` (keyed by the request key the
-custom_id carries), a failed or expired row under ``BATCH_ERRORS`` (keyed by the key and the try), so
-``chat.BatchChat`` can send it again or give up with the reason. A batch that failed as a whole is a
+For a chunk: submit it unless the ledger has its batch id (the protocol's ``submit`` finds a file or
+batch an earlier process left before making one), poll it (``poll_interval``, growing 1.5x per poll up
+to 10x), then read its result rows one by one, writing each to the run folder's checkpoints as it is
+read: a success under ``BATCH_RESULTS`` (keyed by the request key the custom_id carries), a failed or
+expired row under ``BATCH_ERRORS`` (keyed by the key and the try), so ``session.BatchChat`` can send it
+again or give up with the reason. A row whose custom_id is not in the chunk's file is a
+:class:`BatchError` (the batch is not this chunk's). A batch that failed as a whole is a
 :class:`BatchError` naming it and its first bad line.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Protocol
 
 import anyio
 import orjson
@@ -22,12 +24,24 @@ from ..store import RunStore, content_key
 from ..store.shards import LayeredStore
 from .errors import BatchError
 from .ledger import Chunk, Ledger
-from .openai import TERMINAL, OpenAIBatches
 
 log = logging.getLogger(__name__)
 
 BATCH_RESULTS = "batch_results"
 BATCH_ERRORS = "batch_errors"
+
+
+class BatchApi(Protocol):
+    """What the driver needs of a provider's batch API (``openai.OpenAIBatches``, ``anthropic.AnthropicBatches``)."""
+
+    TERMINAL: tuple[str, ...]
+
+    async def submit(self, chunk: Chunk, options: BatchOptions, ledger: Ledger) -> None: ...
+    async def get(self, batch_id: str) -> dict[str, Any]: ...
+    async def cancel(self, batch_id: str) -> dict[str, Any]: ...
+    def status_of(self, batch: Mapping[str, Any]) -> str: ...
+    def failure(self, batch: Mapping[str, Any]) -> str | None: ...
+    def rows(self, batch: Mapping[str, Any]) -> AsyncIterator[tuple[str, dict[str, Any] | None, str]]: ...
 
 
 def error_key(key_hex: str, attempt: int) -> bytes:
@@ -40,85 +54,50 @@ def split_custom_id(custom_id: str) -> tuple[str, int]:
     return key_hex, int(n)
 
 
-async def drive(chunk: Chunk, api: OpenAIBatches, options: BatchOptions, ledger: Ledger,
+async def drive(chunk: Chunk, api: BatchApi, options: BatchOptions, ledger: Ledger,
                 store: RunStore | LayeredStore, sleep: Callable[[float], Any] = anyio.sleep) -> None:
     """Take one chunk from wherever the ledger left it to done."""
-    size = chunk.path.stat().st_size if chunk.path.exists() else -1
-    if chunk.file_id is None:
-        found = await api.find_file(chunk.filename, size)  # an upload a kill interrupted after it landed
-        if found is None:
-            if size < 0:
-                raise BatchError(f"batch input {chunk.path} is gone but was never uploaded; delete "
-                                 f"{ledger.path} to start the batches of this folder again")
-            found = await api.upload(chunk.path, chunk.filename)
-        ledger.uploaded(chunk, found)
     if chunk.batch_id is None:
-        assert chunk.file_id is not None
-        batch = await api.find_batch(chunk.tag)  # created by a process that died before recording it
-        if batch is None:
-            batch = await api.create(chunk.file_id, options.completion_window, chunk.tag)
-        ledger.created(chunk, str(batch["id"]))
+        await api.submit(chunk, options, ledger)
     assert chunk.batch_id is not None
     wait = options.poll_interval
     while True:
         batch = await api.get(chunk.batch_id)
-        status = str(batch.get("status"))
+        status = api.status_of(batch)
         ledger.status(chunk, status)
-        if status in TERMINAL:
+        if status in api.TERMINAL:
             break
         await sleep(wait)
         wait = min(wait * 1.5, options.poll_interval * 10)
-    if status == "failed":
-        problem = _first_error(batch)
+    problem = api.failure(batch)
+    if problem is not None:
         error = f"batch {chunk.batch_id} ({chunk.path}) failed: {problem}"
         ledger.done(chunk, status, error)
         raise BatchError(error + "; fix the cause and rerun (its requests are queued again)")
-    await _read_results(chunk, api, batch, store)
+    await _read_results(chunk, api, batch, status, store)
     ledger.done(chunk, status)
 
 
-def _first_error(batch: dict[str, Any]) -> str:
-    data = ((batch.get("errors") or {}).get("data")) or []
-    if not data:
-        return "no reason given"
-    e = data[0]
-    line = f"line {e['line']}: " if e.get("line") is not None else ""
-    return f"{line}{e.get('code') or 'error'}: {e.get('message') or ''}".rstrip(": ")
-
-
-async def _read_results(chunk: Chunk, api: OpenAIBatches, batch: dict[str, Any],
+async def _read_results(chunk: Chunk, api: BatchApi, batch: dict[str, Any], status: str,
                         store: RunStore | LayeredStore) -> None:
+    with chunk.path.open("rb") as f:  # the chunk's custom_ids (about 40 bytes each; a chunk is at most 100,000)
+        expected = {orjson.loads(line)["custom_id"] for line in f if line.strip()}
     seen: set[str] = set()
     bid = chunk.batch_id
-    for fid in (batch.get("output_file_id"), batch.get("error_file_id")):
-        if not fid:
-            continue
-        async for line in api.lines(str(fid)):
-            row = orjson.loads(line)
-            cid = str(row.get("custom_id"))
-            seen.add(cid)
-            key_hex, attempt = split_custom_id(cid)
-            resp = row.get("response") or {}
-            code = resp.get("status_code")
-            if code == 200 and isinstance(resp.get("body"), dict):
-                store.put(BATCH_RESULTS, bytes.fromhex(key_hex), {"body": resp["body"], "batch": bid, "try": attempt})
-                continue
-            err = row.get("error") or {}
-            if err:
-                reason = f"{err.get('code') or 'error'}: {err.get('message') or ''}"
-            else:
-                body = resp.get("body") or {}
-                msg = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
-                reason = f"http_{code}: {msg or ''}"
-            store.put(BATCH_ERRORS, error_key(key_hex, attempt), {"error": reason.rstrip(": "), "batch": bid})
-    status = batch.get("status")
-    # rows in neither file (the batch expired or was cancelled before them, or the provider lost them)
+    async for cid, body, reason in api.rows(batch):
+        if cid not in expected:
+            raise BatchError(f"batch {bid} returned a row ({cid}) that is not in {chunk.path}: it is not chunk "
+                             f"{chunk.name}'s batch; its ledger line is in {chunk.path.parent}")
+        seen.add(cid)
+        key_hex, attempt = split_custom_id(cid)
+        if body is not None:
+            store.put(BATCH_RESULTS, bytes.fromhex(key_hex), {"body": body, "batch": bid, "try": attempt})
+        else:
+            store.put(BATCH_ERRORS, error_key(key_hex, attempt), {"error": reason, "batch": bid})
+    # rows in no result (the batch expired or was cancelled before them, or the provider lost them)
     why = f"batch_{status}: batch {bid} ended {status} before this row ran" if status in ("expired", "cancelled") \
         else f"missing: batch {bid} ended {status} without a result for this row"
-    with chunk.path.open("rb") as f:
-        for line in f:
-            cid = orjson.loads(line)["custom_id"]
-            if cid not in seen:
-                key_hex, attempt = split_custom_id(cid)
-                store.put(BATCH_ERRORS, error_key(key_hex, attempt), {"error": why, "batch": bid})
+    for cid in sorted(expected - seen):
+        key_hex, attempt = split_custom_id(cid)
+        store.put(BATCH_ERRORS, error_key(key_hex, attempt), {"error": why, "batch": bid})
     log.info("batch %s (%s): %s, %d rows read", bid, chunk.name, status, len(seen))

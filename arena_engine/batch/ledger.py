@@ -5,13 +5,16 @@ each fsynced before the step it announces is taken or right after the provider c
 
 - ``intent``: the chunk's file, its role (the endpoint), request count and sha256, and its *tag*
   (the folder's id + the chunk's name), written once the file is complete and before any upload;
-- ``uploaded``: the provider's file id;
+- ``uploaded``: the provider's file id (OpenAI's protocol);
+- ``creating``: the time a create call is about to be sent (Anthropic's protocol, whose batches carry
+  no tag: see ``anthropic.AnthropicBatches.find_batch``);
 - ``created``: the batch id;
 - ``done``: its results are in the checkpoints (or it failed as a whole, with the reason).
 
 A process killed between two steps leaves a chunk whose provider state is found again on the next
-start (``driver.reconcile``): an uploaded file by its filename (the tag), a created batch by its
-``metadata`` tag, so the next step is never repeated. A pending input file with no ``intent`` line was
+start (the protocol's ``submit``): an uploaded file by its filename (the tag), a created batch by its
+``metadata`` tag (OpenAI) or by its creation time and request count (Anthropic), so the next step is
+never repeated. A pending input file with no ``intent`` line was
 never uploaded and is deleted.
 """
 
@@ -42,6 +45,7 @@ class Chunk:
     file_id: str | None = None
     batch_id: str | None = None
     done: bool = False
+    creating_at: float | None = None  # when a create call was last about to be sent (epoch seconds)
     status: str | None = None  # the batch's last status
     error: str | None = None  # a batch that failed as a whole
 
@@ -86,6 +90,8 @@ class Ledger:
         c = self.chunks[name]
         if ev["event"] == "uploaded":
             c.file_id = ev["file_id"]
+        elif ev["event"] == "creating":
+            c.creating_at = ev["at"]
         elif ev["event"] == "created":
             c.batch_id = ev["batch_id"]
         elif ev["event"] == "status":
@@ -112,6 +118,9 @@ class Ledger:
 
     def uploaded(self, c: Chunk, file_id: str) -> None:
         self._append({"chunk": c.name, "event": "uploaded", "file_id": file_id})
+
+    def creating(self, c: Chunk, at: float) -> None:
+        self._append({"chunk": c.name, "event": "creating", "at": at})
 
     def created(self, c: Chunk, batch_id: str) -> None:
         self._append({"chunk": c.name, "event": "created", "batch_id": batch_id})

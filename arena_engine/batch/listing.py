@@ -9,7 +9,7 @@ import aiohttp
 
 from ..errors import ArenaError
 from .ledger import FOLDER, LEDGER, Ledger
-from .openai import TERMINAL, OpenAIBatches
+from .protocols import batch_api
 from .session import batch_roles
 
 
@@ -32,11 +32,11 @@ async def show_batches(run_dir: Path, cancel: bool = False) -> int:
             who = ep.name if ep is not None else c.role.replace("\0judge", "judge")
             status = c.status or ("created" if c.batch_id else "uploaded" if c.file_id else "not uploaded")
             if c.batch_id is not None and not c.done and ep is not None:
-                api = OpenAIBatches(http, ep)
+                api = batch_api(http, ep)
                 try:
-                    status = str((await api.get(c.batch_id)).get("status"))
-                    if cancel and status not in TERMINAL and status != "cancelling":
-                        status = str((await api.cancel(c.batch_id)).get("status"))
+                    status = api.status_of(await api.get(c.batch_id))
+                    if cancel and status not in api.TERMINAL and status not in ("cancelling", "canceling"):
+                        status = api.status_of(await api.cancel(c.batch_id))
                         cancelled += 1
                 except ArenaError as exc:
                     status = f"unknown ({exc})"

@@ -4,13 +4,11 @@
 (to find a file an interrupted upload may have left), ``POST /v1/batches`` (with ``metadata`` carrying
 the chunk's tag), ``GET /v1/batches`` (to find a batch created but not recorded),
 ``GET /v1/batches/{id}``, ``GET /v1/files/{id}/content`` (streamed line by line) and
-``POST /v1/batches/{id}/cancel``. Transient failures (connection errors, 429, 5xx) are retried with
-backoff; anything else is a :class:`BatchError` with the server's message.
+``POST /v1/batches/{id}/cancel``. Calls are made by ``http.BatchHttp``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -19,13 +17,17 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ..client import Endpoint, EnvVar
+from ..batch_options import BatchOptions
+from ..client import Endpoint
 from .errors import BatchError
+from .http import BatchHttp, extra_headers
+from .ledger import Chunk, Ledger
 from .queue import CHAT_URL
 
 TAG_KEY = "arena_chunk"  # the batch metadata key that holds a chunk's tag
 TERMINAL = ("completed", "failed", "expired", "cancelled")
-_TRIES = 6
+#: a row as the driver stores it: (custom_id, the chat completion body, or None and the reason)
+Row = tuple[str, "dict[str, Any] | None", str]
 
 
 def auth_headers(endpoint: Endpoint) -> dict[str, str]:
@@ -33,48 +35,17 @@ def auth_headers(endpoint: Endpoint) -> dict[str, str]:
     headers: dict[str, str] = {}
     if endpoint.api_key_env and os.environ.get(endpoint.api_key_env):
         headers["Authorization"] = f"Bearer {os.environ[endpoint.api_key_env]}"
-    for name, value in endpoint.extra_headers.items():
-        headers[name] = os.environ.get(value.name, "") if isinstance(value, EnvVar) else value
+    headers.update(extra_headers(endpoint))
     return headers
 
 
-class OpenAIBatches:
-    """One endpoint's batch API over an open aiohttp session."""
+class OpenAIBatches(BatchHttp):
+    """One endpoint's OpenAI batch API over an open aiohttp session."""
+
+    TERMINAL: tuple[str, ...] = TERMINAL
 
     def __init__(self, session: aiohttp.ClientSession, endpoint: Endpoint) -> None:
-        self.session = session
-        self.endpoint = endpoint
-        self.base = endpoint.api_url
-        self.headers = auth_headers(endpoint)
-
-    async def _call(self, method: str, path: str, *, json: Any = None, data: Any = None,
-                    params: Mapping[str, str] | None = None, what: str) -> dict[str, Any]:
-        delay = 0.5
-        for attempt in range(1, _TRIES + 1):
-            body = data() if callable(data) else data
-            try:
-                async with self.session.request(method, self.base + path, json=json, data=body, params=params,
-                                                headers=self.headers) as resp:
-                    raw = await resp.read()
-                    status = resp.status
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            else:
-                if 200 <= status < 300:
-                    try:
-                        out: dict[str, Any] = orjson.loads(raw)
-                        return out
-                    except orjson.JSONDecodeError:
-                        problem = f"a {status} reply that is not JSON"
-                else:
-                    problem = f"http_{status}: {_message(raw)}"
-                    if status != 429 and status < 500:
-                        raise BatchError(f"{self.endpoint.name} ({self.base}): {what} failed: {problem}", status)
-            if attempt == _TRIES:
-                raise BatchError(f"{self.endpoint.name} ({self.base}): {what} failed {_TRIES} times: {problem}")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
-        raise AssertionError("unreachable")
+        super().__init__(session, endpoint, auth_headers(endpoint))
 
     async def _pages(self, path: str, extra: Mapping[str, str], what: str) -> AsyncIterator[dict[str, Any]]:
         after: str | None = None
@@ -87,6 +58,23 @@ class OpenAIBatches:
             if not page.get("has_more") or not data:
                 return
             after = page.get("last_id") or data[-1].get("id")
+
+    async def submit(self, chunk: Chunk, options: BatchOptions, ledger: Ledger) -> None:
+        """Upload the chunk's file and create its batch, each only if no earlier process did."""
+        size = chunk.path.stat().st_size if chunk.path.exists() else -1
+        if chunk.file_id is None:
+            found = await self.find_file(chunk.filename, size)  # an upload a kill interrupted after it landed
+            if found is None:
+                if size < 0:
+                    raise BatchError(f"batch input {chunk.path} is gone but was never uploaded; delete "
+                                     f"{ledger.path} to start the batches of this folder again")
+                found = await self.upload(chunk.path, chunk.filename)
+            ledger.uploaded(chunk, found)
+        assert chunk.file_id is not None
+        batch = await self.find_batch(chunk.tag)  # created by a process that died before recording it
+        if batch is None:
+            batch = await self.create(chunk.file_id, options.completion_window, chunk.tag)
+        ledger.created(chunk, str(batch["id"]))
 
     async def find_file(self, filename: str, size: int) -> str | None:
         """A complete uploaded input file of this name (an upload a kill interrupted after it landed).
@@ -131,27 +119,44 @@ class OpenAIBatches:
     async def cancel(self, batch_id: str) -> dict[str, Any]:
         return await self._call("POST", f"/batches/{batch_id}/cancel", what=f"cancelling batch {batch_id}")
 
+    @staticmethod
+    def status_of(batch: Mapping[str, Any]) -> str:
+        return str(batch.get("status"))
+
+    @staticmethod
+    def failure(batch: Mapping[str, Any]) -> str | None:
+        """Why the batch failed as a whole (its first bad line), or None if it did not."""
+        if batch.get("status") != "failed":
+            return None
+        data = ((batch.get("errors") or {}).get("data")) or []
+        if not data:
+            return "no reason given"
+        e = data[0]
+        line = f"line {e['line']}: " if e.get("line") is not None else ""
+        return f"{line}{e.get('code') or 'error'}: {e.get('message') or ''}".rstrip(": ")
+
     async def lines(self, file_id: str) -> AsyncIterator[bytes]:
-        """The lines of a result file, read as they arrive (not the whole file in memory)."""
-        async with self.session.get(f"{self.base}/files/{file_id}/content", headers=self.headers) as resp:
-            if resp.status != 200:
-                raise BatchError(f"{self.endpoint.name}: reading file {file_id} failed: "
-                                 f"http_{resp.status}: {_message(await resp.read())}")
-            buf = b""
-            async for piece in resp.content.iter_chunked(1 << 16):
-                buf += piece
-                *whole, buf = buf.split(b"\n")
-                for line in whole:
-                    if line.strip():
-                        yield line
-            if buf.strip():
-                yield buf
+        async for line in self._lines(f"/files/{file_id}/content", f"file {file_id}"):
+            yield line
 
-
-def _message(raw: bytes) -> str:
-    try:
-        data = orjson.loads(raw)
-        msg = data.get("error", {}).get("message") if isinstance(data, dict) else None
-    except (orjson.JSONDecodeError, AttributeError):
-        msg = None
-    return str(msg or raw[:200].decode("utf-8", "replace"))
+    async def rows(self, batch: Mapping[str, Any]) -> AsyncIterator[Row]:
+        """Each row of the output and error files: (custom_id, body or None, reason)."""
+        for fid in (batch.get("output_file_id"), batch.get("error_file_id")):
+            if not fid:
+                continue
+            async for line in self.lines(str(fid)):
+                row = orjson.loads(line)
+                cid = str(row.get("custom_id"))
+                resp = row.get("response") or {}
+                code = resp.get("status_code")
+                if code == 200 and isinstance(resp.get("body"), dict):
+                    yield cid, resp["body"], ""
+                    continue
+                err = row.get("error") or {}
+                if err:
+                    reason = f"{err.get('code') or 'error'}: {err.get('message') or ''}"
+                else:
+                    body = resp.get("body") or {}
+                    msg = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
+                    reason = f"http_{code}: {msg or ''}"
+                yield cid, None, reason.rstrip(": ")

@@ -1,6 +1,7 @@
 """Collects one endpoint's batch requests into input files on disk, cut by count and size.
 
-Each request becomes one JSONL line (``{"custom_id", "method", "url", "body"}``) appended to the open
+Each request becomes one JSONL line (``{"custom_id", "method", "url", "body"}`` for OpenAI's protocol,
+``{"custom_id", "params"}`` with the body in the Messages shape for Anthropic's) appended to the open
 file at once: the lines are streamed to disk, never held in memory; only their count, byte size and a
 running sha256 are. A file is cut when the next line would pass ``max_requests`` or ``max_bytes`` (and
 at the end of a pass); the cut file is announced to the ledger (``intent``) before anything uploads it.
@@ -17,7 +18,9 @@ from typing import IO, Any
 import orjson
 
 from ..batch_options import BatchOptions
+from .errors import BatchError
 from .ledger import Chunk, Ledger
+from .messages import ConversionError, chat_to_params
 
 CHAT_URL = "/v1/chat/completions"
 
@@ -37,10 +40,8 @@ class ChunkWriter:
         self.cut_chunks: list[Chunk] = []
 
     def add(self, custom_id: str, body: Mapping[str, Any]) -> None:
-        line = orjson.dumps({"custom_id": custom_id, "method": "POST", "url": CHAT_URL, "body": body}) + b"\n"
+        line = orjson.dumps(self._row(custom_id, body)) + b"\n"
         if len(line) > self.options.max_bytes:
-            from .errors import BatchError
-
             raise BatchError(f"{self.role}: one request is {len(line)} bytes, more than batch.max_bytes "
                              f"({self.options.max_bytes}); raise it or send this endpoint live")
         if self._file is not None and (self._n + 1 > self.options.max_requests
@@ -53,6 +54,14 @@ class ChunkWriter:
         self._sha.update(line)
         self._n += 1
         self._bytes += len(line)
+
+    def _row(self, custom_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        if self.options.protocol == "anthropic":
+            try:
+                return {"custom_id": custom_id, "params": chat_to_params(body)}
+            except ConversionError as exc:
+                raise BatchError(f"{self.role}: this request cannot go to Anthropic's Message Batches: {exc}") from None
+        return {"custom_id": custom_id, "method": "POST", "url": CHAT_URL, "body": body}
 
     @property
     def pending(self) -> int:

@@ -33,7 +33,7 @@ from ..store import content_key
 from .driver import BATCH_ERRORS, BATCH_RESULTS, drive, error_key
 from .errors import BatchError
 from .ledger import Ledger
-from .openai import OpenAIBatches
+from .protocols import batch_api
 from .queue import ChunkWriter
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ class BatchSession:
                 for c in chunks:
                     ep = self.roles[c.role]
                     assert ep.batch is not None
-                    tg.start_soon(drive, c, OpenAIBatches(http, ep), ep.batch, self.ledger, store)
+                    tg.start_soon(drive, c, batch_api(http, ep), ep.batch, self.ledger, store)
         except BaseExceptionGroup as group:  # the first batch error itself, not a task group's wrapping
             match = group.subgroup(lambda e: isinstance(e, BatchError))
             if match is None:

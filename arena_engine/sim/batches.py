@@ -3,7 +3,7 @@
 Routes (mounted by `arena_engine.sim.server.make_app`): `POST /v1/files` (multipart, `purpose=batch`),
 `GET /v1/files` (`purpose`, `after`, `limit`), `GET /v1/files/{id}/content`, `DELETE /v1/files/{id}`,
 `POST /v1/batches`, `GET /v1/batches` (`after`, `limit`), `GET /v1/batches/{id}`,
-`POST /v1/batches/{id}/cancel`.
+`POST /v1/batches/{id}/cancel`; and Anthropic's Message Batches (`arena_engine.sim.message_batches`).
 
 A batch moves validating -> in_progress -> finalizing -> completed over `SimConfig.batch_seconds` of
 real time (the 24 h window compressed). Each row is answered by the same code as a live request
@@ -28,6 +28,7 @@ from aiohttp import web
 
 from arena_engine.sim.config import SimConfig, SimModel
 from arena_engine.sim.draws import digest64, uniforms
+from arena_engine.sim.message_batches import SimMessageBatches
 
 
 class Completer(Protocol):
@@ -96,6 +97,7 @@ class SimBatches:
         self.batches: dict[str, dict[str, Any]] = {}
         self.stats = BatchStats()
         self._n = 0
+        self.messages = SimMessageBatches(self)
 
     def _id(self, prefix: str) -> str:
         self._n += 1
@@ -112,6 +114,7 @@ class SimBatches:
         r.add_get("/v1/batches", self.list_batches)
         r.add_get("/v1/batches/{id}", self.get_batch)
         r.add_post("/v1/batches/{id}/cancel", self.cancel)
+        self.messages.routes(app)  # Anthropic's Message Batches, on the same ids and stats
 
     # -- files --------------------------------------------------------------------------------------
 

@@ -432,7 +432,10 @@ class SimServer:
         return self._app[SIM_KEY].snapshot(times=times)
 
     def reset_stats(self) -> None:
-        self._app[SIM_KEY].stats.reset()
+        """Zero the counters, the batch ones too (as ``POST /sim/reset`` does)."""
+        sim = self._app[SIM_KEY]
+        sim.stats.reset()
+        sim.batches.stats = BatchStats()
 
     async def start(self) -> None:
         runner = web.AppRunner(
