@@ -257,7 +257,7 @@ def test_429_for_good_ends_within_the_retry_budget_with_a_summary(katan: Katan, 
     assert len([r for r in ck.records("generations") if r["model"] == CAND]) == allowed
     failed = [f for f in ck.records("failures") if f["endpoint"] == CAND]
     assert len(failed) == queries - allowed
-    assert all(f["status"] == 429 for f in failed), failed
+    assert all(f["status"] == 429 for f in failed), [(f["status"], f["error"], f["attempts"]) for f in failed]
     # one summary line for the endpoint, naming URL, model, count and cause; not one line per request
     lines = [ln for ln in err.splitlines() if "failed for good" in ln and ln.strip().startswith(CAND)]
     assert len(lines) == 1, err
