@@ -75,6 +75,7 @@ def test_the_gate_grows_while_latency_holds_and_shrinks_when_it_climbs() -> None
     assert gate.size < grown / 2 and gate.cuts >= 1
 
 
+@pytest.mark.exclusive
 async def test_a_one_slot_server_keeps_its_latency() -> None:
     lock = asyncio.Lock()
 
@@ -92,6 +93,7 @@ async def test_a_one_slot_server_keeps_its_latency() -> None:
     assert took_auto < 1.3 * took_fixed  # and no slower in all: the server is the bottleneck either way
 
 
+@pytest.mark.exclusive
 async def test_a_server_with_many_slots_is_filled() -> None:
     # The server runs in its own process, as a provider does: in this process its CPU would share the
     # client's event loop, and the loop's own delays would read as the server queueing.

@@ -250,6 +250,7 @@ def test_cancelling_a_library_run_keeps_checkpoints_consistent_and_a_rerun_match
           f"duplicate_200 {after['duplicate_200']}")
 
 
+@pytest.mark.exclusive
 @pytest.mark.parametrize("delay", [0.15, 0.3, 0.6])
 def test_sigterm_while_the_cli_is_still_starting_exits_130(sim: SimProcess, tmp_path: Path, delay: float) -> None:
     """A supervisor's SIGTERM that lands while the CLI imports its modules (before a run has installed its

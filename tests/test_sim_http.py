@@ -174,6 +174,7 @@ async def test_stats_count_requests_bodies_and_duplicates_then_reset() -> None:
     assert after["requests"] == 0 and after["per_model"] == {} and after["duplicate_200"] == 0
 
 
+@pytest.mark.exclusive
 async def test_max_in_flight_and_latency() -> None:
     cfg = SimConfig(models=(SimModel("slow", latency=Latency("fixed", 0.4)), SimModel("fast")))
     async with SimServer(cfg) as sim, aiohttp.ClientSession() as s:
@@ -195,6 +196,7 @@ async def test_max_in_flight_and_latency() -> None:
     assert stats["max_in_flight"] == 8 and stats["in_flight"] == 0
 
 
+@pytest.mark.exclusive
 async def test_lognormal_latency_varies_around_its_median() -> None:
     # a fixed-latency server with the same median answers the same load side by side: what this box's
     # queueing adds to every request is read off it, rather than guessed as a bound

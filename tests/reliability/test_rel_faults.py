@@ -149,6 +149,7 @@ def _check_same_as_reference(ck: Checkpoints, ref: Checkpoints) -> None:
     assert same and all(want_v[k] == v for k, v in same.items()), "a verdict differs from the fault-free run's"
 
 
+@pytest.mark.exclusive
 def test_all_faults_at_once_end_every_game_once_with_the_fault_free_verdicts(
     tmp_path: Path, sims: dict[str, SimProcess], reference: tuple[Path, Checkpoints, dict[GameKey, Any]]
 ) -> None:
@@ -212,6 +213,7 @@ print(len(results.games), results.failures, flush=True)
 KILLS = 4
 
 
+@pytest.mark.exclusive
 def test_sigkill_during_a_faulty_run_then_completion_matches_the_uninterrupted_run(
     tmp_path: Path, sims: dict[str, SimProcess], reference: tuple[Path, Checkpoints, dict[GameKey, Any]]
 ) -> None:

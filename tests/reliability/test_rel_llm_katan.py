@@ -234,6 +234,7 @@ def test_random_500s_end_as_answers_or_failures_and_reruns_finish(katan: Katan, 
 # ------------------------------------------------------------------------------- 3. 429 for good
 
 
+@pytest.mark.exclusive
 def test_429_for_good_ends_within_the_retry_budget_with_a_summary(katan: Katan, tmp_path: Path,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     allowed = 5
