@@ -50,3 +50,32 @@ class FatalHTTPError(RequestError):
 
 class VerdictError(ArenaError):
     """A judge answer held no usable verdict."""
+
+
+def unwrap(exc: BaseException, kind: type[BaseException] = ArenaError, *, alone: bool = True) -> BaseException:
+    """What a task group's exception group stands for: its first ``kind`` error.
+
+    A task group wraps what its tasks raise (and its other tasks end cancelled), so callers would see an
+    exception group where one :class:`ArenaError` was raised. This returns the first ``kind`` leaf (depth
+    first, in order) when every other leaf is a ``kind`` too or a cancellation; with ``alone=False`` even
+    when the group holds other errors. Otherwise (or for an exception that is not a group) ``exc`` itself.
+    The one place exception groups are taken apart: ``raise unwrap(group) from None``.
+    """
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    from asyncio import CancelledError  # loaded already wherever a task group ran
+
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [exc]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, BaseExceptionGroup):
+            stack.extend(reversed(e.exceptions))
+        else:
+            leaves.append(e)
+    found = [e for e in leaves if isinstance(e, kind)]
+    if not found:
+        return exc
+    if alone and any(not isinstance(e, kind | CancelledError) for e in leaves):
+        return exc
+    return found[0]

@@ -34,7 +34,7 @@ from .battles import Game
 from .client import RETRY_BUDGET_EXHAUSTED, ChatClient, ChatResult
 from .config import ModelConfig, RunConfig
 from .datasets import Query
-from .errors import ArenaError, ConfigError, VerdictError
+from .errors import ArenaError, ConfigError, VerdictError, unwrap
 from .from_store import (
     FAILURES,
     cascade_goes_on,
@@ -318,8 +318,8 @@ class Arena:
                 await self._run_queries()
                 self._sending.set()  # nothing was sent (a finished run): load them now
         except BaseExceptionGroup as group:
-            error = _first_arena_error(group)
-            if error is None:
+            error = unwrap(group)
+            if error is group:
                 raise
             raise error from None  # callers get the ArenaError itself, not a task group's wrapping
         finally:
@@ -877,21 +877,6 @@ class Arena:
 
         warm(self.config.rating.method, self.config.rating.interval)
 
-
-
-def _first_arena_error(group: BaseExceptionGroup) -> ArenaError | None:
-    """The ArenaError a task group wrapped, if every failure in it is one (or a cancellation)."""
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [group]
-    while stack:
-        exc = stack.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            stack.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    errors = [e for e in leaves if isinstance(e, ArenaError)]
-    others = [e for e in leaves if not isinstance(e, ArenaError | anyio.get_cancelled_exc_class())]
-    return errors[0] if errors and not others else None
 
 
 def _failure_kind(error: str | None) -> str:

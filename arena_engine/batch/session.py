@@ -26,6 +26,7 @@ import anyio
 import orjson
 
 from ..client import ChatResult, ClientStats, Endpoint
+from ..errors import unwrap
 from ..health import EndpointHealth
 from ..replies import Fault, read_reply
 from ..roles import judge_role
@@ -179,10 +180,7 @@ class BatchSession:
                     assert ep.batch is not None
                     tg.start_soon(drive, c, batch_api(http, ep), ep.batch, self.ledger, store)
         except BaseExceptionGroup as group:  # the first batch error itself, not a task group's wrapping
-            match = group.subgroup(lambda e: isinstance(e, BatchError))
-            if match is None:
+            first = unwrap(group, BatchError, alone=False)
+            if first is group:
                 raise
-            first: BaseException = match
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
             raise first from None
