@@ -54,7 +54,7 @@ import anyio
 import orjson
 
 from arena_engine.batch_options import BatchOptions
-from arena_engine.errors import ConfigError
+from arena_engine.errors import ConfigError, RetryKind
 from arena_engine.health import ENDPOINT_DOWN, EndpointHealth
 from arena_engine.limits import EndpointLimiter, Limits, Ticket
 from arena_engine.read_timeout import ReadWatchdog
@@ -79,6 +79,7 @@ __all__ = [
     "Endpoint",
     "EnvVar",
     "RetryDecision",
+    "RetryKind",
     "RetryPolicy",
     "Timeouts",
     "backoff_delay",
@@ -272,9 +273,9 @@ class ClientStats:
 
 @dataclass(frozen=True, slots=True)
 class RetryDecision:
-    """What to do after an attempt: `kind` is "done", "fatal" or "retry"; `wait` is the server's wait."""
+    """What to do after an attempt (`kind`: a RetryKind); `wait` is the server's wait."""
 
-    kind: str
+    kind: RetryKind
     reason: str | None = None
     wait: float | None = None  # seconds the server asked for (None: use backoff)
     status: int | None = None  # HTTP status of the answer, if one arrived
@@ -411,13 +412,13 @@ def backoff_delay(attempt: int, policy: RetryPolicy, rng: random.Random) -> floa
     return rng.uniform(0.0, cap)
 
 
-def classify_status(status: int) -> str:
-    """ "retry" for 408/409/429/5xx, "fatal" for other errors, "done" for 2xx."""
+def classify_status(status: int) -> RetryKind:
+    """RETRY for 408/409/429/5xx, FATAL for other errors, DONE for 2xx."""
     if 200 <= status < 300:
-        return "done"
+        return RetryKind.DONE
     if status in RETRY_STATUSES or status >= 500:
-        return "retry"
-    return "fatal"
+        return RetryKind.RETRY
+    return RetryKind.FATAL
 
 
 def estimate_tokens(messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any] | None) -> int:
@@ -786,7 +787,7 @@ class ChatClient:
                 continue
             reason = decision.reason or "error"
             health.failed(reason)
-            if decision.kind == "fatal":
+            if decision.kind is RetryKind.FATAL:
                 if limiter.probing:
                     limiter.end_probe()  # a fatal answer: nothing to wait for
                 return self._failure(reason, status, latency, attempt, start, finish)
@@ -837,16 +838,16 @@ class ChatClient:
     ) -> RetryDecision:
         message = _server_message(raw, self._scrub)
         reason = f"http_{status}: {message}"
-        if classify_status(status) == "fatal":
-            return RetryDecision("fatal", reason, status=status)
+        if classify_status(status) is RetryKind.FATAL:
+            return RetryDecision(RetryKind.FATAL, reason, status=status)
         if status == 429:
             self.stats.rate_limited += 1
             self.limiter.on_rate_limited(ticket)
         elif status == 503:  # overloaded: fewer slots too (an adaptive or auto gate)
             self.limiter.on_rate_limited(ticket)
         elif is_validation_error(message):  # the server's validator said no (llama-cpp-python: a 500)
-            return RetryDecision("fatal", reason, status=status)
-        return RetryDecision("retry", reason, server_wait(headers), status=status)
+            return RetryDecision(RetryKind.FATAL, reason, status=status)
+        return RetryDecision(RetryKind.RETRY, reason, server_wait(headers), status=status)
 
     def _adapt(self, body: dict[str, Any], ladder: Sequence[FormatShape] | None) -> None:
         """Give `body` the shape this endpoint is known to take."""
@@ -898,17 +899,17 @@ def _network_failure(exc: aiohttp.ClientError) -> RetryDecision:
     if isinstance(exc, aiohttp.ServerTimeoutError):
         return TIMEOUT
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return RetryDecision("retry", f"connect_error: {type(exc).__name__}")
+        return RetryDecision(RetryKind.RETRY, f"connect_error: {type(exc).__name__}")
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | aiohttp.ClientOSError):
         return CONNECTION_RESET
     if isinstance(exc, aiohttp.ClientResponseError):
-        return RetryDecision("retry", f"bad_response: {exc.status}", status=exc.status or None)
-    return RetryDecision("retry", f"client_error: {type(exc).__name__}")
+        return RetryDecision(RetryKind.RETRY, f"bad_response: {exc.status}", status=exc.status or None)
+    return RetryDecision(RetryKind.RETRY, f"client_error: {type(exc).__name__}")
 
 
-TIMEOUT = RetryDecision("retry", "timeout")
-CONNECTION_RESET = RetryDecision("retry", "connection_reset")
-RESHAPE = RetryDecision("reshape")
+TIMEOUT = RetryDecision(RetryKind.RETRY, "timeout")
+CONNECTION_RESET = RetryDecision(RetryKind.RETRY, "connection_reset")
+RESHAPE = RetryDecision(RetryKind.RESHAPE)
 
 _RESULT_SETTERS = tuple(getattr(ChatResult, f.name).__set__ for f in fields(ChatResult))
 _new = object.__new__

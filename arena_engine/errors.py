@@ -14,6 +14,18 @@ Messages say what went wrong and what to do. They never contain API keys.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+
+class RetryKind(StrEnum):
+    """What to do after a request attempt (``RetryDecision.kind``, ``replies.Fault.kind``). The values
+    are the strings these kinds always were, so a kind compares equal to (and serialises as) them."""
+
+    DONE = "done"  # an answer
+    FATAL = "fatal"  # the same request fails the same way: give up now
+    RETRY = "retry"  # worth another attempt after a wait
+    RESHAPE = "reshape"  # resend at once in a shape the server takes
+
 
 class ArenaError(Exception):
     """Root of every error arena-engine raises on purpose."""

@@ -42,3 +42,16 @@ def test_a_task_group_raising_an_arena_error_unwraps_to_it() -> None:
     with pytest.raises(BaseExceptionGroup) as info:
         anyio.run(main)
     assert unwrap(info.value) is error
+
+
+def test_retry_kinds_are_an_enum_with_the_strings_they_always_were() -> None:
+    from arena_engine.client import RetryDecision, classify_status
+    from arena_engine.errors import RetryKind
+    from arena_engine.replies import read_reply
+
+    assert [k.value for k in RetryKind] == ["done", "fatal", "retry", "reshape"]
+    assert classify_status(401) is RetryKind.FATAL and classify_status(503) is RetryKind.RETRY
+    assert classify_status(200) == "done" and str(RetryKind.RETRY) == "retry"
+    fault = read_reply(b"{not json", "application/json")
+    assert fault[0] is RetryKind.RETRY  # a Fault: malformed_json is worth another attempt
+    assert RetryDecision(RetryKind.FATAL, "http_401: no").kind == "fatal"
