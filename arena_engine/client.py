@@ -54,7 +54,15 @@ import anyio
 import orjson
 
 from arena_engine.batch_options import BatchOptions
-from arena_engine.errors import ConfigError, RetryKind
+from arena_engine.errors import (
+    ConfigError,
+    FailureReason,
+    FatalHTTPError,
+    RequestError,
+    RetryKind,
+    UsageError,
+    failure_reason,
+)
 from arena_engine.health import ENDPOINT_DOWN, EndpointHealth
 from arena_engine.limits import EndpointLimiter, Limits, Ticket
 from arena_engine.read_timeout import ReadWatchdog
@@ -225,7 +233,8 @@ class ChatResult:
     reasons of `arena_engine.replies.read_reply` ("refusal: ...", "tool_calls instead of content: ...",
     "text/html body, not JSON: ...", ...), or "retry_budget_exhausted: <last reason>" where the last
     reason is e.g. "timeout", "connection_reset", "malformed_json", "http_503: <server message>",
-    "error_in_body: <server message>".
+    "error_in_body: <server message>". `reason` is its typed code (a FailureReason), and
+    `raise_for_error()` raises it as a RequestError (FatalHTTPError for a status retrying cannot fix).
     """
 
     content: str | None
@@ -243,6 +252,22 @@ class ChatResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def reason(self) -> FailureReason | None:
+        """Why there is no answer, typed (None on success); `error` has the details."""
+        return failure_reason(self.error)
+
+    def raise_for_error(self) -> None:
+        """Raise the failure as a :class:`RequestError` (a :class:`FatalHTTPError` for a 4xx other than
+        408/409/429); nothing on success. For callers that want an exception where the run keeps a record."""
+        if self.error is None:
+            return
+        reason = failure_reason(self.error) or FailureReason.OTHER
+        status = self.status
+        fatal = reason is FailureReason.HTTP and status is not None and classify_status(status) is RetryKind.FATAL
+        cls = FatalHTTPError if fatal else RequestError
+        raise cls(f"request failed: {self.error}", status=status, reason=reason)
 
 
 @dataclass(slots=True)
@@ -608,12 +633,12 @@ class ChatClient:
     @property
     def limiter(self) -> EndpointLimiter:
         if self._limiter is None:
-            raise RuntimeError("ChatClient is not open: use `async with ChatClient(endpoint) as client:`")
+            raise UsageError("ChatClient is not open: use `async with ChatClient(endpoint) as client:`")
         return self._limiter
 
     async def __aenter__(self) -> ChatClient:
         if self._session is not None:
-            raise RuntimeError("ChatClient is already open")
+            raise UsageError("ChatClient is already open")
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.__key is not None:
             headers["Authorization"] = f"Bearer {self.__key.value}"
@@ -654,7 +679,7 @@ class ChatClient:
         session = self._session
         limiter = self._limiter
         if session is None or limiter is None:
-            raise RuntimeError("ChatClient is not open: use `async with ChatClient(endpoint) as client:`")
+            raise UsageError("ChatClient is not open: use `async with ChatClient(endpoint) as client:`")
         body: dict[str, Any] = {"model": self._model, "messages": messages}
         if self._extra_body:
             body.update(self._extra_body)

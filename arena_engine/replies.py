@@ -34,10 +34,10 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from .errors import RetryKind
+from .errors import NOT_JSON_BODY, RetryKind
 
 #: how the reason for a 2xx whose body is another type (an HTML page) ends, after the content type
-NOT_JSON = " body, not JSON"
+NOT_JSON = NOT_JSON_BODY
 
 __all__ = [
     "TOKEN_PARAMS",
