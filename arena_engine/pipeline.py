@@ -34,7 +34,7 @@ from .battles import Game
 from .client import RETRY_BUDGET_EXHAUSTED, ChatClient, ChatResult
 from .config import ModelConfig, RunConfig
 from .datasets import Query
-from .errors import ArenaError, ConfigError, VerdictError, unwrap
+from .errors import ArgumentError, ConfigError, UsageError, VerdictError, unwrap
 from .from_store import (
     FAILURES,
     cascade_goes_on,
@@ -114,7 +114,7 @@ class Arena:
                  leases: Mapping[str, LeaseClient] | None = None, retry_excluded: bool = False,
                  batch: BatchSession | None = None) -> None:
         if shard is not None and not 0 <= shard[0] < shard[1]:
-            raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
+            raise ArgumentError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
         if shard is not None and config.stop.active:
             raise ConfigError("'arena.stop' decides on the whole run's queries in one order and cannot be "
                               "split over Ray workers; run it without --backend ray")
@@ -256,7 +256,7 @@ class Arena:
     def store(self) -> RunStore | LayeredStore:
         """The run folder's open checkpoints (for write_reports inside ``async with``)."""
         if self._store is None:
-            raise RuntimeError("the arena is not open: use 'async with Arena(config) as arena:'")
+            raise UsageError("the arena is not open: use 'async with Arena(config) as arena:'")
         return self._store
 
     def pause_sending(self, seconds: float) -> None:
@@ -296,7 +296,7 @@ class Arena:
     async def run(self) -> ArenaResults:
         """Run (or resume) the whole arena and return the results."""
         if self._store is None:
-            raise RuntimeError("use 'async with Arena(config) as arena:' before arena.run()")
+            raise UsageError("use 'async with Arena(config) as arena:' before arena.run()")
         self._started = time.monotonic()
         if self.offline:  # nothing is sent: the results are those of the checkpoints
             assert isinstance(self._store, RunStore), "an offline arena reads a run folder's own store"
@@ -922,7 +922,7 @@ def run_arena(config: RunConfig, *, offline: bool = False) -> ArenaResults:
     except RuntimeError:
         pass
     else:
-        raise ArenaError(
+        raise UsageError(
             "run_arena() cannot run inside a running event loop (a notebook or an async service): "
             "use `async with Arena(config) as arena: results = await arena.run()` there "
             "(in short, `await Arena(...).run()`), then `write_reports(results)`"
