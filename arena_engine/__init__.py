@@ -49,12 +49,19 @@ _EXPORTS = {
     "RequestError": "arena_engine.errors",
     "FatalHTTPError": "arena_engine.errors",
     "VerdictError": "arena_engine.errors",
+    "UsageError": "arena_engine.errors",
+    "ArgumentError": "arena_engine.errors",
+    "FailureReason": "arena_engine.errors",
+    "failure_reason": "arena_engine.errors",
+    "BatchError": "arena_engine.batch.errors",
 }
 
 __all__ = [
     "Arena",
     "ArenaError",
     "ArenaResults",
+    "ArgumentError",
+    "BatchError",
     "Battle",
     "Board",
     "CheckpointError",
@@ -62,6 +69,7 @@ __all__ = [
     "DatasetError",
     "EndpointUsage",
     "Entry",
+    "FailureReason",
     "FatalHTTPError",
     "Game",
     "ImportMismatchError",
@@ -72,9 +80,11 @@ __all__ = [
     "RunConfig",
     "Scope",
     "StopSummary",
+    "UsageError",
     "VerdictError",
     "__version__",
     "config_from_dict",
+    "failure_reason",
     "load_config",
     "rate_battles",
     "run_arena",
@@ -82,17 +92,22 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .batch.errors import BatchError
     from .battles import Battle, Game
     from .config import RunConfig, config_from_dict, load_config
     from .errors import (
         ArenaError,
+        ArgumentError,
         CheckpointError,
         ConfigError,
         DatasetError,
+        FailureReason,
         FatalHTTPError,
         ImportMismatchError,
         RequestError,
+        UsageError,
         VerdictError,
+        failure_reason,
     )
     from .leaderboard import Board, Entry, Scope
     from .pipeline import Arena
