@@ -32,6 +32,7 @@ _EXPORTS = {
     "EndpointUsage": "arena_engine.usage",
     "Game": "arena_engine.battles",
     "Battle": "arena_engine.battles",
+    "ExclusionReason": "arena_engine.battles",
     "StopSummary": "arena_engine.stopping.schedule",
     "run_arena": "arena_engine.scripts",
     "load_config": "arena_engine.config",
@@ -69,6 +70,7 @@ __all__ = [
     "DatasetError",
     "EndpointUsage",
     "Entry",
+    "ExclusionReason",
     "FailureReason",
     "FatalHTTPError",
     "Game",
@@ -93,7 +95,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .batch.errors import BatchError
-    from .battles import Battle, Game
+    from .battles import Battle, ExclusionReason, Game
     from .config import RunConfig, config_from_dict, load_config
     from .errors import (
         ArenaError,

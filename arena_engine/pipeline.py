@@ -30,7 +30,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from . import runlog
 from .batch.session import DEFERRED, BatchChat
-from .battles import Game
+from .battles import ExclusionReason, Game
 from .client import RETRY_BUDGET_EXHAUSTED, ChatClient, ChatResult
 from .config import ModelConfig, RunConfig
 from .datasets import Query
@@ -717,7 +717,7 @@ class Arena:
             self.stages[slot.role].done += 2
             for candidate_is_a in (True, False):
                 self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None,
-                                        f"no answer: {missing}", judge=self._tag(slot)))
+                                        f"{ExclusionReason.NO_ANSWER}: {missing}", judge=self._tag(slot)))
 
     def _tag(self, slot: JudgeSlot) -> str | None:
         return slot.cfg.name if self._tag_judge else None
@@ -779,7 +779,7 @@ class Arena:
                 stage.done += 1
                 stage.failed += 1
                 self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None,
-                                        f"judge request failed: {error.error}", judge=self._tag(slot)))
+                                        f"{ExclusionReason.JUDGE_REQUEST_FAILED}: {error.error}", judge=self._tag(slot)))
                 return None
         return self._use_verdict(slot, q, cand, opp, candidate_is_a, key, rec, counted)
 

@@ -142,3 +142,22 @@ def test_misuse_and_bad_arguments_are_arena_errors_and_what_they_were(tmp_path: 
         Arena(cfg, shard=(2, 2))
     with pytest.raises(UsageError, match="async with Arena"):
         asyncio.run(Arena(cfg).run())
+
+
+def test_excluded_games_have_a_typed_reason_with_the_strings_reports_show() -> None:
+    from arena_engine.battles import ExclusionReason, Game, exclusions
+    from arena_engine.errors import FailureReason
+
+    def game(outcome: int | None, reason: str | None) -> Game:
+        return Game("d", "s", "q", "m", "base", True, outcome, reason)
+
+    failed = game(None, "judge request failed: retry_budget_exhausted: http_429: slow down")
+    assert failed.excluded_because is ExclusionReason.JUDGE_REQUEST_FAILED
+    assert failed.request_failure is FailureReason.RETRY_BUDGET_EXHAUSTED
+    assert game(None, "unparseable verdict: no label").excluded_because is ExclusionReason.UNPARSEABLE_VERDICT
+    assert game(None, "no answer: m").excluded_because is ExclusionReason.NO_ANSWER
+    assert game(None, "something else").excluded_because is ExclusionReason.UNKNOWN
+    assert game(None, None).excluded_because is ExclusionReason.UNKNOWN
+    assert game(1, None).excluded_because is None and game(1, None).request_failure is None
+    counts = exclusions([failed, game(None, "no answer: m")])[("d", "s")]
+    assert counts.by_reason == {"judge request failed": 1, "no answer": 1}
