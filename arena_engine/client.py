@@ -113,7 +113,7 @@ MAX_ERROR_MESSAGE = 300
 THROTTLE_STATUSES = frozenset({429, 503})
 FATAL_STATUSES = frozenset({400, 401, 403, 404, 422})
 RETRY_STATUSES = frozenset({408, 409, 429})
-RETRY_BUDGET_EXHAUSTED = "retry_budget_exhausted"
+RETRY_BUDGET_EXHAUSTED = FailureReason.RETRY_BUDGET_EXHAUSTED.value
 #: Headers the client sets itself; `Endpoint.extra_headers` may not.
 RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "accept"})
 
@@ -702,7 +702,7 @@ class ChatClient:
         throttled = 0  # attempts refused with "slow down" (429, 503 + wait): time-budgeted, not counted
         latency = 0.0
         status: int | None = None
-        reason = "timeout"
+        reason = FailureReason.TIMEOUT.value
         reshaped = 0  # attempts resent at once in another shape: they do not count against max_attempts
         finish: str | None = None
         health = self.health
@@ -924,16 +924,16 @@ def _network_failure(exc: aiohttp.ClientError) -> RetryDecision:
     if isinstance(exc, aiohttp.ServerTimeoutError):
         return TIMEOUT
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return RetryDecision(RetryKind.RETRY, f"connect_error: {type(exc).__name__}")
+        return RetryDecision(RetryKind.RETRY, f"{FailureReason.CONNECT_ERROR}: {type(exc).__name__}")
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | aiohttp.ClientOSError):
         return CONNECTION_RESET
     if isinstance(exc, aiohttp.ClientResponseError):
-        return RetryDecision(RetryKind.RETRY, f"bad_response: {exc.status}", status=exc.status or None)
-    return RetryDecision(RetryKind.RETRY, f"client_error: {type(exc).__name__}")
+        return RetryDecision(RetryKind.RETRY, f"{FailureReason.BAD_RESPONSE}: {exc.status}", status=exc.status or None)
+    return RetryDecision(RetryKind.RETRY, f"{FailureReason.CLIENT_ERROR}: {type(exc).__name__}")
 
 
-TIMEOUT = RetryDecision(RetryKind.RETRY, "timeout")
-CONNECTION_RESET = RetryDecision(RetryKind.RETRY, "connection_reset")
+TIMEOUT = RetryDecision(RetryKind.RETRY, FailureReason.TIMEOUT.value)
+CONNECTION_RESET = RetryDecision(RetryKind.RETRY, FailureReason.CONNECTION_RESET.value)
 RESHAPE = RetryDecision(RetryKind.RESHAPE)
 
 _RESULT_SETTERS = tuple(getattr(ChatResult, f.name).__set__ for f in fields(ChatResult))
