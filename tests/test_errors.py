@@ -161,3 +161,15 @@ def test_excluded_games_have_a_typed_reason_with_the_strings_reports_show() -> N
     assert game(1, None).excluded_because is None and game(1, None).request_failure is None
     counts = exclusions([failed, game(None, "no answer: m")])[("d", "s")]
     assert counts.by_reason == {"judge request failed": 1, "no answer": 1}
+
+
+def test_a_config_file_that_is_not_a_table_is_a_config_error(tmp_path: Path) -> None:
+    from arena_engine.config import config_from_dict, load_config
+    from arena_engine.errors import ConfigError
+
+    path = tmp_path / "arena.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match=r"arena\.json: a config is a table"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="not NoneType"):
+        config_from_dict(None)  # type: ignore[arg-type]
