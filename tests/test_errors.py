@@ -173,3 +173,25 @@ def test_a_config_file_that_is_not_a_table_is_a_config_error(tmp_path: Path) -> 
         load_config(path)
     with pytest.raises(ConfigError, match="not NoneType"):
         config_from_dict(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("body", [
+    b"{not json",
+    b'{"choices": []}',
+    b'{"error": {"message": "invalid model"}}',
+    b'{"error": {"message": "server overloaded"}}',
+    b'{"choices": [{"message": {"content": null, "refusal": "no"}, "finish_reason": "stop"}]}',
+    b'{"choices": [{"message": {"content": null, "tool_calls": [{"function": {"name": "f"}}]}}]}',
+    b'{"choices": [{"message": {"content": null}, "finish_reason": "content_filter"}]}',
+    b'{"choices": [{"message": {"content": null}, "finish_reason": "stop"}]}',
+    b'{"choices": [{"message": {"content": null, "reasoning_content": "hm"}, "finish_reason": "length"}]}',
+])
+def test_every_reason_a_reply_gives_has_its_own_failure_reason(body: bytes) -> None:
+    from arena_engine.errors import FailureReason, failure_reason
+    from arena_engine.replies import Fault, read_reply
+
+    fault = read_reply(body, "application/json")
+    assert isinstance(fault, Fault), fault
+    assert failure_reason(fault.reason) not in (None, FailureReason.OTHER), fault.reason
+    html = read_reply(b"<html>hi</html>", "text/html")
+    assert isinstance(html, Fault) and failure_reason(html.reason) is FailureReason.NOT_JSON
