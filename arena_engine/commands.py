@@ -14,7 +14,7 @@ import anyio
 
 from .config import RunConfig, load_config
 from .console import show_progress
-from .errors import ArenaError
+from .errors import ArenaError, unwrap
 from .from_store import results_of_folder
 from .pipeline import Arena, ArenaResults
 from .runfolder import fresh_dir, load_run_config
@@ -66,24 +66,13 @@ async def _until_signal(fn: Callable[[], Awaitable[T]]) -> T:
             tg.start_soon(watch)
             tg.start_soon(body)
     if errors:
-        raise _unwrap(errors[0])
+        raise unwrap(errors[0])
     if interrupted:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
     if interrupted or not result:
         raise Interrupted()
     return result[0]
-
-
-def _unwrap(exc: Exception) -> Exception:
-    """The first :class:`ArenaError` of an exception group holding nothing else (task groups wrap what
-    their tasks raise), so the CLI reports it in one line; anything else is returned as it is."""
-    while isinstance(exc, ExceptionGroup):
-        match, rest = exc.split(ArenaError)
-        if match is None or rest is not None:
-            return exc
-        exc = match.exceptions[0]
-    return exc
 
 
 async def run_with_progress(config: RunConfig, *, quiet: bool, offline: bool = False,

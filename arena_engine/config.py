@@ -346,6 +346,8 @@ def _text_or_file(r: _Reader, key: str, base: Path) -> str | None:
 
 def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_dir: Path | None = None) -> RunConfig:
     """Build a :class:`RunConfig` from parsed TOML/JSON data, checking every key."""
+    if not isinstance(data, Mapping):  # a JSON file holding a list, say
+        raise ConfigError(f"{source}: a config is a table of sections (a JSON object), not {type(data).__name__}")
     base = base_dir or Path.cwd()
     top = _Reader(source, "", dict(data))
     run = top.sub("run") or _Reader(source, "run", {})

@@ -30,11 +30,11 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from . import runlog
 from .batch.session import DEFERRED, BatchChat
-from .battles import Game
+from .battles import ExclusionReason, Game
 from .client import RETRY_BUDGET_EXHAUSTED, ChatClient, ChatResult
 from .config import ModelConfig, RunConfig
 from .datasets import Query
-from .errors import ArenaError, ConfigError, VerdictError
+from .errors import ArgumentError, ConfigError, UsageError, VerdictError, unwrap
 from .from_store import (
     FAILURES,
     cascade_goes_on,
@@ -114,7 +114,7 @@ class Arena:
                  leases: Mapping[str, LeaseClient] | None = None, retry_excluded: bool = False,
                  batch: BatchSession | None = None) -> None:
         if shard is not None and not 0 <= shard[0] < shard[1]:
-            raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
+            raise ArgumentError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
         if shard is not None and config.stop.active:
             raise ConfigError("'arena.stop' decides on the whole run's queries in one order and cannot be "
                               "split over Ray workers; run it without --backend ray")
@@ -256,7 +256,7 @@ class Arena:
     def store(self) -> RunStore | LayeredStore:
         """The run folder's open checkpoints (for write_reports inside ``async with``)."""
         if self._store is None:
-            raise RuntimeError("the arena is not open: use 'async with Arena(config) as arena:'")
+            raise UsageError("the arena is not open: use 'async with Arena(config) as arena:'")
         return self._store
 
     def pause_sending(self, seconds: float) -> None:
@@ -296,7 +296,7 @@ class Arena:
     async def run(self) -> ArenaResults:
         """Run (or resume) the whole arena and return the results."""
         if self._store is None:
-            raise RuntimeError("use 'async with Arena(config) as arena:' before arena.run()")
+            raise UsageError("use 'async with Arena(config) as arena:' before arena.run()")
         self._started = time.monotonic()
         if self.offline:  # nothing is sent: the results are those of the checkpoints
             assert isinstance(self._store, RunStore), "an offline arena reads a run folder's own store"
@@ -318,8 +318,8 @@ class Arena:
                 await self._run_queries()
                 self._sending.set()  # nothing was sent (a finished run): load them now
         except BaseExceptionGroup as group:
-            error = _first_arena_error(group)
-            if error is None:
+            error = unwrap(group)
+            if error is group:
                 raise
             raise error from None  # callers get the ArenaError itself, not a task group's wrapping
         finally:
@@ -717,7 +717,7 @@ class Arena:
             self.stages[slot.role].done += 2
             for candidate_is_a in (True, False):
                 self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None,
-                                        f"no answer: {missing}", judge=self._tag(slot)))
+                                        f"{ExclusionReason.NO_ANSWER}: {missing}", judge=self._tag(slot)))
 
     def _tag(self, slot: JudgeSlot) -> str | None:
         return slot.cfg.name if self._tag_judge else None
@@ -779,7 +779,7 @@ class Arena:
                 stage.done += 1
                 stage.failed += 1
                 self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None,
-                                        f"judge request failed: {error.error}", judge=self._tag(slot)))
+                                        f"{ExclusionReason.JUDGE_REQUEST_FAILED}: {error.error}", judge=self._tag(slot)))
                 return None
         return self._use_verdict(slot, q, cand, opp, candidate_is_a, key, rec, counted)
 
@@ -879,21 +879,6 @@ class Arena:
 
 
 
-def _first_arena_error(group: BaseExceptionGroup) -> ArenaError | None:
-    """The ArenaError a task group wrapped, if every failure in it is one (or a cancellation)."""
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [group]
-    while stack:
-        exc = stack.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            stack.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    errors = [e for e in leaves if isinstance(e, ArenaError)]
-    others = [e for e in leaves if not isinstance(e, ArenaError | anyio.get_cancelled_exc_class())]
-    return errors[0] if errors and not others else None
-
-
 def _failure_kind(error: str | None) -> str:
     """The kind a failure is counted under: its reason code ("http_404", "timeout"), and for a spent retry
     budget the last attempt's code as well ("retry_budget_exhausted: http_429"), which says the cause."""
@@ -937,7 +922,7 @@ def run_arena(config: RunConfig, *, offline: bool = False) -> ArenaResults:
     except RuntimeError:
         pass
     else:
-        raise ArenaError(
+        raise UsageError(
             "run_arena() cannot run inside a running event loop (a notebook or an async service): "
             "use `async with Arena(config) as arena: results = await arena.run()` there "
             "(in short, `await Arena(...).run()`), then `write_reports(results)`"

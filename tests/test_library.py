@@ -84,3 +84,25 @@ def test_run_arena_writes_the_reports_when_asked(tmp_path: Path) -> None:
 
 def test_all_lists_exactly_the_lazy_exports() -> None:
     assert set(ae.__all__) == set(ae._EXPORTS) | {"__version__"}
+
+
+def test_import_loads_none_of_the_run_or_rating_modules() -> None:
+    """`import arena_engine` (and `dir()`, `__all__`) stays cheap: the heavy modules load on first use."""
+    heavy = ("numba", "numpy", "aiohttp", "anyio", "arena_engine.rating", "arena_engine.leaderboard",
+             "arena_engine.client", "arena_engine.pipeline", "arena_engine.report", "arena_engine.config")
+    code = ("import sys, arena_engine; dir(arena_engine); arena_engine.__all__; arena_engine.__version__; "
+            f"print([m for m in {heavy!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]", f"import arena_engine pulled in {out.stdout}"
+
+
+def test_every_public_name_resolves_to_what_its_module_defines() -> None:
+    import importlib
+
+    for name in ae.__all__:
+        if name == "__version__":
+            continue
+        value = getattr(ae, name)
+        assert value is getattr(importlib.import_module(ae._EXPORTS[name]), name), name
+    assert set(dir(ae)) >= set(ae.__all__)
+    assert issubclass(ae.FatalHTTPError, ae.RequestError) and issubclass(ae.RequestError, ae.ArenaError)

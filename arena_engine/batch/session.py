@@ -26,6 +26,7 @@ import anyio
 import orjson
 
 from ..client import ChatResult, ClientStats, Endpoint
+from ..errors import FailureReason, unwrap
 from ..health import EndpointHealth
 from ..replies import Fault, read_reply
 from ..roles import judge_role
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFERRED = "deferred_to_batch"  # ChatResult.error of a request queued for the next batch
+DEFERRED = FailureReason.DEFERRED.value  # ChatResult.error of a request queued for the next batch
 
 
 def batch_roles(config: RunConfig) -> dict[str, Endpoint]:
@@ -115,7 +116,7 @@ class BatchChat:
             failed += 1
             last = rec.get("error") or "error"
         if failed > self.options.resubmits:  # given up: the pipeline keeps it as a failure, with the reason
-            return _result(None, None, 0, 0, f"batch_failed: {last} (tried {failed} times)")
+            return _result(None, None, 0, 0, f"{FailureReason.BATCH_FAILED}: {last} (tried {failed} times)")
         self.session.queue(self.role, key, f"{key.hex()}-{failed + 1}", body)
         return _result(None, None, 0, 0, DEFERRED)
 
@@ -179,10 +180,7 @@ class BatchSession:
                     assert ep.batch is not None
                     tg.start_soon(drive, c, batch_api(http, ep), ep.batch, self.ledger, store)
         except BaseExceptionGroup as group:  # the first batch error itself, not a task group's wrapping
-            match = group.subgroup(lambda e: isinstance(e, BatchError))
-            if match is None:
+            first = unwrap(group, BatchError, alone=False)
+            if first is group:
                 raise
-            first: BaseException = match
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
             raise first from None
