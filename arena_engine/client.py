@@ -46,14 +46,14 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import anyio
 import orjson
 
-from arena_engine.batch_options import BatchOptions
+from arena_engine.endpoint_config import Endpoint, EnvVar, RetryPolicy, Timeouts
 from arena_engine.errors import (
     ConfigError,
     FailureReason,
@@ -64,7 +64,7 @@ from arena_engine.errors import (
     failure_reason,
 )
 from arena_engine.health import ENDPOINT_DOWN, EndpointHealth
-from arena_engine.limits import EndpointLimiter, Limits, Ticket
+from arena_engine.limits import EndpointLimiter, Ticket
 from arena_engine.read_timeout import ReadWatchdog
 from arena_engine.replies import (
     Fault,
@@ -97,13 +97,6 @@ __all__ = [
     "server_wait",
 ]
 
-DEFAULT_CONNECT_TIMEOUT = 10.0
-DEFAULT_READ_TIMEOUT = 120.0
-DEFAULT_TOTAL_TIMEOUT = 300.0
-DEFAULT_MAX_ATTEMPTS = 6
-DEFAULT_MAX_TIME = 600.0
-DEFAULT_BASE_DELAY = 0.5
-DEFAULT_MAX_DELAY = 60.0
 #: Completion tokens assumed for the token-rate estimate when the request sets no max_tokens.
 DEFAULT_COMPLETION_ESTIMATE = 256
 #: Longest server message kept in an error string.
@@ -114,108 +107,8 @@ THROTTLE_STATUSES = frozenset({429, 503})
 FATAL_STATUSES = frozenset({400, 401, 403, 404, 422})
 RETRY_STATUSES = frozenset({408, 409, 429})
 RETRY_BUDGET_EXHAUSTED = FailureReason.RETRY_BUDGET_EXHAUSTED.value
-#: Headers the client sets itself; `Endpoint.extra_headers` may not.
-RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "accept"})
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Per-attempt timeouts in seconds: opening a connection, between reads, the whole attempt."""
-
-    connect: float = DEFAULT_CONNECT_TIMEOUT
-    read: float = DEFAULT_READ_TIMEOUT
-    total: float = DEFAULT_TOTAL_TIMEOUT
-
-    def __post_init__(self) -> None:
-        for name in ("connect", "read", "total"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-                raise ConfigError(f"timeouts.{name} must be a positive number of seconds, not {value!r}")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """At most `max_attempts` attempts within `max_time` seconds; backoff base/max in seconds."""
-
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    max_time: float = DEFAULT_MAX_TIME
-    base_delay: float = DEFAULT_BASE_DELAY
-    max_delay: float = DEFAULT_MAX_DELAY
-
-    def __post_init__(self) -> None:
-        if (
-            isinstance(self.max_attempts, bool)
-            or not isinstance(self.max_attempts, int)
-            or self.max_attempts < 1
-        ):
-            raise ConfigError(f"retry.max_attempts must be an integer >= 1, not {self.max_attempts!r}")
-        for name in ("max_time", "base_delay", "max_delay"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
-                raise ConfigError(f"retry.{name} must be a number >= 0, not {value!r}")
-
-
-@dataclass(frozen=True)
-class EnvVar:
-    """A value read from the environment variable `name` when the client opens (header secrets such
-    as Azure's `api-key`); only the name is ever stored, printed or saved."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One OpenAI-compatible endpoint serving one model. `api_url` ends before `/chat/completions`.
-
-    `extra_headers` go with every request (a value may be an `EnvVar`, e.g. Azure's
-    `{"api-key": EnvVar("AZURE_KEY")}`); `query_params` are added to the URL (Azure's `api-version`);
-    `extra_body` fills the request body's keys that the request's own params do not set.
-    """
-
-    name: str
-    api_url: str
-    model: str
-    api_key_env: str | None = None
-    limits: Limits = field(default_factory=Limits)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    extra_headers: Mapping[str, str | EnvVar] = field(default_factory=dict, hash=False)
-    query_params: Mapping[str, str] = field(default_factory=dict, hash=False)
-    extra_body: Mapping[str, Any] = field(default_factory=dict, hash=False)
-    batch: BatchOptions | None = None  # mode = "batch": requests go through the provider's batch API
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise ConfigError("endpoint.name must not be empty")
-        if not self.api_url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"endpoint {self.name!r}: api_url must start with http:// or https://, not {self.api_url!r}"
-            )
-        if not self.model:
-            raise ConfigError(f"endpoint {self.name!r}: model must not be empty")
-        for header, value in self.extra_headers.items():
-            if not isinstance(header, str) or not header.strip() or header.lower() in RESERVED_HEADERS:
-                raise ConfigError(f"endpoint {self.name!r}: extra header {header!r} cannot be set")
-            if not isinstance(value, str | EnvVar):
-                raise ConfigError(f"endpoint {self.name!r}: extra header {header!r} must be a string or an EnvVar")
-            if header.lower() == "authorization" and self.api_key_env:
-                raise ConfigError(
-                    f"endpoint {self.name!r}: an Authorization header and api_key_env both set the key; keep one"
-                )
-        for banned in ("model", "messages", "stream"):
-            if banned in self.extra_body:
-                raise ConfigError(f"endpoint {self.name!r}: extra_body.{banned} is set by arena-engine, remove it")
-
-    @property
-    def chat_url(self) -> str:
-        return self.api_url.rstrip("/") + "/chat/completions"
-
-    def env_names(self) -> list[str]:
-        """The environment variables this endpoint reads secrets from (the key, header values)."""
-        names = [self.api_key_env] if self.api_key_env else []
-        return names + [v.name for v in self.extra_headers.values() if isinstance(v, EnvVar)]
 
 
 @dataclass(frozen=True, slots=True)

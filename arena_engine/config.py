@@ -17,10 +17,9 @@ from typing import Any, Literal
 
 from .batch_options import PROTOCOLS, BatchOptions
 from .chat_params import check_generation
-from .client import Endpoint, EnvVar, RetryPolicy, Timeouts
 from .configfile import did_you_mean, read_config_file
+from .endpoint_config import AUTO_MAX, Endpoint, EnvVar, Limits, RetryPolicy, Timeouts
 from .errors import ConfigError
-from .limits import AUTO_MAX, Limits
 from .panel import COMBINE_MODES, PanelConfig
 from .stop_rules import RULES, StopConfig
 

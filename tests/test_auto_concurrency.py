@@ -15,7 +15,8 @@ from shape_server import completion, shape_server
 
 from arena_engine.client import ChatClient, Endpoint
 from arena_engine.config import config_from_dict
-from arena_engine.limits import AUTO_MAX, AUTO_START, ConcurrencyGate, Limits
+from arena_engine.endpoint_config import AUTO_MAX, AUTO_START, Limits
+from arena_engine.limits import ConcurrencyGate
 from arena_engine.sim.config import Latency, SimConfig
 from arena_engine.sim.process import SimProcess
 

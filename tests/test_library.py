@@ -96,6 +96,21 @@ def test_import_loads_none_of_the_run_or_rating_modules() -> None:
     assert out.stdout.strip() == "[]", f"import arena_engine pulled in {out.stdout}"
 
 
+def test_reading_a_config_loads_no_network_or_event_loop_module(tmp_path: Path) -> None:
+    """Checking a config file (an editor hook, `run --dry-run`'s first step) needs only the config values:
+    not aiohttp, the client or the limiter."""
+    (tmp_path / "a.toml").write_text('[[datasets]]\nname = "d"\npath = "d"\n\n[[models]]\nname = "b"\n'
+                                     'api_url = "http://127.0.0.1:9/v1"\n\n[[models]]\nname = "c"\n'
+                                     'api_url = "http://127.0.0.1:9/v1"\n\n[judge]\nname = "j"\n'
+                                     'api_url = "http://127.0.0.1:9/v1"\n\n[arena]\nbaseline = "b"\n')
+    heavy = ("aiohttp", "anyio", "arena_engine.client", "arena_engine.limits", "arena_engine.pipeline")
+    code = (f"import sys, arena_engine as ae; cfg = ae.load_config({str(tmp_path / 'a.toml')!r}); "
+            f"print(cfg.judge.endpoint.limits.concurrency, [m for m in {heavy!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split(" ", 1)[1].strip() == "[]", f"load_config pulled in {out.stdout}"
+
+
 def test_every_public_name_resolves_to_what_its_module_defines() -> None:
     import importlib
 
