@@ -95,16 +95,19 @@ async def run_batched(config: RunConfig, open_arena: Callable[[BatchSession], Ar
     """Run the arena in passes until a pass queues nothing (endpoints in batch mode; batch/session.py).
 
     Each pass sends the live requests whose inputs exist and queues the batch ones; between passes the
-    batches are submitted, polled and their rows written to the checkpoints, which the next pass reads like
-    live replies. ``open_arena(session)`` returns the ``Arena`` of one pass; ``watch(arena)`` (progress)
-    runs beside each pass. Here, not in batch/, because it drives the pipeline, which stands above batch/."""
+    due files are submitted and the batches in flight polled until one ends and its rows are in the
+    checkpoints, which the next pass reads like live replies while the other batches keep running
+    (``BatchSession.advance``). ``open_arena(session)`` returns the ``Arena`` of one pass; ``watch(arena)``
+    (progress) runs beside each pass. Here, not in batch/, because it drives the pipeline, which stands
+    above batch/."""
     from .batch.session import BatchSession
 
     session = BatchSession(config)
     while True:
         session.passes += 1
         async with open_arena(session) as arena:
-            await session.settle(arena.store)  # chunks an earlier process or pass left open
+            if session.passes == 1:
+                await session.settle(arena.store)  # chunks an earlier process left open
             if watch is not None:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(watch, arena)
@@ -112,11 +115,10 @@ async def run_batched(config: RunConfig, open_arena: Callable[[BatchSession], Ar
                     tg.cancel_scope.cancel()
             else:
                 results = await arena.run()
-            if session.queued == 0:
+            if session.idle:
                 return results
             log.info("pass %d queued %d batch request(s)", session.passes, session.queued)
-            session.cut()
-            await session.settle(arena.store)
+            await session.advance(arena.store)
 
 
 def _judge_gate(boards: list[Board]) -> int:

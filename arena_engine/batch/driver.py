@@ -62,13 +62,32 @@ async def drive(chunk: Chunk, api: BatchApi, options: BatchOptions, ledger: Ledg
     assert chunk.batch_id is not None
     wait = options.poll_interval
     while True:
-        batch = await api.get(chunk.batch_id)
-        status = api.status_of(batch)
-        ledger.status(chunk, status)
-        if status in api.TERMINAL:
+        batch = await poll(chunk, api, ledger)
+        if batch is not None:
             break
         await sleep(wait)
-        wait = min(wait * 1.5, options.poll_interval * 10)
+        wait = next_wait(wait, options)
+    await finish(chunk, api, batch, ledger, store)
+
+
+def next_wait(wait: float, options: BatchOptions) -> float:
+    """The wait before the next status poll (1.5x the last, at most 10x ``poll_interval``)."""
+    return min(wait * 1.5, options.poll_interval * 10)
+
+
+async def poll(chunk: Chunk, api: BatchApi, ledger: Ledger) -> dict[str, Any] | None:
+    """The submitted chunk's batch once it has ended (its status recorded in the ledger), else None."""
+    assert chunk.batch_id is not None
+    batch = await api.get(chunk.batch_id)
+    status = api.status_of(batch)
+    ledger.status(chunk, status)
+    return batch if status in api.TERMINAL else None
+
+
+async def finish(chunk: Chunk, api: BatchApi, batch: dict[str, Any], ledger: Ledger,
+                 store: RunStore | LayeredStore) -> None:
+    """Read an ended batch's rows into the checkpoints and mark the chunk done (or raise if it failed)."""
+    status = api.status_of(batch)
     problem = api.failure(batch)
     if problem is not None:
         error = f"batch {chunk.batch_id} ({chunk.path}) failed: {problem}"
