@@ -55,7 +55,7 @@ class MetricSums:
         return {k: v / self.n for k, v in self.sums.items()} if self.n else {}
 
 
-@dataclass
+@dataclass(repr=False)
 class ArenaResults:
     config: RunConfig
     run_dir: Path
@@ -74,6 +74,12 @@ class ArenaResults:
     panel: PanelResults | None = None  # several judges, or human labels to compare the judge with
     all_games: list[Game] | None = None  # with a panel: every judge's games (``games`` holds the rated ones)
     stopping: StopSummary | None = None  # [arena.stop]: which candidates stopped early, and their intervals
+
+    def __repr__(self) -> str:
+        # short: asyncio formats the task that returned the results into a message at exit (signal
+        # handler lookup in asyncio.Runner.run), and the dataclass repr of 100,000 games was ~60 MB
+        return (f"<ArenaResults {str(self.run_dir)!r}: {len(self.games)} games, {len(self.battles)} battles, "
+                f"{len(self.boards)} boards>")
 
     @property
     def overall(self) -> Board:
