@@ -329,13 +329,16 @@ class Arena:
 
     def _results(self) -> ArenaResults:
         assert self._store is not None
-        items = []
-        for model, dataset, subset, key, reference in self._reference_items:
-            rec = self._store.get(GENERATIONS, key)
-            if rec is not None:
-                items.append((model, dataset, subset, rec["answer"], reference))
+        store = self._store
+
+        def items() -> Iterator[tuple[str, str, str, str, str]]:  # read one by one while the metrics are scored
+            for model, dataset, subset, key, reference in self._reference_items:
+                rec = store.get(GENERATIONS, key)
+                if rec is not None:
+                    yield model, dataset, subset, rec["answer"], reference
+
         history = runlog.history(self.run_dir) if isinstance(self._store, RunStore) else RunHistory()
-        tally = Tally(self._games, self.usage, self._failures, self._missing, items, self._queries, self._started,
+        tally = Tally(self._games, self.usage, self._failures, self._missing, items(), self._queries, self._started,
                       self.failure_summary(), history, self._stop.summary() if self._stop is not None else None)
         return assemble(self.config, self.run_dir, tally)
 
