@@ -91,6 +91,7 @@ def combine(games: Iterable[Game]) -> list[Battle]:
                 (g1.judgment_key if g1 else None, g2.judgment_key if g2 else None), judge,
             )
         )
+    del by_battle  # freed before the sort builds its keys (a large run's end peak)
     out.sort(key=lambda b: (b.dataset, b.subset, b.candidate, b.opponent, _natural(b.query_id), b.judge or ""))
     return out
 

@@ -332,10 +332,12 @@ class Arena:
         store = self._store
 
         def items() -> Iterator[tuple[str, str, str, str, str]]:  # read one by one while the metrics are scored
-            for model, dataset, subset, key, reference in self._reference_items:
+            queued, self._reference_items = self._reference_items, []
+            for model, dataset, subset, key, reference in queued:
                 rec = store.get(GENERATIONS, key)
                 if rec is not None:
                     yield model, dataset, subset, rec["answer"], reference
+            queued.clear()  # scored: freed before the games are sorted and rated
 
         history = runlog.history(self.run_dir) if isinstance(self._store, RunStore) else RunHistory()
         tally = Tally(self._games, self.usage, self._failures, self._missing, items(), self._queries, self._started,
