@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from arena_engine.config import RunConfig, config_from_dict
 from arena_engine.demo import write_demo_dataset
 
@@ -28,3 +30,17 @@ def arena_config(api_url: str, run_dir: Path, data: Path, models: list[str], *, 
         },
         source="<test>",
     )
+
+
+def write_small_demo_config(path: Path, api_url: str, output_dir: Path, data: Path) -> Path:
+    """A JSON config file a user could write: the demo's baseline and strong model and its judge at
+    concurrency 4, 20 bootstrap rounds, run folder ``output_dir``."""
+    def ep(name: str) -> dict[str, object]:
+        return {"name": name, "api_url": api_url, "concurrency": 4}
+
+    config = {"run": {"output_dir": str(output_dir), "seed": 1},
+              "datasets": [{"name": "general_qa", "path": str(data)}],
+              "models": [ep("sim-base"), ep("sim-strong")], "arena": {"baseline": "sim-base"},
+              "judge": ep("sim-judge"), "rating": {"rounds": 20}}
+    path.write_bytes(orjson.dumps(config))
+    return path

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import orjson
+from arena_helpers import write_small_demo_config
 
 from arena_engine.demo import demo_sim_config, write_demo_dataset
 from arena_engine.sim.process import SimProcess
@@ -47,15 +48,7 @@ def test_the_first_request_goes_out_before_the_results_modules_are_imported(tmp_
     data = write_demo_dataset(tmp_path / "data" / "general_qa", 3)
     out = tmp_path / "seen.json"
     with SimProcess(demo_sim_config(latency=0.005)) as sim:
-        def ep(name: str) -> dict[str, object]:
-            return {"name": name, "api_url": sim.url, "concurrency": 4}
-
-        config = {"run": {"output_dir": str(tmp_path / "run"), "seed": 1},
-                  "datasets": [{"name": "general_qa", "path": str(data)}],
-                  "models": [ep("sim-base"), ep("sim-strong")], "arena": {"baseline": "sim-base"},
-                  "judge": ep("sim-judge"), "rating": {"rounds": 20}}
-        path = tmp_path / "config.json"
-        path.write_bytes(orjson.dumps(config))
+        path = write_small_demo_config(tmp_path / "config.json", sim.url, tmp_path / "run", data)
         proc = subprocess.run([sys.executable, "-c", HOOK, str(path), str(out), ",".join(RESULTS_ONLY)],
                               capture_output=True, timeout=120)
         assert sim.stats()["requests"] > 0

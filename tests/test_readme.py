@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import orjson
+from arena_helpers import write_small_demo_config
 
 from arena_engine.demo import demo_sim_config, write_demo_dataset
 from arena_engine.sim import SimServer
@@ -94,15 +94,7 @@ def test_embedding_snippet_runs_against_the_simulator(tmp_path: Path) -> None:
 
     async def main() -> object:
         async with SimServer(demo_sim_config(latency=0.001)) as sim:
-            def ep(name: str) -> dict[str, object]:
-                return {"name": name, "api_url": sim.url, "concurrency": 4}
-
-            config = {"run": {"output_dir": str(tmp_path / "run"), "seed": 1},
-                      "datasets": [{"name": "general_qa", "path": str(data)}],
-                      "models": [ep("sim-base"), ep("sim-strong")], "arena": {"baseline": "sim-base"},
-                      "judge": ep("sim-judge"), "rating": {"rounds": 20}}
-            path = tmp_path / "arena.json"
-            path.write_bytes(orjson.dumps(config))
+            path = write_small_demo_config(tmp_path / "arena.json", sim.url, tmp_path / "run", data)
             return await asyncio.wait_for(evaluate(path), 60)  # type: ignore[operator]
 
     results = asyncio.run(main())
