@@ -38,6 +38,7 @@ from .errors import ArenaError, ConfigError, VerdictError
 from .from_store import (
     FAILURES,
     cascade_goes_on,
+    complete,
     count_record,
     import_record,
     iter_run_queries,
@@ -80,12 +81,13 @@ from .results import (
 )
 from .results import MetricSums as MetricSums
 from .results import PanelResults as PanelResults
-from .results import Tally, assemble
+from .results import ReferenceItem, Tally, assemble, reference_metrics
 from .roles import JUDGE as JUDGE
 from .roles import is_judge_role as is_judge_role
 from .roles import judge_role as judge_role
 from .runfolder import save_config
 from .runlog import RunHistory
+from .snapshot import eligible as snapshot_eligible
 from .store import RunStore, content_key
 from .store.shards import LayeredStore, merge_shards
 from .usage import EndpointUsage as EndpointUsage
@@ -146,6 +148,7 @@ class Arena:
         self.usage: dict[str, EndpointUsage] = {}
         self.stages: dict[str, StageProgress] = {}
         self._reference_items: list[tuple[str, str, str, bytes, str]] = []  # (model, dataset, subset, key, ref)
+        self._scored: tuple[list[ReferenceItem], dict[tuple[str, str, str], MetricSums]] = ([], {})
         self._queries: dict[tuple[str, str], int] = {}
         self._judge_system = config.judge.system_prompt or DEFAULT_SYSTEM_PROMPT
         self.retry_excluded = retry_excluded and not offline  # ask the judge again for unparseable verdicts
@@ -325,7 +328,10 @@ class Arena:
         finally:
             self._finished.set()
             self._log_run("end")
-        return await anyio.to_thread.run_sync(self._results)
+        results = await anyio.to_thread.run_sync(self._results)
+        if self._snapshots():
+            await anyio.to_thread.run_sync(self._save_snapshot)
+        return results
 
     def _results(self) -> ArenaResults:
         assert self._store is not None
@@ -335,9 +341,33 @@ class Arena:
             if rec is not None:
                 items.append((model, dataset, subset, rec["answer"], reference))
         history = runlog.history(self.run_dir) if isinstance(self._store, RunStore) else RunHistory()
+        sums = reference_metrics(items)
+        self._scored = (items, sums)
         tally = Tally(self._games, self.usage, self._failures, self._missing, items, self._queries, self._started,
-                      self.failure_summary(), history, self._stop.summary() if self._stop is not None else None)
+                      self.failure_summary(), history, self._stop.summary() if self._stop is not None else None,
+                      metric_sums=sums)
         return assemble(self.config, self.run_dir, tally)
+
+    def _snapshots(self) -> bool:
+        """Whether this run leaves a results snapshot (arena_engine.snapshot): a local run over its own
+        folder (a shard's or a batch pass's folder is read by the pass that ends the run)."""
+        store = self._store
+        return (self.shard is None and self._batch is None and isinstance(store, RunStore) and not store.readonly
+                and snapshot_eligible(self.config))
+
+    def _save_snapshot(self) -> None:
+        """Walk the checkpoints once, as `report` would, and save that walk's snapshot, so `report`,
+        `rate` and a rerun of the finished run read it instead of walking. The run's own tally is not
+        saved: it counts what this process sent, and a resumed run's games come in another order. The
+        reference metrics are reused when the walk scores the very answers the run scored."""
+        assert isinstance(self._store, RunStore)
+        tally = tally_from_store(self._store, self.config, imported=self._imported, copy=False)
+        if tally.walked is None:  # a snapshot already describes the folder
+            return
+        items, sums = self._scored
+        if sorted(tally.reference_items) == sorted(items):
+            tally.metric_sums = sums
+        complete(self._store, self.config, tally)
 
     def _nothing_to_send_yet(self) -> bool:
         """Whether this arena first asks the checkpoints whether anything is left: a local run over its
@@ -367,6 +397,8 @@ class Arena:
         self._finished.set()
         self._log_run("end")
         tally.history = runlog.history(self.run_dir)
+        assert isinstance(self._store, RunStore)
+        await anyio.to_thread.run_sync(complete, self._store, self.config, tally)
         return await anyio.to_thread.run_sync(assemble, self.config, self.run_dir, tally)
 
     def _log_run(self, event: str) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from dataclasses import replace as _replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .battles import Battle, Game, combine
 from .config import RunConfig
@@ -103,6 +103,11 @@ class Tally:
     failure_lines: list[str] = field(default_factory=list)
     history: RunHistory = field(default_factory=RunHistory)
     stopping: StopSummary | None = None
+    #: the reference metrics' sums when already known (a snapshot, arena_engine.snapshot); None: made from
+    #: ``reference_items`` by :func:`assemble`
+    metric_sums: dict[tuple[str, str, str], MetricSums] | None = None
+    #: a walk's: the fingerprint of what it read, taken before it (arena_engine.snapshot); None: nothing to save
+    walked: dict[str, Any] | None = None
 
 
 def reference_metrics(items: Sequence[ReferenceItem]) -> dict[tuple[str, str, str], MetricSums]:
@@ -129,7 +134,7 @@ def assemble(cfg: RunConfig, run_dir: Path, tally: Tally) -> ArenaResults:
 
     judges = [j.name for j in cfg.panel_judges]
     tagged = len(judges) > 1  # games say which judge made them
-    metric_sums = reference_metrics(tally.reference_items)
+    metric_sums = tally.metric_sums if tally.metric_sums is not None else reference_metrics(tally.reference_items)
     games = sorted(tally.games, key=lambda g: (g.dataset, g.subset, g.candidate, g.opponent, g.query_id,
                                                not g.candidate_is_a))
     names = [m.name for m in cfg.models]
