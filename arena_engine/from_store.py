@@ -165,8 +165,9 @@ def complete(store: RunStore, cfg: RunConfig, tally: Tally) -> None:
     if before is None or store.readonly:
         return
     after = snapshot.fingerprint(store.run_dir, cfg)
-    if after["files"] == before["files"] and after["listings"] == before["listings"]:
-        snapshot.save(store.run_dir, cfg, tally, tally.metric_sums, after)
+    unchanged = after["files"] == before["files"] and after["listings"] == before["listings"]
+    if unchanged and snapshot.save(store.run_dir, cfg, tally, tally.metric_sums, after):
+        tally.inputs = snapshot.inputs_digest(after)
 
 
 def results_of_folder(cfg: RunConfig) -> ArenaResults:

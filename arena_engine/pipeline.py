@@ -100,6 +100,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+def _game_order(g: Game) -> tuple[Any, ...]:
+    return (g.dataset, g.subset, g.candidate, g.opponent, g.query_id, g.candidate_is_a, g.judge or "", g.outcome
+            if g.outcome is not None else 9, g.reason or "", g.judgment_key or "")
+
+
 class Arena:
     """One arena run over one run folder.
 
@@ -330,7 +335,7 @@ class Arena:
             self._log_run("end")
         results = await anyio.to_thread.run_sync(self._results)
         if self._snapshots():
-            await anyio.to_thread.run_sync(self._save_snapshot)
+            results.inputs = await anyio.to_thread.run_sync(self._save_snapshot)
         return results
 
     def _results(self) -> ArenaResults:
@@ -355,19 +360,20 @@ class Arena:
         return (self.shard is None and self._batch is None and isinstance(store, RunStore) and not store.readonly
                 and snapshot_eligible(self.config))
 
-    def _save_snapshot(self) -> None:
+    def _save_snapshot(self) -> str | None:
         """Walk the checkpoints once, as `report` would, and save that walk's snapshot, so `report`,
         `rate` and a rerun of the finished run read it instead of walking. The run's own tally is not
         saved: it counts what this process sent, and a resumed run's games come in another order. The
         reference metrics are reused when the walk scores the very answers the run scored."""
         assert isinstance(self._store, RunStore)
         tally = tally_from_store(self._store, self.config, imported=self._imported, copy=False)
-        if tally.walked is None:  # a snapshot already describes the folder
-            return
-        items, sums = self._scored
-        if sorted(tally.reference_items) == sorted(items):
-            tally.metric_sums = sums
-        complete(self._store, self.config, tally)
+        if tally.walked is not None:  # else a snapshot already describes the folder
+            items, sums = self._scored
+            if sorted(tally.reference_items) == sorted(items):
+                tally.metric_sums = sums
+            complete(self._store, self.config, tally)
+        # the run's results are those of the snapshot's inputs when its games are the walk's
+        return tally.inputs if sorted(tally.games, key=_game_order) == sorted(self._games, key=_game_order) else None
 
     def _nothing_to_send_yet(self) -> bool:
         """Whether this arena first asks the checkpoints whether anything is left: a local run over its

@@ -74,6 +74,9 @@ class ArenaResults:
     panel: PanelResults | None = None  # several judges, or human labels to compare the judge with
     all_games: list[Game] | None = None  # with a panel: every judge's games (``games`` holds the rated ones)
     stopping: StopSummary | None = None  # [arena.stop]: which candidates stopped early, and their intervals
+    #: digest of the inputs these results were computed from, when a results snapshot vouches for them
+    #: (arena_engine.snapshot.inputs_digest): the report reuses the battle browser it made from the same inputs
+    inputs: str | None = None
 
     @property
     def overall(self) -> Board:
@@ -108,6 +111,7 @@ class Tally:
     metric_sums: dict[tuple[str, str, str], MetricSums] | None = None
     #: a walk's: the fingerprint of what it read, taken before it (arena_engine.snapshot); None: nothing to save
     walked: dict[str, Any] | None = None
+    inputs: str | None = None  # as ArenaResults.inputs
 
 
 def reference_metrics(items: Sequence[ReferenceItem]) -> dict[tuple[str, str, str], MetricSums]:
@@ -152,7 +156,7 @@ def assemble(cfg: RunConfig, run_dir: Path, tally: Tally) -> ArenaResults:
         reference_metrics={k: s.means() for k, s in metric_sums.items()},
         reference_counts={k: s.n for k, s in metric_sums.items()},
         queries=tally.queries, elapsed=time.monotonic() - tally.started, failure_lines=tally.failure_lines,
-        history=tally.history,
+        history=tally.history, inputs=tally.inputs,
     )
 
 

@@ -138,6 +138,13 @@ def fingerprint(run_dir: Path, cfg: RunConfig, *, digests: Mapping[str, str] | N
             "listings": listings, "digests": digested}
 
 
+def inputs_digest(print_: Mapping[str, Any]) -> str:
+    """A digest naming the inputs of a fingerprint (the content digests of racy files aside: they check
+    the files, they do not name them)."""
+    named = {k: v for k, v in print_.items() if k != "digests"}
+    return hashlib.blake2b(orjson.dumps(named, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+
+
 # ------------------------------------------------------------------------------------ encoding
 
 _USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(EndpointUsage) if f.name not in ("name", "latencies"))
@@ -192,13 +199,10 @@ def _decode(body: Mapping[str, Any], started: float) -> Tally:
 # ------------------------------------------------------------------------------------ file
 
 
-def save(run_dir: Path, cfg: RunConfig, tally: Tally, sums: Mapping[tuple[str, str, str], MetricSums],
-         print_: Mapping[str, Any]) -> bool:
-    """Write the snapshot of ``tally`` (and its metric ``sums``) whose inputs had fingerprint ``print_``
-    (taken after the walk); False when it could not be written (the folder works without it)."""
-    body = orjson.dumps({"fingerprint": print_, "tally": _encode(tally, sums)})
-    data = MAGIC + hashlib.blake2b(body, digest_size=16).hexdigest().encode() + b"\n" + body
-    path = Path(run_dir) / SNAPSHOT_FILE
+def write_sealed(path: Path, magic: bytes, body: bytes) -> bool:
+    """Write ``magic``, a digest of ``body`` and ``body`` to ``path`` atomically (tmp, fsync, rename);
+    False when the disk refused (the file is a cache: nothing depends on it being there)."""
+    data = magic + hashlib.blake2b(body, digest_size=16).hexdigest().encode() + b"\n" + body
     tmp = path.with_name(path.name + ".tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -210,33 +214,49 @@ def save(run_dir: Path, cfg: RunConfig, tally: Tally, sums: Mapping[tuple[str, s
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        dfd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
-    except OSError as exc:  # a full or read-only disk: the next report walks again
-        log.info("results snapshot not written in %s: %s", run_dir, exc)
+    except OSError as exc:  # a full or read-only disk: the next report does the work again
+        log.info("%s not written: %s", path, exc)
         with contextlib.suppress(OSError):
             tmp.unlink()
         return False
     return True
 
 
-def load(run_dir: Path, cfg: RunConfig, started: float) -> Tally | None:
-    """The saved tally when the snapshot is whole and its fingerprint is that of the folder now, else None."""
-    path = Path(run_dir) / SNAPSHOT_FILE
+def read_sealed(path: Path, magic: bytes) -> memoryview | None:
+    """The body :func:`write_sealed` wrote to ``path``; None when absent, of another kind or damaged."""
     try:
         raw = path.read_bytes()
     except OSError:
         return None
-    head = len(MAGIC) + 33
-    if not raw.startswith(MAGIC) or len(raw) < head or raw[head - 1:head] != b"\n":
-        log.info("%s: not a results snapshot; ignored", path)
+    head = len(magic) + 33
+    if not raw.startswith(magic) or len(raw) < head or raw[head - 1:head] != b"\n":
+        log.info("%s: not a file of this kind; ignored", path)
         return None
     body = memoryview(raw)[head:]
-    if hashlib.blake2b(body, digest_size=16).hexdigest().encode() != raw[len(MAGIC):head - 1]:
+    if hashlib.blake2b(body, digest_size=16).hexdigest().encode() != raw[len(magic):head - 1]:
         log.info("%s: damaged (its digest does not match); ignored", path)
+        return None
+    return body
+
+
+def save(run_dir: Path, cfg: RunConfig, tally: Tally, sums: Mapping[tuple[str, str, str], MetricSums],
+         print_: Mapping[str, Any]) -> bool:
+    """Write the snapshot of ``tally`` (and its metric ``sums``) whose inputs had fingerprint ``print_``
+    (taken after the walk); False when it could not be written (the folder works without it)."""
+    body = orjson.dumps({"fingerprint": print_, "tally": _encode(tally, sums)})
+    return write_sealed(Path(run_dir) / SNAPSHOT_FILE, MAGIC, body)
+
+
+def load(run_dir: Path, cfg: RunConfig, started: float) -> Tally | None:
+    """The saved tally when the snapshot is whole and its fingerprint is that of the folder now, else None."""
+    path = Path(run_dir) / SNAPSHOT_FILE
+    body = read_sealed(path, MAGIC)
+    if body is None:
         return None
     try:
         doc = orjson.loads(body)
@@ -245,7 +265,9 @@ def load(run_dir: Path, cfg: RunConfig, started: float) -> Tally | None:
         if now != saved:
             log.info("%s: the run folder, its datasets or its config changed since; walking again", path)
             return None
-        return _decode(doc["tally"], started)
+        tally = _decode(doc["tally"], started)
+        tally.inputs = inputs_digest(saved)
+        return tally
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         log.info("%s: unreadable (%s); ignored", path, exc)
         return None

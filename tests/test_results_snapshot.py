@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ def _walked(cfg: RunConfig, monkeypatch: pytest.MonkeyPatch) -> ArenaResults:
     """The results of a fresh walk (no snapshot read or written)."""
     with monkeypatch.context() as m:
         m.setattr(snapshot, "load", lambda *a, **k: None)
-        m.setattr(snapshot, "save", lambda *a, **k: True)
+        m.setattr(snapshot, "save", lambda *a, **k: False)
         return results_of_folder(cfg)
 
 
@@ -152,3 +153,45 @@ def test_a_changed_config_or_dataset_is_walked_again(finished: tuple[ArenaResult
         fh.write('{"id": "extra", "query": "one more question?"}\n')
     got = results_of_folder(cfg)
     assert got.missing > 0 and _facts_all(got) == _facts_all(_walked(cfg, monkeypatch))
+
+
+def _report_files(run_dir: Path) -> dict[str, bytes]:
+    """The report's files, the time the results took aside."""
+    out = run_dir / "report"
+    return {str(p.relative_to(out)): re.sub(rb'"elapsed_seconds": ?[0-9.e+-]+', b"", p.read_bytes())
+            for p in sorted(out.rglob("*")) if p.is_file() and p.name != ".battle-browser.cache"}
+
+
+def test_report_reuses_the_battle_browser_made_from_the_same_inputs(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from arena_engine.report import html, write_reports
+
+    data = dataset(tmp_path, 12)
+    _, cfg, _ = _run(_sim(("judge",)), lambda url: _config(url, tmp_path / "run", data))
+    small = {"inline": 5, "part_size": 7}  # parts beside the page, as a big run has
+    write_reports(results_of_folder(cfg), **small)  # type: ignore[arg-type]
+    first = _report_files(cfg.output_dir)
+    assert any(k.startswith("report_battles/") for k in first)
+    with monkeypatch.context() as m:
+        m.setattr(html, "battle_data", lambda *a, **k: pytest.fail("made the browser again"))
+        write_reports(results_of_folder(cfg), **small)  # type: ignore[arg-type]
+    assert _report_files(cfg.output_dir) == first
+    out = cfg.output_dir / "report"
+    part = sorted((out / "report_battles").glob("part-*.js"))[0]
+    part.write_text("tampered")  # an edited part: made again
+    write_reports(results_of_folder(cfg), **small)  # type: ignore[arg-type]
+    assert _report_files(cfg.output_dir) == first
+    cache = out / ".battle-browser.cache"
+    cache.write_bytes(cache.read_bytes()[:-3])  # a damaged cache: made again
+    write_reports(results_of_folder(cfg), **small)  # type: ignore[arg-type]
+    assert _report_files(cfg.output_dir) == first
+    # results with no digest of their inputs never use the cache
+    results = _walked(cfg, monkeypatch)
+    assert results.inputs is None  # no snapshot saved or read
+    with monkeypatch.context() as m:
+        made: list[int] = []
+        real = html.battle_data
+        m.setattr(html, "battle_data", lambda *a, **k: made.append(1) or real(*a, **k))
+        write_reports(results, **small)  # type: ignore[arg-type]
+        assert made
+    assert _report_files(cfg.output_dir) == first
