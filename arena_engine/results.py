@@ -132,6 +132,11 @@ def reference_metrics(items: Sequence[ReferenceItem]) -> dict[tuple[str, str, st
     return sums
 
 
+def game_order(g: Game) -> tuple[str, str, str, str, str, bool]:
+    """The order of a run's games in its results (a stable sort: games of one key keep their walk order)."""
+    return (g.dataset, g.subset, g.candidate, g.opponent, g.query_id, not g.candidate_is_a)
+
+
 def assemble(cfg: RunConfig, run_dir: Path, tally: Tally) -> ArenaResults:
     """The results of a walk: its games sorted, the panel combined, the boards rated, the metrics scored."""
     from .leaderboard import leaderboards
@@ -139,8 +144,7 @@ def assemble(cfg: RunConfig, run_dir: Path, tally: Tally) -> ArenaResults:
     judges = [j.name for j in cfg.panel_judges]
     tagged = len(judges) > 1  # games say which judge made them
     metric_sums = tally.metric_sums if tally.metric_sums is not None else reference_metrics(tally.reference_items)
-    games = sorted(tally.games, key=lambda g: (g.dataset, g.subset, g.candidate, g.opponent, g.query_id,
-                                               not g.candidate_is_a))
+    games = sorted(tally.games, key=game_order)
     names = [m.name for m in cfg.models]
     panel = panel_results(cfg, games, names) if tagged or cfg.panel.human_labels else None
     all_games = games

@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from . import __version__
@@ -47,7 +48,7 @@ from .battles import Game
 from .config import RunConfig
 from .identity import judge_identity, model_identity
 from .judge import DEFAULT_SYSTEM_PROMPT
-from .results import MetricSums, Tally
+from .results import MetricSums, Tally, game_order
 from .usage import EndpointUsage
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ def _encode(tally: Tally, sums: Mapping[tuple[str, str, str], MetricSums]) -> di
     def s(x: str | None) -> int:
         return -1 if x is None else strings.setdefault(x, len(strings))
 
-    g = tally.games
+    g = sorted(tally.games, key=game_order)  # as assemble sorts them (stable: sorting again keeps the order)
     games = {
         "dataset": [s(x.dataset) for x in g], "subset": [s(x.subset) for x in g],
         "query_id": [s(x.query_id) for x in g], "candidate": [s(x.candidate) for x in g],
@@ -175,15 +176,25 @@ def _encode(tally: Tally, sums: Mapping[tuple[str, str, str], MetricSums]) -> di
 
 
 def _decode(body: Mapping[str, Any], started: float) -> Tally:
-    strings: list[str] = body["strings"]
-
-    def col(name: str) -> list[str | None]:
-        return [None if i < 0 else strings[i] for i in g[name]]
-
+    strings = body["strings"]
+    table = np.empty(len(strings) + 1, dtype=object)  # index -1: None
+    table[:-1] = strings
+    if not all(isinstance(x, str) for x in strings):
+        raise ValueError("a string of the table is not a string")
     g = body["games"]
-    games = [Game(*row) for row in zip(col("dataset"), col("subset"), col("query_id"), col("candidate"),
-                                       col("opponent"), g["candidate_is_a"], g["outcome"], col("reason"),
-                                       g["judgment_key"], col("judge"), strict=True)]
+    n = len(g["dataset"])
+
+    def col(name: str) -> list[Any]:
+        idx = np.asarray(g[name], dtype=np.int64)
+        if len(idx) != n or (n and (idx.min() < -1 or idx.max() >= len(strings))):
+            raise ValueError(f"games column {name!r} does not fit the string table")
+        out: list[Any] = table[idx].tolist()
+        return out
+
+    games = list(map(Game, col("dataset"), col("subset"), col("query_id"), col("candidate"), col("opponent"),
+                     g["candidate_is_a"], g["outcome"], col("reason"), g["judgment_key"], col("judge")))
+    if len(games) != n or len(g["candidate_is_a"]) != n or len(g["outcome"]) != n or len(g["judgment_key"]) != n:
+        raise ValueError("games columns of different lengths")
     usage: dict[str, EndpointUsage] = {}
     for role, name, values, latencies in body["usage"]:
         u = EndpointUsage(str(name), **dict(zip(_USAGE_FIELDS, values, strict=True)))
