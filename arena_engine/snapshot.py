@@ -75,7 +75,7 @@ def _config_part(cfg: RunConfig) -> dict[str, Any]:
                "generation": dict(m.generation), "system_prompt": m.system_prompt,
                "combine": m.system_prompt_combine} for m in cfg.models]
     judges = [{"name": j.name, "identity": judge_identity(j), "model": j.endpoint.model,
-               "generation": dict(j.generation), "system_prompt": j.system_prompt or DEFAULT_SYSTEM_PROMPT,
+               "generation": dict(j.generation), "system_prompt": j.system_prompt, "system": j.system_prompt or DEFAULT_SYSTEM_PROMPT,
                "template": j.template, "structured_output": j.structured_output} for j in cfg.panel_judges]
     datasets = [{"name": d.name, "path": str(d.path), "subsets": d.subsets, "allow_empty": d.allow_empty}
                 for d in cfg.datasets]
