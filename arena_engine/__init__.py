@@ -25,12 +25,22 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Arena": "arena_engine.pipeline",
     "ArenaResults": "arena_engine.results",
+    "PanelResults": "arena_engine.results",
+    "Board": "arena_engine.leaderboard",
+    "Entry": "arena_engine.leaderboard",
+    "Scope": "arena_engine.leaderboard",
+    "EndpointUsage": "arena_engine.usage",
+    "Game": "arena_engine.battles",
+    "Battle": "arena_engine.battles",
+    "ExclusionReason": "arena_engine.battles",
+    "StopSummary": "arena_engine.stopping.schedule",
     "run_arena": "arena_engine.scripts",
     "load_config": "arena_engine.config",
     "config_from_dict": "arena_engine.config",
     "RunConfig": "arena_engine.config",
     "rate_battles": "arena_engine.rating",
     "Ratings": "arena_engine.rating",
+    "ModelRating": "arena_engine.rating",
     "write_reports": "arena_engine.report",
     "ArenaError": "arena_engine.errors",
     "ConfigError": "arena_engine.errors",
@@ -40,23 +50,43 @@ _EXPORTS = {
     "RequestError": "arena_engine.errors",
     "FatalHTTPError": "arena_engine.errors",
     "VerdictError": "arena_engine.errors",
+    "UsageError": "arena_engine.errors",
+    "ArgumentError": "arena_engine.errors",
+    "FailureReason": "arena_engine.errors",
+    "failure_reason": "arena_engine.errors",
+    "BatchError": "arena_engine.batch.errors",
 }
 
 __all__ = [
     "Arena",
     "ArenaError",
     "ArenaResults",
+    "ArgumentError",
+    "BatchError",
+    "Battle",
+    "Board",
     "CheckpointError",
     "ConfigError",
     "DatasetError",
+    "EndpointUsage",
+    "Entry",
+    "ExclusionReason",
+    "FailureReason",
     "FatalHTTPError",
+    "Game",
     "ImportMismatchError",
+    "ModelRating",
+    "PanelResults",
     "Ratings",
     "RequestError",
     "RunConfig",
+    "Scope",
+    "StopSummary",
+    "UsageError",
     "VerdictError",
     "__version__",
     "config_from_dict",
+    "failure_reason",
     "load_config",
     "rate_battles",
     "run_arena",
@@ -64,21 +94,31 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .batch.errors import BatchError
+    from .battles import Battle, ExclusionReason, Game
     from .config import RunConfig, config_from_dict, load_config
     from .errors import (
         ArenaError,
+        ArgumentError,
         CheckpointError,
         ConfigError,
         DatasetError,
+        FailureReason,
         FatalHTTPError,
         ImportMismatchError,
         RequestError,
+        UsageError,
         VerdictError,
+        failure_reason,
     )
-    from .pipeline import Arena, ArenaResults
-    from .rating import Ratings, rate_battles
+    from .leaderboard import Board, Entry, Scope
+    from .pipeline import Arena
+    from .rating import ModelRating, Ratings, rate_battles
     from .report import write_reports
+    from .results import ArenaResults, PanelResults
     from .scripts import run_arena
+    from .stopping.schedule import StopSummary
+    from .usage import EndpointUsage
 
 
 def __getattr__(name: str) -> Any:

@@ -11,10 +11,25 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
+from .errors import FailureReason, failure_reason
 from .judge import consistent, sample_score
+
+
+class ExclusionReason(StrEnum):
+    """Why a game is excluded from the rating: the kind its ``Game.reason`` starts with (the values are
+    those strings, as the reports and ``report.json``'s ``excluded_reasons`` have always shown them)."""
+
+    UNPARSEABLE_VERDICT = "unparseable verdict"  # "unparseable verdict: <the VerdictError's message>"
+    JUDGE_REQUEST_FAILED = "judge request failed"  # "judge request failed: <the request's error>"
+    NO_ANSWER = "no answer"  # "no answer: <the model whose answer is missing>"
+    NOT_JUDGED_YET = "not judged yet"  # an offline report of an unfinished run
+    NO_IMPORTED_VERDICT = "no verdict in the imported judgment"  # Arena-Hard judgments: a null score
+    NO_IMPORTED_PREFERENCE = "no preference in the imported annotation"  # AlpacaEval: a null preference
+    UNKNOWN = "unknown"  # no reason given, or one of none of these kinds
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +44,20 @@ class Game:
     reason: str | None = None  # why the game is excluded (unparseable verdict, request failed, ...)
     judgment_key: str | None = None  # hex content key of the judgment record
     judge: str | None = None  # the judge's name when a run has several judges (None: the one judge)
+
+    @property
+    def excluded_because(self) -> ExclusionReason | None:
+        """Why the game is excluded, typed (None for a rated game); ``reason`` has the details."""
+        if self.outcome is not None:
+            return None
+        return _EXCLUSIONS.get(reason_kind(self.reason), ExclusionReason.UNKNOWN)
+
+    @property
+    def request_failure(self) -> FailureReason | None:
+        """For a game excluded because its judge request failed, that failure's typed reason."""
+        if self.excluded_because is not ExclusionReason.JUDGE_REQUEST_FAILED or self.reason is None:
+            return None
+        return failure_reason(self.reason.split(":", 1)[1].strip() if ":" in self.reason else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +91,7 @@ def combine(games: Iterable[Game]) -> list[Battle]:
                 (g1.judgment_key if g1 else None, g2.judgment_key if g2 else None), judge,
             )
         )
+    del by_battle  # freed before the sort builds its keys (a large run's end peak)
     out.sort(key=lambda b: (b.dataset, b.subset, b.candidate, b.opponent, _natural(b.query_id), b.judge or ""))
     return out
 
@@ -118,6 +148,9 @@ def exclusions(games: Iterable[Game]) -> dict[tuple[str, str], ExclusionCounts]:
         if g.outcome is None:
             counts[(g.dataset, g.subset)][reason_kind(g.reason)] += 1
     return {k: ExclusionCounts(sum(c.values()), dict(c)) for k, c in counts.items()}
+
+
+_EXCLUSIONS = {r.value: r for r in ExclusionReason}
 
 
 def reason_kind(reason: str | None) -> str:

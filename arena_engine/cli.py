@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio
 
 from . import __version__
-from .errors import ArenaError
+from .errors import ArenaError, unwrap
 
 EXIT_OK, EXIT_FAILURES, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -221,9 +221,7 @@ def _main(argv: Sequence[str] | None) -> int:
         try:
             return _dispatch(args)
         except ExceptionGroup as group:  # a task group's wrapping (e.g. `report` on a bad dataset line)
-            from .commands import _unwrap
-
-            raise _unwrap(group) from None
+            raise unwrap(group) from None
     except ArenaError as exc:
         if debug:
             traceback.print_exc()

@@ -46,17 +46,25 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import anyio
 import orjson
 
-from arena_engine.batch_options import BatchOptions
-from arena_engine.errors import ConfigError
+from arena_engine.endpoint_config import Endpoint, EnvVar, RetryPolicy, Timeouts
+from arena_engine.errors import (
+    ConfigError,
+    FailureReason,
+    FatalHTTPError,
+    RequestError,
+    RetryKind,
+    UsageError,
+    failure_reason,
+)
 from arena_engine.health import ENDPOINT_DOWN, EndpointHealth
-from arena_engine.limits import EndpointLimiter, Limits, Ticket
+from arena_engine.limits import EndpointLimiter, Ticket
 from arena_engine.read_timeout import ReadWatchdog
 from arena_engine.replies import (
     Fault,
@@ -79,6 +87,7 @@ __all__ = [
     "Endpoint",
     "EnvVar",
     "RetryDecision",
+    "RetryKind",
     "RetryPolicy",
     "Timeouts",
     "backoff_delay",
@@ -88,13 +97,6 @@ __all__ = [
     "server_wait",
 ]
 
-DEFAULT_CONNECT_TIMEOUT = 10.0
-DEFAULT_READ_TIMEOUT = 120.0
-DEFAULT_TOTAL_TIMEOUT = 300.0
-DEFAULT_MAX_ATTEMPTS = 6
-DEFAULT_MAX_TIME = 600.0
-DEFAULT_BASE_DELAY = 0.5
-DEFAULT_MAX_DELAY = 60.0
 #: Completion tokens assumed for the token-rate estimate when the request sets no max_tokens.
 DEFAULT_COMPLETION_ESTIMATE = 256
 #: Longest server message kept in an error string.
@@ -104,109 +106,9 @@ MAX_ERROR_MESSAGE = 300
 THROTTLE_STATUSES = frozenset({429, 503})
 FATAL_STATUSES = frozenset({400, 401, 403, 404, 422})
 RETRY_STATUSES = frozenset({408, 409, 429})
-RETRY_BUDGET_EXHAUSTED = "retry_budget_exhausted"
-#: Headers the client sets itself; `Endpoint.extra_headers` may not.
-RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "accept"})
+RETRY_BUDGET_EXHAUSTED = FailureReason.RETRY_BUDGET_EXHAUSTED.value
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Per-attempt timeouts in seconds: opening a connection, between reads, the whole attempt."""
-
-    connect: float = DEFAULT_CONNECT_TIMEOUT
-    read: float = DEFAULT_READ_TIMEOUT
-    total: float = DEFAULT_TOTAL_TIMEOUT
-
-    def __post_init__(self) -> None:
-        for name in ("connect", "read", "total"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-                raise ConfigError(f"timeouts.{name} must be a positive number of seconds, not {value!r}")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """At most `max_attempts` attempts within `max_time` seconds; backoff base/max in seconds."""
-
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    max_time: float = DEFAULT_MAX_TIME
-    base_delay: float = DEFAULT_BASE_DELAY
-    max_delay: float = DEFAULT_MAX_DELAY
-
-    def __post_init__(self) -> None:
-        if (
-            isinstance(self.max_attempts, bool)
-            or not isinstance(self.max_attempts, int)
-            or self.max_attempts < 1
-        ):
-            raise ConfigError(f"retry.max_attempts must be an integer >= 1, not {self.max_attempts!r}")
-        for name in ("max_time", "base_delay", "max_delay"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
-                raise ConfigError(f"retry.{name} must be a number >= 0, not {value!r}")
-
-
-@dataclass(frozen=True)
-class EnvVar:
-    """A value read from the environment variable `name` when the client opens (header secrets such
-    as Azure's `api-key`); only the name is ever stored, printed or saved."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One OpenAI-compatible endpoint serving one model. `api_url` ends before `/chat/completions`.
-
-    `extra_headers` go with every request (a value may be an `EnvVar`, e.g. Azure's
-    `{"api-key": EnvVar("AZURE_KEY")}`); `query_params` are added to the URL (Azure's `api-version`);
-    `extra_body` fills the request body's keys that the request's own params do not set.
-    """
-
-    name: str
-    api_url: str
-    model: str
-    api_key_env: str | None = None
-    limits: Limits = field(default_factory=Limits)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    extra_headers: Mapping[str, str | EnvVar] = field(default_factory=dict, hash=False)
-    query_params: Mapping[str, str] = field(default_factory=dict, hash=False)
-    extra_body: Mapping[str, Any] = field(default_factory=dict, hash=False)
-    batch: BatchOptions | None = None  # mode = "batch": requests go through the provider's batch API
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise ConfigError("endpoint.name must not be empty")
-        if not self.api_url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"endpoint {self.name!r}: api_url must start with http:// or https://, not {self.api_url!r}"
-            )
-        if not self.model:
-            raise ConfigError(f"endpoint {self.name!r}: model must not be empty")
-        for header, value in self.extra_headers.items():
-            if not isinstance(header, str) or not header.strip() or header.lower() in RESERVED_HEADERS:
-                raise ConfigError(f"endpoint {self.name!r}: extra header {header!r} cannot be set")
-            if not isinstance(value, str | EnvVar):
-                raise ConfigError(f"endpoint {self.name!r}: extra header {header!r} must be a string or an EnvVar")
-            if header.lower() == "authorization" and self.api_key_env:
-                raise ConfigError(
-                    f"endpoint {self.name!r}: an Authorization header and api_key_env both set the key; keep one"
-                )
-        for banned in ("model", "messages", "stream"):
-            if banned in self.extra_body:
-                raise ConfigError(f"endpoint {self.name!r}: extra_body.{banned} is set by arena-engine, remove it")
-
-    @property
-    def chat_url(self) -> str:
-        return self.api_url.rstrip("/") + "/chat/completions"
-
-    def env_names(self) -> list[str]:
-        """The environment variables this endpoint reads secrets from (the key, header values)."""
-        names = [self.api_key_env] if self.api_key_env else []
-        return names + [v.name for v in self.extra_headers.values() if isinstance(v, EnvVar)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +126,8 @@ class ChatResult:
     reasons of `arena_engine.replies.read_reply` ("refusal: ...", "tool_calls instead of content: ...",
     "text/html body, not JSON: ...", ...), or "retry_budget_exhausted: <last reason>" where the last
     reason is e.g. "timeout", "connection_reset", "malformed_json", "http_503: <server message>",
-    "error_in_body: <server message>".
+    "error_in_body: <server message>". `reason` is its typed code (a FailureReason), and
+    `raise_for_error()` raises it as a RequestError (FatalHTTPError for a status retrying cannot fix).
     """
 
     content: str | None
@@ -242,6 +145,22 @@ class ChatResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def reason(self) -> FailureReason | None:
+        """Why there is no answer, typed (None on success); `error` has the details."""
+        return failure_reason(self.error)
+
+    def raise_for_error(self) -> None:
+        """Raise the failure as a :class:`RequestError` (a :class:`FatalHTTPError` for a 4xx other than
+        408/409/429); nothing on success. For callers that want an exception where the run keeps a record."""
+        if self.error is None:
+            return
+        reason = failure_reason(self.error) or FailureReason.OTHER
+        status = self.status
+        fatal = reason is FailureReason.HTTP and status is not None and classify_status(status) is RetryKind.FATAL
+        cls = FatalHTTPError if fatal else RequestError
+        raise cls(f"request failed: {self.error}", status=status, reason=reason)
 
 
 @dataclass(slots=True)
@@ -272,9 +191,9 @@ class ClientStats:
 
 @dataclass(frozen=True, slots=True)
 class RetryDecision:
-    """What to do after an attempt: `kind` is "done", "fatal" or "retry"; `wait` is the server's wait."""
+    """What to do after an attempt (`kind`: a RetryKind); `wait` is the server's wait."""
 
-    kind: str
+    kind: RetryKind
     reason: str | None = None
     wait: float | None = None  # seconds the server asked for (None: use backoff)
     status: int | None = None  # HTTP status of the answer, if one arrived
@@ -411,13 +330,13 @@ def backoff_delay(attempt: int, policy: RetryPolicy, rng: random.Random) -> floa
     return rng.uniform(0.0, cap)
 
 
-def classify_status(status: int) -> str:
-    """ "retry" for 408/409/429/5xx, "fatal" for other errors, "done" for 2xx."""
+def classify_status(status: int) -> RetryKind:
+    """RETRY for 408/409/429/5xx, FATAL for other errors, DONE for 2xx."""
     if 200 <= status < 300:
-        return "done"
+        return RetryKind.DONE
     if status in RETRY_STATUSES or status >= 500:
-        return "retry"
-    return "fatal"
+        return RetryKind.RETRY
+    return RetryKind.FATAL
 
 
 def estimate_tokens(messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any] | None) -> int:
@@ -607,12 +526,12 @@ class ChatClient:
     @property
     def limiter(self) -> EndpointLimiter:
         if self._limiter is None:
-            raise RuntimeError("ChatClient is not open: use `async with ChatClient(endpoint) as client:`")
+            raise UsageError("ChatClient is not open: use `async with ChatClient(endpoint) as client:`")
         return self._limiter
 
     async def __aenter__(self) -> ChatClient:
         if self._session is not None:
-            raise RuntimeError("ChatClient is already open")
+            raise UsageError("ChatClient is already open")
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.__key is not None:
             headers["Authorization"] = f"Bearer {self.__key.value}"
@@ -653,7 +572,7 @@ class ChatClient:
         session = self._session
         limiter = self._limiter
         if session is None or limiter is None:
-            raise RuntimeError("ChatClient is not open: use `async with ChatClient(endpoint) as client:`")
+            raise UsageError("ChatClient is not open: use `async with ChatClient(endpoint) as client:`")
         body: dict[str, Any] = {"model": self._model, "messages": messages}
         if self._extra_body:
             body.update(self._extra_body)
@@ -676,7 +595,7 @@ class ChatClient:
         throttled = 0  # attempts refused with "slow down" (429, 503 + wait): time-budgeted, not counted
         latency = 0.0
         status: int | None = None
-        reason = "timeout"
+        reason = FailureReason.TIMEOUT.value
         reshaped = 0  # attempts resent at once in another shape: they do not count against max_attempts
         finish: str | None = None
         health = self.health
@@ -786,7 +705,7 @@ class ChatClient:
                 continue
             reason = decision.reason or "error"
             health.failed(reason)
-            if decision.kind == "fatal":
+            if decision.kind is RetryKind.FATAL:
                 if limiter.probing:
                     limiter.end_probe()  # a fatal answer: nothing to wait for
                 return self._failure(reason, status, latency, attempt, start, finish)
@@ -837,16 +756,16 @@ class ChatClient:
     ) -> RetryDecision:
         message = _server_message(raw, self._scrub)
         reason = f"http_{status}: {message}"
-        if classify_status(status) == "fatal":
-            return RetryDecision("fatal", reason, status=status)
+        if classify_status(status) is RetryKind.FATAL:
+            return RetryDecision(RetryKind.FATAL, reason, status=status)
         if status == 429:
             self.stats.rate_limited += 1
             self.limiter.on_rate_limited(ticket)
         elif status == 503:  # overloaded: fewer slots too (an adaptive or auto gate)
             self.limiter.on_rate_limited(ticket)
         elif is_validation_error(message):  # the server's validator said no (llama-cpp-python: a 500)
-            return RetryDecision("fatal", reason, status=status)
-        return RetryDecision("retry", reason, server_wait(headers), status=status)
+            return RetryDecision(RetryKind.FATAL, reason, status=status)
+        return RetryDecision(RetryKind.RETRY, reason, server_wait(headers), status=status)
 
     def _adapt(self, body: dict[str, Any], ladder: Sequence[FormatShape] | None) -> None:
         """Give `body` the shape this endpoint is known to take."""
@@ -898,17 +817,17 @@ def _network_failure(exc: aiohttp.ClientError) -> RetryDecision:
     if isinstance(exc, aiohttp.ServerTimeoutError):
         return TIMEOUT
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return RetryDecision("retry", f"connect_error: {type(exc).__name__}")
+        return RetryDecision(RetryKind.RETRY, f"{FailureReason.CONNECT_ERROR}: {type(exc).__name__}")
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | aiohttp.ClientOSError):
         return CONNECTION_RESET
     if isinstance(exc, aiohttp.ClientResponseError):
-        return RetryDecision("retry", f"bad_response: {exc.status}", status=exc.status or None)
-    return RetryDecision("retry", f"client_error: {type(exc).__name__}")
+        return RetryDecision(RetryKind.RETRY, f"{FailureReason.BAD_RESPONSE}: {exc.status}", status=exc.status or None)
+    return RetryDecision(RetryKind.RETRY, f"{FailureReason.CLIENT_ERROR}: {type(exc).__name__}")
 
 
-TIMEOUT = RetryDecision("retry", "timeout")
-CONNECTION_RESET = RetryDecision("retry", "connection_reset")
-RESHAPE = RetryDecision("reshape")
+TIMEOUT = RetryDecision(RetryKind.RETRY, FailureReason.TIMEOUT.value)
+CONNECTION_RESET = RetryDecision(RetryKind.RETRY, FailureReason.CONNECTION_RESET.value)
+RESHAPE = RetryDecision(RetryKind.RESHAPE)
 
 _RESULT_SETTERS = tuple(getattr(ChatResult, f.name).__set__ for f in fields(ChatResult))
 _new = object.__new__

@@ -17,10 +17,9 @@ from typing import Any, Literal
 
 from .batch_options import PROTOCOLS, BatchOptions
 from .chat_params import check_generation
-from .client import Endpoint, EnvVar, RetryPolicy, Timeouts
 from .configfile import did_you_mean, read_config_file
+from .endpoint_config import AUTO_MAX, Endpoint, EnvVar, Limits, RetryPolicy, Timeouts
 from .errors import ConfigError
-from .limits import AUTO_MAX, Limits
 from .panel import COMBINE_MODES, PanelConfig
 from .stop_rules import RULES, StopConfig
 
@@ -346,6 +345,8 @@ def _text_or_file(r: _Reader, key: str, base: Path) -> str | None:
 
 def config_from_dict(data: Mapping[str, Any], *, source: str = "<config>", base_dir: Path | None = None) -> RunConfig:
     """Build a :class:`RunConfig` from parsed TOML/JSON data, checking every key."""
+    if not isinstance(data, Mapping):  # a JSON file holding a list, say
+        raise ConfigError(f"{source}: a config is a table of sections (a JSON object), not {type(data).__name__}")
     base = base_dir or Path.cwd()
     top = _Reader(source, "", dict(data))
     run = top.sub("run") or _Reader(source, "run", {})

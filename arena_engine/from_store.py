@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import runlog, snapshot
-from .battles import Game
+from .battles import ExclusionReason, Game
 from .config import JudgeConfig, ModelConfig, RunConfig
 from .datasets import Query, iter_queries
 from .identity import (
@@ -106,7 +106,7 @@ def verdict_game(q: Query, cand: str, opp: str, candidate_is_a: bool, key: bytes
     label = rec.get("verdict")
     outcome = candidate_view(Verdict.from_label(label), candidate_is_a) if label is not None else None
     return Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, outcome,
-                None if outcome is not None else f"unparseable verdict: {rec.get('error')}", key.hex(), judge)
+                None if outcome is not None else f"{ExclusionReason.UNPARSEABLE_VERDICT}: {rec.get('error')}", key.hex(), judge)
 
 
 def count_record(usage: EndpointUsage, key: bytes, rec: Mapping[str, Any], counted: set[bytes]) -> None:
@@ -253,7 +253,7 @@ class _Walk:
                 for slot in self.order[:1] if self.cascade else self.order:
                     for candidate_is_a in (True, False):
                         self.games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None,
-                                               f"no answer: {missing}", judge=self._tag(slot)))
+                                               f"{ExclusionReason.NO_ANSWER}: {missing}", judge=self._tag(slot)))
                 continue
             for i, slot in enumerate(self.order):
                 first = self._verdict(slot, q, cand, opp, a_c, a_o, True, counted)
@@ -299,10 +299,10 @@ class _Walk:
             failed = self.failed.get((q.dataset, q.subset, q.id, cand, opp, candidate_is_a, self._tag(slot)))
             if failed is None:
                 self.missing += 1
-                reason = "not judged yet"
+                reason = ExclusionReason.NOT_JUDGED_YET.value
             else:  # the run's own reason, so `report` shows what the run showed
                 self.failures += 1
-                reason = f"judge request failed: {failed}"
+                reason = f"{ExclusionReason.JUDGE_REQUEST_FAILED}: {failed}"
             self.games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None, reason,
                                    judge=self._tag(slot)))
             return None

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import anyio
 
+from .errors import FailureReason
 from .replies import NOT_JSON
 
 #: consecutive hard failures that open the circuit
 DEFAULT_THRESHOLD = 5
 #: failure reasons (prefixes of ``ChatResult.error``) that mean the endpoint cannot answer at all
 HARD_FAILURES = ("connect_error", "dns_error", "http_401", "http_403", "http_404", "malformed_json", "not_json")
-ENDPOINT_DOWN = "endpoint_down"
+ENDPOINT_DOWN = FailureReason.ENDPOINT_DOWN.value
 
 
 def is_hard(reason: str) -> bool:

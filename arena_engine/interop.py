@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from .battles import Game
+from .battles import ExclusionReason, Game
 from .errors import DatasetError
 
 ARENA_HARD_BASELINE = "gpt-4-0314"
@@ -75,7 +75,7 @@ def arena_hard_games(path: str | Path, *, baseline: str = ARENA_HARD_BASELINE, b
                 candidate_is_a = i == 1  # game 1: the baseline is A; game 2: the model is A
                 outcome = None if score is None else (_FROM_A[score] if candidate_is_a else -_FROM_A[score])
                 games.append(Game(bench, "judgments", str(qid), model, baseline, candidate_is_a, outcome,
-                                  None if score is not None else "no verdict in the imported judgment"))
+                                  None if score is not None else ExclusionReason.NO_IMPORTED_VERDICT.value))
     return games
 
 
@@ -109,7 +109,7 @@ def alpacaeval_games(path: str | Path, *, dataset: str = "alpaca_eval") -> list[
             continue
         outcome = None if pref is None else (1 if pref > 1.5 else -1 if pref < 1.5 else 0)  # generator_2's side
         games.append(Game(dataset, "annotations", _query_id(row["instruction"]), row["generator_2"], row["generator_1"],
-                          False, outcome, None if pref is not None else "no preference in the imported annotation"))
+                          False, outcome, None if pref is not None else ExclusionReason.NO_IMPORTED_PREFERENCE.value))
     return games
 
 

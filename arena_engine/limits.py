@@ -27,9 +27,9 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+from arena_engine.endpoint_config import AUTO_START, DEFAULT_CONCURRENCY, MINUTE, Limits
 from arena_engine.errors import ConfigError
 
 
@@ -66,8 +66,6 @@ __all__ = [
     "WindowLimit",
 ]
 
-DEFAULT_CONCURRENCY = 32
-MINUTE = 60.0
 #: Added to every window (1% of it, within 20-100 ms) so that jitter between the reserved time and the
 #: send (and the server's clock) cannot put `limit + 1` sends into one window. A request that wakes
 #: later than this margin after its reserved time does not send: it queues again.
@@ -91,11 +89,6 @@ MAX_BURST_FRACTION = 0.02
 ADMISSION_TICK = 0.02
 #: Multiplicative decrease of the adaptive concurrency on a 429 (additive increase: +1 per window).
 ADAPTIVE_BACKOFF = 0.5
-#: An endpoint whose config sets no `concurrency` starts with AUTO_START slots and finds its own level,
-#: up to AUTO_MAX: slots double per round of answers while latency holds, and are cut when latency
-#: climbs (a server queueing the requests it cannot serve) or on a 429/503.
-AUTO_START = 8
-AUTO_MAX = 1024
 #: Latency (a short moving average) may rise to this multiple of its long-run average before slots are cut.
 LATENCY_TOLERANCE = 1.5
 #: The moving averages' weights per answer: the short one follows ~10 answers, the long one ~500.
@@ -113,66 +106,6 @@ LOW_WATER_FRACTION = 0.01
 PROBE_TIMEOUT = 2.0
 
 Clock = Callable[[], float]
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one endpoint allows: concurrent requests, requests per minute, tokens per minute.
-
-    `adaptive=True` halves the concurrency on a 429 (once per round of requests) and adds it back one
-    slot per round of successes, never above `concurrency`.
-
-    `window` is the sliding window (seconds) over which rpm/tpm are enforced: at most rpm * window / 60
-    requests in any window of that length. The default is the minute the limits are quoted in; shorter
-    windows also smooth bursts (and make limits observable in short tests and benchmarks).
-    """
-
-    concurrency: int = DEFAULT_CONCURRENCY
-    rpm: float | None = None
-    tpm: float | None = None
-    adaptive: bool = False
-    #: `concurrency` is only the ceiling: start at AUTO_START and follow the endpoint's latency (see
-    #: ConcurrencyGate); the config's default when it sets no concurrency
-    auto: bool = False
-    window: float = MINUTE
-
-    def __post_init__(self) -> None:
-        if (
-            isinstance(self.concurrency, bool)
-            or not isinstance(self.concurrency, int)
-            or self.concurrency < 1
-        ):
-            raise ConfigError(f"limits.concurrency must be an integer >= 1, not {self.concurrency!r}")
-        for name in ("rpm", "tpm"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value <= 0
-            ):
-                raise ConfigError(f"limits.{name} must be a positive number or None, not {value!r}")
-        if (
-            isinstance(self.window, bool)
-            or not isinstance(self.window, int | float)
-            or not math.isfinite(self.window)
-            or self.window <= 0
-        ):
-            raise ConfigError(f"limits.window must be a positive number of seconds, not {self.window!r}")
-
-    def request_window(self) -> tuple[float, float] | None:
-        """(requests, seconds) of the request window: a whole number of requests (at least 1), the
-        window stretched to keep the rate exactly rpm; None without an rpm limit."""
-        if self.rpm is None:
-            return None
-        capacity = max(1, math.floor(self.rpm * self.window / MINUTE + 1e-9))
-        return float(capacity), MINUTE * capacity / self.rpm
-
-    def token_window(self) -> tuple[float, float] | None:
-        """(tokens, seconds) of the token window; None without a tpm limit."""
-        if self.tpm is None:
-            return None
-        return self.tpm * self.window / MINUTE, self.window
 
 
 class _Bucket:

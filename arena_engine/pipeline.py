@@ -30,11 +30,11 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from . import runlog
 from .batch.session import DEFERRED, BatchChat
-from .battles import Game
+from .battles import ExclusionReason, Game
 from .client import RETRY_BUDGET_EXHAUSTED, ChatClient, ChatResult
 from .config import ModelConfig, RunConfig
 from .datasets import Query
-from .errors import ArenaError, ConfigError, VerdictError
+from .errors import ArgumentError, ConfigError, UsageError, VerdictError, unwrap
 from .from_store import (
     FAILURES,
     cascade_goes_on,
@@ -81,12 +81,13 @@ from .results import (
 )
 from .results import MetricSums as MetricSums
 from .results import PanelResults as PanelResults
-from .results import ReferenceItem, Tally, assemble, reference_metrics
+from .results import Tally, assemble, reference_metrics
 from .roles import JUDGE as JUDGE
 from .roles import is_judge_role as is_judge_role
 from .roles import judge_role as judge_role
 from .runfolder import save_config
 from .runlog import RunHistory
+from .snapshot import ItemsDigest
 from .snapshot import eligible as snapshot_eligible
 from .store import RunStore, content_key
 from .store.shards import LayeredStore, merge_shards
@@ -121,7 +122,7 @@ class Arena:
                  leases: Mapping[str, LeaseClient] | None = None, retry_excluded: bool = False,
                  batch: BatchSession | None = None) -> None:
         if shard is not None and not 0 <= shard[0] < shard[1]:
-            raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
+            raise ArgumentError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
         if shard is not None and config.stop.active:
             raise ConfigError("'arena.stop' decides on the whole run's queries in one order and cannot be "
                               "split over Ray workers; run it without --backend ray")
@@ -153,7 +154,7 @@ class Arena:
         self.usage: dict[str, EndpointUsage] = {}
         self.stages: dict[str, StageProgress] = {}
         self._reference_items: list[tuple[str, str, str, bytes, str]] = []  # (model, dataset, subset, key, ref)
-        self._scored: tuple[list[ReferenceItem], dict[tuple[str, str, str], MetricSums]] = ([], {})
+        self._scored: tuple[ItemsDigest, dict[tuple[str, str, str], MetricSums]] = (ItemsDigest(), {})
         self._queries: dict[tuple[str, str], int] = {}
         self._judge_system = config.judge.system_prompt or DEFAULT_SYSTEM_PROMPT
         self.retry_excluded = retry_excluded and not offline  # ask the judge again for unparseable verdicts
@@ -264,7 +265,7 @@ class Arena:
     def store(self) -> RunStore | LayeredStore:
         """The run folder's open checkpoints (for write_reports inside ``async with``)."""
         if self._store is None:
-            raise RuntimeError("the arena is not open: use 'async with Arena(config) as arena:'")
+            raise UsageError("the arena is not open: use 'async with Arena(config) as arena:'")
         return self._store
 
     def pause_sending(self, seconds: float) -> None:
@@ -304,7 +305,7 @@ class Arena:
     async def run(self) -> ArenaResults:
         """Run (or resume) the whole arena and return the results."""
         if self._store is None:
-            raise RuntimeError("use 'async with Arena(config) as arena:' before arena.run()")
+            raise UsageError("use 'async with Arena(config) as arena:' before arena.run()")
         self._started = time.monotonic()
         if self.offline:  # nothing is sent: the results are those of the checkpoints
             assert isinstance(self._store, RunStore), "an offline arena reads a run folder's own store"
@@ -326,8 +327,8 @@ class Arena:
                 await self._run_queries()
                 self._sending.set()  # nothing was sent (a finished run): load them now
         except BaseExceptionGroup as group:
-            error = _first_arena_error(group)
-            if error is None:
+            error = unwrap(group)
+            if error is group:
                 raise
             raise error from None  # callers get the ArenaError itself, not a task group's wrapping
         finally:
@@ -340,15 +341,23 @@ class Arena:
 
     def _results(self) -> ArenaResults:
         assert self._store is not None
-        items = []
-        for model, dataset, subset, key, reference in self._reference_items:
-            rec = self._store.get(GENERATIONS, key)
-            if rec is not None:
-                items.append((model, dataset, subset, rec["answer"], reference))
+        store = self._store
+        seen = ItemsDigest()
+
+        def items() -> Iterator[tuple[str, str, str, str, str]]:  # read one by one while the metrics are scored
+            queued, self._reference_items = self._reference_items, []
+            for model, dataset, subset, key, reference in queued:
+                rec = store.get(GENERATIONS, key)
+                if rec is not None:
+                    item = (model, dataset, subset, rec["answer"], reference)
+                    seen.add(item)
+                    yield item
+            queued.clear()  # scored: freed before the games are sorted and rated
+
         history = runlog.history(self.run_dir) if isinstance(self._store, RunStore) else RunHistory()
-        sums = reference_metrics(items)
-        self._scored = (items, sums)
-        tally = Tally(self._games, self.usage, self._failures, self._missing, items, self._queries, self._started,
+        sums = reference_metrics(items())
+        self._scored = (seen, sums)
+        tally = Tally(self._games, self.usage, self._failures, self._missing, (), self._queries, self._started,
                       self.failure_summary(), history, self._stop.summary() if self._stop is not None else None,
                       metric_sums=sums)
         return assemble(self.config, self.run_dir, tally)
@@ -368,8 +377,11 @@ class Arena:
         assert isinstance(self._store, RunStore)
         tally = tally_from_store(self._store, self.config, imported=self._imported, copy=False)
         if tally.walked is not None:  # else a snapshot already describes the folder
-            items, sums = self._scored
-            if sorted(tally.reference_items) == sorted(items):
+            seen, sums = self._scored
+            walked = ItemsDigest()
+            for item in tally.reference_items:
+                walked.add(item)
+            if walked == seen:
                 tally.metric_sums = sums
             complete(self._store, self.config, tally)
         # the run's results are those of the snapshot's inputs when its games are the walk's
@@ -755,7 +767,7 @@ class Arena:
             self.stages[slot.role].done += 2
             for candidate_is_a in (True, False):
                 self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None,
-                                        f"no answer: {missing}", judge=self._tag(slot)))
+                                        f"{ExclusionReason.NO_ANSWER}: {missing}", judge=self._tag(slot)))
 
     def _tag(self, slot: JudgeSlot) -> str | None:
         return slot.cfg.name if self._tag_judge else None
@@ -817,7 +829,7 @@ class Arena:
                 stage.done += 1
                 stage.failed += 1
                 self._games.append(Game(q.dataset, q.subset, q.id, cand, opp, candidate_is_a, None,
-                                        f"judge request failed: {error.error}", judge=self._tag(slot)))
+                                        f"{ExclusionReason.JUDGE_REQUEST_FAILED}: {error.error}", judge=self._tag(slot)))
                 return None
         return self._use_verdict(slot, q, cand, opp, candidate_is_a, key, rec, counted)
 
@@ -917,21 +929,6 @@ class Arena:
 
 
 
-def _first_arena_error(group: BaseExceptionGroup) -> ArenaError | None:
-    """The ArenaError a task group wrapped, if every failure in it is one (or a cancellation)."""
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [group]
-    while stack:
-        exc = stack.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            stack.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    errors = [e for e in leaves if isinstance(e, ArenaError)]
-    others = [e for e in leaves if not isinstance(e, ArenaError | anyio.get_cancelled_exc_class())]
-    return errors[0] if errors and not others else None
-
-
 def _failure_kind(error: str | None) -> str:
     """The kind a failure is counted under: its reason code ("http_404", "timeout"), and for a spent retry
     budget the last attempt's code as well ("retry_budget_exhausted: http_429"), which says the cause."""
@@ -975,7 +972,7 @@ def run_arena(config: RunConfig, *, offline: bool = False) -> ArenaResults:
     except RuntimeError:
         pass
     else:
-        raise ArenaError(
+        raise UsageError(
             "run_arena() cannot run inside a running event loop (a notebook or an async service): "
             "use `async with Arena(config) as arena: results = await arena.run()` there "
             "(in short, `await Arena(...).run()`), then `write_reports(results)`"

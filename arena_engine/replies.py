@@ -4,7 +4,7 @@ Pure functions over bytes, strings and dicts (no I/O, no state); `client.ChatCli
 
     read_reply(raw, content_type)  a 2xx body ->
         (content, choices, finish_reason, prompt_tokens, completion_tokens, reasoning)   an answer
-        | Fault(kind "retry" | "fatal", reason, finish_reason, prompt_tokens, completion_tokens)
+        | Fault(kind RETRY | FATAL, reason, finish_reason, prompt_tokens, completion_tokens)
 
         answer     content is text; leading `<think>...</think>` blocks and the `reasoning_content` /
                    `reasoning` field are kept out of it and returned as `reasoning`
@@ -34,8 +34,10 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from .errors import NOT_JSON_BODY, RetryKind
+
 #: how the reason for a 2xx whose body is another type (an HTML page) ends, after the content type
-NOT_JSON = " body, not JSON"
+NOT_JSON = NOT_JSON_BODY
 
 __all__ = [
     "TOKEN_PARAMS",
@@ -59,16 +61,16 @@ Answer = tuple[str, tuple[str, ...], str | None, int, int, str | None]
 
 
 class Fault(NamedTuple):
-    """Why a 2xx body holds no answer; `kind` is "retry" (worth another attempt) or "fatal"."""
+    """Why a 2xx body holds no answer; `kind` is RETRY (worth another attempt) or FATAL."""
 
-    kind: str
+    kind: RetryKind
     reason: str
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
 
-MALFORMED = Fault("retry", "malformed_json")
+MALFORMED = Fault(RetryKind.RETRY, "malformed_json")
 
 _WS = re.compile(r"\s+")
 # An error object inside a 200 that is worth retrying: the server (or the one behind it) is busy.
@@ -162,17 +164,17 @@ def _body_error(error: Any, scrub: Callable[[str], str]) -> Fault:
     transient = status in _TRANSIENT_CODES or any(
         isinstance(x, str) and _TRANSIENT_RE.search(x) for x in (message, kind, code)
     )
-    return Fault("retry" if transient else "fatal", f"error_in_body: {_message(message, scrub)}")
+    return Fault(RetryKind.RETRY if transient else RetryKind.FATAL, f"error_in_body: {_message(message, scrub)}")
 
 
 def _no_choices(data: dict[str, Any], scrub: Callable[[str], str]) -> Fault:
     for key in ("message", "detail", "msg", "warning"):
         value = data.get(key)
         if isinstance(value, str) and value.strip():
-            return Fault("fatal", f"no_choices: {_message(value, scrub)}")
+            return Fault(RetryKind.FATAL, f"no_choices: {_message(value, scrub)}")
     if data.get("prompt_filter_results") is not None:
-        return Fault("fatal", "no_choices: the server's content filter stopped the prompt (prompt_filter_results)")
-    return Fault("fatal", "no_choices")
+        return Fault(RetryKind.FATAL, "no_choices: the server's content filter stopped the prompt (prompt_filter_results)")
+    return Fault(RetryKind.FATAL, "no_choices")
 
 
 def _no_content(message: Any, finish_reason: str | None, reasoning: str | None,
@@ -217,7 +219,7 @@ def read_reply(raw: bytes, content_type: str | None = None, scrub: Callable[[str
             return MALFORMED
         # an HTML page (a proxy, a login wall, a web UI at the api_url): no retry will turn it into JSON
         quote = snippet(scrub(raw[: 4 * BODY_QUOTE].decode("utf-8", "replace")))
-        return Fault("fatal", f"{ctype}{NOT_JSON}: {quote}")
+        return Fault(RetryKind.FATAL, f"{ctype}{NOT_JSON}: {quote}")
     if type(data) is not dict:
         return MALFORMED
     usage = data.get("usage")
@@ -265,7 +267,7 @@ def read_reply(raw: bytes, content_type: str | None = None, scrub: Callable[[str
         texts.append(text or "")
     if content is None or (not content.strip() and (reasoning or _holds_other(first_message))):
         why = _no_content(first_message, finish_reason, reasoning, scrub)
-        return Fault("fatal", why, finish_reason, prompt_tokens, completion_tokens)
+        return Fault(RetryKind.FATAL, why, finish_reason, prompt_tokens, completion_tokens)
     return content, tuple(texts), finish_reason, prompt_tokens, completion_tokens, reasoning
 
 

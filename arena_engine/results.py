@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from dataclasses import replace as _replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from .battles import Battle, Game, combine
 from .config import RunConfig
@@ -55,7 +57,7 @@ class MetricSums:
         return {k: v / self.n for k, v in self.sums.items()} if self.n else {}
 
 
-@dataclass
+@dataclass(repr=False)
 class ArenaResults:
     config: RunConfig
     run_dir: Path
@@ -77,6 +79,12 @@ class ArenaResults:
     #: digest of the inputs these results were computed from, when a results snapshot vouches for them
     #: (arena_engine.snapshot.inputs_digest): the report reuses the battle browser it made from the same inputs
     inputs: str | None = None
+
+    def __repr__(self) -> str:
+        # short: asyncio formats the task that returned the results into a message at exit (signal
+        # handler lookup in asyncio.Runner.run), and the dataclass repr of 100,000 games was ~60 MB
+        return (f"<ArenaResults {str(self.run_dir)!r}: {len(self.games)} games, {len(self.battles)} battles, "
+                f"{len(self.boards)} boards>")
 
     @property
     def overall(self) -> Board:
@@ -100,7 +108,7 @@ class Tally:
     usage: dict[str, EndpointUsage]
     failures: int
     missing: int
-    reference_items: Sequence[ReferenceItem]
+    reference_items: Iterable[ReferenceItem]  # read once, by assemble (it may be a generator)
     queries: dict[tuple[str, str], int]
     started: float  # time.monotonic() when the run began
     failure_lines: list[str] = field(default_factory=list)
@@ -114,21 +122,37 @@ class Tally:
     inputs: str | None = None  # as ArenaResults.inputs
 
 
-def reference_metrics(items: Sequence[ReferenceItem]) -> dict[tuple[str, str, str], MetricSums]:
-    """ROUGE/BLEU of every answer to a query with a reference, batched per (model, dataset, subset)."""
+METRIC_CHUNK = 4096  # answers per (model, dataset, subset) held at once while the metrics are scored
+
+
+def reference_metrics(items: Iterable[ReferenceItem]) -> dict[tuple[str, str, str], MetricSums]:
+    """ROUGE/BLEU of every answer to a query with a reference, batched per (model, dataset, subset).
+
+    ``items`` is consumed as it comes: at most ``METRIC_CHUNK`` answers per group are held before they
+    are scored (a run's answers are read from the checkpoints one by one, not all kept at once)."""
     from .metrics import METRIC_NAMES, sample_metrics_batch
 
-    groups: dict[tuple[str, str, str], tuple[list[str], list[str]]] = {}
+    pending: dict[tuple[str, str, str], tuple[list[str], list[str]]] = {}
+    scored: dict[tuple[str, str, str], list[np.ndarray]] = {}
     for model, dataset, subset, answer, reference in items:
-        preds, refs = groups.setdefault((model, dataset, subset), ([], []))
+        group = (model, dataset, subset)
+        preds, refs = pending.setdefault(group, ([], []))
+        scored.setdefault(group, [])
         preds.append(answer)
         refs.append(reference)
+        if len(preds) >= METRIC_CHUNK:
+            scored[group].append(sample_metrics_batch(preds, refs))
+            preds.clear()
+            refs.clear()
     sums: dict[tuple[str, str, str], MetricSums] = {}
-    for group, (preds, refs) in groups.items():
-        scores = sample_metrics_batch(preds, refs)
+    for group, parts in scored.items():
+        preds, refs = pending[group]
+        if preds:
+            parts.append(sample_metrics_batch(preds, refs))
+        scores = np.concatenate(parts)
         # fsum: exactly rounded, so the order the answers arrived in (a run's) does not show in the last digit
         totals = [math.fsum(col) for col in scores.T.tolist()]
-        sums[group] = MetricSums(len(preds), dict(zip(METRIC_NAMES, totals, strict=True)))
+        sums[group] = MetricSums(len(scores), dict(zip(METRIC_NAMES, totals, strict=True)))
     return sums
 
 

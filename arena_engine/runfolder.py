@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from .client import EnvVar
 from .config import JudgeConfig, RunConfig, config_from_dict
+from .endpoint_config import EnvVar
 from .errors import CheckpointError, ConfigError
 from .stop_rules import stop_dict
 

@@ -146,6 +146,30 @@ def inputs_digest(print_: Mapping[str, Any]) -> str:
     return hashlib.blake2b(orjson.dumps(named, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
 
 
+class ItemsDigest:
+    """An order-free digest of reference items (model, dataset, subset, answer, reference): two equal
+    digests mean the same answers were scored, so their metric sums may be reused, without keeping the
+    answers (a run streams them)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.total = 0
+
+    def add(self, item: tuple[str, str, str, str, str]) -> None:
+        h = hashlib.blake2b(digest_size=16)
+        for part in item:
+            data = part.encode("utf-8", "surrogatepass")
+            h.update(len(data).to_bytes(8, "little"))
+            h.update(data)
+        self.n += 1
+        self.total = (self.total + int.from_bytes(h.digest(), "little")) % (1 << 128)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ItemsDigest) and (self.n, self.total) == (other.n, other.total)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 # ------------------------------------------------------------------------------------ encoding
 
 _USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(EndpointUsage) if f.name not in ("name", "latencies"))

@@ -15,7 +15,8 @@ from shape_server import completion, shape_server
 
 from arena_engine.client import ChatClient, Endpoint
 from arena_engine.config import config_from_dict
-from arena_engine.limits import AUTO_MAX, AUTO_START, ConcurrencyGate, Limits
+from arena_engine.endpoint_config import AUTO_MAX, AUTO_START, Limits
+from arena_engine.limits import ConcurrencyGate
 from arena_engine.sim.config import Latency, SimConfig
 from arena_engine.sim.process import SimProcess
 
@@ -100,7 +101,7 @@ async def test_a_server_with_many_slots_is_filled() -> None:
     with SimProcess(SimConfig.demo(latency=Latency("fixed", 0.05))) as sim:  # every request at once, 50 ms
         url = sim.url
         autos, fixed, caps = [], [], []
-        for _ in range(2):  # alternated, best of each: a load spike on this shared box hits one rep, not the figure
+        for _ in range(3):  # alternated, best of each: a load spike on this shared box hits one rep, not the figure
             _, took, client = await _chats(url, 1200, Limits(concurrency=AUTO_MAX, auto=True), model="sim-base")
             autos.append(took)
             caps.append(client.limiter.gate.cap)

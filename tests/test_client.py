@@ -349,6 +349,7 @@ def most_in_a_second(times: list[float]) -> int:
     return max(bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times))
 
 
+@pytest.mark.exclusive
 async def test_rpm_limit_is_never_exceeded_and_nearly_reached() -> None:
     # we allow 540/min over 1-second windows (9 per second); the server enforces 10 per second: a
     # little headroom for arrival jitter, as one would configure against a real provider
@@ -359,6 +360,7 @@ async def test_rpm_limit_is_never_exceeded_and_nearly_reached() -> None:
     assert 3.8 <= took < 4.4
 
 
+@pytest.mark.exclusive
 async def test_a_fast_binding_limit_shares_wakeups_and_keeps_every_window() -> None:
     # 380 per 1.02 s: a request falls due every ~2.7 ms and 64 slots keep a queue waiting, so the
     # waiting requests go out together on 20 ms ticks. The server enforces 400 per second.

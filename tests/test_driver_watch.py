@@ -72,6 +72,7 @@ async def _watch(coord: FakeCoordinator, script: Callable[[], Awaitable[None]],
     return reason, time.monotonic() - ended[0]
 
 
+@pytest.mark.exclusive
 def test_silent_driver_pauses_sending_and_a_reply_resumes_it_and_a_dead_one_stops_it() -> None:
     coord = FakeCoordinator()
     pauses: list[tuple[float, float]] = []
@@ -105,6 +106,7 @@ def test_silent_driver_pauses_sending_and_a_reply_resumes_it_and_a_dead_one_stop
     assert coord.beats >= 6
 
 
+@pytest.mark.exclusive
 def test_a_driver_silent_for_good_is_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(distributed, "DRIVER_GIVE_UP", 1.2)
     coord = FakeCoordinator()
@@ -137,6 +139,7 @@ def sleeper() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
 
 
 @linux_only
+@pytest.mark.exclusive
 def test_a_worker_on_the_drivers_node_sees_the_driver_end(sleeper: Callable[..., subprocess.Popen[bytes]]) -> None:
     driver = sleeper()
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 from arena_helpers import arena_config, dataset
 
@@ -29,6 +30,7 @@ def _summary(r: ArenaResults) -> list[tuple[str, str, float, float, float]]:
     return [(b.scope.title, e.model, e.winrate, e.lower, e.upper) for b in r.boards for e in b.entries]
 
 
+@pytest.mark.exclusive
 def test_two_arenas_in_one_web_app_and_cancel_one(tmp_path: Path) -> None:
     data = dataset(tmp_path, 30)
 

@@ -84,3 +84,40 @@ def test_run_arena_writes_the_reports_when_asked(tmp_path: Path) -> None:
 
 def test_all_lists_exactly_the_lazy_exports() -> None:
     assert set(ae.__all__) == set(ae._EXPORTS) | {"__version__"}
+
+
+def test_import_loads_none_of_the_run_or_rating_modules() -> None:
+    """`import arena_engine` (and `dir()`, `__all__`) stays cheap: the heavy modules load on first use."""
+    heavy = ("numba", "numpy", "aiohttp", "anyio", "arena_engine.rating", "arena_engine.leaderboard",
+             "arena_engine.client", "arena_engine.pipeline", "arena_engine.report", "arena_engine.config")
+    code = ("import sys, arena_engine; dir(arena_engine); arena_engine.__all__; arena_engine.__version__; "
+            f"print([m for m in {heavy!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]", f"import arena_engine pulled in {out.stdout}"
+
+
+def test_reading_a_config_loads_no_network_or_event_loop_module(tmp_path: Path) -> None:
+    """Checking a config file (an editor hook, `run --dry-run`'s first step) needs only the config values:
+    not aiohttp, the client or the limiter."""
+    (tmp_path / "a.toml").write_text('[[datasets]]\nname = "d"\npath = "d"\n\n[[models]]\nname = "b"\n'
+                                     'api_url = "http://127.0.0.1:9/v1"\n\n[[models]]\nname = "c"\n'
+                                     'api_url = "http://127.0.0.1:9/v1"\n\n[judge]\nname = "j"\n'
+                                     'api_url = "http://127.0.0.1:9/v1"\n\n[arena]\nbaseline = "b"\n')
+    heavy = ("aiohttp", "anyio", "arena_engine.client", "arena_engine.limits", "arena_engine.pipeline")
+    code = (f"import sys, arena_engine as ae; cfg = ae.load_config({str(tmp_path / 'a.toml')!r}); "
+            f"print(cfg.judge.endpoint.limits.concurrency, [m for m in {heavy!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split(" ", 1)[1].strip() == "[]", f"load_config pulled in {out.stdout}"
+
+
+def test_every_public_name_resolves_to_what_its_module_defines() -> None:
+    import importlib
+
+    for name in ae.__all__:
+        if name == "__version__":
+            continue
+        value = getattr(ae, name)
+        assert value is getattr(importlib.import_module(ae._EXPORTS[name]), name), name
+    assert set(dir(ae)) >= set(ae.__all__)
+    assert issubclass(ae.FatalHTTPError, ae.RequestError) and issubclass(ae.RequestError, ae.ArenaError)

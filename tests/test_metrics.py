@@ -283,3 +283,28 @@ def test_the_python_scorer_gives_the_kernels_bits() -> None:
     assert python.shape == kernel.shape == (750, len(metrics.METRIC_NAMES))
     assert np.array_equal(python.view(np.int64), kernel.view(np.int64))
     assert (kernel[:, 6:9] > 0).sum() > 500  # the LCS rows were exercised, not only the empty pairs
+
+
+def test_run_metrics_are_scored_in_chunks_as_answers_come_and_chunking_changes_no_digit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from arena_engine import results
+
+    rng = random.Random(7)
+    words = ["cat", "dog", "sat", "on", "the", "mat", "a", "red", "fox"]
+    items = [(m, "d", s, " ".join(rng.choices(words, k=rng.randint(1, 9))), " ".join(rng.choices(words, k=5)))
+             for m in ("a", "b") for s in ("x", "y") for _ in range(11)]
+    whole = results.reference_metrics(items)
+    sizes: list[int] = []
+    score = metrics.sample_metrics_batch
+
+    def counted(preds: list[str], refs: list[str]) -> np.ndarray:
+        sizes.append(len(preds))
+        return score(preds, refs)
+
+    monkeypatch.setattr(metrics, "sample_metrics_batch", counted)
+    monkeypatch.setattr(results, "METRIC_CHUNK", 3)
+    chunked = results.reference_metrics(iter(items))
+    assert max(sizes) == 3 and sum(sizes) == len(items)  # never more than a chunk of answers held
+    assert chunked.keys() == whole.keys() and all(chunked[g].n == whole[g].n == 11 for g in whole)
+    for g in whole:
+        assert chunked[g].sums == whole[g].sums  # the same bits: fsum over the same scores

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shlex
@@ -10,6 +11,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import orjson
+
+from arena_engine.demo import demo_sim_config, write_demo_dataset
+from arena_engine.sim import SimServer
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK_RE = re.compile(r"```(\w+)\n(.*?)```", re.DOTALL)
@@ -78,3 +83,30 @@ def test_python_snippets_run() -> None:
     exec(snippets[1], scope)
     ratings = scope["ratings"]
     assert ratings["qwen2.5-7b"].winrate == 0.5
+
+
+def test_embedding_snippet_runs_against_the_simulator(tmp_path: Path) -> None:
+    """The README's `evaluate(path)` as written: a config file, an arena run, the reports after the block."""
+    scope: dict[str, object] = {}
+    exec(_blocks("python")[0], scope)
+    evaluate = scope["evaluate"]
+    data = write_demo_dataset(tmp_path / "data" / "general_qa", 3)
+
+    async def main() -> object:
+        async with SimServer(demo_sim_config(latency=0.001)) as sim:
+            def ep(name: str) -> dict[str, object]:
+                return {"name": name, "api_url": sim.url, "concurrency": 4}
+
+            config = {"run": {"output_dir": str(tmp_path / "run"), "seed": 1},
+                      "datasets": [{"name": "general_qa", "path": str(data)}],
+                      "models": [ep("sim-base"), ep("sim-strong")], "arena": {"baseline": "sim-base"},
+                      "judge": ep("sim-judge"), "rating": {"rounds": 20}}
+            path = tmp_path / "arena.json"
+            path.write_bytes(orjson.dumps(config))
+            return await asyncio.wait_for(evaluate(path), 60)  # type: ignore[operator]
+
+    results = asyncio.run(main())
+    assert results.queries == {("general_qa", "arena"): 3, ("general_qa", "example"): 3}  # type: ignore[attr-defined]
+    assert results.failures == 0  # type: ignore[attr-defined]
+    report = tmp_path / "run" / "report"
+    assert {p.name for p in report.iterdir()} >= {"leaderboard.txt", "report.json", "report.html"}

@@ -270,6 +270,7 @@ async def test_retry_after_none_imposes_no_wait() -> None:
     assert stats["retry_after_violations"] == 0 and stats["endpoint_retry_after_violations"] == 0
 
 
+@pytest.mark.exclusive
 async def test_rpm_limit_answers_429_with_the_exact_wait() -> None:
     # 600 per minute over a 1 s window: 10 requests per sliding second
     cfg = config(Faults(), rpm_limit=600, rpm_window_s=1.0)

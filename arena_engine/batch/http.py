@@ -1,7 +1,9 @@
 """The HTTP calls every provider's batch API makes: retried JSON calls and streamed JSONL results.
 
-Transient failures (connection errors, 429, 5xx) are retried with backoff (``tries`` in all); anything
-else is a :class:`BatchError` with the server's message. Key values come from the environment and are
+Transient failures (connection errors, 429, 5xx) are retried with backoff (``tries`` in all), then are
+a :class:`Transient`; anything else is at once a :class:`BatchRefusedError` (a FatalHTTPError: a 4xx
+retrying cannot fix) or a :class:`BatchRequestError` (408/409), with the server's message. All three
+are BatchErrors and RequestErrors. Key values come from the environment and are
 only ever put in the request headers, never in a message.
 """
 
@@ -15,8 +17,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ..client import Endpoint, EnvVar
-from .errors import BatchError
+from ..client import Endpoint, EnvVar, classify_status
+from ..errors import FailureReason, RetryKind
+from .errors import BatchRefusedError, BatchRequestError
 
 TRIES = 6
 
@@ -27,8 +30,14 @@ def extra_headers(endpoint: Endpoint) -> dict[str, str]:
             for name, value in endpoint.extra_headers.items()}
 
 
-class Transient(BatchError):
-    """A call that may succeed if made again (connection error, 429, 5xx)."""
+class Transient(BatchRequestError):
+    """A call that may succeed if made again (connection error, 429, 5xx), after its tries."""
+
+
+def _refused(message: str, status: int) -> BatchRequestError:
+    """The error of a call answered with an error status: fatal unless retrying could help."""
+    cls = BatchRefusedError if classify_status(status) is RetryKind.FATAL else BatchRequestError
+    return cls(message, status)
 
 
 class BatchHttp:
@@ -44,6 +53,7 @@ class BatchHttp:
                     params: Mapping[str, str] | None = None, what: str, tries: int = TRIES) -> dict[str, Any]:
         delay = 0.5
         url = path if path.startswith(("http://", "https://")) else self.base + path
+        last: int | None = None  # the last answer's status (None: no answer)
         for attempt in range(1, tries + 1):
             body = data() if callable(data) else data
             try:
@@ -53,7 +63,9 @@ class BatchHttp:
                     status = resp.status
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
+                last = None
             else:
+                last = status
                 if 200 <= status < 300:
                     try:
                         out: dict[str, Any] = orjson.loads(raw)
@@ -63,9 +75,10 @@ class BatchHttp:
                 else:
                     problem = f"http_{status}: {message_of(raw)}"
                     if status != 429 and status < 500:
-                        raise BatchError(f"{self.endpoint.name} ({self.base}): {what} failed: {problem}", status)
+                        raise _refused(f"{self.endpoint.name} ({self.base}): {what} failed: {problem}", status)
             if attempt == tries:
-                raise Transient(f"{self.endpoint.name} ({self.base}): {what} failed {tries} time(s): {problem}")
+                raise Transient(f"{self.endpoint.name} ({self.base}): {what} failed {tries} time(s): {problem}",
+                                last, FailureReason.RETRY_BUDGET_EXHAUSTED)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
         raise AssertionError("unreachable")
@@ -75,8 +88,8 @@ class BatchHttp:
         url = url if url.startswith(("http://", "https://")) else self.base + url
         async with self.session.get(url, headers=self.headers) as resp:
             if resp.status != 200:
-                raise BatchError(f"{self.endpoint.name}: reading {what} failed: "
-                                 f"http_{resp.status}: {message_of(await resp.read())}")
+                raise _refused(f"{self.endpoint.name}: reading {what} failed: "
+                               f"http_{resp.status}: {message_of(await resp.read())}", resp.status)
             buf = b""
             async for piece in resp.content.iter_chunked(1 << 16):
                 buf += piece

@@ -3,8 +3,9 @@
 ``RUN_DIR/batches/ledger.jsonl`` holds one line per step of a chunk (an input file of one endpoint),
 each fsynced before the step it announces is taken or right after the provider confirmed it:
 
-- ``intent``: the chunk's file, its role (the endpoint), request count and sha256, and its *tag*
-  (the folder's id + the chunk's name), written once the file is complete and before any upload;
+- ``intent``: the chunk's file, its role (the endpoint), request count and sha256, its *tag*
+  (the folder's id + the chunk's name) and why it was cut (``cut``: size, age or stage), written once
+  the file is complete and before any upload;
 - ``uploaded``: the provider's file id (OpenAI's protocol);
 - ``creating``: the time a create call is about to be sent (Anthropic's protocol, whose batches carry
   no tag: see ``anthropic.AnthropicBatches.find_batch``);
@@ -111,9 +112,12 @@ class Ledger:
     def next_name(self) -> str:
         return f"c{len(self.chunks) + 1:05d}"
 
-    def intent(self, name: str, role: str, path: Path, requests: int, sha256: str) -> Chunk:
-        self._append({"chunk": name, "event": "intent", "role": role, "file": path.name, "requests": requests,
-                      "sha256": sha256, "tag": f"arena-{self.folder_tag}-{name}"})
+    def intent(self, name: str, role: str, path: Path, requests: int, sha256: str, cut: str | None = None) -> Chunk:
+        ev = {"chunk": name, "event": "intent", "role": role, "file": path.name, "requests": requests,
+              "sha256": sha256, "tag": f"arena-{self.folder_tag}-{name}"}
+        if cut is not None:  # why the file was cut (queue.ChunkWriter.cut); read by people, not by _apply
+            ev["cut"] = cut
+        self._append(ev)
         return self.chunks[name]
 
     def uploaded(self, c: Chunk, file_id: str) -> None:

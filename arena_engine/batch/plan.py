@@ -61,7 +61,8 @@ def batch_lines(cfg: RunConfig, rows: Sequence[PlanRow]) -> list[str]:
                    f"{cost * opts.discount:.2f} at the batch price ({opts.discount:g} x), {cost:.2f} live")
     if not out:
         return []
-    head = ["batch mode (each judge stage waits for the batches before it; cascades add a stage per judge):"]
+    head = ["batch mode (a judge's batches follow the answers' batches as they end, cut by size or batch.max_wait; "
+            "cascades add a stage per judge):"]
     if priced:
         out.append(f"  whole run: at most {paid:.2f} with the batch discount, {live:.2f} without it")
     return head + out

@@ -10,6 +10,7 @@ from statistics import NormalDist
 import numpy as np
 import numpy.typing as npt
 
+from arena_engine.errors import ArgumentError
 from arena_engine.rating import _bradley_terry as bt
 from arena_engine.rating._aggregate import (
     Battles,
@@ -237,7 +238,7 @@ def rate(
         from arena_engine.rating._elo import MAX_MODELS, elo_bootstrap, elo_mean
 
         if k > MAX_MODELS:
-            raise ValueError(f"method 'elo-online' takes at most {MAX_MODELS} models, got {k}")
+            raise ArgumentError(f"rate_battles: method 'elo-online' takes at most {MAX_MODELS} models, got {k}")
         ptr, gi, gj, gs2, gw = _games(a, o, battles, strong_weight)
         canon = np.arange(gi.size, dtype=np.int64)
         point = elo_mean(canon, gi, gj, gs2, gw, k, base, elo_k, _seeds(seed, _STREAM_ELO_ORDER, ELO_ORDERINGS))

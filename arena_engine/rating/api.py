@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from arena_engine.errors import ArenaError
+from arena_engine.errors import ArgumentError
 from arena_engine.rating.results import ELO_BASE, ELO_SCALE, ModelRating, Ratings
 
 Method = Literal["bt", "elo", "evalscope", "elo-online"]
@@ -24,9 +24,9 @@ LOG10 = math.log(10.0)
 def _as_int_array(name: str, values: npt.ArrayLike) -> npt.NDArray[np.int64]:
     arr = np.asarray(values)
     if arr.ndim != 1:
-        raise ArenaError(f"rate_battles: {name} must be a 1-D array, got shape {arr.shape}")
+        raise ArgumentError(f"rate_battles: {name} must be a 1-D array, got shape {arr.shape}")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise ArenaError(f"rate_battles: {name} must hold integers, got dtype {arr.dtype}")
+        raise ArgumentError(f"rate_battles: {name} must hold integers, got dtype {arr.dtype}")
     return arr.astype(np.int64, copy=False)
 
 
@@ -43,71 +43,71 @@ def _validate(
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int8], npt.NDArray[np.int64], int]:
     names = tuple(models)
     if not names:
-        raise ArenaError("rate_battles: models is empty; pass the names that model_a/model_b index into")
+        raise ArgumentError("rate_battles: models is empty; pass the names that model_a/model_b index into")
     if len(set(names)) != len(names):
-        raise ArenaError("rate_battles: models holds a name twice")
+        raise ArgumentError("rate_battles: models holds a name twice")
     a = _as_int_array("model_a", model_a)
     b = _as_int_array("model_b", model_b)
     o = np.asarray(outcome)
     if o.ndim != 1 or (o.size and not np.issubdtype(o.dtype, np.integer)):
-        raise ArenaError(f"rate_battles: outcome must be a 1-D integer array, got {o.dtype} of shape {o.shape}")
+        raise ArgumentError(f"rate_battles: outcome must be a 1-D integer array, got {o.dtype} of shape {o.shape}")
     q = _as_int_array("query", query)
     n = a.size
     for name, arr in (("model_b", b), ("outcome", o), ("query", q)):
         if arr.size != n:
-            raise ArenaError(f"rate_battles: model_a has {n} rows but {name} has {arr.size}")
+            raise ArgumentError(f"rate_battles: model_a has {n} rows but {name} has {arr.size}")
     k = len(names)
     for name, arr in (("model_a", a), ("model_b", b)):
         if n and (int(arr.min()) < 0 or int(arr.max()) >= k):
             bad = int(np.flatnonzero((arr < 0) | (arr >= k))[0])
-            raise ArenaError(
+            raise ArgumentError(
                 f"rate_battles: {name}[{bad}] = {int(arr[bad])} is not an index into models (0..{k - 1})"
             )
     if n and (int(o.min()) < -2 or int(o.max()) > 2):
         bad = int(np.flatnonzero((o < -2) | (o > 2))[0])
-        raise ArenaError(f"rate_battles: outcome[{bad}] = {int(o[bad])}; expected one of -2, -1, 0, 1, 2")
+        raise ArgumentError(f"rate_battles: outcome[{bad}] = {int(o[bad])}; expected one of -2, -1, 0, 1, 2")
     o8 = o.astype(np.int8, copy=False)
     if isinstance(baseline, str):
         if baseline not in names:
-            raise ArenaError(f"rate_battles: baseline {baseline!r} is not one of models")
+            raise ArgumentError(f"rate_battles: baseline {baseline!r} is not one of models")
         base = names.index(baseline)
     else:
         base = int(baseline)
         if not 0 <= base < k:
-            raise ArenaError(f"rate_battles: baseline index {base} is not an index into models (0..{k - 1})")
+            raise ArgumentError(f"rate_battles: baseline index {base} is not an index into models (0..{k - 1})")
     _check_int("rounds", rounds, 0, MAX_ROUNDS)
     _check_int("strong_weight", strong_weight, 1, 1000)
     if isinstance(ci, bool) or not isinstance(ci, (int, float, np.floating)) or not 0.0 < float(ci) < 1.0:
-        raise ArenaError(f"rate_battles: ci must be a number in (0, 1), got {ci!r}")
+        raise ArgumentError(f"rate_battles: ci must be a number in (0, 1), got {ci!r}")
     return a, b, o8, q, base
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ArenaError(f"rate_battles: {name} must be an integer, got {value!r}")
+        raise ArgumentError(f"rate_battles: {name} must be an integer, got {value!r}")
     if not lo <= int(value) <= hi:
-        raise ArenaError(f"rate_battles: {name} must be in [{lo}, {hi}], got {value}")
+        raise ArgumentError(f"rate_battles: {name} must be in [{lo}, {hi}], got {value}")
 
 
 def _check_options(method: str, interval: str | None, seed: object, elo_k: object, has_lengths: bool) -> str:
     """Validate the method options; return the interval (None: "score", or "bootstrap" where only that exists)."""
     if method not in ("bt", "elo", "evalscope", "elo-online"):
-        raise ArenaError(f"rate_battles: method must be 'bt', 'elo', 'evalscope' or 'elo-online', got {method!r}")
+        raise ArgumentError(f"rate_battles: method must be 'bt', 'elo', 'evalscope' or 'elo-online', got {method!r}")
     resampled_only = method in ("evalscope", "elo-online")
     if interval is None:
         interval = "bootstrap" if resampled_only else "score"
     if interval not in ("score", "bootstrap", "sandwich"):
-        raise ArenaError(f"rate_battles: interval must be 'score', 'bootstrap' or 'sandwich', got {interval!r}")
+        raise ArgumentError(f"rate_battles: interval must be 'score', 'bootstrap' or 'sandwich', got {interval!r}")
     if interval != "bootstrap" and resampled_only:
-        raise ArenaError(f"rate_battles: interval={interval!r} needs method='bt' or 'elo' ({method!r} only resamples)")
+        raise ArgumentError(f"rate_battles: interval={interval!r} needs method='bt' or 'elo' ({method!r} only resamples)")
     if has_lengths and method not in ("bt", "elo"):
-        raise ArenaError("rate_battles: lengths (length control) needs method='bt' or 'elo'")
+        raise ArgumentError("rate_battles: lengths (length control) needs method='bt' or 'elo'")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ArenaError(f"rate_battles: seed must be an integer, got {seed!r}")
+        raise ArgumentError(f"rate_battles: seed must be an integer, got {seed!r}")
     if isinstance(elo_k, bool) or not isinstance(elo_k, (int, float, np.integer, np.floating)):
-        raise ArenaError(f"rate_battles: elo_k must be a number, got {elo_k!r}")
+        raise ArgumentError(f"rate_battles: elo_k must be a number, got {elo_k!r}")
     if not (math.isfinite(float(elo_k)) and 0.0 < float(elo_k) <= MAX_ELO_K):
-        raise ArenaError(f"rate_battles: elo_k must be a finite number in (0, {MAX_ELO_K:g}], got {elo_k!r}")
+        raise ArgumentError(f"rate_battles: elo_k must be a finite number in (0, {MAX_ELO_K:g}], got {elo_k!r}")
     return interval
 
 
@@ -174,12 +174,12 @@ def rate_battles(
     if lengths is not None:
         lens = np.asarray(lengths, dtype=np.float64)
         if lens.shape != (a.size, 2):
-            raise ArenaError(
+            raise ArgumentError(
                 f"rate_battles: lengths must have shape (n_rows, 2) = ({a.size}, 2) holding the lengths "
                 f"of A's and B's answers; got {lens.shape}"
             )
         if not np.all(np.isfinite(lens)):
-            raise ArenaError("rate_battles: lengths holds NaN or infinite values")
+            raise ArgumentError("rate_battles: lengths holds NaN or infinite values")
     fit = _pipeline.rate(
         a, b, o, q, k=len(names), base=base, rounds=rounds, seed=seed, ci=ci, strong_weight=strong_weight,
         method=method, interval=chosen, lengths=lens, elo_k=float(elo_k),
@@ -229,11 +229,11 @@ def evalscope_overall(subsets: Sequence[Ratings]) -> Ratings:
     Ratings are the Elo-scale values of the mean win rates; `n_battles` is summed; flags are merged.
     """
     if not subsets:
-        raise ArenaError("evalscope_overall: no subset ratings given")
+        raise ArgumentError("evalscope_overall: no subset ratings given")
     first = subsets[0]
     for other in subsets[1:]:
         if other.models != first.models or other.baseline != first.baseline:
-            raise ArenaError("evalscope_overall: every subset must rate the same models against the same baseline")
+            raise ArgumentError("evalscope_overall: every subset must rate the same models against the same baseline")
     per_model = []
     for m, name in enumerate(first.models):
         rows = [s.per_model[m] for s in subsets]

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ..errors import ArgumentError
+
 __all__ = ["INLINE_BATTLES", "PARTS_DIR", "PART_BATTLES", "part_name", "part_script", "split_battles"]
 
 #: battles kept in the page itself; the rest go to parts
@@ -83,7 +85,7 @@ def split_battles(data: dict[str, Any], *, inline: int = INLINE_BATTLES,
     if n <= inline:
         return data, []
     if inline < 1 or part_size < 1:
-        raise ValueError("inline and part_size must be >= 1")
+        raise ArgumentError("write_reports: inline and part_size must be >= 1")
     cols = {c: np.asarray(v, dtype=np.int64) for c, v in data["columns"].items()}
     text_ids = np.asarray(data["text_ids"], dtype=np.int64)
     head = {k: v for k, v in data.items() if k not in ("strings", "columns", "text_ids", "ref_scores", "n")}

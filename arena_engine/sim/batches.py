@@ -6,7 +6,7 @@ Routes (mounted by `arena_engine.sim.server.make_app`): `POST /v1/files` (multip
 `POST /v1/batches/{id}/cancel`; and Anthropic's Message Batches (`arena_engine.sim.message_batches`).
 
 A batch moves validating -> in_progress -> finalizing -> completed over `SimConfig.batch_seconds` of
-real time (the 24 h window compressed). Each row is answered by the same code as a live request
+real time (the 24 h window compressed; `SimModel.batch_seconds` sets it per model). Each row is answered by the same code as a live request
 (`Completer._completion`, implemented by `arena_engine.sim.server`), so a batch's answers and verdicts equal the live ones for the same body.
 A row fails (`faults.rate_batch_error`, status 500 in the output file) or is left unfinished
 (`faults.rate_batch_expire`: the batch ends `expired`, the row is in the error file with
@@ -98,6 +98,13 @@ class SimBatches:
         self.stats = BatchStats()
         self._n = 0
         self.messages = SimMessageBatches(self)
+
+    def span(self, models: set[str]) -> float:
+        """Seconds a batch of these models' requests takes: the longest of their `SimModel.batch_seconds`,
+        `SimConfig.batch_seconds` for a model without one."""
+        default = self.sim.config.batch_seconds
+        own = [m.batch_seconds for n in models if (m := self.sim.models.get(n)) is not None]
+        return max([default if x is None else x for x in own] or [default])
 
     def _id(self, prefix: str) -> str:
         self._n += 1
@@ -199,6 +206,7 @@ class SimBatches:
             "expired_at": None, "cancelled_at": None, "metadata": data.get("metadata"),
             "request_counts": {"total": len(rows), "completed": 0, "failed": 0},
             "_t0": now, "_rows": rows, "_problem": problem,
+            "_span": self.span({str(r["body"].get("model")) for r in rows}),
         }
         self.batches[bid] = batch
         self.stats.created += 1
@@ -262,7 +270,7 @@ class SimBatches:
         """Move the batch along its timeline; answer its rows when it finalizes."""
         if b["status"] in TERMINAL:
             return
-        span = max(self.sim.config.batch_seconds, 1e-3)
+        span = max(b["_span"], 1e-3)
         elapsed = time.time() - b["_t0"]
         if b["_problem"] is not None and elapsed >= 0.1 * span:
             b["status"] = "failed"

@@ -121,6 +121,9 @@ class SimModel:
     #: of the latent verdict, in the same logit units as quality
     self_preference: float = 0.0
     prefers: str | None = None  # the candidate (answer tag) self_preference favours
+    #: seconds a Batch API batch of this model's requests takes (None: SimConfig.batch_seconds); a batch
+    #: holding several models' requests takes the longest of theirs
+    batch_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or any(c.isspace() or c == "]" for c in self.name):
@@ -133,6 +136,8 @@ class SimModel:
         if self.position_bias is not None:
             _check_number(f"models[{self.name}].position_bias", self.position_bias)
         _check_number(f"models[{self.name}].self_preference", self.self_preference)
+        if self.batch_seconds is not None:
+            _check_number(f"models[{self.name}].batch_seconds", self.batch_seconds, low=0.0)
         if self.prefers is not None and (not isinstance(self.prefers, str) or not self.prefers):
             raise ConfigError(f"models[{self.name}].prefers must be a model name, not {self.prefers!r}")
         if self.self_preference and self.prefers is None:

@@ -5,8 +5,8 @@ Routes (mounted by `arena_engine.sim.batches.SimBatches.routes`): `POST /v1/mess
 `GET /v1/messages/batches/{id}`, `GET /v1/messages/batches/{id}/results` (JSONL, once ended),
 `POST /v1/messages/batches/{id}/cancel`.
 
-A batch is `in_progress` from its creation and `ended` after `SimConfig.batch_seconds` (the 24 h
-window compressed); a cancelled one is `canceling` until its next poll, then `ended` with its rows
+A batch is `in_progress` from its creation and `ended` after `SimConfig.batch_seconds` (or its models'
+`SimModel.batch_seconds`; the 24 h window compressed); a cancelled one is `canceling` until its next poll, then `ended` with its rows
 `canceled`. Each row's Messages request is turned back into the chat body a live client sends (the
 system prompt as a leading system message, `stop_sequences` as `stop`) and answered by the same code as
 a live request, so its answer and verdict equal the live ones for the same chat body; the reply goes
@@ -37,6 +37,7 @@ class Owner(Protocol):
     stats: Any
 
     def _id(self, prefix: str) -> str: ...
+    def span(self, models: set[str]) -> float: ...
 
 _JSON = "application/json"
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -141,7 +142,8 @@ class SimMessageBatches:
                                                 "canceled": 0, "expired": 0},
                              "ended_at": None, "created_at": _stamp(now), "expires_at": _stamp(now + 86400),
                              "archived_at": None, "cancel_initiated_at": None, "results_url": None,
-                             "_t0": now, "_rows": reqs, "_results": None}
+                             "_t0": now, "_rows": reqs, "_results": None,
+                             "_span": self.owner.span({str((r.get("params") or {}).get("model")) for r in reqs})}
         self.batches[bid] = b
         stats = self.owner.stats
         stats.created += 1
@@ -203,7 +205,7 @@ class SimMessageBatches:
         if b["processing_status"] == "canceling":
             self._finish(b, canceled=True)
             return
-        if time.time() - b["_t0"] >= max(self.owner.sim.config.batch_seconds, 1e-3):
+        if time.time() - b["_t0"] >= max(b["_span"], 1e-3):
             self._finish(b, canceled=False)
 
     def _finish(self, b: dict[str, Any], canceled: bool) -> None:

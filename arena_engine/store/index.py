@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from arena_engine.store.scan import Entries, rows_for_keys, split_key
 
-MERGE_AT = 65536  # recent puts kept in the dict before they are merged into the arrays
+MERGE_AT = 16384  # recent puts kept in the dict (~250 bytes each) before they are merged into the arrays
 
 Location = tuple[int, int, int]  # byte offset, length (newline included), line number
 

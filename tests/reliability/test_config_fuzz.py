@@ -63,22 +63,40 @@ class Run:
 
 def _limit_data() -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (DATA_LIMIT, DATA_LIMIT))
+    os.setsid()  # a timeout kills the launcher and the command together
+
+
+# A child's ru_maxrss counts the pages it had when it was forked: Linux keeps the peak across exec(), so
+# a command forked from a pytest process of 340 MB reports 340 MB whatever it used. The command is
+# forked instead from this small launcher, and wait4() there gives the command's own peak.
+LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status) & 0xFF)
+"""
 
 
 def run_cli(config: Path, timeout: float = 60.0) -> Run:
     """`python -m arena_engine.cli run CONFIG --quiet` in a child; its own peak RSS from wait4()."""
     err_path = config.with_suffix(".stderr")
+    rss_path = config.with_suffix(".maxrss")
     with err_path.open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "arena_engine.cli", "run", str(config), "--quiet"],
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(rss_path),
+                                 "-m", "arena_engine.cli", "run", str(config), "--quiet"],
                                 stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_limit_data)
-    timer = threading.Timer(timeout, proc.kill)
+    timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, 9))
     timer.start()
     try:
-        _, status, usage = os.wait4(proc.pid, 0)
+        code = proc.wait()
     finally:
         timer.cancel()
-    proc.returncode = code = os.waitstatus_to_exitcode(status)
-    return Run(code, err_path.read_text(errors="replace"), usage.ru_maxrss / 1024)  # ru_maxrss: KiB
+    peak_kib = int(rss_path.read_text()) if rss_path.exists() else float("nan")  # killed: no figure
+    return Run(code, err_path.read_text(errors="replace"), peak_kib / 1024)
 
 
 def _write(env: Env, name: str, edit: Callable[[dict[str, Any]], None], data: Path | None = None) -> Path:

@@ -99,6 +99,7 @@ def test_after_a_429_on_every_first_try_the_endpoint_resumes_at_the_paced_rate(t
     assert run.worst_window(2.0) <= 1.2 * 2 * run.share, run.worst_window(2.0)
 
 
+@pytest.mark.exclusive
 def test_a_slow_first_answer_holds_the_endpoint_back_for_the_probe_timeout_only(llmock: str) -> None:
     # the probe (the first request, alone on the wire) takes 4 s: the others go after PROBE_TIMEOUT
     http_json(f"{llmock}/_llmock/scenario", {"behaviors": [{"type": "delay", "seconds": 4.0, "times": 1}]})
