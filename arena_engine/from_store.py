@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import runlog
+from . import runlog, snapshot
 from .battles import ExclusionReason, Game
 from .config import JudgeConfig, ModelConfig, RunConfig
 from .datasets import Query, iter_queries
@@ -34,7 +34,7 @@ from .identity import (
 from .judge import DEFAULT_SYSTEM_PROMPT, Verdict, candidate_view
 from .pairing import pairs_of
 from .panel import calibration_draw, escalate
-from .results import ArenaResults, ReferenceItem, Tally, assemble
+from .results import ArenaResults, ReferenceItem, Tally, assemble, reference_metrics
 from .roles import judge_role
 from .runlog import RunHistory
 from .store import RunStore, content_key
@@ -132,19 +132,42 @@ def results_from_store(store: RunStore, cfg: RunConfig, *,
     """The results of ``cfg`` from the open ``store`` of its run folder, sending nothing (see the module
     docstring). A writable store gets the copies a lookup makes (0.1.0 keys, imported answers).
     ``imported``: the EvalScope answers :func:`load_imports` gave, when the caller has read them."""
-    return assemble(cfg, store.run_dir, tally_from_store(store, cfg, imported=imported))
+    tally = tally_from_store(store, cfg, imported=imported)
+    complete(store, cfg, tally)
+    return assemble(cfg, store.run_dir, tally)
 
 
 def tally_from_store(store: RunStore, cfg: RunConfig, *,
                      imported: dict[str, dict[tuple[str, str, str], Any]] | None = None,
                      copy: bool = True) -> Tally:
     """The walk of :func:`results_from_store` before anything is rated (no rating module is imported):
-    ``copy=False`` writes nothing (a sending run asking whether anything is left)."""
+    ``copy=False`` writes nothing (a sending run asking whether anything is left). The folder's results
+    snapshot stands in for the walk when nothing the walk reads has changed since it was saved
+    (arena_engine.snapshot); a walk's tally is saved by :func:`complete`."""
     started = time.monotonic()
-    tally = _Walk(store, cfg, imported, copy).run()
-    tally.started = started
+    tally = snapshot.load(store.run_dir, cfg, started) if snapshot.eligible(cfg) else None
+    if tally is None:
+        before = snapshot.fingerprint(store.run_dir, cfg, digests={}) if snapshot.eligible(cfg) else None
+        tally = _Walk(store, cfg, imported, copy).run()
+        tally.started = started
+        tally.walked = before
     tally.history = runlog.history(store.run_dir)
     return tally
+
+
+def complete(store: RunStore, cfg: RunConfig, tally: Tally) -> None:
+    """Score the reference metrics of ``tally`` (unless a snapshot gave them) and, after a walk, save
+    its snapshot: only when the files it read were the same before and after it (a walk that copied
+    records, or a dataset edited meanwhile, leaves the next caller to walk again)."""
+    if tally.metric_sums is None:
+        tally.metric_sums = reference_metrics(tally.reference_items)
+    before, tally.walked = tally.walked, None
+    if before is None or store.readonly:
+        return
+    after = snapshot.fingerprint(store.run_dir, cfg)
+    unchanged = after["files"] == before["files"] and after["listings"] == before["listings"]
+    if unchanged and snapshot.save(store.run_dir, cfg, tally, tally.metric_sums, after):
+        tally.inputs = snapshot.inputs_digest(after)
 
 
 def results_of_folder(cfg: RunConfig) -> ArenaResults:

@@ -38,6 +38,7 @@ from .errors import ArgumentError, ConfigError, UsageError, VerdictError, unwrap
 from .from_store import (
     FAILURES,
     cascade_goes_on,
+    complete,
     count_record,
     import_record,
     iter_run_queries,
@@ -80,12 +81,14 @@ from .results import (
 )
 from .results import MetricSums as MetricSums
 from .results import PanelResults as PanelResults
-from .results import Tally, assemble
+from .results import Tally, assemble, reference_metrics
 from .roles import JUDGE as JUDGE
 from .roles import is_judge_role as is_judge_role
 from .roles import judge_role as judge_role
 from .runfolder import save_config
 from .runlog import RunHistory
+from .snapshot import ItemsDigest
+from .snapshot import eligible as snapshot_eligible
 from .store import RunStore, content_key
 from .store.shards import LayeredStore, merge_shards
 from .usage import EndpointUsage as EndpointUsage
@@ -97,6 +100,11 @@ if TYPE_CHECKING:
     from .stopping.hook import AdaptiveRun, GameLog
 
 log = logging.getLogger(__name__)
+
+def _game_order(g: Game) -> tuple[Any, ...]:
+    return (g.dataset, g.subset, g.candidate, g.opponent, g.query_id, g.candidate_is_a, g.judge or "", g.outcome
+            if g.outcome is not None else 9, g.reason or "", g.judgment_key or "")
+
 
 class Arena:
     """One arena run over one run folder.
@@ -146,6 +154,7 @@ class Arena:
         self.usage: dict[str, EndpointUsage] = {}
         self.stages: dict[str, StageProgress] = {}
         self._reference_items: list[tuple[str, str, str, bytes, str]] = []  # (model, dataset, subset, key, ref)
+        self._scored: tuple[ItemsDigest, dict[tuple[str, str, str], MetricSums]] = (ItemsDigest(), {})
         self._queries: dict[tuple[str, str], int] = {}
         self._judge_system = config.judge.system_prompt or DEFAULT_SYSTEM_PROMPT
         self.retry_excluded = retry_excluded and not offline  # ask the judge again for unparseable verdicts
@@ -325,24 +334,58 @@ class Arena:
         finally:
             self._finished.set()
             self._log_run("end")
-        return await anyio.to_thread.run_sync(self._results)
+        results = await anyio.to_thread.run_sync(self._results)
+        if self._snapshots():
+            results.inputs = await anyio.to_thread.run_sync(self._save_snapshot)
+        return results
 
     def _results(self) -> ArenaResults:
         assert self._store is not None
         store = self._store
+        seen = ItemsDigest()
 
         def items() -> Iterator[tuple[str, str, str, str, str]]:  # read one by one while the metrics are scored
             queued, self._reference_items = self._reference_items, []
             for model, dataset, subset, key, reference in queued:
                 rec = store.get(GENERATIONS, key)
                 if rec is not None:
-                    yield model, dataset, subset, rec["answer"], reference
+                    item = (model, dataset, subset, rec["answer"], reference)
+                    seen.add(item)
+                    yield item
             queued.clear()  # scored: freed before the games are sorted and rated
 
         history = runlog.history(self.run_dir) if isinstance(self._store, RunStore) else RunHistory()
-        tally = Tally(self._games, self.usage, self._failures, self._missing, items(), self._queries, self._started,
-                      self.failure_summary(), history, self._stop.summary() if self._stop is not None else None)
+        sums = reference_metrics(items())
+        self._scored = (seen, sums)
+        tally = Tally(self._games, self.usage, self._failures, self._missing, (), self._queries, self._started,
+                      self.failure_summary(), history, self._stop.summary() if self._stop is not None else None,
+                      metric_sums=sums)
         return assemble(self.config, self.run_dir, tally)
+
+    def _snapshots(self) -> bool:
+        """Whether this run leaves a results snapshot (arena_engine.snapshot): a local run over its own
+        folder (a shard's or a batch pass's folder is read by the pass that ends the run)."""
+        store = self._store
+        return (self.shard is None and self._batch is None and isinstance(store, RunStore) and not store.readonly
+                and snapshot_eligible(self.config))
+
+    def _save_snapshot(self) -> str | None:
+        """Walk the checkpoints once, as `report` would, and save that walk's snapshot, so `report`,
+        `rate` and a rerun of the finished run read it instead of walking. The run's own tally is not
+        saved: it counts what this process sent, and a resumed run's games come in another order. The
+        reference metrics are reused when the walk scores the very answers the run scored."""
+        assert isinstance(self._store, RunStore)
+        tally = tally_from_store(self._store, self.config, imported=self._imported, copy=False)
+        if tally.walked is not None:  # else a snapshot already describes the folder
+            seen, sums = self._scored
+            walked = ItemsDigest()
+            for item in tally.reference_items:
+                walked.add(item)
+            if walked == seen:
+                tally.metric_sums = sums
+            complete(self._store, self.config, tally)
+        # the run's results are those of the snapshot's inputs when its games are the walk's
+        return tally.inputs if sorted(tally.games, key=_game_order) == sorted(self._games, key=_game_order) else None
 
     def _nothing_to_send_yet(self) -> bool:
         """Whether this arena first asks the checkpoints whether anything is left: a local run over its
@@ -372,6 +415,8 @@ class Arena:
         self._finished.set()
         self._log_run("end")
         tally.history = runlog.history(self.run_dir)
+        assert isinstance(self._store, RunStore)
+        await anyio.to_thread.run_sync(complete, self._store, self.config, tally)
         return await anyio.to_thread.run_sync(assemble, self.config, self.run_dir, tally)
 
     def _log_run(self, event: str) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from dataclasses import replace as _replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -76,6 +76,9 @@ class ArenaResults:
     panel: PanelResults | None = None  # several judges, or human labels to compare the judge with
     all_games: list[Game] | None = None  # with a panel: every judge's games (``games`` holds the rated ones)
     stopping: StopSummary | None = None  # [arena.stop]: which candidates stopped early, and their intervals
+    #: digest of the inputs these results were computed from, when a results snapshot vouches for them
+    #: (arena_engine.snapshot.inputs_digest): the report reuses the battle browser it made from the same inputs
+    inputs: str | None = None
 
     def __repr__(self) -> str:
         # short: asyncio formats the task that returned the results into a message at exit (signal
@@ -111,6 +114,12 @@ class Tally:
     failure_lines: list[str] = field(default_factory=list)
     history: RunHistory = field(default_factory=RunHistory)
     stopping: StopSummary | None = None
+    #: the reference metrics' sums when already known (a snapshot, arena_engine.snapshot); None: made from
+    #: ``reference_items`` by :func:`assemble`
+    metric_sums: dict[tuple[str, str, str], MetricSums] | None = None
+    #: a walk's: the fingerprint of what it read, taken before it (arena_engine.snapshot); None: nothing to save
+    walked: dict[str, Any] | None = None
+    inputs: str | None = None  # as ArenaResults.inputs
 
 
 METRIC_CHUNK = 4096  # answers per (model, dataset, subset) held at once while the metrics are scored
@@ -147,15 +156,19 @@ def reference_metrics(items: Iterable[ReferenceItem]) -> dict[tuple[str, str, st
     return sums
 
 
+def game_order(g: Game) -> tuple[str, str, str, str, str, bool]:
+    """The order of a run's games in its results (a stable sort: games of one key keep their walk order)."""
+    return (g.dataset, g.subset, g.candidate, g.opponent, g.query_id, not g.candidate_is_a)
+
+
 def assemble(cfg: RunConfig, run_dir: Path, tally: Tally) -> ArenaResults:
     """The results of a walk: its games sorted, the panel combined, the boards rated, the metrics scored."""
     from .leaderboard import leaderboards
 
     judges = [j.name for j in cfg.panel_judges]
     tagged = len(judges) > 1  # games say which judge made them
-    metric_sums = reference_metrics(tally.reference_items)
-    games = sorted(tally.games, key=lambda g: (g.dataset, g.subset, g.candidate, g.opponent, g.query_id,
-                                               not g.candidate_is_a))
+    metric_sums = tally.metric_sums if tally.metric_sums is not None else reference_metrics(tally.reference_items)
+    games = sorted(tally.games, key=game_order)
     names = [m.name for m in cfg.models]
     panel = panel_results(cfg, games, names) if tagged or cfg.panel.human_labels else None
     all_games = games
@@ -171,7 +184,7 @@ def assemble(cfg: RunConfig, run_dir: Path, tally: Tally) -> ArenaResults:
         reference_metrics={k: s.means() for k, s in metric_sums.items()},
         reference_counts={k: s.n for k, s in metric_sums.items()},
         queries=tally.queries, elapsed=time.monotonic() - tally.started, failure_lines=tally.failure_lines,
-        history=tally.history,
+        history=tally.history, inputs=tally.inputs,
     )
 
 

@@ -4,6 +4,7 @@
       config.json            the resolved config, in the config-file format (key *names* only, never values)
       checkpoints/*.jsonl    generations, judgments, failures (arena_engine.store)
       runs.jsonl             a start and an end line per process that sent (arena_engine.runlog)
+      results.snapshot       the last walk's tally and what it was computed from (arena_engine.snapshot)
       report/                report_table.txt, leaderboard.txt, report.json, report.html
       .lock                  held while a process writes the folder
 """

@@ -7,20 +7,27 @@
 2. times `arena-engine report RUN_DIR` and `arena-engine rate RUN_DIR` as new processes, and the rerun
    of the finished run (`arena-engine demo` on the same folder: nothing to send, prints its
    leaderboard), each best of --reps;
-3. compares the report `report` writes with the one the run wrote (report_table.txt and
-   leaderboard.txt byte for byte; report.json without its timing and this-process fields);
+3. compares the report `report` writes with the one the run wrote (report_table.txt, leaderboard.txt
+   and the battle parts byte for byte; report.json, and the report embedded in report.html, without
+   their timing and this-process fields; the rest of report.html byte for byte);
 4. the reference measured in the same run: the rating alone (``leaderboards`` on the same games, in
-   this process), so the bar reads "report <= 3 s + rating"; with --old-tree (a checkout of the code
-   before this change, e.g. ``git archive 87aca7e arena_engine | tar -x -C DIR``) also the old `rate`.
+   this process), so the bar reads "report <= 3 s + rating"; the in-process results with the run
+   folder's results snapshot and with a fresh walk (no snapshot read or written); with --old-tree (a
+   checkout of the code before this change, e.g. ``git archive 87aca7e arena_engine | tar -x -C DIR``)
+   also the old `rate`.
 
-The load average is printed before and after: the machine is shared.
+The CLI processes import the package from its bytecode (``compileall`` first, as an installed package
+has it: with PYTHONDONTWRITEBYTECODE set, an editable checkout would compile every module in every
+process). The load average is printed before and after: the machine is shared.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,6 +71,28 @@ def stable_json(path: Path) -> dict:
     return data
 
 
+def html_parts(path: Path) -> tuple[str, dict]:
+    """report.html without its embedded data, and that data's report (timing and this-process fields out)."""
+    text = path.read_text(encoding="utf-8")
+    m = re.search(r'(<script type="application/json"[^>]*>)(.*?)(</script>)', text, re.S)
+    assert m is not None, f"{path}: no embedded data"
+    data = json.loads(m.group(2))
+    report = data.get("report", {})
+    for k in VOLATILE:
+        report.pop(k, None)
+    for ep in report.get("endpoints", {}).values():
+        for k in PROCESS_FIELDS:
+            ep.pop(k, None)
+    return text[:m.start(2)] + text[m.end(2):], data
+
+
+def same_parts(a: Path, b: Path) -> bool:
+    names = sorted(p.name for p in (a / "report_battles").glob("*.js")) if (a / "report_battles").is_dir() else []
+    other = sorted(p.name for p in (b / "report_battles").glob("*.js")) if (b / "report_battles").is_dir() else []
+    return names == other and all((a / "report_battles" / n).read_bytes() == (b / "report_battles" / n).read_bytes()
+                                  for n in names)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--queries", type=int, default=10_000)
@@ -74,6 +103,7 @@ def main() -> None:
     folder = args.folder or Path(f"/tmp/bench_results_{args.queries}")
     run_dir = folder / "run"
     print("load before:", load())
+    compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "arena_engine"), quiet=1)
     if not (run_dir / "report" / "report.json").exists():
         t = time.perf_counter()
         timed(["demo", "--output", str(folder), "--queries", str(args.queries // 2), "--latency", "0.02", "--quiet"])
@@ -86,10 +116,12 @@ def main() -> None:
     report_s, _ = best(["report", str(run_dir)], args.reps)
     same_text = all((own / n).read_bytes() == (kept / n).read_bytes() for n in ("report_table.txt", "leaderboard.txt"))
     same_json = stable_json(own / "report.json") == stable_json(kept / "report.json")
+    same_html = html_parts(own / "report.html") == html_parts(kept / "report.html") and same_parts(own, kept)
     rate_s, _ = best(["rate", str(run_dir)], args.reps)
     rerun_s, rerun_out = best(["demo", "--output", str(folder), "--queries", str(args.queries // 2), "--latency",
                                "0.02", "--quiet"], args.reps)
 
+    from arena_engine import snapshot
     from arena_engine.from_store import results_of_folder
     from arena_engine.leaderboard import leaderboards
     from arena_engine.runfolder import load_run_config
@@ -98,6 +130,14 @@ def main() -> None:
     t = time.perf_counter()
     results = results_of_folder(cfg)
     in_process = time.perf_counter() - t
+    load_, save_ = snapshot.load, snapshot.save
+    snapshot.load, snapshot.save = (lambda *a, **k: None), (lambda *a, **k: False)  # type: ignore[assignment]
+    try:
+        t = time.perf_counter()
+        results_of_folder(cfg)
+        walked = time.perf_counter() - t
+    finally:
+        snapshot.load, snapshot.save = load_, save_
     leaderboards(results.games, [m.name for m in cfg.models], cfg.baseline, cfg.rating, cfg.seed)  # compile/warm
     t = time.perf_counter()
     leaderboards(results.games, [m.name for m in cfg.models], cfg.baseline, cfg.rating, cfg.seed)
@@ -105,11 +145,13 @@ def main() -> None:
 
     print(f"queries {sum(results.queries.values())}, games {len(results.games)}")
     print(f"arena-engine report: {report_s:.2f} s (bar 3 s + rating {rating_s:.2f} s = {3 + rating_s:.2f} s: "
-          f"{report_s / (3 + rating_s):.2f}x); report equal to the run's own: text {same_text}, json {same_json}")
+          f"{report_s / (3 + rating_s):.2f}x); report equal to the run's own: text {same_text}, json {same_json}, "
+          f"html and parts {same_html}")
     print(f"arena-engine rate:   {rate_s:.2f} s")
     print(f"rerun of the finished run: {rerun_s:.2f} s (bar 3 s: {rerun_s / 3:.2f}x); leaderboard printed: "
           f"{'OVERALL LEADERBOARD' in rerun_out}")
-    print(f"results_from_store in this process: {in_process:.2f} s, of which rating alone {rating_s:.2f} s")
+    print(f"results_from_store in this process: {in_process:.2f} s with the results snapshot, {walked:.2f} s "
+          f"walking (no snapshot); rating alone {rating_s:.2f} s")
     if args.old_tree is not None:
         env = {**os.environ, "PYTHONPATH": str(args.old_tree)}
         old_s, old_out = best(["rate", str(run_dir)], args.reps, env)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from ..errors import CheckpointError
 from ..results import ArenaResults
 from ..runfolder import REPORT_DIR
+from ..snapshot import read_sealed, write_sealed
 from ..store import CHECKPOINT_DIR, RunStore
-from .html import report_files, report_html
+from .html import DATA_SCHEMA, browser_files, render_html, report_html
 from .json_report import report_dict, write_json
 from .parts import INLINE_BATTLES, PART_BATTLES, PARTS_DIR
 from .tables import leaderboard_text, parse_leaderboard, report_table
@@ -62,14 +67,72 @@ def _write_reports(results: ArenaResults, store: RunStore | None, out: Path, inl
     _write_text(paths["leaderboard"], board_text)
     report = report_dict(results)
     write_json(paths["json"], report)
-    if store is not None or not (results.run_dir / CHECKPOINT_DIR).is_dir():
-        html, parts = report_files(results, store, report=report, inline=inline, part_size=part_size)
-    else:
-        with RunStore(results.run_dir) as own:
-            html, parts = report_files(results, own, report=report, inline=inline, part_size=part_size)
-    _write_parts(out, parts)
-    _write_text(paths["html"], html)
+    key = _browser_key(results, inline, part_size)
+    head = _kept_browser(out, key)
+    if head is None:
+        if store is not None or not (results.run_dir / CHECKPOINT_DIR).is_dir():
+            head, parts = browser_files(results, store, inline=inline, part_size=part_size)
+        else:
+            with RunStore(results.run_dir) as own:
+                head, parts = browser_files(results, own, inline=inline, part_size=part_size)
+        _write_parts(out, parts)
+        if key is not None:
+            _keep_browser(out, key, head, parts)
+        else:
+            with contextlib.suppress(OSError):
+                (out / BROWSER_CACHE).unlink()
+    _write_text(paths["html"], render_html({"report": report, "battles": head}))
     return paths
+
+
+# The battle browser (the page's first battles and the part files) depends on the games, the checkpoints'
+# texts and the datasets' references, not on the ratings: when the results come with the digest of their
+# inputs (a results snapshot vouches for them, arena_engine.snapshot), the browser made from those very
+# inputs is kept in BROWSER_CACHE and reused, as long as every part file beside the page is still the one
+# written then. Anything else (no digest, other inputs, a damaged cache, an edited or missing part) and
+# the browser is made again.
+BROWSER_CACHE = ".battle-browser.cache"
+_BROWSER_MAGIC = b"arena-engine battle browser 1\n"
+
+
+def _browser_key(results: ArenaResults, inline: int, part_size: int) -> str | None:
+    if results.inputs is None:
+        return None
+    return f"{results.inputs}:{DATA_SCHEMA}:{inline}:{part_size}"
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+
+
+def _part_files(out: Path) -> set[str]:
+    folder = out / PARTS_DIR
+    return {f"{PARTS_DIR}/{p.name}" for p in folder.glob("part-*.js")} if folder.is_dir() else set()
+
+
+def _kept_browser(out: Path, key: str | None) -> dict[str, Any] | None:
+    """The page's battle data kept for ``key``, when the part files beside it are still those written."""
+    if key is None:
+        return None
+    body = read_sealed(out / BROWSER_CACHE, _BROWSER_MAGIC)
+    if body is None:
+        return None
+    try:
+        kept = orjson.loads(body)
+        if kept["key"] != key or set(kept["parts"]) != _part_files(out):
+            return None
+        for rel, digest in kept["parts"].items():
+            if _file_digest(out / rel) != digest:
+                return None
+        head: dict[str, Any] = kept["head"]
+        return head
+    except (orjson.JSONDecodeError, KeyError, TypeError, OSError):
+        return None
+
+
+def _keep_browser(out: Path, key: str, head: dict[str, Any], parts: dict[str, str]) -> None:
+    digests = {rel: hashlib.blake2b(text.encode(), digest_size=16).hexdigest() for rel, text in parts.items()}
+    write_sealed(out / BROWSER_CACHE, _BROWSER_MAGIC, orjson.dumps({"key": key, "head": head, "parts": digests}))
 
 
 def _write_parts(out: Path, parts: dict[str, str]) -> None:

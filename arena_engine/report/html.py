@@ -39,8 +39,8 @@ from ..store import RunStore
 from .json_report import report_dict
 from .parts import INLINE_BATTLES, PART_BATTLES, part_script, split_battles
 
-__all__ = ["BATTLE_COLUMNS", "NO_OUTCOME", "battle_data", "embed_json", "page_data", "render_html", "report_files",
-           "report_html"]
+__all__ = ["BATTLE_COLUMNS", "DATA_SCHEMA", "NO_OUTCOME", "battle_data", "browser_files", "embed_json", "page_data",
+           "render_html", "report_files", "report_html"]
 
 DATA_SCHEMA = 1
 NO_OUTCOME = 9  # outcome column value of a game that has no verdict (excluded or never judged)
@@ -320,11 +320,18 @@ def report_files(results: ArenaResults, store: RunStore | None = None, *, report
                  inline: int = INLINE_BATTLES, part_size: int = PART_BATTLES) -> tuple[str, dict[str, str]]:
     """``report.html`` and the part files beside it (relative path -> text; none for a run of at most
     ``inline`` battles)."""
-    data = page_data(results, store, report=report)
-    head, parts = split_battles(data["battles"], inline=inline, part_size=part_size)
-    data["battles"] = head
+    head, files = browser_files(results, store, inline=inline, part_size=part_size)
+    return render_html({"report": report if report is not None else report_dict(results), "battles": head}), files
+
+
+def browser_files(results: ArenaResults, store: RunStore | None = None, *, inline: int = INLINE_BATTLES,
+                  part_size: int = PART_BATTLES) -> tuple[dict[str, Any], dict[str, str]]:
+    """The battle browser of ``report.html``: the page's battle data (the first ``inline`` battles) and
+    the part files beside it (relative path -> text). It depends on the games, the checkpoints' texts
+    and the datasets' references, never on the ratings."""
+    head, parts = split_battles(battle_data(results, store), inline=inline, part_size=part_size)
     files = {p["src"]: part_script(i + 1, part) for i, (p, part) in enumerate(zip(head.get("parts", []), parts, strict=True))}
-    return render_html(data), files
+    return head, files
 
 
 def report_html(results: ArenaResults, store: RunStore | None = None, *,
