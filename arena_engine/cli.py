@@ -19,8 +19,8 @@ from pathlib import Path
 
 import anyio
 
-from . import __version__
 from .errors import ArenaError, unwrap
+from .version import __version__
 
 EXIT_OK, EXIT_FAILURES, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
 

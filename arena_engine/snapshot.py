@@ -43,13 +43,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from . import __version__
 from .battles import Game
 from .config import RunConfig
 from .identity import judge_identity, model_identity
 from .judge import DEFAULT_SYSTEM_PROMPT
 from .results import MetricSums, Tally, game_order
 from .usage import EndpointUsage
+from .version import __version__
 
 log = logging.getLogger(__name__)
 
