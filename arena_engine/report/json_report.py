@@ -4,6 +4,7 @@ diagnostics, tokens, cost and latency, for scripts and for the HTML report."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def _costs(live: float | None, discount: float | None) -> dict[str, Any]:
 
 def batch_savings(results: ArenaResults) -> tuple[float, float] | None:
     """(cost paid, cost at live prices) over the run's priced endpoints, when any of them ran in batch mode."""
-    endpoints = report_dict(results)["endpoints"]
+    endpoints = endpoints_dict(results)
     if not any(e.get("mode") == "batch" and e.get("cost") is not None for e in endpoints.values()):
         return None
     paid = sum(e["cost"] or 0.0 for e in endpoints.values())
@@ -88,7 +89,8 @@ def reliability(boards: list[Board]) -> dict[str, Any]:
     }
 
 
-def report_dict(results: ArenaResults) -> dict[str, Any]:
+def endpoints_dict(results: ArenaResults) -> dict[str, dict[str, Any]]:
+    """report.json's "endpoints": per endpoint, its work, tokens, cost (and batch savings) and latency."""
     cfg = results.config
     prices = {m.name: (m.price_in, m.price_out) for m in cfg.models}
     discounts = {m.name: m.endpoint.batch.discount for m in cfg.models if m.endpoint.batch is not None}
@@ -114,13 +116,20 @@ def report_dict(results: ArenaResults) -> dict[str, Any]:
             "sent_prompt_tokens": u.sent_prompt_tokens, "sent_completion_tokens": u.sent_completion_tokens,
             "sent_cost": _cost(u.sent_prompt_tokens, u.sent_completion_tokens, *prices.get(key, (None, None))),
         }
+    return endpoints
+
+
+def report_dict(results: ArenaResults) -> dict[str, Any]:
+    cfg = results.config
+    endpoints = endpoints_dict(results)
     excluded = exclusions(results.games)
+    games_in = Counter((g.dataset, g.subset) for g in results.games)  # one pass, not one per subset
     per_subset = []
     for (dataset, subset), n in results.queries.items():
         ex = excluded.get((dataset, subset))
         per_subset.append({
             "dataset": dataset, "subset": subset, "queries": n,
-            "games": sum(1 for g in results.games if g.dataset == dataset and g.subset == subset),
+            "games": games_in[(dataset, subset)],
             "excluded": ex.total if ex else 0, "excluded_reasons": ex.by_reason if ex else {},
         })
     return {
