@@ -136,6 +136,68 @@ def to_arrays(games: Sequence[Game], models: Sequence[str]) -> GameArrays:
 
 
 @dataclass(frozen=True)
+class ValidColumns:
+    """Every valid game of a list as columns, made once and cut per scope (:meth:`scope_arrays`).
+
+    ``cluster`` numbers the (dataset, subset, query) clusters in the order their first valid game comes;
+    all the games of a cluster lie in one subset, so a scope's clusters keep that order, and re-numbering
+    them densely gives exactly what :func:`to_arrays` gives for the scope's games alone.
+    """
+
+    models: tuple[str, ...]
+    subsets: tuple[tuple[str, str], ...]
+    subset: np.ndarray  # int64 code into ``subsets``
+    cand: np.ndarray  # int64 codes into ``models``
+    opp: np.ndarray
+    cand_is_a: np.ndarray  # bool
+    outcome: np.ndarray  # int8, from the candidate's side
+    cluster: np.ndarray  # int64
+
+    @classmethod
+    def of(cls, games: Sequence[Game], models: Sequence[str]) -> ValidColumns:
+        index = {m: i for i, m in enumerate(models)}
+        subsets: dict[tuple[str, str], int] = {}
+        clusters: dict[tuple[str, str, str], int] = {}
+        valid = [g for g in games if g.outcome is not None]
+        n = len(valid)
+        sub, cand, opp = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+        is_a, out, q = np.empty(n, np.bool_), np.empty(n, np.int8), np.empty(n, np.int64)
+        for i, g in enumerate(valid):
+            sub[i] = subsets.setdefault((g.dataset, g.subset), len(subsets))
+            assert g.outcome is not None
+            cand[i], opp[i], is_a[i], out[i] = index[g.candidate], index[g.opponent], g.candidate_is_a, g.outcome
+            q[i] = clusters.setdefault((g.dataset, g.subset, g.query_id), len(clusters))
+        return cls(tuple(models), tuple(subsets), sub, cand, opp, is_a, out, q)
+
+    def mask(self, dataset: str | None, subset: str | None) -> np.ndarray:
+        """Rows of the overall scope (both None), of one dataset, or of one subset."""
+        if dataset is None:
+            return np.ones(len(self.outcome), np.bool_)
+        codes = [i for i, (d, s) in enumerate(self.subsets) if d == dataset and (subset is None or s == subset)]
+        return np.isin(self.subset, np.asarray(codes, np.int64))
+
+    def present(self, rows: np.ndarray) -> set[str]:
+        """The models that play a valid game among ``rows``."""
+        used = np.union1d(self.cand[rows], self.opp[rows])
+        return {self.models[int(i)] for i in used}
+
+    def scope_arrays(self, rows: np.ndarray, names: Sequence[str]) -> GameArrays:
+        """:func:`to_arrays` of the games of ``rows`` (a mask), with codes into ``names``."""
+        remap = np.full(len(self.models), -1, np.int64)
+        where = {m: i for i, m in enumerate(self.models)}
+        for j, m in enumerate(names):
+            if m in where:
+                remap[where[m]] = j
+        cand, opp = remap[self.cand[rows]], remap[self.opp[rows]]
+        is_a, out = self.cand_is_a[rows], self.outcome[rows]
+        a = np.where(is_a, cand, opp)
+        b = np.where(is_a, opp, cand)
+        o = np.where(is_a, out, -out).astype(np.int8)
+        _, q = np.unique(self.cluster[rows], return_inverse=True)
+        return GameArrays(tuple(names), a, b, o, q.astype(np.int64).reshape(-1))
+
+
+@dataclass(frozen=True)
 class ExclusionCounts:
     total: int
     by_reason: dict[str, int]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from .battles import Game, to_arrays
+from .battles import Game, ValidColumns, to_arrays
 from .config import RatingConfig
 from .rating import ModelRating, rate_battles
 from .reliability import EMPTY_DIAGNOSTICS, BoardDiagnostics, ScopeKey, diagnose_scopes, percent
@@ -141,6 +141,26 @@ def rate_scope(scope: Scope, games: Sequence[Game], models: Sequence[str], basel
     return Board(scope, baseline, entries, len(arrays), cfg.method, with_contradictions(diagnostics, entries, baseline))
 
 
+def _rate_columns(scope: Scope, cols: ValidColumns, baseline: str, cfg: RatingConfig, seed: int,
+                  diagnostics: BoardDiagnostics) -> Board:
+    """:func:`rate_scope` on columns made once for every scope: the same arrays, without a pass over
+    the game objects per scope."""
+    rows = cols.mask(None if scope.kind == "overall" else scope.dataset,
+                     scope.subset if scope.kind == "subset" else None)
+    present = cols.present(rows)
+    names = [m for m in cols.models if m in present or m == baseline]
+    arrays = cols.scope_arrays(rows, names)
+    if len(arrays) == 0:
+        return Board(scope, baseline, (), 0, cfg.method, diagnostics)
+    ratings = rate_battles(
+        arrays.model_a, arrays.model_b, arrays.outcome, arrays.query,
+        models=names, baseline=baseline, rounds=cfg.rounds, seed=seed, ci=cfg.ci,
+        strong_weight=cfg.strong_weight, method=cfg.method, interval=cfg.interval,
+    )
+    entries = _sorted([_entry(r) for r in ratings.per_model], baseline)
+    return Board(scope, baseline, entries, len(arrays), cfg.method, with_contradictions(diagnostics, entries, baseline))
+
+
 def _mean_board(scope: Scope, boards: Sequence[Board], baseline: str, method: str,
                 diagnostics: BoardDiagnostics) -> Board:
     """EvalScope's way: the unweighted mean of the subset win rates and of their CI bounds (the
@@ -171,11 +191,12 @@ def leaderboards(games: Sequence[Game], models: Sequence[str], baseline: str, cf
         subsets.setdefault((g.dataset, g.subset), None)
     datasets = list(dict.fromkeys(d for d, _ in subsets))
     diag = diagnose_scopes(games)
+    cols = ValidColumns.of(games, models)
 
     def pooled(scope: Scope) -> BoardDiagnostics:
         return diag.get(scope.key, EMPTY_DIAGNOSTICS)
 
-    subset_boards = [rate_scope(Scope("subset", d, s), games, models, baseline, cfg, seed, pooled(Scope("subset", d, s)))
+    subset_boards = [_rate_columns(Scope("subset", d, s), cols, baseline, cfg, seed, pooled(Scope("subset", d, s)))
                      for d, s in subsets]
     if cfg.overall == "evalscope":
         dataset_boards = [
@@ -185,9 +206,9 @@ def leaderboards(games: Sequence[Game], models: Sequence[str], baseline: str, cf
         ]
         overall = _mean_board(Scope("overall"), subset_boards, baseline, cfg.method, pooled(Scope("overall")))
     else:
-        dataset_boards = [rate_scope(Scope("dataset", d), games, models, baseline, cfg, seed, pooled(Scope("dataset", d)))
+        dataset_boards = [_rate_columns(Scope("dataset", d), cols, baseline, cfg, seed, pooled(Scope("dataset", d)))
                           for d in datasets]
-        overall = rate_scope(Scope("overall"), games, models, baseline, cfg, seed, pooled(Scope("overall")))
+        overall = _rate_columns(Scope("overall"), cols, baseline, cfg, seed, pooled(Scope("overall")))
     return [overall, *dataset_boards, *subset_boards]
 
 
