@@ -210,9 +210,16 @@ class _Tally:
 
 def diagnose_scopes(games: Iterable[Game]) -> dict[ScopeKey, BoardDiagnostics]:
     """The diagnostics of every scope the games fall in (OVERALL, their datasets and subsets), in one pass
-    over the games and one over the battles they make (a battle = a game's two orders)."""
+    over the games and one over the battles they make (a battle = a game's two orders).
+
+    The counts are summed per subset and then added to the subset's dataset and to OVERALL (sums do not
+    depend on order); what is ordered (the excluded reasons as they first come, the models in the
+    order their first battle names them) is kept in the order of the games, as one pass per scope
+    would give it.
+    """
     tallies: dict[ScopeKey, _Tally] = {}
     by_subset: dict[tuple[str, str], list[_Tally]] = {}
+    counts: dict[tuple[str, str], list[int]] = {}  # games, A wins, B wins
 
     def scopes_of(dataset: str, subset: str) -> list[_Tally]:
         ts = by_subset.get((dataset, subset))
@@ -223,42 +230,78 @@ def diagnose_scopes(games: Iterable[Game]) -> dict[ScopeKey, BoardDiagnostics]:
 
     pairs: dict[tuple[str, str, str, str, str, str | None], list[int | None]] = {}
     for g in games:
-        ts = scopes_of(g.dataset, g.subset)
+        where = (g.dataset, g.subset)
+        c = counts.get(where)
+        if c is None:
+            scopes_of(*where)
+            c = counts[where] = [0, 0, 0]
+        c[0] += 1
         o = g.outcome
-        for t in ts:
-            t.games += 1
         if o is None:
             kind = reason_kind(g.reason)
-            for t in ts:
+            for t in by_subset[where]:
                 t.excluded[kind] += 1
             continue
         if o != 0:
-            a_won = (o > 0) == g.candidate_is_a
-            for t in ts:
-                if a_won:
-                    t.a_wins += 1
-                else:
-                    t.b_wins += 1
+            c[1 if (o > 0) == g.candidate_is_a else 2] += 1
         slot = pairs.setdefault((g.dataset, g.subset, g.query_id, g.candidate, g.opponent, g.judge), [None, None])
         slot[0 if g.candidate_is_a else 1] = o
-    for (dataset, subset, _, cand, opp, _judge), (first, second) in pairs.items():
+    for where, (n, a_wins, b_wins) in counts.items():
+        for t in by_subset[where]:
+            t.games += n
+            t.a_wins += a_wins
+            t.b_wins += b_wins
+    battles: dict[tuple[str, str], _Battles] = {}
+    for i, ((dataset, subset, _, cand, opp, _judge), (first, second)) in enumerate(pairs.items()):
         if first is None or second is None:
             continue
+        acc = battles.get((dataset, subset))
+        if acc is None:
+            acc = battles[(dataset, subset)] = _Battles()
         s1, s2 = _sign(first), _sign(second)
-        for t in scopes_of(dataset, subset):
-            t.both += 1
-            t.agree += s1 == s2
-            t.lean_a += s1 > s2
-            t.lean_b += s1 < s2
-            t.seen[cand] += 1
-            t.seen[opp] += 1
-            if s1 > 0 and s2 > 0:
-                t.won[cand] += 1
-                t.lost[opp] += 1
-            elif s1 < 0 and s2 < 0:
-                t.lost[cand] += 1
-                t.won[opp] += 1
+        acc.both += 1
+        acc.agree += s1 == s2
+        acc.lean_a += s1 > s2
+        acc.lean_b += s1 < s2
+        for m, at in ((cand, 2 * i), (opp, 2 * i + 1)):
+            acc.seen[m] += 1
+            acc.first.setdefault(m, at)
+        if s1 > 0 and s2 > 0:
+            acc.won[cand] += 1
+            acc.lost[opp] += 1
+        elif s1 < 0 and s2 < 0:
+            acc.lost[cand] += 1
+            acc.won[opp] += 1
+    first_seen: dict[int, dict[str, int]] = {}  # id(tally) -> model -> its first appearance
+    for where, acc in battles.items():
+        for t in by_subset[where]:
+            t.both += acc.both
+            t.agree += acc.agree
+            t.lean_a += acc.lean_a
+            t.lean_b += acc.lean_b
+            t.seen.update(acc.seen)
+            t.won.update(acc.won)
+            t.lost.update(acc.lost)
+            firsts = first_seen.setdefault(id(t), {})
+            for m, at in acc.first.items():
+                if at < firsts.get(m, at + 1):
+                    firsts[m] = at
+    for t in tallies.values():  # the models in the order their first battle in the scope names them
+        order = first_seen.get(id(t))
+        if order:
+            t.seen = Counter({m: t.seen[m] for m in sorted(order, key=order.__getitem__)})
     return {k: t.diagnostics() for k, t in tallies.items()}
+
+
+class _Battles:
+    """One subset's battle counts, added to its scopes at the end of :func:`diagnose_scopes`."""
+
+    def __init__(self) -> None:
+        self.both = self.agree = self.lean_a = self.lean_b = 0
+        self.seen: Counter[str] = Counter()
+        self.won: Counter[str] = Counter()
+        self.lost: Counter[str] = Counter()
+        self.first: dict[str, int] = {}
 
 
 def _sign(x: int) -> int:
