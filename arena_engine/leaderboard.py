@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from .battles import Game, ValidColumns, to_arrays
+from .battles import Game, GameArrays, ValidColumns, to_arrays
 from .config import RatingConfig
 from .rating import ModelRating, rate_battles
 from .reliability import EMPTY_DIAGNOSTICS, BoardDiagnostics, ScopeKey, diagnose_scopes, percent
@@ -130,11 +130,17 @@ def rate_scope(scope: Scope, games: Sequence[Game], models: Sequence[str], basel
     }
     names = [m for m in models if m in present or m == baseline]
     arrays = to_arrays(scoped, names)
+    return _board(scope, arrays, baseline, cfg, seed, diagnostics)
+
+
+def _board(scope: Scope, arrays: GameArrays, baseline: str, cfg: RatingConfig, seed: int,
+           diagnostics: BoardDiagnostics) -> Board:
+    """Rate one scope's arrays (codes into ``arrays.models``) into its board."""
     if len(arrays) == 0:
         return Board(scope, baseline, (), 0, cfg.method, diagnostics)
     ratings = rate_battles(
         arrays.model_a, arrays.model_b, arrays.outcome, arrays.query,
-        models=names, baseline=baseline, rounds=cfg.rounds, seed=seed, ci=cfg.ci,
+        models=list(arrays.models), baseline=baseline, rounds=cfg.rounds, seed=seed, ci=cfg.ci,
         strong_weight=cfg.strong_weight, method=cfg.method, interval=cfg.interval,
     )
     entries = _sorted([_entry(r) for r in ratings.per_model], baseline)
@@ -150,15 +156,7 @@ def _rate_columns(scope: Scope, cols: ValidColumns, baseline: str, cfg: RatingCo
     present = cols.present(rows)
     names = [m for m in cols.models if m in present or m == baseline]
     arrays = cols.scope_arrays(rows, names)
-    if len(arrays) == 0:
-        return Board(scope, baseline, (), 0, cfg.method, diagnostics)
-    ratings = rate_battles(
-        arrays.model_a, arrays.model_b, arrays.outcome, arrays.query,
-        models=names, baseline=baseline, rounds=cfg.rounds, seed=seed, ci=cfg.ci,
-        strong_weight=cfg.strong_weight, method=cfg.method, interval=cfg.interval,
-    )
-    entries = _sorted([_entry(r) for r in ratings.per_model], baseline)
-    return Board(scope, baseline, entries, len(arrays), cfg.method, with_contradictions(diagnostics, entries, baseline))
+    return _board(scope, arrays, baseline, cfg, seed, diagnostics)
 
 
 def _mean_board(scope: Scope, boards: Sequence[Board], baseline: str, method: str,
