@@ -37,6 +37,18 @@ AUTO_START = 8
 AUTO_MAX = 1024
 
 
+def _whole(value: Any, low: int) -> bool:
+    """An int (not a bool) of at least ``low``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _number(value: Any, *, above: float | None = None, at_least: float = 0.0, finite: bool = False) -> bool:
+    """A number (not a bool) above ``above`` (else at least ``at_least``), finite if asked; NaN never is."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or (finite and not math.isfinite(value)):
+        return False
+    return value > above if above is not None else value >= at_least
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one endpoint allows: concurrent requests, requests per minute, tokens per minute.
@@ -59,27 +71,13 @@ class Limits:
     window: float = MINUTE
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.concurrency, bool)
-            or not isinstance(self.concurrency, int)
-            or self.concurrency < 1
-        ):
+        if not _whole(self.concurrency, 1):
             raise ConfigError(f"limits.concurrency must be an integer >= 1, not {self.concurrency!r}")
         for name in ("rpm", "tpm"):
             value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value <= 0
-            ):
+            if value is not None and not _number(value, above=0, finite=True):
                 raise ConfigError(f"limits.{name} must be a positive number or None, not {value!r}")
-        if (
-            isinstance(self.window, bool)
-            or not isinstance(self.window, int | float)
-            or not math.isfinite(self.window)
-            or self.window <= 0
-        ):
+        if not _number(self.window, above=0, finite=True):
             raise ConfigError(f"limits.window must be a positive number of seconds, not {self.window!r}")
 
     def request_window(self) -> tuple[float, float] | None:
@@ -108,7 +106,7 @@ class Timeouts:
     def __post_init__(self) -> None:
         for name in ("connect", "read", "total"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+            if not _number(value, above=0):
                 raise ConfigError(f"timeouts.{name} must be a positive number of seconds, not {value!r}")
 
 
@@ -122,15 +120,11 @@ class RetryPolicy:
     max_delay: float = DEFAULT_MAX_DELAY
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.max_attempts, bool)
-            or not isinstance(self.max_attempts, int)
-            or self.max_attempts < 1
-        ):
+        if not _whole(self.max_attempts, 1):
             raise ConfigError(f"retry.max_attempts must be an integer >= 1, not {self.max_attempts!r}")
         for name in ("max_time", "base_delay", "max_delay"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
+            if not _number(value, at_least=0):
                 raise ConfigError(f"retry.{name} must be a number >= 0, not {value!r}")
 
 
