@@ -106,7 +106,8 @@ def _input_files(run_dir: Path, cfg: RunConfig) -> tuple[dict[str, Path], dict[s
     return files, listings
 
 
-def _digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """A 16-byte blake2b of a file's content (read in 1 MiB pieces), as hex."""
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -132,7 +133,7 @@ def fingerprint(run_dir: Path, cfg: RunConfig, *, digests: Mapping[str, str] | N
         racy = max(st.st_mtime_ns, st.st_ctime_ns) > now - RACY_NS
         if (name in digests) if digests is not None else racy:
             try:
-                digested[name] = _digest(path)
+                digested[name] = file_digest(path)
             except OSError:
                 digested[name] = ""
     return {"schema": SCHEMA, "version": __version__, "config": _config_part(cfg), "files": stats,

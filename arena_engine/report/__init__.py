@@ -13,7 +13,7 @@ import orjson
 from ..errors import CheckpointError
 from ..results import ArenaResults
 from ..runfolder import REPORT_DIR
-from ..snapshot import read_sealed, write_sealed
+from ..snapshot import file_digest, read_sealed, write_sealed
 from ..store import CHECKPOINT_DIR, RunStore
 from .html import DATA_SCHEMA, browser_files, render_html, report_html
 from .json_report import report_dict, write_json
@@ -101,10 +101,6 @@ def _browser_key(results: ArenaResults, inline: int, part_size: int) -> str | No
     return f"{results.inputs}:{DATA_SCHEMA}:{inline}:{part_size}"
 
 
-def _file_digest(path: Path) -> str:
-    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
-
-
 def _part_files(out: Path) -> set[str]:
     folder = out / PARTS_DIR
     return {f"{PARTS_DIR}/{p.name}" for p in folder.glob("part-*.js")} if folder.is_dir() else set()
@@ -122,7 +118,7 @@ def _kept_browser(out: Path, key: str | None) -> dict[str, Any] | None:
         if kept["key"] != key or set(kept["parts"]) != _part_files(out):
             return None
         for rel, digest in kept["parts"].items():
-            if _file_digest(out / rel) != digest:
+            if file_digest(out / rel) != digest:
                 return None
         head: dict[str, Any] = kept["head"]
         return head
