@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -50,7 +50,11 @@ class BatchHttp:
         self.headers = headers
 
     async def _call(self, method: str, path: str, *, json: Any = None, data: Any = None,
-                    params: Mapping[str, str] | None = None, what: str, tries: int = TRIES) -> dict[str, Any]:
+                    params: Mapping[str, str] | None = None, what: str, tries: int = TRIES,
+                    landed: Callable[[], Awaitable[dict[str, Any] | None]] | None = None) -> dict[str, Any]:
+        """The call's JSON reply, retried on transient failures. ``landed``: for a call that is not
+        idempotent (creating a batch), asked before each retry whether the failed attempt took effect
+        after all (its reply lost); what it finds is returned instead of calling again."""
         delay = 0.5
         url = path if path.startswith(("http://", "https://")) else self.base + path
         last: int | None = None  # the last answer's status (None: no answer)
@@ -81,6 +85,8 @@ class BatchHttp:
                                 last, FailureReason.RETRY_BUDGET_EXHAUSTED)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+            if landed is not None and (found := await landed()) is not None:
+                return found
         raise AssertionError("unreachable")
 
     async def _lines(self, url: str, what: str) -> AsyncIterator[bytes]:

@@ -9,7 +9,6 @@ the chunk's tag), ``GET /v1/batches`` (to find a batch created but not recorded)
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -21,7 +20,7 @@ import orjson
 from ..batch_options import BatchOptions
 from ..client import Endpoint
 from .errors import BatchError
-from .http import TRIES, BatchHttp, Transient, extra_headers
+from .http import BatchHttp, extra_headers
 from .ledger import Chunk, Ledger
 from .queue import CHAT_URL
 
@@ -109,25 +108,13 @@ class OpenAIBatches(BatchHttp):
         return None
 
     async def create(self, file_id: str, window: str, tag: str) -> dict[str, Any]:
-        """Create the batch once. A create whose answer never came (a timeout, a dropped connection, a
-        5xx after the server may have acted) is not simply sent again: the batches are first searched
-        for the chunk's tag, and a batch found is the one created, so a lost reply is not paid twice."""
-        body = {"input_file_id": file_id, "endpoint": CHAT_URL, "completion_window": window,
-                "metadata": {TAG_KEY: tag}}
-        delay = 0.5
-        for attempt in range(1, TRIES + 1):
-            try:
-                return await self._call("POST", "/batches", json=body, tries=1,
-                                        what=f"creating the batch of file {file_id}")
-            except Transient:
-                if attempt == TRIES:
-                    raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
-            found = await self.find_batch(tag)
-            if found is not None:
-                return found
-        raise AssertionError("unreachable")
+        """Create the batch once: a create whose reply never came (a timeout, a dropped connection, a 5xx
+        after the server may have acted) is not sent again before the batches are searched for the
+        chunk's tag, so a lost reply is not paid twice."""
+        return await self._call("POST", "/batches", json={"input_file_id": file_id, "endpoint": CHAT_URL,
+                                                          "completion_window": window,
+                                                          "metadata": {TAG_KEY: tag}},
+                                what=f"creating the batch of file {file_id}", landed=lambda: self.find_batch(tag))
 
     async def get(self, batch_id: str) -> dict[str, Any]:
         return await self._call("GET", f"/batches/{batch_id}", what=f"polling batch {batch_id}")
