@@ -23,7 +23,7 @@ from .version import __version__
 
 #: public name -> the module that defines it
 _EXPORTS = {
-    "Arena": "arena_engine.pipeline",
+    "Arena": "arena_engine.run",
     "ArenaResults": "arena_engine.results",
     "PanelResults": "arena_engine.results",
     "Board": "arena_engine.leaderboard",
@@ -112,10 +112,10 @@ if TYPE_CHECKING:
         failure_reason,
     )
     from .leaderboard import Board, Entry, Scope
-    from .pipeline import Arena
     from .rating import ModelRating, Ratings, rate_battles
     from .report import write_reports
     from .results import ArenaResults, PanelResults
+    from .run import Arena
     from .scripts import run_arena
     from .stopping.schedule import StopSummary
     from .usage import EndpointUsage

@@ -235,7 +235,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     from . import commands
-    from .pipeline import loop_options
+    from .run import loop_options
 
     _on_sigterm(_terminate, sigint=True)  # imports done: a SIGTERM now interrupts at once (until a run takes over)
     if _sigterm_seen:

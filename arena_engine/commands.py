@@ -16,7 +16,8 @@ from .config import RunConfig, load_config
 from .console import show_progress
 from .errors import ArenaError, unwrap
 from .from_store import results_of_folder
-from .pipeline import Arena, ArenaResults
+from .results import ArenaResults
+from .run import Arena
 from .runfolder import fresh_dir, load_run_config
 
 if TYPE_CHECKING:

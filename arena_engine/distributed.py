@@ -7,7 +7,7 @@ The driver (this process):
 1. opens the run folder once (folding in shards a stopped run left), saves config.json, checks every
    dataset line, and starts one *coordinator* actor: the cluster's :class:`~arena_engine.leases.LeaseBroker`
    (shared request/token windows and Retry-After holds) that also collects progress;
-2. starts N worker tasks. Worker i runs the ordinary async :class:`~arena_engine.pipeline.Arena` over
+2. starts N worker tasks. Worker i runs the ordinary async :class:`~arena_engine.run.Arena` over
    the queries whose position % N == i, with each endpoint's concurrency split between the workers and
    its rate windows leased from the coordinator. It writes its own checkpoints in
    ``RUN_DIR/shards/i-of-N/`` and reads earlier runs' records from the run folder (read only);
@@ -52,12 +52,12 @@ from .errors import ArenaError, ConfigError
 from .from_store import results_of_folder
 from .leases import LeaseBroker, LeaseClient, batch_cap
 from .limits import Limits
-from .pipeline import Arena, loop_options
 from .progress import ProgressEvent, StageProgress
 from .ray_reaper import PROC, alive, start_time
 from .results import ArenaResults
 from .roles import JUDGE as JUDGE  # the first judge's endpoint role (tests and callers import it here)
 from .roles import judge_role
+from .run import Arena, loop_options
 from .runfolder import save_config
 from .store import RunStore
 from .store.shards import LayeredStore, merge_shards
@@ -268,7 +268,7 @@ async def _run_shard(cfg: RunConfig, index: int, count: int, coordinator: Any,
     leases = {role: LeaseClient(role, fetch, notify_hold=notify_hold, max_batch=caps[role])
               for role, ep in _endpoints(cfg).items() if _rate_limited(ep.limits)}
     store = LayeredStore(cfg.output_dir, index, count, fsync_interval=cfg.fsync_interval)
-    arena = Arena(cfg, shard=(index, count), store=store, leases=leases)
+    arena = Arena(cfg, part=(index, count), store=store, admission=leases)
     lost: list[str] = []
     finished = False
     async with arena, anyio.create_task_group() as tg:

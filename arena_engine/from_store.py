@@ -6,7 +6,7 @@ call it; nothing runs the sending pipeline to read results. It walks the queries
 a time in one thread: each model's stored answer, each battle's stored verdicts in both orders (a
 cascade goes on to its next judge where ``panel.escalate`` says), a game without a verdict taking the
 run's own failure reason or counted as missing. The per-query rules are those of the sending run
-(pipeline.Arena): every game and count comes out as the run's own.
+(run.Arena): every game and count comes out as the run's own.
 """
 
 from __future__ import annotations

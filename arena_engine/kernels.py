@@ -1,6 +1,6 @@
 """Loading the compiled kernels (numba) that a run's results need, while its requests are in flight.
 
-A run loads them in a thread once its first request is on its way (pipeline.Arena). With numba's disk
+A run loads them in a thread once its first request is on its way (run.Arena). With numba's disk
 cache warm that is about a second of loading. Right after an install the cache is empty, and the
 ROUGE/BLEU kernel takes about 4 s of CPU to compile (rating a run of up to 131,072 games needs numpy
 only: see `rating._aggregate.NUMPY_ROWS`). That compile would hold the GIL away from the event loop and

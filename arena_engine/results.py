@@ -1,6 +1,6 @@
 """What a run's results are (:class:`ArenaResults`) and how they are put together from its games.
 
-Both the sending run (``pipeline.Arena``) and :func:`arena_engine.from_store.results_from_store`
+Both the sending run (``run.Arena``) and :func:`arena_engine.from_store.results_from_store`
 (``report``, ``rate``, a finished rerun, the Ray driver's last pass) end here, so the boards, the
 panel's figures and the reference metrics are made in one place. The reports read these types; this
 module imports nothing of the run's lifecycle.

@@ -6,8 +6,8 @@ its results)."""
 from __future__ import annotations
 
 from .config import RunConfig
-from .pipeline import ArenaResults
-from .pipeline import run_arena as _run
+from .results import ArenaResults
+from .run import run_arena as _run
 
 
 def run_arena(config: RunConfig, *, offline: bool = False, reports: bool = False) -> ArenaResults:

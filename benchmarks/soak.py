@@ -232,7 +232,7 @@ async def run_round(url: str, root: Path, round_no: int, queries: int, concurren
     async with Arena(cfg) as arena:
         results = await arena.run()
         # private: the per-client watchdog counter is not part of the library's API
-        timeouts = sum(c._watchdog.expired for c in arena._clients.values())
+        timeouts = sum(c._watchdog.expired for c in arena.clients.values())
     return results, timeouts
 
 

@@ -139,7 +139,7 @@ def test_misuse_and_bad_arguments_are_arena_errors_and_what_they_were(tmp_path: 
         rate_battles(one, one + 1, np.array([3], dtype=np.int8), one, models=["a", "b"], baseline="a")
     cfg = arena_config("http://127.0.0.1:9/v1", tmp_path / "run", dataset(tmp_path, 2), ["a", "b"])
     with pytest.raises(ArgumentError, match="shard"):
-        Arena(cfg, shard=(2, 2))
+        Arena(cfg, part=(2, 2))
     with pytest.raises(UsageError, match="async with Arena"):
         asyncio.run(Arena(cfg).run())
 

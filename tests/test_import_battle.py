@@ -96,7 +96,7 @@ def _run_import(tmp_path: Path, data: Path, *, shard: tuple[int, int] | None = N
     async def main() -> tuple[ArenaResults, dict, int]:
         sim_cfg = SimConfig(models=(SimModel("cand", quality=0.5), SimModel("judge", judge=True)), seed=2)
         async with SimServer(sim_cfg) as sim:
-            async with Arena(_import_config(tmp_path, sim.url, data, **model), shard=shard) as arena:
+            async with Arena(_import_config(tmp_path, sim.url, data, **model), part=shard) as arena:
                 results = await arena.run()
                 reused = arena.stages["qwen2.5-7b"].reused
             return results, sim.stats(), reused

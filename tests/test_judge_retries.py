@@ -57,7 +57,7 @@ def run(tmp_path: Path, judge: Any, *, runs: int = 1, in_flight: int | None = No
             for _ in range(runs):
                 async with Arena(cfg) as arena:
                     results.append(await arena.run())
-                    stats.append(arena._clients[JUDGE].stats)
+                    stats.append(arena.clients[JUDGE].stats)
         return server
 
     server = anyio.run(main)

@@ -41,7 +41,7 @@ async def _run_shards(cfg, broker: LeaseBroker | None) -> int:  # type: ignore[n
             role: LeaseClient(role, fetch, notify_hold=hold, max_batch=batch_cap(lim, SHARDS))
             for role, lim in roles.items()}
         store = LayeredStore(cfg.output_dir, i, SHARDS)
-        async with Arena(wcfg, shard=(i, SHARDS), store=store, leases=leases) as arena:
+        async with Arena(wcfg, part=(i, SHARDS), store=store, admission=leases) as arena:
             await arena.run()
             failures += arena.snapshot().errors
 
