@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
-
-import anyio
 
 from ..batch.session import DEFERRED
 from ..battles import ExclusionReason, Game
@@ -23,34 +22,31 @@ class Judging:
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
 
-    async def battle(self, q: Query, cand: str, opp: str, answers: dict[str, Answer | None],
-                     ready: dict[str, anyio.Event], counted: set[bytes]) -> None:
-        """Judge ``cand`` against ``opp`` on ``q`` once both answers are in."""
-        await ready[cand].wait()
-        await ready[opp].wait()
+    def start(self, tg: asyncio.TaskGroup, q: Query, cand: str, opp: str, answers: dict[str, Answer | None],
+              counted: set[bytes]) -> None:
+        """Judge ``cand`` against ``opp`` on ``q``, both answers being in: every judge's two games (both
+        orders) as tasks of the query's group, or a cascade's judges one after another."""
         a_c, a_o = answers.get(cand), answers.get(opp)
         if a_c is None or a_o is None:
             self._no_answer_games(q, cand, opp, cand if a_c is None else opp)
             return
-        ctx = self.ctx
-        if not ctx.cascade:  # every judge judges the battle, all at once
-            async with anyio.create_task_group() as tg:
-                for slot in ctx.order:
-                    tg.start_soon(self.game, slot, q, cand, opp, a_c, a_o, True, counted)
-                    tg.start_soon(self.game, slot, q, cand, opp, a_c, a_o, False, counted)
+        if self.ctx.cascade:
+            tg.create_task(self._cascade(q, cand, opp, a_c, a_o, counted))
             return
+        for slot in self.ctx.order:
+            tg.create_task(self.game(slot, q, cand, opp, a_c, a_o, True, counted))
+            tg.create_task(self.game(slot, q, cand, opp, a_c, a_o, False, counted))
 
-        async def game(slot: JudgeSlot, candidate_is_a: bool, outcomes: dict[bool, int | None]) -> None:
-            outcomes[candidate_is_a] = await self.game(slot, q, cand, opp, a_c, a_o, candidate_is_a, counted)
-
-        for i, slot in enumerate(ctx.order):  # a cascade: the next judge only when this one left it open
-            outcomes: dict[bool, int | None] = {}
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(game, slot, True, outcomes)
-                tg.start_soon(game, slot, False, outcomes)
+    async def _cascade(self, q: Query, cand: str, opp: str, a_c: Answer, a_o: Answer, counted: set[bytes]) -> None:
+        """The next judge only when this one left the battle open (panel.escalate)."""
+        ctx = self.ctx
+        for i, slot in enumerate(ctx.order):
+            async with asyncio.TaskGroup() as tg:
+                first = tg.create_task(self.game(slot, q, cand, opp, a_c, a_o, True, counted))
+                second = tg.create_task(self.game(slot, q, cand, opp, a_c, a_o, False, counted))
             if (q.dataset, q.subset, q.id, cand, opp) in ctx.deferred_battles:
                 return  # this judge's verdicts come in a batch: the next judge waits for a later pass
-            if not cascade_goes_on(ctx.config, ctx.order, i, q, cand, opp, outcomes.get(True), outcomes.get(False)):
+            if not cascade_goes_on(ctx.config, ctx.order, i, q, cand, opp, first.result(), second.result()):
                 return
             ctx.stages[ctx.order[i + 1].role].total += 2  # the next judge's games
 

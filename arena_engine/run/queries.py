@@ -9,7 +9,8 @@ run (``[arena] stop``) sends its seeded blocks as the schedule allows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
@@ -153,22 +154,27 @@ class QueryWork:
         return [m for m in ctx.config.models if m.name in needed], pairs
 
     async def _process(self, q: Query) -> None:
+        """Ask every model for its answer to ``q`` at once; each battle is judged the moment its second
+        answer is in. One task per request and one task group per query (asyncio's own: the core runs
+        on asyncio, docs/architecture.md), no task per battle and no event per answer."""
         answers: dict[str, Answer | None] = {}
         models, pairs = self._models_of(q)
-        ready = {m.name: anyio.Event() for m in models}
+        waiting = {m.name for m in models}
         counted: set[bytes] = set()  # records of this query already counted in the usage
-        async with anyio.create_task_group() as tg:
-            for m in models:
-                tg.start_soon(self._answer, m.name, q, answers, ready[m.name], counted)
-            for cand, opp in pairs:
-                tg.start_soon(self.judging.battle, q, cand, opp, answers, ready, counted)
+        async with asyncio.TaskGroup() as tg:
+            def arrived(name: str) -> None:
+                waiting.discard(name)
+                for cand, opp in pairs:
+                    if name in (cand, opp) and cand not in waiting and opp not in waiting:
+                        self.judging.start(tg, q, cand, opp, answers, counted)
 
-    async def _answer(self, name: str, q: Query, answers: dict[str, Answer | None], ready: anyio.Event,
-                      counted: set[bytes]) -> None:
-        try:
-            answers[name] = await self.sources[name].answer(q, counted)
-        finally:
-            ready.set()
+            for m in models:
+                tg.create_task(self._answer(m.name, q, answers, arrived, counted))
+
+    async def _answer(self, name: str, q: Query, answers: dict[str, Answer | None],
+                      arrived: Callable[[str], None], counted: set[bytes]) -> None:
+        answers[name] = await self.sources[name].answer(q, counted)
+        arrived(name)
 
 
 def _planned(limits: Limits) -> int:
