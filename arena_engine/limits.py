@@ -2,8 +2,8 @@
 
 Layers, bottom up (the bookkeeping is plain sync code; only `EndpointLimiter.acquire` awaits):
 
-    WindowLimit       at most `limit` units in ANY window of `period` seconds, paced evenly (GCRA)
-    ConcurrencyGate   a FIFO semaphore whose size can shrink on 429 and grow back (AIMD)
+    WindowLimit       (windows) at most `limit` units in ANY window of `period` seconds, paced evenly (GCRA)
+    ConcurrencyGate   (gate) a FIFO semaphore whose size can shrink on 429 and grow back (AIMD)
     EndpointLimiter   gate -> hold-back deadline -> request window -> token window; one wait per request
 
 Why not aiolimiter: its bucket starts empty (a full extra burst passes at start: 1,182 req/s for a
@@ -12,11 +12,8 @@ request *reserves* its admission time with O(1) sync bookkeeping and then sleeps
 that time; requests due within the same `ADMISSION_TICK` share one timer, so a binding limit costs at
 most one timer per request, and a fraction of one when requests fall due faster than one per tick.
 
-The window guarantee is exact, not average: each `WindowLimit` keeps a log of the admissions still
-inside the window and never admits a unit that would push the sum over `limit` in any window of
-`period` (+ a small safety margin for clock jitter between us and the server). On top of that, pacing
-(GCRA with a burst tolerance of one second's worth, at most 2% of the window) spreads admissions evenly instead of firing the whole
-minute's budget at once.
+The windows are `arena_engine.windows`, the gate `arena_engine.gate`; this module puts them together
+(and re-exports them for older imports).
 """
 
 from __future__ import annotations
@@ -24,13 +21,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 from typing import Any, Protocol
 
-from arena_engine.endpoint_config import AUTO_START, DEFAULT_CONCURRENCY, MINUTE, Limits
-from arena_engine.errors import ConfigError
+from arena_engine.endpoint_config import DEFAULT_CONCURRENCY, MINUTE, Limits
+from arena_engine.gate import ConcurrencyGate
+from arena_engine.windows import Grant, WindowLimit
 
 
 class LeaseSlot(Protocol):
@@ -55,6 +51,7 @@ class LeaseClient(Protocol):
 
     def hold(self, until: float) -> None: ...
 
+
 __all__ = [
     "ADMISSION_TICK",
     "DEFAULT_CONCURRENCY",
@@ -66,18 +63,6 @@ __all__ = [
     "WindowLimit",
 ]
 
-#: Added to every window (1% of it, within 20-100 ms) so that jitter between the reserved time and the
-#: send (and the server's clock) cannot put `limit + 1` sends into one window. A request that wakes
-#: later than this margin after its reserved time does not send: it queues again.
-MIN_WINDOW_MARGIN = 0.02
-MAX_WINDOW_MARGIN = 0.1
-WINDOW_MARGIN_FRACTION = 0.01
-#: Time slices of a window log: bounds its memory whatever the limit.
-WINDOW_BUCKETS = 100
-#: Largest default burst, as a fraction of the window. Under steady demand the burst is spent at the
-#: start of every window and the window log then stalls for as long at its end, so a window straddling
-#: the stall holds about (1 - fraction) of the limit: 2% keeps every window >= 0.95 of the limit.
-MAX_BURST_FRACTION = 0.02
 #: A request that must wait for a window is sent on the next multiple of this tick (of the request window's
 #: length divided into equal ticks, so the window's own pacing stays on the grid) when requests fall due
 #: closer together than a tick and the request waits a tick or more anyway: those due in the same tick
@@ -87,13 +72,6 @@ MAX_BURST_FRACTION = 0.02
 #: records the time it is really sent, and a request that would wait less than a tick (its slot is
 #: needed back soon) goes when it is due.
 ADMISSION_TICK = 0.02
-#: Multiplicative decrease of the adaptive concurrency on a 429 (additive increase: +1 per window).
-ADAPTIVE_BACKOFF = 0.5
-#: Latency (a short moving average) may rise to this multiple of its long-run average before slots are cut.
-LATENCY_TOLERANCE = 1.5
-#: The moving averages' weights per answer: the short one follows ~10 answers, the long one ~500.
-SHORT_WEIGHT = 0.1
-LONG_WEIGHT = 0.002
 #: Burst of a window learned from a server's `x-ratelimit-limit-*` header, in seconds of its rate: a
 #: quarter of a second keeps every second within 1.25x the per-second share (a configured window keeps
 #: one second's worth: its limit was chosen by the user, a learned one is the server's hard wall).
@@ -106,366 +84,6 @@ LOW_WATER_FRACTION = 0.01
 PROBE_TIMEOUT = 2.0
 
 Clock = Callable[[], float]
-
-
-class _Bucket:
-    """Admissions within one `window / WINDOW_BUCKETS` slice of time, expiring together with the latest."""
-
-    __slots__ = ("amount", "at", "live", "start")
-
-    def __init__(self, at: float, amount: float) -> None:
-        self.start = at  # first admission in the bucket
-        self.at = at  # latest admission in the bucket: the whole bucket leaves the window with it
-        self.amount = amount
-        self.live = True  # still in the window log
-
-
-class Grant:
-    """One admission recorded in a `WindowLimit`: `amount` units at time `at`."""
-
-    __slots__ = ("_bucket", "amount", "at")
-
-    def __init__(self, at: float, amount: float, bucket: _Bucket) -> None:
-        self.at = at
-        self.amount = amount
-        self._bucket = bucket
-
-    def __repr__(self) -> str:
-        return f"Grant(at={self.at:.6f}, amount={self.amount:g})"
-
-
-class WindowLimit:
-    """At most `limit` units admitted in any window of `period` seconds; admissions paced evenly.
-
-    Pure bookkeeping: `reserve(amount, now)` returns the `Grant` whose `at` is the earliest time the
-    amount may be sent (>= now); the caller must send no earlier than that. Reservations are made in
-    time order (each `at` >= the previous one), which keeps every operation O(1) amortised. The log
-    holds at most ~`WINDOW_BUCKETS` buckets whatever the limit: admissions close in time share a
-    bucket that leaves the window when its *latest* admission does (never early: the guarantee stays
-    exact; at most 1/WINDOW_BUCKETS of the window is lost when binding).
-    `settle(grant, actual)` corrects an estimate (tokens) once the real amount is known; `settle(grant, 0)`
-    refunds a grant that was never used.
-    """
-
-    __slots__ = (
-        "_bucket_width",
-        "_interval",
-        "_log",
-        "_tat",
-        "_tolerance",
-        "_total",
-        "last_at",
-        "limit",
-        "margin",
-        "paced_at",
-        "period",
-        "window",
-    )
-
-    def __init__(self, limit: float, period: float = MINUTE, *, burst: float | None = None) -> None:
-        if not (limit > 0 and math.isfinite(limit)):
-            raise ConfigError(f"rate limit must be a positive number, not {limit!r}")
-        if not (period > 0 and math.isfinite(period)):
-            raise ConfigError(f"rate period must be a positive number of seconds, not {period!r}")
-        self.limit = float(limit)
-        self.period = float(period)
-        self.margin = min(max(MIN_WINDOW_MARGIN, period * WINDOW_MARGIN_FRACTION), MAX_WINDOW_MARGIN)
-        self.window = period + self.margin
-        self._interval = self.window / self.limit  # seconds per unit at the sustained rate
-        if burst is None:  # one second's worth, at most 2% of the window
-            burst = self.limit * min(1.0 / period, MAX_BURST_FRACTION)
-        burst = min(max(burst, 1.0), self.limit)
-        self._tolerance = (burst - 1.0) * self._interval
-        self._tat = -math.inf  # GCRA theoretical arrival time
-        self.paced_at = -math.inf  # when the latest reservation fell due (`last_at` may be a later tick)
-        # the latest admission time recorded: later ones must not be earlier (the log stays in time order)
-        self.last_at = -math.inf
-        self._bucket_width = self.window / WINDOW_BUCKETS
-        self._log: deque[_Bucket] = deque()
-        self._total = 0.0  # sum of amounts in the log
-
-    def earliest(self, amount: float, now: float) -> float:
-        """The earliest time >= now at which `amount` fits. Drops entries that leave the window by then."""
-        limit = self.limit
-        if amount > limit:
-            amount = limit
-        t = now
-        if self._tat - self._tolerance > t:
-            t = self._tat - self._tolerance
-        if self.paced_at > t:
-            t = self.paced_at
-        log = self._log
-        window = self.window
-        while log and (log[0].at <= t - window or self._total + amount > limit):
-            b = log.popleft()
-            b.live = False
-            self._total -= b.amount
-            if b.at + window > t:
-                t = b.at + window
-        if not log:
-            self._total = 0.0
-        return t
-
-    def admits_now(self, amount: float, now: float) -> bool:
-        """Whether `earliest(amount, now)` would be `now`, without its side effects: only entries that have
-        left the window by `now` are dropped (`earliest` also drops entries still in the window, on the
-        promise that the caller commits at the later time it returns)."""
-        if amount > self.limit:
-            amount = self.limit
-        if self._tat - self._tolerance > now or self.paced_at > now or self.last_at > now:
-            return False
-        self._expire(now)
-        return self._total + amount <= self.limit
-
-    def _expire(self, now: float) -> None:
-        """Drop the entries that have left the window by `now` (safe: every later admission is at >= now)."""
-        log = self._log
-        horizon = now - self.window
-        while log and log[0].at <= horizon:
-            b = log.popleft()
-            b.live = False
-            self._total -= b.amount
-        if not log:
-            self._total = 0.0
-
-    def commit(self, amount: float, at: float, paced: float | None = None) -> Grant:
-        """Record `amount` admitted at `at`, which must be >= `earliest(amount, ...)` just computed and >=
-        `last_at`. `paced` is that earliest time when the caller sends later than it (a shared wake-up
-        tick): the pacing continues from it, so waiting for the tick costs no throughput."""
-        if paced is None:
-            paced = at
-        if amount > self.limit:
-            amount = self.limit
-        log = self._log
-        if log and at - log[-1].start < self._bucket_width:
-            b = log[-1]
-            b.at = at
-            b.amount += amount
-        else:
-            b = _Bucket(at, amount)
-            log.append(b)
-        self._total += amount
-        self.paced_at = paced
-        self.last_at = at
-        self._tat = (self._tat if self._tat > paced else paced) + amount * self._interval
-        return Grant(at, amount, b)
-
-    def restart_at(self, t: float) -> None:
-        """Pace from `t` with no burst: after a hold (a 429) the first admission goes at `t` and the
-        next ones one interval apart, not a burst's worth at once."""
-        tat = t + self._tolerance
-        if tat > self._tat:
-            self._tat = tat
-
-    def reserve(self, amount: float, now: float) -> Grant:
-        """`earliest` then `commit`: reserve `amount` at the first time it fits."""
-        return self.commit(amount, self.earliest(amount, now))
-
-    def take_late(self, amount: float, now: float) -> Grant | None:
-        """Admit `amount` at `now` for a request that missed its reserved slot (and refunded it), if every
-        window containing `now` keeps room: all that is recorded after `now - window` plus `amount` fits.
-        Otherwise None (the request must reserve a new slot). Lets a stalled process catch up."""
-        amount = min(amount, self.limit)
-        self._expire(now)
-        log = self._log
-        if self._total + amount > self.limit:
-            return None
-        if now >= self.paced_at and now >= self.last_at:
-            return self.commit(amount, now)
-        # slots after `now` are already reserved: count this one with the latest bucket (it then leaves
-        # the window later than it needs to, never earlier)
-        b = log[-1]
-        b.amount += amount
-        self._total += amount
-        self._tat += amount * self._interval
-        return Grant(now, amount, b)
-
-    def settle(self, grant: Grant, actual: float) -> None:
-        """Replace the grant's amount by `actual` (e.g. the tokens the server reported; 0 to refund)."""
-        actual = min(max(actual, 0.0), self.limit)
-        delta = actual - grant.amount
-        if delta == 0:
-            return
-        self._tat += delta * self._interval
-        bucket = grant._bucket
-        if bucket.live:
-            bucket.amount += delta
-            self._total += delta
-        grant.amount = actual
-
-    def unlog(self, grant: Grant) -> None:
-        """Take an unsent grant out of the window log but keep its place in the pacing: a request moved
-        behind a hold goes to the end of the queue, so the queue behind it is not pulled forward (that
-        would put two sends on one paced slot when the hold ends)."""
-        bucket = grant._bucket
-        if bucket.live:
-            bucket.amount -= grant.amount
-            self._total -= grant.amount
-        grant.amount = 0.0
-
-    @property
-    def in_window(self) -> float:
-        """Units recorded in the current window log (for inspection)."""
-        return self._total
-
-    def __repr__(self) -> str:
-        return (
-            f"WindowLimit(limit={self.limit:g}, period={self.period:g}s, in_window={self._total:g}, "
-            f"next_free={max(self.paced_at, self._tat - self._tolerance):.3f})"
-        )
-
-
-class ConcurrencyGate:
-    """A FIFO semaphore of size `limit`; with `adaptive`, the size follows AIMD between 1 and `limit`.
-
-    `on_rate_limited(seq)` halves the size, but only for a request issued after the last cut (so a burst
-    of 429s from one round of requests cuts once); `on_success()` adds 1/size, i.e. one slot per round.
-
-    With `auto` (adaptive too), the size starts at AUTO_START and also follows latency, so a one-slot
-    local server and a provider with thousands of slots both run near their best untuned: while the
-    short moving average of latency stays within LATENCY_TOLERANCE of its long-run average, the size
-    grows by one per answer until the first cut (doubling per round) and by one per round after it;
-    when latency climbs past that (requests queue at the server), the size is cut in proportion, at
-    most to half and once per round.
-    """
-
-    __slots__ = ("_cut_seq", "_issued", "_long", "_short", "_slow_start", "_waiters", "adaptive", "auto", "cap",
-                 "cuts", "in_use", "max_limit", "parked", "probing", "size")
-
-    def __init__(self, limit: int, *, adaptive: bool = False, auto: bool = False) -> None:
-        if limit < 1:
-            raise ConfigError(f"concurrency must be >= 1, not {limit!r}")
-        self.max_limit = limit
-        self.auto = auto
-        self.adaptive = adaptive or auto
-        self.size = float(min(limit, AUTO_START) if auto else limit)
-        self.cap = int(self.size)
-        self.in_use = 0
-        self.cuts = 0  # times the size was cut (429/503 or latency)
-        self._issued = 0  # sequence number of the next slot handed out
-        self._cut_seq = 0
-        self._short = self._long = 0.0  # moving averages of latency (0: no answer yet)
-        self._slow_start = auto
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self.probing = False  # one slot only, whatever the size (see `probe`)
-        self.parked = False  # no slot at all: the probe's retry is due and goes first (see `park`)
-
-    def _resize(self, size: float) -> None:
-        self.size = size
-        if self.probing:
-            self.cap = 0 if self.parked else 1
-        else:
-            self.cap = int(size) if size >= 1.0 else 1  # the current number of slots
-
-    def probe(self) -> None:
-        """One slot until `end_probe`: the first request goes alone (to learn the server's limits)."""
-        self.probing = True
-        self._resize(self.size)
-
-    def park(self) -> None:
-        """The probe was told "not now" and will retry: hand its slot to nobody else meanwhile (call
-        before releasing it); `take_parked` gives the retry its slot back ahead of the queue."""
-        if self.probing:
-            self.parked = True
-            self._resize(self.size)
-
-    def take_parked(self) -> int:
-        self.parked = False
-        self._resize(self.size)
-        self.in_use += 1
-        seq = self._issued
-        self._issued = seq + 1
-        return seq
-
-    def end_probe(self) -> None:
-        if self.probing:
-            self.probing = self.parked = False
-            self._resize(self.size)
-            self._wake()
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
-
-    def try_acquire(self) -> int | None:
-        """Take a free slot without waiting (none is free, or others queue first: None)."""
-        if self.in_use >= self.cap or self._waiters:
-            return None
-        self.in_use += 1
-        seq = self._issued
-        self._issued = seq + 1
-        return seq
-
-    async def acquire(self) -> int:
-        """Wait for a slot (FIFO); returns the slot's sequence number for `on_rate_limited`."""
-        seq = self.try_acquire()
-        if seq is not None:
-            return seq
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()  # the slot was handed to us just before the cancellation
-            else:
-                with suppress(ValueError):
-                    self._waiters.remove(fut)
-            raise
-        seq = self._issued
-        self._issued = seq + 1
-        return seq
-
-    def release(self) -> None:
-        self.in_use -= 1
-        self._wake()
-
-    def _wake(self) -> None:
-        waiters = self._waiters
-        cap = self.cap
-        while waiters and self.in_use < cap:
-            fut = waiters.popleft()
-            if not fut.done():
-                self.in_use += 1
-                fut.set_result(None)
-
-    def on_rate_limited(self, seq: int) -> bool:
-        """A request holding slot `seq` got a 429 (or a 503). Returns True if the size was cut."""
-        return self._cut(seq, ADAPTIVE_BACKOFF)
-
-    def _cut(self, seq: int, factor: float) -> bool:
-        if not self.adaptive or seq < self._cut_seq:
-            return False  # a request of a round already cut for
-        self._resize(max(1.0, self.size * factor))
-        self._cut_seq = self._issued
-        self._slow_start = False
-        self.cuts += 1
-        return True
-
-    def on_success(self, seq: int = -1, latency: float | None = None) -> None:
-        """The request holding slot `seq` was answered after `latency` seconds."""
-        if not self.adaptive:
-            return
-        if self.auto and latency is not None and latency > 0:
-            if self._short == 0.0:
-                self._short = self._long = latency
-            else:
-                self._short += (latency - self._short) * SHORT_WEIGHT
-                self._long += (latency - self._long) * LONG_WEIGHT
-            ratio = LATENCY_TOLERANCE * self._long / self._short
-            if ratio < 1.0:  # requests queue at the server: fewer slots
-                if self._cut(seq, max(ADAPTIVE_BACKOFF, ratio)):
-                    self._long = max(self._long, self._short / 2)  # a long-run average left far behind catches up
-                return
-        if self.size < self.max_limit:
-            step = 1.0 if self._slow_start else 1.0 / self.size
-            self._resize(min(float(self.max_limit), self.size + step))
-            self._wake()
-
-    def __repr__(self) -> str:
-        return (
-            f"ConcurrencyGate(in_use={self.in_use}, cap={self.cap}/{self.max_limit}, waiting={self.waiting})"
-        )
 
 
 class Ticket:
