@@ -95,8 +95,8 @@ from .usage import EndpointUsage as EndpointUsage
 
 if TYPE_CHECKING:
     from .batch.session import BatchSession
+    from .distributed.leases import LeaseClient
     from .evalscope_import import ImportedAnswer
-    from .leases import LeaseClient
     from .stopping.hook import AdaptiveRun, GameLog
 
 log = logging.getLogger(__name__)

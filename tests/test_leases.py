@@ -11,7 +11,7 @@ import pytest
 from distributed_support import RATES, limited_config, limited_sim, window_excess
 
 from arena_engine.distributed import JUDGE, worker_config
-from arena_engine.leases import LeaseBroker, LeaseClient, LeaseReply, batch_cap
+from arena_engine.distributed.leases import LeaseBroker, LeaseClient, LeaseReply, batch_cap
 from arena_engine.limits import Limits
 from arena_engine.pipeline import Arena
 from arena_engine.sim.process import SimProcess

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from arena_engine.distributed.leases import LeaseBroker, LeaseClient, LeaseReply
 from arena_engine.errors import ConfigError
-from arena_engine.leases import LeaseBroker, LeaseClient, LeaseReply
 from arena_engine.limits import (
     ADMISSION_TICK,
     ConcurrencyGate,
