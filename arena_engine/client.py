@@ -1,7 +1,8 @@
 """OpenAI-compatible chat client: one aiohttp session per endpoint, limits, retries, live counters.
 
     ChatClient.chat(messages, params) -> ChatResult      never raises for HTTP or network failures
-      ├── EndpointLimiter.acquire     concurrency slot, 429 hold-back, RPM/TPM windows (arena_engine.limits)
+      ├── Admission.acquire           concurrency slot, 429 hold-back, RPM/TPM windows (arena_engine.admission;
+      │                               by default arena_engine.limits.EndpointLimiter)
       ├── one attempt                 POST {api_url}/chat/completions, per-attempt timeouts
       ├── classify -> RetryDecision   done | fatal (400/401/403/404/422, other 4xx, a request-validation
       │                               error whatever its status) | retry (429, 408, 409, 5xx, timeouts,
@@ -27,7 +28,7 @@ less and less often. Other failures are capped by `RetryPolicy.max_attempts` as 
 cannot be retried in time ends with `error="retry_budget_exhausted: <last reason>"`.
 
 Quota-aware pacing: every answer's `x-ratelimit-limit/remaining/reset-requests/-tokens` go to the
-endpoint's limiter (`EndpointLimiter.observe`): where the config gives no rpm/tpm the server's
+endpoint's admission (`Admission.observe`; `EndpointLimiter.observe` by default): where the config gives no rpm/tpm the server's
 advertised limit becomes the endpoint's window (the first request goes alone until an answer says
 it), and a quota about to run out holds the endpoint until the server has refilled.
 
@@ -64,7 +65,7 @@ from arena_engine.errors import (
     failure_reason,
 )
 from arena_engine.health import ENDPOINT_DOWN, EndpointHealth
-from arena_engine.limits import EndpointLimiter, Ticket
+from arena_engine.limits import EndpointLimiter
 from arena_engine.read_timeout import ReadWatchdog
 from arena_engine.replies import (
     Fault,
@@ -78,7 +79,7 @@ from arena_engine.replies import (
 )
 
 if TYPE_CHECKING:
-    from arena_engine.leases import LeaseClient
+    from arena_engine.admission import Admission
 
 __all__ = [
     "ChatClient",
@@ -294,7 +295,7 @@ def _header_number(value: str | None) -> float | None:
     return number if math.isfinite(number) and number >= 0 else None
 
 
-def observe_quota(limiter: EndpointLimiter, headers: Mapping[str, str], status: int, now: float) -> None:
+def observe_quota(limiter: Admission[Any], headers: Mapping[str, str], status: int, now: float) -> None:
     """Hand an answer's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` to the limiter (OpenAI's
     names; reset as a Go-style duration like `6m0s` or `20ms`, or seconds). A kind without a
     `remaining` header is skipped, so a server that sends none costs two header look-ups. Ends the
@@ -460,8 +461,8 @@ class ChatClient:
     `clock` (default `time.monotonic`; must count seconds like the loop's clock) times latencies, waits and the retry budget; `rng` draws backoff
     jitter; `trace_configs` are handed to the aiohttp session (request timing hooks; they see the
     Authorization header, so treat them as trusted code). `stats` holds live counters; `limiter` the
-    endpoint's admission state. `lease` (a distributed run) takes the rate windows from the cluster's
-    lease broker instead of keeping them locally (see arena_engine.leases).
+    endpoint's admission state: `admission` (an `arena_engine.admission.Admission`; a distributed run
+    passes one whose windows are the cluster's), else an `EndpointLimiter` of the endpoint's limits.
     """
 
     def __init__(
@@ -472,10 +473,10 @@ class ChatClient:
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
         trace_configs: Sequence[aiohttp.TraceConfig] = (),
-        lease: LeaseClient | None = None,
+        admission: Admission[Any] | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self._lease = lease
+        self._admission = admission
         if api_key is None and endpoint.api_key_env:
             api_key = os.environ.get(endpoint.api_key_env) or None
             if api_key is None:
@@ -514,7 +515,7 @@ class ChatClient:
         self._model = endpoint.model
         self._total_timeout = endpoint.timeouts.total
         self._session: aiohttp.ClientSession | None = None
-        self._limiter: EndpointLimiter | None = None
+        self._limiter: Admission[Any] | None = None
         t = endpoint.timeouts
         # the read timeout is the watchdog's (one timer for all attempts; see arena_engine.read_timeout)
         self._timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect)
@@ -524,7 +525,7 @@ class ChatClient:
         self.health = EndpointHealth()  # the circuit breaker (arena_engine.health)
 
     @property
-    def limiter(self) -> EndpointLimiter:
+    def limiter(self) -> Admission[Any]:
         if self._limiter is None:
             raise UsageError("ChatClient is not open: use `async with ChatClient(endpoint) as client:`")
         return self._limiter
@@ -544,7 +545,10 @@ class ChatClient:
             raise_for_status=False,
             trace_configs=self._trace_configs or None,
         )
-        self._limiter = EndpointLimiter(self.endpoint.limits, clock=self._clock, lease=self._lease, learn=True)
+        admission = self._admission
+        if admission is None:
+            admission = EndpointLimiter(self.endpoint.limits, clock=self._clock, learn=True)
+        self._limiter = admission
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -615,7 +619,7 @@ class ChatClient:
                 if limiter.probing:
                     limiter.end_probe()
                 return self._failure(f"{ENDPOINT_DOWN}: {health.cause}", status, latency, attempt - 1, start, finish)
-            if limiter.gate.probing:
+            if limiter.probing:
                 limiter.probe_sent()
             if learned != self._learned:  # a request ahead of this one found what the endpoint refuses
                 learned = self._learned
@@ -752,7 +756,7 @@ class ChatClient:
         )
 
     def _http_failure(
-        self, status: int, raw: bytes, headers: Mapping[str, str], ticket: Ticket
+        self, status: int, raw: bytes, headers: Mapping[str, str], ticket: Any
     ) -> RetryDecision:
         message = _server_message(raw, self._scrub)
         reason = f"http_{status}: {message}"

@@ -22,35 +22,10 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
 
 from arena_engine.endpoint_config import DEFAULT_CONCURRENCY, MINUTE, Limits
 from arena_engine.gate import ConcurrencyGate
 from arena_engine.windows import Grant, WindowLimit
-
-
-class LeaseSlot(Protocol):
-    """One request's admission out of a shared (cluster-wide) budget: when it may go, and until when."""
-
-    @property
-    def at(self) -> float: ...
-
-    @property
-    def expires(self) -> float: ...
-
-
-class LeaseClient(Protocol):
-    """Admission from a budget shared with other processes (`leases.LeaseClient` implements it): the
-    limiter asks it for a slot per request instead of counting its own windows."""
-
-    hold_until: float
-
-    async def take(self, tokens: float) -> LeaseSlot: ...
-
-    def release(self, slot: Any, *, sent: bool, used_tokens: float | None = None) -> None: ...  # a slot take gave
-
-    def hold(self, until: float) -> None: ...
-
 
 __all__ = [
     "ADMISSION_TICK",
@@ -89,14 +64,12 @@ Clock = Callable[[], float]
 class Ticket:
     """What `EndpointLimiter.acquire` hands out; give it back with `EndpointLimiter.release`."""
 
-    __slots__ = ("requests", "sent", "seq", "slot", "tokens")
+    __slots__ = ("requests", "sent", "seq", "tokens")
 
-    def __init__(self, seq: int, requests: Grant | None, tokens: Grant | None,
-                 slot: LeaseSlot | None = None) -> None:
+    def __init__(self, seq: int, requests: Grant | None, tokens: Grant | None) -> None:
         self.seq = seq
         self.requests = requests
         self.tokens = tokens
-        self.slot = slot
         self.sent = False
 
 
@@ -108,15 +81,12 @@ class EndpointLimiter:
     until then. `hold(until)` stops every new request until `until` (a 429 with Retry-After); requests
     already waiting for their reserved time re-check it when they wake. Create it inside the running loop.
 
-    With a `lease` (a distributed run), the request and token windows live in the cluster's broker:
-    admissions come out of leased batches instead of local windows, and holds are shared.
-
     With `learn`, the server's own quota paces the endpoint where the config gives no limit: the first
     request goes alone (a probe) until an answer says what the server allows; `observe` then installs a
     window of the advertised `x-ratelimit-limit-*` per minute (`learned`), and holds the endpoint when
-    `x-ratelimit-remaining-*` is about to run out. Learned windows are always local to this limiter,
-    also with a lease (the broker keeps only the configured limits): each worker of a distributed run
-    paces itself to the whole learned limit.
+    `x-ratelimit-remaining-*` is about to run out.
+
+    It implements `arena_engine.admission.Admission` (what a `ChatClient` calls).
     """
 
     __slots__ = (
@@ -133,7 +103,6 @@ class EndpointLimiter:
         "late_wakeups",
         "learn",
         "learned",
-        "lease",
         "limits",
         "requests",
         "tick",
@@ -147,11 +116,9 @@ class EndpointLimiter:
         *,
         clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
-        lease: LeaseClient | None = None,
         learn: bool = False,
     ) -> None:
         self.limits = limits
-        self.lease = lease
         self.learn = learn
         self.learned: dict[str, float] = {}  # kind ("requests"/"tokens") -> limit per minute learned
         self._clock: Clock = clock or time.monotonic
@@ -163,8 +130,8 @@ class EndpointLimiter:
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self.timers = 0  # wake-up timers set for requests held back by a window or a hold
         self.gate = ConcurrencyGate(limits.concurrency, adaptive=limits.adaptive, auto=limits.auto)
-        rw = limits.request_window() if lease is None else None
-        tw = limits.token_window() if lease is None else None
+        rw = limits.request_window()
+        tw = limits.token_window()
         self.requests = WindowLimit(*rw) if rw is not None else None
         self.tokens = WindowLimit(*tw) if tw is not None else None
         self.blocked_until = -math.inf
@@ -259,7 +226,7 @@ class EndpointLimiter:
     @property
     def needs_tokens(self) -> bool:
         """Whether callers should estimate the request's tokens (only when a token limit is set)."""
-        return self.tokens is not None or (self.lease is not None and self.limits.tpm is not None)
+        return self.tokens is not None
 
     def pause(self, seconds: float) -> None:
         """Admit nothing new for `seconds` from now: this process's own choice (a distributed worker
@@ -272,8 +239,6 @@ class EndpointLimiter:
             self.blocked_until = until
             self.holds += 1
             self._pace_after(until)
-            if self.lease is not None:
-                self.lease.hold(until)
 
     def _pace_after(self, until: float) -> None:
         """The windows resume at their paced rate when a hold ends, not with a burst."""
@@ -282,39 +247,10 @@ class EndpointLimiter:
         if self.tokens is not None:
             self.tokens.restart_at(until)
 
-    async def _acquire_leased(self, seq: int, tokens: float, lease: LeaseClient) -> Ticket:
-        """A slot out of a leased batch: wait for its start, never send after its end."""
-        try:
-            while True:
-                now = self._clock()
-                blocked = max(self.blocked_until, lease.hold_until)
-                if blocked > now:
-                    await self._sleep(blocked - now)
-                    continue
-                slot = await lease.take(tokens)
-                now = self._clock()
-                if slot.at > now:
-                    try:
-                        await self._sleep(slot.at - now)
-                    except BaseException:
-                        lease.release(slot, sent=False)
-                        raise
-                    now = self._clock()
-                if now > slot.expires or max(self.blocked_until, lease.hold_until) > now:
-                    self.late_wakeups += now > slot.expires
-                    lease.release(slot, sent=False)
-                    continue
-                return Ticket(seq, None, None, slot)
-        except BaseException:
-            self.gate.release()
-            raise
-
     def try_acquire(self, tokens: float = 0.0) -> Ticket | None:
         """The ticket of a request of about `tokens` tokens that may be sent at once (a free slot, no hold,
         room in the windows now), else None with nothing changed: then `await acquire(tokens)`. The
         common unthrottled case then costs no coroutine."""
-        if self.lease is not None:
-            return None
         now = self._clock()
         if self.blocked_until > now:
             return None
@@ -335,27 +271,16 @@ class EndpointLimiter:
     async def acquire(self, tokens: float = 0.0, *, probe: bool = False) -> Ticket:
         """Wait until a request of about `tokens` tokens may be sent now; returns its ticket. `probe`:
         the retry of a parked probe (see `park_probe`) takes the parked slot."""
-        if probe and self.gate.parked:
-            seq: int | None = self.gate.take_parked()
-        else:
-            seq = self.gate.try_acquire()  # a free slot without waiting (the common case)
+        seq = self._take_slot(probe)
         if seq is None:
             seq = await self.gate.acquire()
-        lease = self.lease
-        if lease is not None:
-            if self.requests is None and self.tokens is None:
-                return await self._acquire_leased(seq, tokens, lease)
-            # learned windows (local) first, then the cluster's slot: its span is short, so the send
-            # stays close to the local reservation
-            local = await self._acquire_windows(seq, tokens)
-            try:
-                ticket = await self._acquire_leased(seq, tokens, lease)
-            except BaseException:
-                self._refund(local.requests, local.tokens)
-                raise
-            ticket.requests, ticket.tokens = local.requests, local.tokens
-            return ticket
         return await self._acquire_windows(seq, tokens)
+
+    def _take_slot(self, probe: bool) -> int | None:
+        """A concurrency slot without waiting (the common case), or the parked probe's for its retry."""
+        if probe and self.gate.parked:
+            return self.gate.take_parked()
+        return self.gate.try_acquire()
 
     async def _acquire_windows(self, seq: int, tokens: float) -> Ticket:
         """The local hold and windows for a request that holds slot `seq` (released on error)."""
@@ -466,8 +391,6 @@ class EndpointLimiter:
 
     def release(self, ticket: Ticket, *, used_tokens: float | None = None, sent: bool = True) -> None:
         """Give the slot back. `used_tokens` settles the token estimate; `sent=False` refunds the grants."""
-        if ticket.slot is not None and self.lease is not None:
-            self.lease.release(ticket.slot, sent=sent, used_tokens=used_tokens)
         if not sent:
             self._refund(ticket.requests, ticket.tokens)
         elif used_tokens is not None and ticket.tokens is not None and self.tokens is not None:

@@ -94,8 +94,8 @@ from .store.shards import LayeredStore, merge_shards
 from .usage import EndpointUsage as EndpointUsage
 
 if TYPE_CHECKING:
+    from .admission import Admission
     from .batch.session import BatchSession
-    from .distributed.leases import LeaseClient
     from .evalscope_import import ImportedAnswer
     from .stopping.hook import AdaptiveRun, GameLog
 
@@ -119,7 +119,7 @@ class Arena:
 
     def __init__(self, config: RunConfig, *, offline: bool = False, progress_interval: float = 0.5,
                  shard: tuple[int, int] | None = None, store: LayeredStore | None = None,
-                 leases: Mapping[str, LeaseClient] | None = None, retry_excluded: bool = False,
+                 leases: Mapping[str, Admission[Any]] | None = None, retry_excluded: bool = False,
                  batch: BatchSession | None = None) -> None:
         if shard is not None and not 0 <= shard[0] < shard[1]:
             raise ArgumentError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
@@ -216,13 +216,13 @@ class Arena:
                     if m.name in batch_roles and self._batch is not None:
                         self._clients[m.name] = self._batch.client(m.name, self._store)
                     elif m.evalscope_report is None:
-                        client = ChatClient(m.endpoint, lease=self._leases.get(m.name))
+                        client = ChatClient(m.endpoint, admission=self._leases.get(m.name))
                         self._clients[m.name] = await stack.enter_async_context(client)
                 for slot in self._slots:
                     if slot.role in batch_roles and self._batch is not None:
                         self._clients[slot.role] = self._batch.client(slot.role, self._store)
                         continue
-                    judge = ChatClient(slot.cfg.endpoint, lease=self._leases.get(slot.role))
+                    judge = ChatClient(slot.cfg.endpoint, admission=self._leases.get(slot.role))
                     self._clients[slot.role] = await stack.enter_async_context(judge)
         except BaseException:
             await stack.__aexit__(None, None, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,6 +17,7 @@ from ..pipeline import Arena, loop_options
 from ..roles import judge_role
 from ..store.shards import LayeredStore
 from ..usage import EndpointUsage
+from .leased import LeasedLimiter
 from .leases import LeaseBroker, LeaseClient
 from .watch import DriverInfo, DriverLost, watch_driver
 
@@ -28,6 +30,14 @@ def endpoint_roles(cfg: RunConfig) -> dict[str, Endpoint]:
     for i, j in enumerate(cfg.panel_judges):
         roles[judge_role(i, j.name)] = j.endpoint
     return roles
+
+
+def leased_admission(cfg: RunConfig, leases: Mapping[str, LeaseClient]) -> dict[str, LeasedLimiter]:
+    """Endpoint role -> the admission of its requests in a worker running ``cfg``: the endpoint's limits
+    (the worker's share of its concurrency), learned quotas, and the rate windows leased through
+    ``leases[role]``. Roles without a lease are admitted by the client's own limiter."""
+    endpoints = endpoint_roles(cfg)
+    return {role: LeasedLimiter(endpoints[role].limits, lease=lease, learn=True) for role, lease in leases.items()}
 
 
 def _share(limit: int, workers: int, index: int) -> int:
@@ -99,10 +109,11 @@ async def _run_shard(cfg: RunConfig, index: int, count: int, coordinator: Any,
     def notify_hold(endpoint: str, until: float) -> None:
         coordinator.hold.remote(endpoint, until)
 
-    leases = {role: LeaseClient(role, fetch, notify_hold=notify_hold, max_batch=caps[role])
-              for role, ep in endpoint_roles(cfg).items() if _rate_limited(ep.limits)}
+    admission = leased_admission(cfg, {
+        role: LeaseClient(role, fetch, notify_hold=notify_hold, max_batch=caps[role])
+        for role, ep in endpoint_roles(cfg).items() if _rate_limited(ep.limits)})
     store = LayeredStore(cfg.output_dir, index, count, fsync_interval=cfg.fsync_interval)
-    arena = Arena(cfg, shard=(index, count), store=store, leases=leases)
+    arena = Arena(cfg, shard=(index, count), store=store, leases=admission)
     lost: list[str] = []
     finished = False
     async with arena, anyio.create_task_group() as tg:
@@ -124,8 +135,8 @@ async def _run_shard(cfg: RunConfig, index: int, count: int, coordinator: Any,
         log.warning("ray worker %d stopped: %s", index, lost[0])
         raise DriverLost(f"ray worker {index} stopped: {lost[0]}")
     coordinator.progress.remote(index, *_stage_rows(arena))
-    for role, lc in leases.items():
-        settle = lc.pending_settlements()
+    for role, limiter in admission.items():
+        settle = limiter.lease.pending_settlements()
         if settle:
             coordinator.settle.remote(role, settle)
     return ShardSummary(index, arena.usage, arena.snapshot().errors, os.getpid())
