@@ -4,7 +4,12 @@ Layers, bottom up (the bookkeeping is plain sync code; only `EndpointLimiter.acq
 
     WindowLimit       (windows) at most `limit` units in ANY window of `period` seconds, paced evenly (GCRA)
     ConcurrencyGate   (gate) a FIFO semaphore whose size can shrink on 429 and grow back (AIMD)
-    EndpointLimiter   gate -> hold-back deadline -> request window -> token window; one wait per request
+    (pacing)          the tick a held-back request is sent on; one shared loop timer per tick
+    EndpointLimiter   gate -> hold-back deadline -> request window -> token window; one wait per request,
+                      and what the server's `x-ratelimit-*` headers teach (the probe, learned windows)
+
+`EndpointLimiter` is the `arena_engine.admission.Admission` every `ChatClient` uses unless it is given
+another one.
 
 Why not aiolimiter: its bucket starts empty (a full extra burst passes at start: 1,182 req/s for a
 1,000/s limit) and its waiters poll (57 wake-ups per acquisition under uvloop when binding). Here a
@@ -12,8 +17,8 @@ request *reserves* its admission time with O(1) sync bookkeeping and then sleeps
 that time; requests due within the same `ADMISSION_TICK` share one timer, so a binding limit costs at
 most one timer per request, and a fraction of one when requests fall due faster than one per tick.
 
-The windows are `arena_engine.windows`, the gate `arena_engine.gate`; this module puts them together
-(and re-exports them for older imports).
+The windows are `arena_engine.windows`, the gate `arena_engine.gate`, the send times and shared timers
+`arena_engine.pacing`; this module puts them together (and re-exports them for older imports).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from collections.abc import Awaitable, Callable
 
 from arena_engine.endpoint_config import DEFAULT_CONCURRENCY, MINUTE, Limits
 from arena_engine.gate import ConcurrencyGate
+from arena_engine.pacing import ADMISSION_TICK, Wakeups, send_time, tick_of
 from arena_engine.windows import Grant, WindowLimit
 
 __all__ = [
@@ -38,15 +44,6 @@ __all__ = [
     "WindowLimit",
 ]
 
-#: A request that must wait for a window is sent on the next multiple of this tick (of the request window's
-#: length divided into equal ticks, so the window's own pacing stays on the grid) when requests fall due
-#: closer together than a tick and the request waits a tick or more anyway: those due in the same tick
-#: share one timer and wake in one pass of the event loop. At 100/s one wake-up then serves two
-#: requests, at 1,000/s twenty. It costs at most one tick of waiting, only to requests queued behind a
-#: window, and no throughput: pacing goes on from the time each request was due, the window log
-#: records the time it is really sent, and a request that would wait less than a tick (its slot is
-#: needed back soon) goes when it is due.
-ADMISSION_TICK = 0.02
 #: Burst of a window learned from a server's `x-ratelimit-limit-*` header, in seconds of its rate: a
 #: quarter of a second keeps every second within 1.25x the per-second share (a configured window keeps
 #: one second's worth: its limit was chosen by the user, a learned one is the server's hard wall).
@@ -92,11 +89,9 @@ class EndpointLimiter:
     __slots__ = (
         "_clock",
         "_probe_timer",
-        "_shared_timers",
         "_slack",
         "_sleep",
-        "_timer_loop",
-        "_waiters",
+        "_wakeups",
         "blocked_until",
         "gate",
         "holds",
@@ -106,7 +101,6 @@ class EndpointLimiter:
         "limits",
         "requests",
         "tick",
-        "timers",
         "tokens",
     )
 
@@ -124,11 +118,8 @@ class EndpointLimiter:
         self._clock: Clock = clock or time.monotonic
         # by default requests due at the same tick share one loop timer; a given `sleep` (a test's fake
         # time) is called once per waiting request instead
-        self._shared_timers = sleep is None
-        self._sleep = sleep or asyncio.sleep
-        self._waiters: dict[float, list[asyncio.Future[None]]] = {}
-        self._timer_loop: asyncio.AbstractEventLoop | None = None
-        self.timers = 0  # wake-up timers set for requests held back by a window or a hold
+        self._wakeups = Wakeups(sleep)
+        self._sleep = self._wakeups.sleep
         self.gate = ConcurrencyGate(limits.concurrency, adaptive=limits.adaptive, auto=limits.auto)
         rw = limits.request_window()
         tw = limits.token_window()
@@ -145,9 +136,12 @@ class EndpointLimiter:
     def _regrid(self) -> None:
         margins = [w.margin for w in (self.requests, self.tokens) if w is not None]
         self._slack = min(margins) if margins else math.inf
-        grid = self.requests or self.tokens
-        # the grid of shared wake-ups (seconds; 0 without a window): the window's length in equal ticks
-        self.tick = grid.window / math.ceil(grid.window / ADMISSION_TICK) if grid is not None else 0.0
+        self.tick = tick_of(self.requests or self.tokens)
+
+    @property
+    def timers(self) -> int:
+        """Wake-up timers set for requests held back by a window or a hold."""
+        return self._wakeups.count
 
     @property
     def probing(self) -> bool:
@@ -298,7 +292,7 @@ class EndpointLimiter:
                 if token_window is not None:
                     # the request window still admits at any later time: it only ever empties
                     due = token_window.earliest(tokens, due)
-                t = self._send_time(due, now)
+                t = send_time(due, now, self.requests, self.tokens, self.tick)
                 if token_window is not None:
                     tg = token_window.commit(tokens, t, due)
                 if requests is not None:
@@ -306,7 +300,7 @@ class EndpointLimiter:
                 if t <= now:
                     return Ticket(seq, rg, tg)
                 try:
-                    await self._wait(t, now, due)
+                    await self._wakeups.until(t, now, due)
                 except BaseException:
                     self._refund(rg, tg)
                     raise
@@ -334,54 +328,6 @@ class EndpointLimiter:
         except BaseException:
             self.gate.release()
             raise
-
-    def _send_time(self, due: float, now: float) -> float:
-        """When a request the windows admit from `due` is sent: with the requests already waiting for a
-        later tick; on the next tick when requests fall due closer together than a tick and this one waits
-        a tick or more anyway (a queue of waiting requests: their slots are not what bounds the rate, so
-        the rate is the same); else at `due`."""
-        window = self.requests or self.tokens
-        if window is None:
-            return due
-        booked, paced = window.last_at, window.paced_at
-        if self.tokens is not None and self.tokens is not window:
-            booked = max(booked, self.tokens.last_at)
-            paced = max(paced, self.tokens.paced_at)
-        if due <= booked:
-            return booked  # the log stays in time order; this request joins that tick's wake-up
-        if due - now >= self.tick and due - paced < self.tick:
-            # a due time a hair past a tick (float noise: a window's length added to a tick) is that
-            # tick: up to 1e-6 of a tick (20 ns) early, far inside the windows' safety margin
-            return math.ceil(due / self.tick - 1e-6) * self.tick
-        return due
-
-    async def _wait(self, t: float, now: float, due: float) -> None:
-        """Sleep until clock time `t`. Waits for a tick (`t` later than the request's `due`) share one
-        loop timer; a wait for the request's own due time sleeps on its own."""
-        if not self._shared_timers:
-            self.timers += 1
-            await self._sleep(t - now)
-            return
-        loop = asyncio.get_running_loop()
-        if loop is not self._timer_loop:  # a limiter used from a new loop: forget the old loop's timers
-            self._timer_loop = loop
-            self._waiters = {}
-        waiters = self._waiters.get(t)
-        if waiters is None:
-            self.timers += 1
-            if t == due:
-                await asyncio.sleep(t - now)
-                return
-            waiters = self._waiters[t] = []
-            loop.call_later(t - now, self._wake, t)
-        fut: asyncio.Future[None] = loop.create_future()
-        waiters.append(fut)
-        await fut
-
-    def _wake(self, t: float) -> None:
-        for fut in self._waiters.pop(t, ()):
-            if not fut.done():
-                fut.set_result(None)
 
     def _refund(self, rg: Grant | None, tg: Grant | None) -> None:
         if rg is not None and self.requests is not None:
