@@ -16,10 +16,10 @@ from typing import Any
 import anyio
 import pytest
 
-from arena_engine import distributed
-from arena_engine.distributed import DRIVER_TIMEOUT, HEARTBEAT_EVERY, LEASE_TICK, watch_driver
+from arena_engine.distributed import watch as distributed
+from arena_engine.distributed.reaper import GRACE, start_time
+from arena_engine.distributed.watch import DRIVER_TIMEOUT, HEARTBEAT_EVERY, LEASE_TICK, watch_driver
 from arena_engine.limits import EndpointLimiter, Limits
-from arena_engine.ray_reaper import GRACE, start_time
 
 ray = pytest.importorskip("ray")
 
@@ -180,7 +180,7 @@ def test_reaper_ends_the_dead_drivers_cluster_and_nothing_else(
     driver = sleeper()
     time.sleep(0.5)  # the files are open
     assert all(start_time(p.pid) is not None for p in [named, worker, *strangers])
-    cmd = [sys.executable, "-m", "arena_engine.ray_reaper", str(driver.pid), str(session), str(ray_dir)]
+    cmd = [sys.executable, "-m", "arena_engine.distributed.reaper", str(driver.pid), str(session), str(ray_dir)]
 
     # the driver shuts its cluster down itself and stops the watchdog first: nothing is killed
     reaper = subprocess.Popen(cmd, start_new_session=True)

@@ -11,7 +11,8 @@ import pytest
 from distributed_support import RATES, limited_config, limited_sim, window_excess
 
 from arena_engine.distributed import JUDGE, worker_config
-from arena_engine.leases import LeaseBroker, LeaseClient, LeaseReply, batch_cap
+from arena_engine.distributed.leases import LeaseBroker, LeaseClient, LeaseReply, batch_cap
+from arena_engine.distributed.worker import leased_admission
 from arena_engine.limits import Limits
 from arena_engine.pipeline import Arena
 from arena_engine.sim.process import SimProcess
@@ -37,9 +38,9 @@ async def _run_shards(cfg, broker: LeaseBroker | None) -> int:  # type: ignore[n
         nonlocal failures
         wcfg = worker_config(cfg, SHARDS, i) if broker is not None else cfg
         roles = {m.name: m.endpoint.limits for m in cfg.models} | {JUDGE: cfg.judge.endpoint.limits}
-        leases = {} if broker is None else {
+        leases = {} if broker is None else leased_admission(wcfg, {
             role: LeaseClient(role, fetch, notify_hold=hold, max_batch=batch_cap(lim, SHARDS))
-            for role, lim in roles.items()}
+            for role, lim in roles.items()})
         store = LayeredStore(cfg.output_dir, i, SHARDS)
         async with Arena(wcfg, part=(i, SHARDS), store=store, admission=leases) as arena:
             await arena.run()

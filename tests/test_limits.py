@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from arena_engine.distributed.leased import LeasedLimiter
+from arena_engine.distributed.leases import LeaseBroker, LeaseClient, LeaseReply
 from arena_engine.errors import ConfigError
-from arena_engine.leases import LeaseBroker, LeaseClient, LeaseReply
 from arena_engine.limits import (
     ADMISSION_TICK,
     ConcurrencyGate,
@@ -574,7 +575,7 @@ def test_learned_limits_stay_local_with_a_lease() -> None:
             return broker.lease(endpoint, k, tokens, settle)
 
         lease = LeaseClient("m", fetch)
-        lim = EndpointLimiter(Limits(concurrency=8, tpm=1e9), lease=lease, learn=True)
+        lim = LeasedLimiter(Limits(concurrency=8, tpm=1e9), lease=lease, learn=True)
         lim.observe("requests", 60.0, 59.0, 1.0, 0.0)
         lim.end_probe()
         assert lim.requests is not None and lim.learned == {"requests": 60.0}

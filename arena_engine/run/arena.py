@@ -34,6 +34,7 @@ from .context import RunContext
 from .queries import QueryWork
 
 if TYPE_CHECKING:
+    from ..admission import Admission
     from ..batch.session import BatchChat, BatchSession
     from ..client import ChatClient
 
@@ -49,7 +50,7 @@ class Arena:
 
     def __init__(self, config: RunConfig, *, offline: bool = False, progress_interval: float = 0.5,
                  part: tuple[int, int] | None = None, store: LayeredStore | None = None,
-                 admission: Mapping[str, Any] | None = None, retry_excluded: bool = False,
+                 admission: Mapping[str, Admission[Any]] | None = None, retry_excluded: bool = False,
                  batch: BatchSession | None = None) -> None:
         if part is not None and not 0 <= part[0] < part[1]:
             raise ArgumentError("part must be (index, count) with 0 <= index < count (a distributed worker's shard "

@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 
+from ..admission import Admission
 from ..client import ChatClient
 from ..errors import ConfigError
 from ..from_store import load_imports
@@ -82,7 +83,7 @@ async def read_inputs(ctx: RunContext, *, own_folder: bool) -> None:
         save_config(ctx.config, ctx.config.output_dir)
 
 
-async def open_clients(ctx: RunContext, stack: AsyncExitStack, admission: Mapping[str, Any]) -> None:
+async def open_clients(ctx: RunContext, stack: AsyncExitStack, admission: Mapping[str, Admission[Any]]) -> None:
     """A client per endpoint role: the batch session's for endpoints in batch mode, else a live
     ChatClient (under the given admission, if any: a distributed worker's)."""
     if ctx.offline:
@@ -98,5 +99,5 @@ async def open_clients(ctx: RunContext, stack: AsyncExitStack, admission: Mappin
         if role in batch_roles and batch is not None:
             ctx.clients[role] = batch.client(role, ctx.open_store())
         else:
-            client = ChatClient(endpoint, lease=admission.get(role))
+            client = ChatClient(endpoint, admission=admission.get(role))
             ctx.clients[role] = await stack.enter_async_context(client)

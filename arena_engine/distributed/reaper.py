@@ -7,7 +7,7 @@ after a SIGKILLed driver the workers went on for a second or two and the dashboa
 agents stayed for over a minute, trying to reach the dead gcs_server.
 
 So the driver starts this watchdog in a session of its own (a signal to the driver's process group does
-not reach it): ``python -m arena_engine.ray_reaper DRIVER_PID SESSION_DIR RAY_PACKAGE_DIR``. It waits for
+not reach it): ``python -m arena_engine.distributed.reaper DRIVER_PID SESSION_DIR RAY_PACKAGE_DIR``. It waits for
 the driver to end; then every process of that cluster gets SIGTERM, and SIGKILL if it is still there
 :data:`GRACE` seconds later. A process is of the cluster if it is one of Ray's programs (an argument in
 Ray's package folder) whose command line names the cluster's session folder (gcs_server, raylet, a
@@ -146,7 +146,7 @@ def watch(driver_pid: int, session_dir: str, ray_dir: str) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
-        print("usage: python -m arena_engine.ray_reaper DRIVER_PID SESSION_DIR RAY_PACKAGE_DIR", file=sys.stderr)
+        print("usage: python -m arena_engine.distributed.reaper DRIVER_PID SESSION_DIR RAY_PACKAGE_DIR", file=sys.stderr)
         return 2
     watch(int(argv[0]), argv[1], argv[2])
     return 0

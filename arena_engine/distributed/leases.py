@@ -7,7 +7,7 @@ locally with no further round trip, and reports what it really used with its nex
 unused slots and settles token estimates against what the server counted.
 
 Why the cluster-wide window holds exactly: the broker records a batch at ``start`` in a
-:class:`~arena_engine.limits.WindowLimit` whose window is the endpoint's window plus ``span`` (plus the
+:class:`~arena_engine.windows.WindowLimit` whose window is the endpoint's window plus ``span`` (plus the
 usual margin). The batch's sends all fall in ``[start, start + span]``, so the sends inside any real
 window of length P come from batches recorded within a window of length P + span: at most the limit.
 The cost is ``(span + LEASE_JITTER) / P`` of the throughput (0.6% for a minute's window).
@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import anyio
 
-from .limits import Grant, Limits, WindowLimit
+from ..endpoint_config import Limits
+from ..windows import Grant, WindowLimit
 
 #: Longest span of one batch, and its largest fraction of the endpoint's window.
 MAX_SPAN = 0.25
