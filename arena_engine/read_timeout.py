@@ -2,9 +2,8 @@
 
 aiohttp's `sock_read` timeout re-arms a loop timer at the request's start, on every chunk received and
 at the end of the body. Under uvloop each re-arm allocates a TimerHandle and a libuv timer and cancels
-the previous one; at concurrency 256 and 50 ms latency that cost the engine about 50 us of CPU per
-request (380 -> 327 us with it off, bench_engine's latency setting, 4 alternating fresh processes),
-more than every other per-request cost of the engine put together.
+the previous one, which was a large part of the engine's CPU per request at high concurrency
+(benchmarks/README.md, *Figures behind design choices*).
 
 `ReadWatchdog` keeps the same promise, "no `timeout` seconds without receiving data", for all of a
 client's attempts with one task that wakes every `tick` seconds (a tenth of the timeout, between

@@ -38,8 +38,8 @@ MAX_SPAN = 0.25
 SPAN_FRACTION = 0.05
 #: Added to the broker's windows on top of the span and WindowLimit's own margin: a send can leave a
 #: busy worker's event loop some milliseconds after its slot was checked, and workers on other machines
-#: reach the server along different paths. Measured: with 20 ms only, 1 run in 3 saw a 429 when three
-#: runs shared this 2-core machine, and with 70 ms 1 in 6 saw 11 sends in a window of 10. Costs 0.17% of a
+#: reach the server along different paths. Smaller margins let sends through over the limit when runs
+#: share a machine (benchmarks/README.md, *Figures behind design choices*); this one costs 0.17% of a
 #: minute's window.
 LEASE_JITTER = 0.1
 

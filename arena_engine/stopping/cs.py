@@ -18,8 +18,8 @@ with ``c = 1/2``. A bet of that size is the one WSR tune for a sample of ``h`` q
 ``h = i log(1 + i)`` (which at 2,000 queries is 1.3 times wider than it need be) the capital is the
 *average* of the processes tuned for ``h = 32, 128, 512, ...`` up to the number of queries the run has:
 each is a nonnegative martingale with mean 1 under ``theta = m``, so their average is one too, and at
-every sample size one of them bets about right (measured: half-width 0.026 instead of 0.033 at 2,000
-queries of a candidate near 50%; ``tests/test_stopping.py``). By Ville's inequality
+every sample size one of them bets about right (narrower at the run's size than the single process:
+``tests/test_stopping.py``; benchmarks/README.md, *Figures behind design choices*). By Ville's inequality
 ``P(exists t: K_t(theta) >= 1/alpha) <= alpha``. The sequence keeps every grid point
 that has *never* been rejected (a subset of the running intersection, valid at all times at once), and
 its bounds are the grid points just outside the kept hull, so a true value between two grid points is

@@ -26,7 +26,7 @@ Guarantees:
   So ``has`` answers from the index, and ``get`` is the call that proves a result is readable: use
   ``get(...) is None`` to decide whether to send a request whose result you need.
 - Every 65536 puts, recent keys are merged into the numpy index; at 1M records that merge blocks
-  the caller for ~0.1-0.3 s (measured on a loaded 2-core machine).
+  the caller for a fraction of a second (benchmarks/README.md, *Figures behind design choices*).
 """
 
 from arena_engine.store.keys import content_key
