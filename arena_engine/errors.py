@@ -8,7 +8,7 @@
     ├── UsageError         the library was called the wrong way (also a RuntimeError): an Arena or a
     │                      ChatClient used outside its ``async with``, run_arena inside a running loop
     ├── ArgumentError      an argument of a library call is out of range (also a ValueError): Arena's
-    │                      shard, write_reports' inline/part_size, rate_battles' arrays and options
+    │                      part, write_reports' inline/part_size, rate_battles' arrays and options
     ├── RequestError       an endpoint request failed for good (after retries or at once); ``status``
     │   │                  is the HTTP status (if an answer arrived), ``reason`` a FailureReason.
     │   │                  Raised by ``ChatResult.raise_for_error()`` and by batch API calls

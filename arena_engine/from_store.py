@@ -61,19 +61,19 @@ def judge_slots(cfg: RunConfig) -> tuple[list[JudgeSlot], list[JudgeSlot]]:
     return slots, [by_name[n] for n in cfg.panel.cascade] if cfg.panel.cascade else list(slots)
 
 
-def iter_run_queries(cfg: RunConfig, shard: tuple[int, int] | None = None) -> Iterator[Query]:
-    """The run's queries in dataset order (a shard's: those whose position % n == i)."""
+def iter_run_queries(cfg: RunConfig, part: tuple[int, int] | None = None) -> Iterator[Query]:
+    """The run's queries in dataset order (a part's: those whose position % n == i)."""
     position = 0
     for d in cfg.datasets:
         for q in iter_queries(d.path, dataset=d.name, subsets=d.subsets, allow_empty=d.allow_empty):
-            if shard is None or position % shard[1] == shard[0]:
+            if part is None or position % part[1] == part[0]:
                 yield q
             position += 1
 
 
 def load_imports(cfg: RunConfig) -> dict[str, dict[tuple[str, str, str], Any]]:
     """Per model with ``evalscope_report``: its imported answers by (dataset, subset, query id), paired
-    by question text against every query (positions count, so never a shard's only)."""
+    by question text against every query (positions count, so never a part's only)."""
     imported: dict[str, dict[tuple[str, str, str], Any]] = {}
     names = [d.name for d in cfg.datasets]
     for m in cfg.models:
@@ -171,11 +171,11 @@ def complete(store: RunStore, cfg: RunConfig, tally: Tally) -> None:
 
 
 def results_of_folder(cfg: RunConfig) -> ArenaResults:
-    """:func:`results_from_store` on ``cfg``'s run folder, opened (and its shards merged) for the call."""
-    from .store.shards import merge_shards
+    """:func:`results_from_store` on ``cfg``'s run folder, opened (and its workers' stores merged) for the call."""
+    from .store.layered import merge_worker_stores
 
     with RunStore(cfg.output_dir, fsync_interval=cfg.fsync_interval) as store:
-        merge_shards(store)  # a distributed run that stopped early left its shards' checkpoints beside ours
+        merge_worker_stores(store)  # a distributed run that stopped early left its workers' checkpoints beside ours
         return results_from_store(store, cfg)
 
 

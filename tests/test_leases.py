@@ -17,7 +17,7 @@ from arena_engine.limits import Limits
 from arena_engine.pipeline import Arena
 from arena_engine.sim.process import SimProcess
 from arena_engine.store import RunStore
-from arena_engine.store.shards import SHARDS_DIR, LayeredStore, merge_shards
+from arena_engine.store.layered import WORKERS_DIR, LayeredStore, merge_worker_stores
 
 SHARDS = 2
 
@@ -65,9 +65,9 @@ def test_shards_leasing_from_one_broker_keep_every_endpoint_under_its_limit(tmp_
     assert broker.leases > 0
     # every answer is in a shard's checkpoints; opening the run folder folds them in
     with RunStore(cfg.output_dir) as store:
-        assert merge_shards(store) == store.count("generations") + store.count("judgments")
+        assert merge_worker_stores(store) == store.count("generations") + store.count("judgments")
         assert store.count("generations") == 3 * 20 and store.count("judgments") == 4 * 20
-    assert not (cfg.output_dir / SHARDS_DIR).exists()
+    assert not (cfg.output_dir / WORKERS_DIR).exists()
 
 
 def test_without_the_broker_the_same_shards_overrun_the_limit(tmp_path: Path) -> None:
@@ -132,5 +132,5 @@ def test_a_writer_is_refused_while_shard_workers_read_the_run_folder(tmp_path: P
     finally:
         reader.close()
     with RunStore(tmp_path / "run") as store:  # the readers are gone: the writer gets in
-        assert merge_shards(store) == 1
+        assert merge_worker_stores(store) == 1
         assert store.get("generations", b"j" * 16) == {"answer": "new"}

@@ -17,7 +17,7 @@ from arena_engine.pipeline import JUDGE, run_arena
 from arena_engine.report import leaderboard_text
 from arena_engine.sim.process import SimProcess
 from arena_engine.store import RunStore
-from arena_engine.store.shards import SHARDS_DIR
+from arena_engine.store.layered import WORKERS_DIR
 
 ray = pytest.importorskip("ray")
 
@@ -49,7 +49,7 @@ def test_ray_backend_gives_the_local_backends_results(tmp_path: Path) -> None:
     for role in [*MODELS, JUDGE]:
         assert distributed.usage[role].requests == local.usage[role].requests
     assert _keys(tmp_path / "ray") == _keys(tmp_path / "local")
-    assert not (tmp_path / "ray" / SHARDS_DIR).exists()
+    assert not (tmp_path / "ray" / WORKERS_DIR).exists()
     # a rerun on either backend sends nothing: the run folder has it all
     again = run_arena(cfg)
     assert sum(u.requests for u in again.usage.values()) == 0

@@ -26,7 +26,7 @@ from arena_engine.config import load_config
 from arena_engine.pipeline import run_arena
 from arena_engine.report import leaderboard_text
 from arena_engine.sim.process import SimProcess
-from arena_engine.store.shards import SHARDS_DIR, shard_dir
+from arena_engine.store.layered import WORKERS_DIR, worker_dir
 
 pytest.importorskip("ray")
 
@@ -49,7 +49,7 @@ def test_killed_ray_worker_is_restarted_and_the_run_loses_nothing(tmp_path: Path
         log = tmp_path / "ray"
         proc = cli("run", str(config), "--backend", "ray", "--workers", "2", "--quiet", log=log)
         try:
-            victim = shard_dir(run_dir, 0, 2)
+            victim = worker_dir(run_dir, 0, 2)
             wait_until(lambda: _shard_records(victim) >= 40 or proc.poll() is not None, RUN_TIMEOUT,
                        "worker 0 to store 40 records", interval=0.02)
             assert proc.poll() is None, output(log)
@@ -69,7 +69,7 @@ def test_killed_ray_worker_is_restarted_and_the_run_loses_nothing(tmp_path: Path
         run = read_run(run_dir)
         assert len(run["generations"].records) == n_gen and len(run["judgments"].records) == n_judge
         assert not any(ck.duplicates for ck in run.values())
-        assert not (run_dir / SHARDS_DIR).exists()
+        assert not (run_dir / WORKERS_DIR).exists()
         local = run_arena(load_config(config).with_output_dir(tmp_path / "local"))
     assert leaderboard_text(local.boards) in out
     print(f"\nkilled worker pid {pid} at {killed_at} shard records; duplicate 200s {stats['duplicate_200']}")

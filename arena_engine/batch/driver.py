@@ -23,7 +23,7 @@ import orjson
 
 from ..batch_options import BatchOptions
 from ..store import RunStore, content_key
-from ..store.shards import LayeredStore
+from ..store.layered import LayeredStore
 from .errors import BatchError
 from .ledger import Chunk, Ledger
 

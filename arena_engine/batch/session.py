@@ -52,7 +52,7 @@ from .queue import ChunkWriter
 if TYPE_CHECKING:
     from ..config import RunConfig
     from ..store import RunStore
-    from ..store.shards import LayeredStore
+    from ..store.layered import LayeredStore
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from ..progress import ProgressEvent, StageProgress
 from ..results import ArenaResults
 from ..runfolder import save_config
 from ..store import RunStore
-from ..store.shards import merge_shards
+from ..store.layered import merge_worker_stores
 from ..usage import EndpointUsage
 from .leases import batch_cap
 from .watch import DriverInfo, DriverLost, require_ray
@@ -87,7 +87,7 @@ def _prepare(cfg: RunConfig) -> None:
             "'api_key_env' in the config; export them and run again"
         )
     with RunStore(cfg.output_dir, fsync_interval=cfg.fsync_interval) as store:
-        merge_shards(store)
+        merge_worker_stores(store)
         save_config(cfg, cfg.output_dir)
     for d in cfg.datasets:
         for _ in iter_queries(d.path, dataset=d.name, subsets=d.subsets, allow_empty=d.allow_empty):

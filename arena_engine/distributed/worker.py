@@ -15,7 +15,7 @@ from ..config import RunConfig
 from ..endpoint_config import Endpoint, Limits
 from ..roles import judge_role
 from ..run import Arena, loop_options
-from ..store.shards import LayeredStore
+from ..store.layered import LayeredStore
 from ..usage import EndpointUsage
 from .leased import LeasedLimiter
 from .leases import LeaseBroker, LeaseClient

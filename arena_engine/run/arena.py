@@ -27,7 +27,7 @@ from ..from_store import results_from_store, tally_from_store
 from ..progress import ProgressEvent, StageProgress
 from ..results import ArenaResults
 from ..store import RunStore
-from ..store.shards import LayeredStore
+from ..store.layered import LayeredStore
 from ..usage import EndpointUsage
 from . import finish, opening
 from .context import RunContext
@@ -53,8 +53,8 @@ class Arena:
                  admission: Mapping[str, Admission[Any]] | None = None, retry_excluded: bool = False,
                  batch: BatchSession | None = None) -> None:
         if part is not None and not 0 <= part[0] < part[1]:
-            raise ArgumentError("part must be (index, count) with 0 <= index < count (a distributed worker's shard "
-                                f"of the queries), got {part}")
+            raise ArgumentError("part must be (index, count) with 0 <= index < count (a distributed worker's share, "
+                                f"its shard of the queries), got {part}")
         if part is not None and config.stop.active:
             raise ConfigError("'arena.stop' decides on the whole run's queries in one order and cannot be "
                               "split over Ray workers; run it without --backend ray")

@@ -22,7 +22,7 @@ from ..progress import StageProgress
 from ..results import MetricSums
 from ..snapshot import ItemsDigest
 from ..store import RunStore, content_key
-from ..store.shards import LayeredStore
+from ..store.layered import LayeredStore
 from ..usage import EndpointUsage
 
 if TYPE_CHECKING:

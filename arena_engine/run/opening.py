@@ -17,7 +17,7 @@ from ..from_store import load_imports
 from ..identity import GENERATIONS, JUDGMENTS, holds_legacy
 from ..runfolder import save_config
 from ..store import RunStore
-from ..store.shards import LayeredStore, merge_shards
+from ..store.layered import LayeredStore, merge_worker_stores
 from .context import RunContext
 
 
@@ -62,7 +62,7 @@ async def open_store(ctx: RunContext, stack: AsyncExitStack, given: RunStore | L
         ctx.store = main
         stack.push_async_callback(close_store, ctx.store)
         # a distributed run that stopped early left its workers' checkpoints beside ours
-        await anyio.to_thread.run_sync(merge_shards, main)
+        await anyio.to_thread.run_sync(merge_worker_stores, main)
     # 0.1.0 keys are tried only where that release began the folder (not on every new request)
     folder = ctx.store.base if isinstance(ctx.store, LayeredStore) else ctx.store
     ctx.legacy = {kind: holds_legacy(folder, kind) for kind in (GENERATIONS, JUDGMENTS)}
