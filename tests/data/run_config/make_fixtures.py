@@ -1,6 +1,7 @@
 """Writes tests/data/run_config/*.json with the run folder's save_config as of commit 1caeffd."""
-import json, sys
+import sys
 from pathlib import Path
+
 from arena_engine.config import config_from_dict
 from arena_engine.runfolder import save_config
 
