@@ -1,7 +1,7 @@
 """An endpoint's batch settings (``mode = "batch"`` and its ``batch`` table; docs/config.md).
 
-Beside client.py and config.py, not in batch/, because an Endpoint carries them and the batch package
-stands above both."""
+Beside client.py and config_values.py, not in batch/, because an Endpoint carries them and the batch
+package stands above both."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@
 A rule is looked at only once ``min_queries`` queries of the candidate have been judged, and only at the
 end of a block of ``block`` queries (see :mod:`arena_engine.stopping.schedule`).
 
-Beside config.py, which imports it, and not in stopping/, which stands above the config.
+Beside config_values.py, which imports it, and not in stopping/, which stands above the config.
 """
 
 from __future__ import annotations
