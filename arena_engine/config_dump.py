@@ -38,7 +38,8 @@ def _fields_dict(obj: Any, hooks: Mapping[str, Hook] | None = None, *, table: st
     """The keys of ``obj``'s fields (those in its sub-table ``table``) that its metadata says to write."""
     hooks = hooks or {}
     out: dict[str, Any] = {}
-    for f, k in config_fields(type(obj)):
+    cls: type = type(obj)
+    for f, k in config_fields(cls):
         if k.table != table:
             continue
         value = getattr(obj, f.name)
@@ -71,6 +72,12 @@ def _endpoint(entry: Any, endpoint: Endpoint) -> dict[str, Any]:
     return _fields_dict(endpoint, _ENDPOINT)
 
 
+def _mismatch(model: ModelConfig, value: str) -> dict[str, Any]:
+    """Only beside an `evalscope_report` (a model without one refuses the key), and only if not the default."""
+    f, k = next((f, k) for f, k in config_fields(ModelConfig) if f.name == "evalscope_mismatch")
+    return {k.name: value} if model.evalscope_report is not None and value != config_default(f, k) else {}
+
+
 def _panel(cfg: RunConfig) -> dict[str, Any]:
     out = _fields_dict(cfg.panel)
     out.pop("combine" if cfg.panel.cascade else "calibration")  # a cascade rates by its last judge
@@ -79,7 +86,7 @@ def _panel(cfg: RunConfig) -> dict[str, Any]:
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     """The config in the file format, so :func:`config_from_dict` reads it back unchanged."""
-    entry = {"endpoint": _endpoint}
+    entry: dict[str, Hook] = {"endpoint": _endpoint, "evalscope_mismatch": _mismatch}
     judges = [_fields_dict(j, entry) for j in cfg.panel_judges]
     arena = _fields_dict(cfg, {"stop": lambda _, s: {"stop": _fields_dict(s)} if s.active else {}}, table="arena")
     return {

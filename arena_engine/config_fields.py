@@ -8,7 +8,7 @@ library's (``config_default``). Pure values: no runtime imports.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Literal
 
@@ -69,11 +69,10 @@ def spec(f: Field[Any]) -> Key:
     return k if k.name else Key(**{**k.__dict__, "name": f.name})
 
 
-def config_fields(cls: type) -> Iterator[tuple[Field[Any], Key]]:
+@functools.cache
+def config_fields(cls: type) -> tuple[tuple[Field[Any], Key], ...]:
     """The fields of ``cls`` that are config keys, in order, with their metadata (names filled in)."""
-    for f in fields(cls):
-        if "config" in f.metadata:
-            yield f, spec(f)
+    return tuple((f, spec(f)) for f in fields(cls) if "config" in f.metadata)
 
 
 def config_default(f: Field[Any], k: Key) -> Any:

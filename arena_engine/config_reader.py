@@ -8,12 +8,13 @@ missing required key is a :class:`ConfigError` that names the file and the key p
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import MISSING, Field, fields
+from dataclasses import MISSING, Field
 from typing import Any
 
-from .config_fields import DERIVED, Key, config_default, config_fields, spec
+from .config_fields import DERIVED, Key, config_default, config_fields
 from .configfile import did_you_mean
 from .errors import ConfigError
 
@@ -94,9 +95,10 @@ class Reader:
                               + (f" (and {unknown[1:]})" if unknown[1:] else ""))
 
 
+@functools.cache
 def field_of(cls: type, name: str) -> tuple[Field[Any], Key]:
-    f = next(f for f in fields(cls) if f.name == name)
-    return f, spec(f)
+    """The field ``name`` of ``cls`` with its config metadata."""
+    return next((f, k) for f, k in config_fields(cls) if f.name == name)
 
 
 def read(r: Reader, f: Field[Any], k: Key, default: Any = ...) -> Any:

@@ -63,3 +63,15 @@ def test_secrets_are_written_as_the_names_of_their_variables(tmp_path: Path, mon
     text = (tmp_path / "run" / "config.json").read_text(encoding="utf-8")
     assert "sk-" not in text
     assert '"api_key_env": "BASE_KEY"' in text and '"env": "AZURE_KEY"' in text
+
+
+def test_a_mismatch_setting_is_written_only_beside_its_report(tmp_path: Path) -> None:
+    """An empty `evalscope_report` keeps no report: its `evalscope_mismatch` is not written, which the
+    loader would refuse without one (found by comparing with the writer of 1caeffd on mutated files)."""
+    data = _old("panel", tmp_path)
+    data["models"][3]["evalscope_report"] = ""
+    cfg = config_from_dict(data, source="panel.json", base_dir=tmp_path)
+    assert cfg.models[3].evalscope_report is None and cfg.models[3].evalscope_mismatch == "warn"
+    again = config_from_dict(config_to_dict(cfg), source="config.json", base_dir=tmp_path)
+    assert "evalscope_mismatch" not in config_to_dict(cfg)["models"][3]
+    assert config_to_dict(again) == config_to_dict(cfg)
