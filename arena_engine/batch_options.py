@@ -1,12 +1,13 @@
 """An endpoint's batch settings (``mode = "batch"`` and its ``batch`` table; docs/config.md).
 
-Beside client.py and config.py, not in batch/, because an Endpoint carries them and the batch package
-stands above both."""
+Beside client.py and config_values.py, not in batch/, because an Endpoint carries them and the batch
+package stands above both."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .config_fields import key
 from .errors import ConfigError
 
 MAX_REQUESTS = 50_000  # OpenAI's limit per batch
@@ -29,14 +30,14 @@ class BatchOptions:
     before it is kept as a failure with its reason; ``protocol`` is the provider's batch API (``PROTOCOLS``).
     """
 
-    max_requests: int = MAX_REQUESTS
-    max_bytes: int = MAX_BYTES
-    completion_window: str = COMPLETION_WINDOW
-    poll_interval: float = POLL_INTERVAL
-    discount: float = DISCOUNT
-    max_wait: float = MAX_WAIT
-    resubmits: int = RESUBMITS
-    protocol: str = "openai"
+    max_requests: int = key(MAX_REQUESTS, kind=int, check="positive", doc="requests per input file")
+    max_bytes: int = key(MAX_BYTES, kind=int, check="positive", doc="bytes per input file")
+    completion_window: str = key(COMPLETION_WINDOW, kind=str, doc="sent with each batch")
+    poll_interval: float = key(POLL_INTERVAL, kind=float, check="positive", doc="first wait between polls")
+    discount: float = key(DISCOUNT, kind=float, check="finite", doc="batch price / live price")
+    max_wait: float = key(MAX_WAIT, kind=float, check="positive", doc="seconds before a partial file is cut")
+    resubmits: int = key(RESUBMITS, kind=int, check="non_negative", doc="times a failed row is sent again")
+    protocol: str = key("openai", kind=str, check="choice", choices=PROTOCOLS, doc="the provider's batch API")
 
     def __post_init__(self) -> None:
         if self.max_requests < 1 or self.max_bytes < 1024:

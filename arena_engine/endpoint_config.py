@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .batch_options import BatchOptions
+from .config_fields import DERIVED, key
 from .errors import ConfigError
 
-__all__ = ["AUTO_MAX", "AUTO_START", "DEFAULT_CONCURRENCY", "MINUTE", "Endpoint", "EnvVar", "Limits",
+__all__ = ["AUTO_MAX", "AUTO_START", "DEFAULT_CONCURRENCY", "MAX_CONCURRENCY", "MINUTE", "Endpoint", "EnvVar", "Limits",
            "RetryPolicy", "Timeouts"]
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -35,6 +36,9 @@ MINUTE = 60.0
 #: climbs (a server queueing the requests it cannot serve) or on a 429/503.
 AUTO_START = 8
 AUTO_MAX = 1024
+# The ceiling on a configured concurrency. Each concurrent request holds a connection, a task and its
+# buffers; a typo such as `concurrency = 10000000000` once grew the process to 14 GB within a minute.
+MAX_CONCURRENCY = 4096
 
 
 def _whole(value: Any, low: int) -> bool:
@@ -61,10 +65,13 @@ class Limits:
     windows also smooth bursts (and make limits observable in short tests and benchmarks).
     """
 
-    concurrency: int = DEFAULT_CONCURRENCY
-    rpm: float | None = None
-    tpm: float | None = None
-    adaptive: bool = False
+    # the config's keys (docs/config.md, "Endpoint keys"): no concurrency there is `auto` up to AUTO_MAX
+    concurrency: int = key(DEFAULT_CONCURRENCY, kind=int, check="positive", ceiling=MAX_CONCURRENCY, config_default=None,
+                           doc="requests in flight at once (none: found as the run goes)")
+    rpm: float | None = key(None, kind=float, check="positive", dump="not_none", doc="requests per minute")
+    tpm: float | None = key(None, kind=float, check="positive", dump="not_none", doc="tokens per minute")
+    adaptive: bool = key(False, name="adaptive_concurrency", kind=bool, config_default=True, dump="changed",
+                         doc="halve the concurrency on a 429/503, grow it back per round of answers")
     #: `concurrency` is only the ceiling: start at AUTO_START and follow the endpoint's latency (see
     #: ConcurrencyGate); the config's default when it sets no concurrency
     auto: bool = False
@@ -99,9 +106,12 @@ class Limits:
 class Timeouts:
     """Per-attempt timeouts in seconds: opening a connection, between reads, the whole attempt."""
 
-    connect: float = DEFAULT_CONNECT_TIMEOUT
-    read: float = DEFAULT_READ_TIMEOUT
-    total: float = DEFAULT_TOTAL_TIMEOUT
+    connect: float = key(DEFAULT_CONNECT_TIMEOUT, name="connect_timeout", kind=float, check="positive",
+                         doc="seconds to open a connection")
+    read: float = key(DEFAULT_READ_TIMEOUT, name="read_timeout", kind=float, check="positive",
+                      doc="seconds of silence between two reads of a reply")
+    total: float = key(DEFAULT_TOTAL_TIMEOUT, name="timeout", kind=float, check="positive",
+                       doc="seconds for one whole attempt")
 
     def __post_init__(self) -> None:
         for name in ("connect", "read", "total"):
@@ -114,8 +124,10 @@ class Timeouts:
 class RetryPolicy:
     """At most `max_attempts` attempts within `max_time` seconds; backoff base/max in seconds."""
 
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    max_time: float = DEFAULT_MAX_TIME
+    max_attempts: int = key(DEFAULT_MAX_ATTEMPTS, kind=int, check="positive",
+                            doc="attempts per request, the first included")
+    max_time: float = key(DEFAULT_MAX_TIME, name="retry_max_time", kind=float, check="positive",
+                          doc="seconds across a request's attempts")
     base_delay: float = DEFAULT_BASE_DELAY
     max_delay: float = DEFAULT_MAX_DELAY
 
@@ -145,17 +157,23 @@ class Endpoint:
     `extra_body` fills the request body's keys that the request's own params do not set.
     """
 
-    name: str
-    api_url: str
-    model: str
-    api_key_env: str | None = None
-    limits: Limits = field(default_factory=Limits)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    extra_headers: Mapping[str, str | EnvVar] = field(default_factory=dict, hash=False)
-    query_params: Mapping[str, str] = field(default_factory=dict, hash=False)
-    extra_body: Mapping[str, Any] = field(default_factory=dict, hash=False)
-    batch: BatchOptions | None = None  # mode = "batch": requests go through the provider's batch API
+    name: str  # the model's or judge's name (not a key of the endpoint's own)
+    api_url: str = key(required=True, kind=str, custom=True, doc="the OpenAI-compatible base URL")
+    model: str = key(config_default=DERIVED, kind=str, doc="the model id sent (default: the entry's name)")
+    api_key_env: str | None = key(None, kind=str, secret=True, dump="non_empty",
+                                  doc="the environment variable holding the bearer key")
+    limits: Limits = key(factory=Limits, of=Limits, flat=True)
+    retry: RetryPolicy = key(factory=RetryPolicy, of=RetryPolicy, flat=True)
+    timeouts: Timeouts = key(factory=Timeouts, of=Timeouts, flat=True)
+    extra_headers: Mapping[str, str | EnvVar] = key(factory=dict, hash=False, kind=dict, secret=True, custom=True,
+                                                    dump="non_empty", doc="headers sent with every request")
+    query_params: Mapping[str, str] = key(factory=dict, hash=False, kind=dict, custom=True, dump="non_empty",
+                                          doc="added to every request's URL")
+    extra_body: Mapping[str, Any] = key(factory=dict, hash=False, kind=dict, custom=True, dump="non_empty",
+                                        doc="merged into every request body")
+    # mode = "batch": requests go through the provider's batch API
+    batch: BatchOptions | None = key(None, kind=dict, of=BatchOptions, also=(("mode", "live"),), custom=True,
+                                     doc="the batch table (with mode = \"batch\")")
 
     def __post_init__(self) -> None:
         if not self.name:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from .config_fields import key
 from .judge import consistent, sample_score
 
 if TYPE_CHECKING:  # battles loads numpy; the config (which holds a PanelConfig) must not
@@ -39,10 +40,15 @@ COMBINE_MODES: tuple[str, ...] = ("mean", "majority", "each")
 class PanelConfig:
     """How several judges' verdicts are used (``[panel]``; irrelevant with one judge)."""
 
-    combine: Combine = "mean"
-    cascade: tuple[str, ...] = ()  # judge names, cheapest first; empty: every judge judges every battle
-    calibration: float = 0.0  # probability that a battle the previous judge settled goes on anyway
-    human_labels: Path | None = None  # JSONL of {query_id, model_a, model_b, winner} (judge_quality)
+    combine: Combine = key("mean", kind=str, check="choice", choices=COMBINE_MODES,
+                           doc="how the judges' games are rated: together, by majority, each alone")
+    # judge names, cheapest first; empty: every judge judges every battle
+    cascade: tuple[str, ...] = key((), kind=list, custom=True, dump="non_empty", doc="judges, cheapest first")
+    # probability that a battle the previous judge settled goes on anyway
+    calibration: float = key(0.0, kind=float, check="finite", bounds=(0.0, 1.0, True, True),
+                             bounds_text="between 0 and 1", doc="share of settled battles sent on anyway")
+    # JSONL of {query_id, model_a, model_b, winner} (judge_quality)
+    human_labels: Path | None = key(None, kind=str, custom=True, dump="not_none", doc="a JSONL of human labels")
 
 
 BattleKey = tuple[str, str, str, str, str]  # dataset, subset, query id, candidate, opponent

@@ -8,13 +8,15 @@
 A rule is looked at only once ``min_queries`` queries of the candidate have been judged, and only at the
 end of a block of ``block`` queries (see :mod:`arena_engine.stopping.schedule`).
 
-Beside config.py, which imports it, and not in stopping/, which stands above the config.
+Beside config_values.py, which imports it, and not in stopping/, which stands above the config.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+from .config_fields import DERIVED, key
 
 Rule = Literal["never", "decided", "halfwidth"]
 RULES: tuple[str, ...] = ("never", "decided", "halfwidth")
@@ -30,12 +32,19 @@ DEFAULT_BLOCK = 50
 class StopConfig:
     """``[arena.stop]``: when a candidate stops being judged (``rule = "never"``: it never does)."""
 
-    rule: Rule = "never"
-    margin: float = DEFAULT_MARGIN
-    halfwidth: float = DEFAULT_HALFWIDTH
-    min_queries: int = DEFAULT_MIN_QUERIES
-    confidence: float = DEFAULT_CONFIDENCE
-    block: int = DEFAULT_BLOCK
+    # the table form's rule: "halfwidth" if the table sets a halfwidth, else "decided"
+    rule: Rule = key("never", kind=str, check="choice", choices=RULES, config_default=DERIVED,
+                     doc="which question ends a candidate's judging")
+    margin: float = key(DEFAULT_MARGIN, kind=float, check="finite", bounds=(0.0, 0.5, True, False),
+                        bounds_text="in [0, 0.5)", only_with=("rule", "decided"),
+                        doc="within 50% +- margin is as good as the baseline")
+    halfwidth: float = key(DEFAULT_HALFWIDTH, kind=float, check="finite", bounds=(0.0, 0.5, False, False),
+                           bounds_text="between 0 and 0.5", only_with=("rule", "halfwidth"),
+                           doc="the precision target")
+    min_queries: int = key(DEFAULT_MIN_QUERIES, kind=int, check="positive", doc="judged queries before a stop")
+    confidence: float = key(DEFAULT_CONFIDENCE, kind=float, check="finite", bounds=(0.0, 1.0, False, False),
+                            bounds_text="between 0 and 1", doc="the confidence sequence's level")
+    block: int = key(DEFAULT_BLOCK, kind=int, check="positive", doc="queries per block of the seeded order")
 
     @property
     def active(self) -> bool:
@@ -63,14 +72,3 @@ def verdict(cfg: StopConfig, lower: float, upper: float, judged: int) -> str | N
     if lower >= 0.5 - cfg.margin and upper <= 0.5 + cfg.margin:
         return WITHIN
     return None
-
-
-def stop_dict(cfg: StopConfig) -> dict[str, object]:
-    """The ``[arena.stop]`` table that loads back as ``cfg`` (only the keys its rule uses)."""
-    out: dict[str, object] = {"rule": cfg.rule, "confidence": cfg.confidence, "min_queries": cfg.min_queries,
-                              "block": cfg.block}
-    if cfg.rule == "decided":
-        out["margin"] = cfg.margin
-    if cfg.rule == "halfwidth":
-        out["halfwidth"] = cfg.halfwidth
-    return out
