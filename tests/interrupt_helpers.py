@@ -13,10 +13,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 import zlib
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import orjson
 
 from arena_engine.sim import Latency, SimConfig, SimModel
+from tests.waiting import wait_until as wait_until  # the kill and signal tests import it from here
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = (("base", 0.0), ("strong", 1.0), ("weak", -1.0))
@@ -90,14 +89,6 @@ def stop(*procs: subprocess.Popen[bytes] | None) -> None:
 
 def output(log: Path) -> tuple[str, str]:
     return log.with_suffix(".out").read_text(), log.with_suffix(".err").read_text()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.005) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass

@@ -16,7 +16,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -83,7 +82,7 @@ def test_sigkill_during_upload_before_create_and_while_polling_never_pays_twice(
             for phase in range(3):
                 for point in ("upload", "create", "poll"):
                     before = len(events(run_dir))
-                    files = server.stats()["batches"]["files"]
+                    at_start = server.stats()["batches"]
                     log = tmp_path / f"kill-{phase}-{point}"
                     proc = cli("run", str(config), "--quiet", log=log)
                     want = {"upload": "intent", "create": "uploaded", "poll": "created"}[point]
@@ -94,9 +93,13 @@ def test_sigkill_during_upload_before_create_and_while_polling_never_pays_twice(
 
                     wait_until(due, RUN_TIMEOUT, f"phase {phase}: {want}", interval=0.01)
                     assert proc.poll() is None, f"phase {phase} {point}: the run ended first: {output(log)}"
-                    if point == "upload":  # intents are written just before the uploads start
-                        wait_until(lambda: server.stats()["batches"]["files"] > files, 10, "a file landed")  # noqa: B023
-                    time.sleep(0.15)  # inside the server's reply delay (upload, create) or the poll loop
+                    # kill inside the server's reply delay (upload: a file has landed, create: a batch exists)
+                    # or in the poll loop (the server has answered a poll; the first comes right after the
+                    # create, and a batch made by a killed process may be over by then: no second one)
+                    counter = {"upload": "files", "create": "created", "poll": "polls"}[point]
+                    wait_until(lambda: server.stats()["batches"][counter] > at_start[counter]  # noqa: B023
+                               or proc.poll() is not None,  # noqa: B023
+                               10, f"phase {phase}: the server to count one more of its {counter}")
                     proc.send_signal(signal.SIGKILL)
                     assert proc.wait(timeout=30) == -signal.SIGKILL
                     after = events(run_dir)[before:]
@@ -143,7 +146,7 @@ def test_sigkill_during_a_message_batch_create_and_while_polling_never_creates_t
             for phase in range(3):
                 for point in ("create", "poll"):
                     before = len(events(run_dir))
-                    created = server.stats()["batches"]["created"]
+                    at_start = server.stats()["batches"]
                     log = tmp_path / f"kill-{phase}-{point}"
                     proc = cli("run", str(config), "--quiet", log=log)
                     want = {"create": "creating", "poll": "created"}[point]
@@ -154,9 +157,12 @@ def test_sigkill_during_a_message_batch_create_and_while_polling_never_creates_t
 
                     wait_until(due, RUN_TIMEOUT, f"phase {phase}: {want}", interval=0.01)
                     assert proc.poll() is None, f"phase {phase} {point}: the run ended first: {output(log)}"
-                    if point == "create":  # inside the server's reply delay: the batch exists, unrecorded
-                        wait_until(lambda: server.stats()["batches"]["created"] > created, 10, "a batch")  # noqa: B023
-                    time.sleep(0.15)
+                    # create: inside the server's reply delay (the batch exists, unrecorded); poll: the
+                    # server has answered a poll
+                    counter = {"create": "created", "poll": "polls"}[point]
+                    wait_until(lambda: server.stats()["batches"][counter] > at_start[counter]  # noqa: B023
+                               or proc.poll() is not None,  # noqa: B023
+                               10, f"phase {phase}: the server to count one more of its {counter}")
                     proc.send_signal(signal.SIGKILL)
                     assert proc.wait(timeout=30) == -signal.SIGKILL
                     kills.append((point, server.stats()["batches"]["created"]))
@@ -193,8 +199,9 @@ def test_ctrl_c_leaves_batches_running_and_batches_lists_and_cancels_them(tmp_pa
         log = tmp_path / "interrupted"
         proc = cli("run", str(config), "--quiet", log=log)
         try:
-            wait_until(lambda: any(e["event"] == "created" for e in events(run_dir)), RUN_TIMEOUT, "a batch")
-            time.sleep(0.2)
+            # one batch per model (three queries make one chunk each), all recorded
+            wait_until(lambda: sum(e["event"] == "created" for e in events(run_dir)) == 3, RUN_TIMEOUT,
+                       "the three batches")
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=30) == 130, output(log)
         finally:

@@ -20,6 +20,7 @@ from arena_engine.errors import ConfigError
 from arena_engine.limits import Limits
 from arena_engine.sim import Faults, Latency, SimConfig, SimModel, SimServer, serve
 from tests.bounded_map import map_bounded
+from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.anyio
 
@@ -397,10 +398,7 @@ async def test_cancellation_propagates_and_frees_the_slot() -> None:
         ChatClient(endpoint(sim.url, limits=Limits(concurrency=1))) as client,
     ):
         task = asyncio.create_task(client.chat(ask(1)))
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if client.stats.in_flight:
-                break
+        await wait_until_async(lambda: client.stats.in_flight, 5, "the request to be in flight", interval=0.001)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -7,7 +7,6 @@ import contextlib
 import importlib.util
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from shape_server import LLAMA_CPP_REFUSAL, Reply, ShapeServer, completion, shap
 from arena_engine.client import ChatClient, ChatResult, Endpoint, EnvVar, RetryPolicy, Timeouts
 from arena_engine.errors import ConfigError
 from arena_engine.judge import VERDICT_SCHEMA
+from tests.waiting import serves
 
 pytestmark = pytest.mark.anyio
 
@@ -275,15 +275,12 @@ async def fakellm(tmp: Path, rules: list[dict[str, Any]]) -> AsyncIterator[str]:
                              "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/_fakellm/stats", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("fakellm did not start") from None
-                time.sleep(0.1)
+        def probe() -> None:
+            with urllib.request.urlopen(f"{base}/_fakellm/stats", timeout=2):
+                pass
+
+        if not serves(proc, probe, 60, interval=0.1):
+            raise AssertionError("fakellm did not start")
         yield f"{base}/v1"
     finally:
         proc.terminate()

@@ -17,6 +17,7 @@ from rich.console import Console
 from arena_engine import console as con
 from arena_engine.console import RecentRate, log_progress, progress_lines
 from arena_engine.progress import ProgressEvent, StageProgress
+from tests.fake_time import step
 
 LONG = "generate qwen2.5-72b-instruct-awq-int4-with-a-long-suffix"
 
@@ -68,7 +69,7 @@ class _Fake:
     async def events(self) -> AsyncIterator[ProgressEvent]:
         for ev in self._events:
             yield ev
-            await anyio.sleep(0)
+            await step()
 
 
 def _event(now: float, done: int, finished: bool = False) -> ProgressEvent:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from arena_helpers import arena_config, dataset
 
 from arena_engine.pipeline import Arena, ArenaResults, run_arena
 from arena_engine.sim import Latency, SimConfig, SimModel, SimServer
+from tests.fake_time import settle
+from tests.waiting import wait_until_async
 
 MODELS = ["m-base", "m-good", "m-bad"]
 
@@ -70,12 +73,15 @@ def test_two_arenas_in_one_web_app_and_cancel_one(tmp_path: Path) -> None:
             # the service stays responsive while both run; cancel A once it is well under way
             latencies = []
             async with aiohttp.ClientSession() as http:
-                while progress.get("a", 0) < 150:
+
+                async def healthy_and_a_under_way() -> bool:  # a health check every 20 ms meanwhile
                     t0 = time.perf_counter()
                     async with http.get(f"http://127.0.0.1:{port}/health") as resp:
                         assert resp.status == 200
                     latencies.append(time.perf_counter() - t0)
-                    await asyncio.sleep(0.02)
+                    return progress.get("a", 0) >= 150
+
+                await wait_until_async(healthy_and_a_under_way, 120, "arena A to be well under way", interval=0.02)
             arenas["a"].cancel()
             try:
                 await arenas["a"]
@@ -128,6 +134,7 @@ def test_a_task_cancelled_while_the_arena_closes_still_releases_the_folder(tmp_p
         async with SimServer(_sim()) as sim:
             cfg = arena_config(sim.url, tmp_path / "a", data, MODELS)
             closing = asyncio.Event()
+            closed = threading.Event()  # the slow close may finish
             loop = asyncio.get_running_loop()
 
             async def run_one() -> None:
@@ -138,7 +145,7 @@ def test_a_task_cancelled_while_the_arena_closes_still_releases_the_folder(tmp_p
 
                     def slow_close() -> None:  # runs in a thread
                         loop.call_soon_threadsafe(closing.set)
-                        time.sleep(0.3)  # a close that takes its time (fsync on a slow disk)
+                        closed.wait(30)  # a close that takes its time (fsync on a slow disk)
                         real_close()
 
                     store.close = slow_close  # type: ignore[method-assign]
@@ -146,6 +153,8 @@ def test_a_task_cancelled_while_the_arena_closes_still_releases_the_folder(tmp_p
             task = asyncio.create_task(run_one())
             await closing.wait()
             task.cancel()  # lands while the store is being closed
+            await settle()  # the task takes the cancellation while the close still runs
+            closed.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             async with Arena(cfg) as again:  # the folder is free: no "in use by process"

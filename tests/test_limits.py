@@ -29,6 +29,7 @@ from arena_engine.limits import (
     WindowLimit,
 )
 from tests.bounded_map import map_bounded
+from tests.fake_time import FakeTime, settle, step
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -44,45 +45,22 @@ def max_in_any_window(times: list[float], amounts: list[float], period: float) -
     return best
 
 
-class FakeTime:
-    """A clock plus a `sleep` that returns only when `advance` moves time past its deadline."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._n = 0
-        self.sleeps = 0
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, delay: float) -> None:
-        self.sleeps += 1
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._n += 1
-        heapq.heappush(self._timers, (self.now + delay, self._n, fut))
-        await fut
-
-    async def advance(self, dt: float) -> None:
-        target = self.now + dt
-        while self._timers and self._timers[0][0] <= target:
-            when, _, fut = heapq.heappop(self._timers)
-            self.now = max(self.now, when)
-            if not fut.done():
-                fut.set_result(None)
-            await settle_loop()
-        self.now = target
-        await settle_loop()
-
-
 def fake_limiter(limits: Limits) -> tuple[FakeTime, EndpointLimiter]:
     ft = FakeTime()
     return ft, EndpointLimiter(limits, clock=ft.clock, sleep=ft.sleep)
 
 
-async def settle_loop() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
+async def send_one(ft: FakeTime, lim: EndpointLimiter, sent: list[float], latency: float) -> bool:
+    """What ChatClient does for one request: `try_acquire() or await acquire()`, note the send time, hold
+    the slot for the request's `latency` (fake time), release it. True if it went by the fast path."""
+    ticket = lim.try_acquire()
+    fast = ticket is not None
+    if ticket is None:
+        ticket = await lim.acquire()
+    sent.append(ft.now)
+    await ft.sleep(latency)
+    lim.release(ticket)
+    return fast
 
 
 async def run_workers(ft: FakeTime, workers: int, seconds: float, step: float, work: Any) -> None:
@@ -284,14 +262,14 @@ def test_gate_caps_in_flight_and_serves_fifo() -> None:
             order.append(i)
 
         tasks = [asyncio.create_task(waiter(i)) for i in range(3)]
-        await settle_loop()
+        await settle()
         assert gate.in_use == 2 and gate.waiting == 3 and order == []
         gate.release()
-        await settle_loop()
+        await settle()
         assert order == [0]
         gate.release()
         gate.release()
-        await settle_loop()
+        await settle()
         assert order == [0, 1, 2] and gate.in_use == 2
         await asyncio.gather(*tasks)
 
@@ -303,7 +281,7 @@ def test_gate_cancelled_waiter_does_not_leak_a_slot() -> None:
         gate = ConcurrencyGate(1)
         await gate.acquire()
         task = asyncio.create_task(gate.acquire())
-        await settle_loop()
+        await settle()
         gate.release()  # hands the slot to the waiter...
         task.cancel()  # ...which is cancelled before it resumes
         with pytest.raises(asyncio.CancelledError):
@@ -384,14 +362,7 @@ def test_the_sync_fast_path_and_the_waiting_path_together_keep_every_window() ->
         async def worker() -> None:
             nonlocal fast
             while ft.now < 16.0:
-                ticket = lim.try_acquire()
-                if ticket is None:
-                    ticket = await lim.acquire()
-                else:
-                    fast += 1
-                sent.append(ft.now)
-                await ft.sleep(0.05)  # the request's latency, then the slot is free
-                lim.release(ticket)
+                fast += await send_one(ft, lim, sent, 0.05)
 
         tasks = [asyncio.create_task(worker()) for _ in range(64)]
         for _ in range(400):
@@ -414,7 +385,7 @@ class LateTime(FakeTime):
             _, _, fut = heapq.heappop(self._timers)
             if not fut.done():
                 fut.set_result(None)
-        await settle_loop()
+        await settle()
 
 
 def test_late_wakeups_cannot_bunch_sends_past_the_limit() -> None:
@@ -429,7 +400,7 @@ def test_late_wakeups_cannot_bunch_sends_past_the_limit() -> None:
             lim.release(ticket)
 
         tasks = [asyncio.create_task(one()) for _ in range(60)]
-        await settle_loop()
+        await settle()
         # the loop gets the CPU every 5 ms, but stalls for 0.3-0.5 s now and then
         steps = [0.005] * 100 + [0.5] + [0.005] * 300 + [0.3]
         i = 0
@@ -457,7 +428,7 @@ def test_hold_stops_new_and_already_waiting_requests() -> None:
             lim.release(ticket)
 
         tasks = [asyncio.create_task(one()) for _ in range(4)]
-        await settle_loop()
+        await settle()
         assert sent == [0.0]  # the others wait for their paced slots at ~1, 2, 3 s
         lim.hold(10.0)  # a 429 said: nothing before t=10
         late = asyncio.create_task(one())
@@ -483,7 +454,7 @@ async def _sends_of(ft: FakeTime, lim: EndpointLimiter, n: int, *, after: Any = 
         lim.release(ticket)
 
     tasks = [asyncio.create_task(one()) for _ in range(n)]
-    await settle_loop()
+    await settle()
     if after is not None:
         after(ft, lim)
     for _ in range(round(until / step)):
@@ -509,7 +480,7 @@ def test_held_requests_resume_at_the_paced_rate_not_in_a_burst() -> None:
             lim.release(ticket)
 
         tasks = [asyncio.create_task(one()) for _ in range(60)]
-        await settle_loop()
+        await settle()
         for _ in range(800):
             await ft.advance(0.01)
             if holds and ft.now >= holds[0]:
@@ -599,7 +570,7 @@ def test_try_acquire_admits_only_what_may_go_now_and_changes_nothing_otherwise()
         assert lim.try_acquire(10.0) is None
         assert lim.gate.in_use == 1 and lim.requests.in_window == 1 and lim.tokens.in_window == 10
         waiting = asyncio.create_task(lim.acquire(10.0))  # the awaited path reserves the paced slot
-        await settle_loop()
+        await settle()
         assert not waiting.done() and lim.requests.in_window == 2
         await ft.advance(1.5)
         second = await waiting
@@ -623,7 +594,7 @@ def test_token_limit_is_settled_with_reported_usage() -> None:
 
         async def acquire_advancing(tokens: float) -> Any:
             task = asyncio.create_task(lim.acquire(tokens))
-            await settle_loop()
+            await settle()
             while not task.done():
                 await ft.advance(0.5)
             return task.result()
@@ -657,7 +628,7 @@ def test_requests_due_faster_than_a_tick_share_wakeups_and_lose_no_throughput() 
                 waited.append(ft.now)
             sent.append(ft.now)
             lim.release(ticket)
-            await asyncio.sleep(0)
+            await step()
 
         await run_workers(ft, 64, 10.0, 0.005, work)
         assert len(waited) > 0.95 * len(sent)
@@ -677,7 +648,7 @@ def test_sparse_requests_are_not_moved_to_the_grid() -> None:
         ft, lim = fake_limiter(Limits(concurrency=4, rpm=60))
         first = await lim.acquire()
         waiting = asyncio.create_task(lim.acquire())
-        await settle_loop()
+        await settle()
         assert lim.requests is not None
         due = lim.requests.paced_at
         assert due > 0.99 and abs(due / ADMISSION_TICK - round(due / ADMISSION_TICK)) > 1e-3
@@ -699,10 +670,7 @@ def test_requests_that_would_wait_less_than_a_tick_go_when_due() -> None:
         sent: list[float] = []
 
         async def work() -> None:
-            ticket = lim.try_acquire() or await lim.acquire()
-            sent.append(ft.now)
-            await ft.sleep(0.05)
-            lim.release(ticket)
+            await send_one(ft, lim, sent, 0.05)
 
         await run_workers(ft, 8, 10.0, 0.001, work)
         assert len(sent) >= 0.99 * 10.0 * 150 / 1.02  # on the grid: 1,447
@@ -721,14 +689,14 @@ def test_a_request_due_before_a_booked_tick_joins_it_instead_of_going_first() ->
         # 20 more fall due ~1 ms apart; those due within a tick go when due, the 20th (due at 20.4 ms,
         # a tick or more away) is booked on the tick at 40 ms
         queued = [asyncio.create_task(lim.acquire()) for _ in range(20)]
-        await settle_loop()
+        await settle()
         assert lim.requests is not None and lim.requests.last_at == pytest.approx(0.04)
         await ft.advance(0.025)
         assert sum(t.done() for t in queued) == 19
         # the pacing alone would let one more go now, but it would be recorded before the booked tick
         assert lim.try_acquire() is None
         joining = asyncio.create_task(lim.acquire())
-        await settle_loop()
+        await settle()
         assert lim.requests.last_at == pytest.approx(0.04)
         await ft.advance(0.05)
         tickets = [await t for t in [*queued, joining]]
@@ -748,7 +716,7 @@ def test_cancelling_one_request_of_a_shared_wakeup_leaves_the_others_waiting() -
             burst += 1
         before = lim.timers
         tasks = [asyncio.create_task(lim.acquire()) for _ in range(80)]  # due over the next ~80 ms
-        await asyncio.sleep(0)
+        await step()
         # those due within a tick each have a timer (~20), the rest share one per tick (~3): not 80
         assert lim.timers - before < 40
         tasks[-1].cancel()  # the last one shares its tick with others
@@ -767,7 +735,7 @@ def test_cancelled_acquire_releases_slot_and_refunds_window() -> None:
         first = await lim.acquire()
         lim.release(first)
         task = asyncio.create_task(lim.acquire())  # must wait: 2/min paced at one per 30 s
-        await settle_loop()
+        await settle()
         assert not task.done()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -819,7 +787,7 @@ def test_map_bounded_limits_concurrency_and_reads_lazily() -> None:
             nonlocal running, peak
             running += 1
             peak = max(peak, running)
-            await asyncio.sleep(0)
+            await step()
             running -= 1
             return i * 2
 
@@ -828,7 +796,7 @@ def test_map_bounded_limits_concurrency_and_reads_lazily() -> None:
             async for r in results:
                 got.append(r)
                 if len(got) == 10:
-                    await settle_loop()
+                    await settle()
                     # 10 consumed, at most 8 in workers and 8 buffered: the input was not read ahead
                     assert pulled <= 10 + 8 + 8 + 1
         assert sorted(got) == [2 * i for i in range(1000)]
@@ -844,15 +812,15 @@ def test_map_bounded_stops_the_workers_while_the_reader_does_not_read() -> None:
         async def fn(i: int) -> int:
             nonlocal calls
             calls += 1
-            await asyncio.sleep(0)
+            await step()
             return i
 
         async with map_bounded(range(100), fn, limit=4, buffer=2) as results:
-            await settle_loop()
+            await settle()
             # two results wait in the buffer, each of the four workers holds one more: nothing else runs
             assert (results.buffered, results.blocked_workers, calls) == (2, 4, 6)
             got = [await anext(results) for _ in range(3)]
-            await settle_loop()
+            await settle()
             assert results.buffered == 2 and calls == 9
             got += [r async for r in results]
         assert sorted(got) == list(range(100))
@@ -873,7 +841,7 @@ def test_map_bounded_async_source_and_early_exit_cancels() -> None:
 
         async def fn(i: int) -> int:
             nonlocal finished
-            await asyncio.sleep(0)
+            await step()
             finished += 1
             return i
 

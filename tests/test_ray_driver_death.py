@@ -96,9 +96,14 @@ class Kill:
     sim: SimProcess
     killed_at: float
 
+    def wait_out(self, seconds: float) -> None:
+        """Return ``seconds`` after the kill. What must not happen (a request sent, a process killed) is
+        seen not to happen only by letting the time pass in which it would have."""
+        time.sleep(max(0.0, self.killed_at + seconds - time.time()))
+
     def arrived_after(self) -> int:
-        """Requests that reached the simulator after the kill (call once the workers had 2 s to send)."""
-        time.sleep(max(0.0, self.killed_at + 2.0 - time.time()))
+        """Requests that reached the simulator after the kill (once the workers had 2 s to send)."""
+        self.wait_out(2.0)
         return _arrivals_after(self.sim.stats(times=True), self.killed_at)
 
 
@@ -163,7 +168,7 @@ def test_killed_driver_of_a_joined_cluster_stops_its_workers_and_leaves_the_clus
     assert len(cluster) >= 2, cluster  # gcs_server and raylet at least
     with run_and_kill_driver(tmp_path, ray_tmp) as kill:
         after = kill.arrived_after()
-        time.sleep(max(0.0, kill.killed_at + 5.0 - time.time()))  # a watchdog would have struck by now
+        kill.wait_out(5.0)  # a watchdog would have struck by now
         alive = {pid for pid, _ in cluster_processes(ray_tmp)}
     print(f"\n{kill.in_flight} in flight at the kill, {after} arrived after it; "
           f"{len(cluster & alive)} of the cluster's {len(cluster)} processes alive 5 s after")

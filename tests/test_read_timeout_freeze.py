@@ -15,10 +15,20 @@ import pytest
 from arena_engine.client import ChatClient, Endpoint, RetryPolicy, Timeouts
 from arena_engine.sim import Latency, SimConfig, SimModel
 from arena_engine.sim.process import SimProcess
+from tests.fake_time import settle
+from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.anyio
 
 READ = 0.3  # the read timeout; the freeze is several of them
+
+
+def freeze(seconds: float) -> None:
+    """Hold the event loop for ``seconds`` of wall time: to the client's code and clock it is a process
+    that did not run (no CPU, a GC pause, SIGSTOP), while the simulator, in its own process, goes on.
+    This is the scenario itself, so it takes real time: a fake clock would not leave an answer unread in
+    the socket when the watchdog wakes."""
+    time.sleep(seconds)
 
 
 @pytest.fixture(params=[("asyncio", {}), ("asyncio", {"use_uvloop": True})], ids=["asyncio", "uvloop"])
@@ -41,9 +51,9 @@ async def test_an_answer_that_arrives_while_the_client_is_frozen_is_taken_not_pa
     async with ChatClient(ep) as client:
         assert (await client.chat([{"role": "user", "content": "warm the connection"}])).ok
         task = asyncio.ensure_future(client.chat([{"role": "user", "content": "answered during the freeze"}]))
-        while client.stats.in_flight == 0:  # its request is on the kept-alive connection now
-            await asyncio.sleep(0)
-        time.sleep(4 * READ)  # the loop does not run: the answer arrives and waits in the socket
+        # its request is on the kept-alive connection now
+        await wait_until_async(lambda: client.stats.in_flight > 0, 10, "the request to be sent", interval=0)
+        freeze(4 * READ)  # the loop does not run: the answer arrives and waits in the socket
         r = await task
     stats = sim.stats()
     assert r.ok and r.attempts == 1, r
@@ -59,7 +69,7 @@ async def test_a_hang_still_times_out_after_a_freeze(sim: SimProcess) -> None:
     async def attempt() -> str:
         watch = dog.start(time.monotonic())
         try:
-            await asyncio.sleep(30)
+            await asyncio.Event().wait()  # a hang: nothing ever comes
         except asyncio.CancelledError:
             if dog.absorb(watch):
                 return "timed out"
@@ -70,8 +80,8 @@ async def test_a_hang_still_times_out_after_a_freeze(sim: SimProcess) -> None:
 
     t0 = time.monotonic()
     task = asyncio.ensure_future(attempt())
-    await asyncio.sleep(0.05)
-    time.sleep(4 * READ)
+    await settle()  # the attempt waits and the watchdog ticks
+    freeze(4 * READ)
     assert await asyncio.wait_for(task, 5.0) == "timed out"
     waited = time.monotonic() - t0
     # before: it fired on waking, 4 x READ in; now it waits for READ of running time (minus the tick)

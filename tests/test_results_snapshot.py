@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from arena_engine.config import RunConfig
 from arena_engine.from_store import results_of_folder
 from arena_engine.pipeline import ArenaResults
 from arena_engine.snapshot import SNAPSHOT_FILE
+from tests.waiting import wait_until
 
 
 def _walked(cfg: RunConfig, monkeypatch: pytest.MonkeyPatch) -> ArenaResults:
@@ -72,8 +72,16 @@ def test_an_edited_checkpoint_is_walked_again(finished: tuple[ArenaResults, RunC
         (cfg.output_dir / SNAPSHOT_FILE).unlink()
         results_of_folder(cfg)
         assert not snapshot_digests(cfg)
-        time.sleep(0.05)
     path = cfg.output_dir / "checkpoints" / "judgments.jsonl"
+    if not racy:  # the edit below must get a ctime of its own: wait for the file system's clock to move on
+        probe = cfg.output_dir.parent / "fs-clock-probe"
+
+        def clock_moved_on() -> bool:
+            probe.write_bytes(b"")
+            return probe.stat().st_ctime_ns > path.stat().st_ctime_ns
+
+        wait_until(clock_moved_on, 5, "the file system's clock to pass the checkpoint's ctime", interval=0.001)
+        probe.unlink()
     raw = bytearray(path.read_bytes())
     for a, b in ((b'"A>B"', b'"B>A"'), (b'"B>A"', b'"A>B"'), (b'"A=B"', b'"A>B"')):
         at = raw.find(a)

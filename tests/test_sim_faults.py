@@ -12,6 +12,8 @@ import orjson
 import pytest
 
 from arena_engine.sim import Faults, Latency, SimConfig, SimModel, SimServer
+from tests.fake_time import FakeTime
+from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.anyio
 
@@ -33,11 +35,8 @@ def body(i: int | str, model: str = "m") -> bytes:
 
 async def settled_stats(sim: SimServer) -> dict[str, Any]:
     """The stats once the server has finished every request it holds (it notices a client leaving
-    within its poll interval, and counts a request once its handler has returned); 1 s at most."""
-    for _ in range(40):
-        if sim.stats()["in_flight"] == 0:
-            break
-        await asyncio.sleep(0.025)
+    within its poll interval, and counts a request once its handler has returned)."""
+    await wait_until_async(lambda: sim.stats()["in_flight"] == 0, 5.0, "the server to finish its requests")
     return sim.stats()
 
 
@@ -158,7 +157,7 @@ async def test_server_shutdown_is_not_held_up_by_a_hang() -> None:
         sim = SimServer(cfg)
         await sim.start()
         task = asyncio.ensure_future(send(s, sim.url, body(1), timeout=30.0))
-        await asyncio.sleep(0.1)
+        await wait_until_async(lambda: sim.stats()["in_flight"] == 1, 5.0, "the request to reach the server")
         t0 = loop.time()
         await sim.close()
         assert loop.time() - t0 < 3.0
@@ -246,14 +245,15 @@ async def test_faults_are_deterministic_and_independent_of_arrival_order() -> No
 
 async def test_retry_after_violations_per_body_and_per_endpoint() -> None:
     cfg = config(Faults(rate_429=1.0, retry_after="ms", retry_after_s=0.6), violation_grace_s=0.2)
-    async with SimServer(cfg) as sim, aiohttp.ClientSession() as s:
+    ft = FakeTime()  # the server's clock: the waits pass when the test says
+    async with SimServer(cfg, clock=ft.clock) as sim, aiohttp.ClientSession() as s:
         await send(s, sim.url, body(1))
         await send(s, sim.url, body(1))  # same body at once: per-body violation, within the endpoint grace
         first = sim.stats()
-        await asyncio.sleep(0.3)
+        await ft.advance(0.3)
         await send(s, sim.url, body(2))  # another body while the wait runs, past the grace
         second = sim.stats()
-        await asyncio.sleep(0.65)
+        await ft.advance(0.65)
         await send(s, sim.url, body(1))  # after every wait has passed: no violation
         third = sim.stats()
     assert (first["retry_after_violations"], first["endpoint_retry_after_violations"]) == (1, 0)
@@ -274,22 +274,22 @@ async def test_retry_after_none_imposes_no_wait() -> None:
 async def test_rpm_limit_answers_429_with_the_exact_wait() -> None:
     # 600 per minute over a 1 s window: 10 requests per sliding second
     cfg = config(Faults(), rpm_limit=600, rpm_window_s=1.0)
-    async with SimServer(cfg) as sim, aiohttp.ClientSession() as s:
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
+    ft = FakeTime()  # the server's clock: the sends take no time on it, and the waits pass when told
+    async with SimServer(cfg, clock=ft.clock) as sim, aiohttp.ClientSession() as s:
+        t0 = ft.now
         results = [await send(s, sim.url, body(i)) for i in range(14)]
         statuses = [r[0] for r in results]
         assert statuses == [200] * 10 + [429] * 4
         wait_ms = int(results[10][1]["retry-after-ms"])
-        elapsed_ms = (loop.time() - t0) * 1000
+        elapsed_ms = (ft.now - t0) * 1000
         assert 1000 - elapsed_ms - 20 <= wait_ms <= 1000
         assert float(results[10][1]["Retry-After"]) == pytest.approx(wait_ms / 1000, abs=0.002)
         before = sim.stats()["endpoint_retry_after_violations"]
-        await asyncio.sleep(0.1)
+        await ft.advance(0.1)
         status, _, _ = await send(s, sim.url, body("impatient"))  # well inside the wait: a violation
         assert status == 429
         assert sim.stats()["endpoint_retry_after_violations"] == before + 1
-        await asyncio.sleep(wait_ms / 1000 + 0.01)
+        await ft.advance(wait_ms / 1000 + 0.01)
         status, _, _ = await send(s, sim.url, body("after"))
         stats = sim.stats()
     assert status == 200
@@ -298,22 +298,23 @@ async def test_rpm_limit_answers_429_with_the_exact_wait() -> None:
 
 async def test_rpm_limit_sustained_rate_never_exceeds_the_limit() -> None:
     cfg = config(Faults(), rpm_limit=1200, rpm_window_s=0.5)  # 10 per sliding half second
-    async with SimServer(cfg) as sim, aiohttp.ClientSession() as s:
-        loop = asyncio.get_running_loop()
+    ft = FakeTime()  # the server's clock, moved on by the test to the next moment a worker sends
+    async with SimServer(cfg, clock=ft.clock) as sim, aiohttp.ClientSession() as s:
         admitted: list[float] = []
-        deadline = loop.time() + 1.2
-
-        async def worker(w: int) -> None:
-            i = 0
-            while loop.time() < deadline:
-                status, headers, _ = await send(s, sim.url, body(f"{w}-{i}"))
-                i += 1
+        deadline = ft.now + 1.2
+        # four workers, each sending again at once after a 200 and after the stated wait after a 429
+        next_send = dict.fromkeys(range(4), ft.now)
+        sent = dict.fromkeys(range(4), 0)
+        while (now := min(next_send.values())) < deadline:
+            await ft.advance(now - ft.now)
+            due = [w for w, t in next_send.items() if t <= now]
+            replies = await asyncio.gather(*(send(s, sim.url, body(f"{w}-{sent[w]}")) for w in due))
+            for w, (status, headers, _) in zip(due, replies, strict=True):
+                sent[w] += 1
                 if status == 200:
-                    admitted.append(loop.time())
+                    admitted.append(now)
                 else:
-                    await asyncio.sleep(int(headers["retry-after-ms"]) / 1000)
-
-        await asyncio.gather(*(worker(w) for w in range(4)))
+                    next_send[w] = now + int(headers["retry-after-ms"]) / 1000
         stats = sim.stats()
     admitted.sort()
     # any half-second window of admissions holds at most the capacity (client-side times: allow jitter)

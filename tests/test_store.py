@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from hypothesis import strategies as st
 from arena_engine.errors import CheckpointError
 from arena_engine.store import RunStore, content_key
 from arena_engine.store import index as index_module
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 GEN = "generations"
@@ -425,11 +425,12 @@ class FsyncRecorder:
             return [thread for i, thread in self.calls if i == ino]
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
+def fsync_thread_parked(store: RunStore) -> bool:
+    """The store's fsync thread waits on its condition and has not been notified since it went back to
+    waiting: it has seen every record put so far and decided (for now) not to fsync."""
+    cond = store._cond
+    with cond:
+        return bool(cond._waiters)  # type: ignore[attr-defined]  # notify() takes a waiter off this deque
 
 
 def test_fsync_is_batched_by_count_off_the_callers_thread(tmp_path: Path) -> None:
@@ -439,10 +440,11 @@ def test_fsync_is_batched_by_count_off_the_callers_thread(tmp_path: Path) -> Non
         for round_ in range(1, 3):
             for i in range(9):
                 store.put(GEN, content_key([round_, i]), {"i": i})
-            time.sleep(0.1)  # no fsync may start: 9 pending < 10, and the interval is an hour
+            # no fsync may start: 9 pending < 10, and the interval is an hour
+            wait_until(lambda: fsync_thread_parked(store), 10, "the fsync thread to wait again")
             assert store.pending_fsync == 9 and len(rec.on(path)) == round_ - 1
             store.put(GEN, content_key([round_, 9]), {"i": 9})  # the 10th pending record
-            wait_for(lambda: store.pending_fsync == 0)
+            wait_until(lambda: store.pending_fsync == 0, 10, "the pending records to be fsynced")
             syncs = rec.on(path)
             assert len(syncs) == round_ and all(t.startswith("fsync ") for t in syncs)
         store.put(GEN, content_key("last"), {})
@@ -456,7 +458,7 @@ def test_fsync_happens_within_the_interval(tmp_path: Path) -> None:
     with RunStore(tmp_path, fsync_interval=0.05, fsync_every=10**6, fsync=rec) as store:
         t = time.monotonic()
         store.put(GEN, content_key(1), {"i": 1})
-        wait_for(lambda: store.pending_fsync == 0)
+        wait_until(lambda: store.pending_fsync == 0, 10, "the pending records to be fsynced")
         assert time.monotonic() - t >= 0.04
         assert len(rec.on(data_file(tmp_path))) == 1
 

@@ -36,7 +36,7 @@ TEARS = {3, 7}  # rounds where the writer tears a line and kills itself
 START_UP = {0, 5}  # rounds killed at a random time after start: importing, opening, repairing
 
 WRITER = r"""
-import os, random, signal, sys, time
+import os, random, signal, sys
 from pathlib import Path
 from arena_engine.store import RunStore, content_key
 from arena_engine.store.frame import encode_record, frame
@@ -63,7 +63,7 @@ with RunStore(run_dir, fsync_interval=0.01, fsync_every=50) as store:
         stored += 1
         os.write(1, b"%d\n" % i)
         if stored % 10 == 0:
-            time.sleep(0.001)  # keep the parent's view of the acks close to the writer's progress
+            os.read(0, 1)  # keep the parent's view of the acks close to the writer's progress: it answers
 os.write(1, b"done\n")
 """
 
@@ -79,14 +79,22 @@ def run_writer(
 ) -> tuple[list[int], bool]:
     """Run the writer. ``kill_at=0``: SIGKILL it ``delay`` seconds after start (start-up, open, repair);
     ``kill_at=n``: SIGKILL it ``delay`` seconds after its n-th acknowledgement. Returns (acknowledged
-    indexes, finished)."""
+    indexes, finished).
+
+    After every tenth acknowledgement the writer waits for a byte on its stdin: with ``kill_at=n`` this
+    sends one for each ten acknowledgements read, so at the kill the writer is at most ten records past
+    what was read; otherwise it sends them all at once and the writer never waits."""
     acks: list[bytes] = []
     with subprocess.Popen(
         [sys.executable, "-c", WRITER, str(run_dir), str(N), str(tear_at)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     ) as proc:
-        assert proc.stdout is not None
+        assert proc.stdin is not None and proc.stdout is not None
+        if not kill_at:
+            proc.stdin.write(b"." * (N // 10 + 1))
+            proc.stdin.close()
         # the smallest pipe: the writer blocks on its acknowledgements after ~800 unread ones, so a test
         # process starved on a loaded machine cannot let it run to the end before the kill
         with contextlib.suppress(OSError, AttributeError):
@@ -94,6 +102,10 @@ def run_writer(
         if kill_at is not None:
             while len(acks) < kill_at and (line := proc.stdout.readline()):
                 acks.append(line)
+                if len(acks) % 10 == 0:
+                    with contextlib.suppress(BrokenPipeError):  # it tore a line and killed itself
+                        proc.stdin.write(b".")
+                        proc.stdin.flush()
             time.sleep(delay)
             proc.send_signal(signal.SIGKILL)
         out = b"".join(acks).split() + proc.stdout.read().split()

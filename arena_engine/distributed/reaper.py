@@ -139,6 +139,7 @@ def reap(session_dir: str, ray_dir: str) -> int:
 
 def watch(driver_pid: int, session_dir: str, ray_dir: str) -> None:
     started = start_time(driver_pid)
+    print(f"watching pid {driver_pid}", flush=True)  # the driver's start time is read (the tests wait for it)
     while alive(driver_pid, started):
         time.sleep(POLL)
     reap(session_dir, ray_dir)

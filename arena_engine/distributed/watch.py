@@ -61,13 +61,14 @@ async def _watch_pid(pid: int) -> str | None:
     return f"the driver (pid {pid}) ended"
 
 
-async def _watch_heartbeat(heartbeat: Callable[[], Awaitable[Any]], pause: Callable[[float], None]) -> str:
+async def _watch_heartbeat(heartbeat: Callable[[], Awaitable[Any]], pause: Callable[[float], None],
+                           clock: Callable[[], float]) -> str:
     """Await ``heartbeat()`` every HEARTBEAT_EVERY seconds: the worker's lease on sending. While the last
     reply is DRIVER_TIMEOUT old, nothing new is sent (``pause``); return, saying why, once the coordinator
     is known to be dead or the silence reaches DRIVER_GIVE_UP."""
     ray = require_ray()
     unavailable = getattr(ray.exceptions, "ActorUnavailableError", ())  # Ray >= 2.30
-    last_reply = time.monotonic()
+    last_reply = clock()
     died = anyio.Event()
     reason = ""
 
@@ -77,7 +78,7 @@ async def _watch_heartbeat(heartbeat: Callable[[], Awaitable[Any]], pause: Calla
             try:
                 with anyio.move_on_after(DRIVER_TIMEOUT):  # then ask again; the lease below decides
                     await heartbeat()
-                    last_reply = time.monotonic()
+                    last_reply = clock()
             except unavailable:
                 pass  # unreachable for now, it may come back: the lease decides
             except ray.exceptions.RayActorError:
@@ -92,7 +93,7 @@ async def _watch_heartbeat(heartbeat: Callable[[], Awaitable[Any]], pause: Calla
         tg.start_soon(beat)
         paused = False
         while not died.is_set():
-            silent = time.monotonic() - last_reply
+            silent = clock() - last_reply
             if silent >= DRIVER_GIVE_UP:
                 reason = f"no answer from the driver's coordinator for {silent:.0f} s"
                 break
@@ -111,10 +112,11 @@ async def _watch_heartbeat(heartbeat: Callable[[], Awaitable[Any]], pause: Calla
 
 
 async def watch_driver(heartbeat: Callable[[], Awaitable[Any]], pause: Callable[[float], None],
-                       driver: DriverInfo | None) -> str:
+                       driver: DriverInfo | None, *, clock: Callable[[], float] = time.monotonic) -> str:
     """Return, saying why, once the driver is lost: its coordinator died or has not answered for
     DRIVER_GIVE_UP (after DRIVER_TIMEOUT, ``pause`` keeps anything new from being sent), or (a worker on
-    the driver's node) the driver's pid ended."""
+    the driver's node) the driver's pid ended. ``clock`` ages the replies; it must count the seconds the
+    loop's timers count (tests pass a virtual loop's)."""
     reason: list[str] = []
     async with anyio.create_task_group() as tg:
 
@@ -124,7 +126,7 @@ async def watch_driver(heartbeat: Callable[[], Awaitable[Any]], pause: Callable[
                 reason.append(why)
                 tg.cancel_scope.cancel()
 
-        tg.start_soon(first, partial(_watch_heartbeat, heartbeat, pause))
+        tg.start_soon(first, partial(_watch_heartbeat, heartbeat, pause, clock))
         if driver is not None and driver.node_id == require_ray().get_runtime_context().get_node_id():
             tg.start_soon(first, partial(_watch_pid, driver.pid))
     return reason[0]

@@ -73,6 +73,7 @@ class BatchStats:
         self.answered: Counter[str] = Counter()
         self.row_errors = 0
         self.row_expired = 0
+        self.polls = 0  # a batch looked up by id (how a client polls)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -84,6 +85,7 @@ class BatchStats:
             "answered_twice": sum(1 for n in self.answered.values() if n > 1),
             "row_errors": self.row_errors,
             "row_expired": self.row_expired,
+            "polls": self.polls,
         }
 
 
@@ -249,6 +251,7 @@ class SimBatches:
         b = self.batches.get(request.match_info["id"])
         if b is None:
             return _err(404, "No such Batch object", "not_found")
+        self.stats.polls += 1
         self._advance(b)
         return web.json_response(self._public(b))
 

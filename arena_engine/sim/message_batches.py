@@ -177,6 +177,7 @@ class SimMessageBatches:
         b = self.batches.get(request.match_info["id"])
         if b is None:
             return _err(404, "No message batch with this id", "not_found_error")
+        self.owner.stats.polls += 1
         self._advance(b)
         return web.json_response(self._public(b, request))
 

@@ -77,13 +77,14 @@ def _estimate_tokens(text: str) -> int:
 class _Simulator:
     """Per-app state and the request handlers."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        self.clock = clock
         self.models: dict[str, SimModel] = {m.name: m for m in config.models}
         self.latency: dict[str, Latency] = {m.name: m.latency or config.latency for m in config.models}
         self.judge = Judge(config)
         self.batches = SimBatches(self)
-        self.stats = SimStats(track_bodies=config.track_bodies, grace=config.violation_grace_s)
+        self.stats = SimStats(track_bodies=config.track_bodies, grace=config.violation_grace_s, clock=clock)
         self.limit = (
             SlidingWindowLimit(config.rpm_limit, config.rpm_window_s)
             if config.rpm_limit is not None
@@ -170,7 +171,7 @@ class _Simulator:
     ) -> tuple[str, web.StreamResponse]:
         config = self.config
         if self.limit is not None:
-            wait = self.limit.try_admit(time.monotonic())
+            wait = self.limit.try_admit(self.clock())
             if wait > 0.0:
                 self.stats.fault("rpm_429")
                 self.stats.told_to_wait(body_key, wait)
@@ -379,9 +380,10 @@ def _validate(data: Any) -> tuple[str | None, str | None]:
 SIM_KEY = web.AppKey("arena_engine_sim", _Simulator)
 
 
-def make_app(config: SimConfig) -> web.Application:
-    """The aiohttp application serving `config` (state lives in the app; nothing global)."""
-    sim = _Simulator(config)
+def make_app(config: SimConfig, clock: Callable[[], float] = time.monotonic) -> web.Application:
+    """The aiohttp application serving `config` (state lives in the app; nothing global). `clock` times
+    the rate limit and the Retry-After bookkeeping (tests pass a fake one)."""
+    sim = _Simulator(config, clock)
     app = web.Application(client_max_size=256 * 1024 * 1024)  # batch input files go up to 200 MB
     app[SIM_KEY] = sim
     app.router.add_get("/v1/models", sim.list_models)
@@ -399,16 +401,25 @@ def make_app(config: SimConfig) -> web.Application:
 
 
 class SimServer:
-    """The simulator in-process: `async with SimServer(config) as sim: ... sim.url ... sim.stats()`."""
+    """The simulator in-process: `async with SimServer(config) as sim: ... sim.url ... sim.stats()`.
+
+    `clock` (monotonic seconds) times the rate limit and the Retry-After bookkeeping; a test that moves
+    a fake one on sees those waits pass at once."""
 
     def __init__(
-        self, config: SimConfig, host: str = "127.0.0.1", port: int = 0, *, shutdown_timeout: float = 1.0
+        self,
+        config: SimConfig,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        shutdown_timeout: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.host = host
         self._port = port
         self._shutdown_timeout = shutdown_timeout
-        self._app = make_app(config)
+        self._app = make_app(config, clock)
         self._runner: web.AppRunner | None = None
 
     @property

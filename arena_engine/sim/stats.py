@@ -72,6 +72,7 @@ class SimStats:
         self._not_before: dict[int, float] = {}  # digest -> monotonic time its Retry-After ends
         self._sweep_at = 1024
         self._blocks: deque[tuple[float, float]] = deque()  # (sent + grace, wait end), in send order
+        self._waits_end = 0.0  # when the last wait told so far ends (monotonic)
         self._arrivals = 0
 
     # -- events -------------------------------------------------------------------------------------
@@ -145,6 +146,7 @@ class SimStats:
         """A 429 with a wait of `wait` seconds is being sent for this body now."""
         now = self._clock()
         self._blocks.append((now + self._grace, now + wait))
+        self._waits_end = max(self._waits_end, now + wait)
         if self._track_bodies:
             self._not_before[body_key] = now + wait
             if len(self._not_before) >= self._sweep_at:
@@ -173,6 +175,8 @@ class SimStats:
             "duplicate_200_log": list(self.duplicate_200_log),
             "retry_after_violations": self.retry_after_violations,
             "endpoint_retry_after_violations": self.endpoint_retry_after_violations,
+            # seconds until every wait told so far has ended: from then on no arrival is a violation
+            "retry_after_left_s": max(0.0, self._waits_end - self._clock()),
             "first_request": dict(self.first_request),
             "last_request": dict(self.last_request),
         }

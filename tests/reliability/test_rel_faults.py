@@ -12,7 +12,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +44,7 @@ from arena_engine.battles import Game
 from arena_engine.pipeline import Arena, ArenaResults
 from arena_engine.sim import SimServer
 from arena_engine.sim.process import SimProcess
+from tests.waiting import wait_until
 
 PER_SUBSET = 30
 QUERIES = 2 * PER_SUBSET
@@ -231,21 +231,19 @@ def test_sigkill_during_a_faulty_run_then_completion_matches_the_uninterrupted_r
     for target in [*targets, None]:
         proc = subprocess.Popen([sys.executable, "-c", CHILD, str(cfg), here], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 90
         if target is None:
             _, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err.decode()[-2000:]
             break
-        while checkpoint_count(run_dir) < target and proc.poll() is None:
-            assert time.monotonic() < deadline, "the run made no progress"
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0, 0.05))
+        wait_until(lambda: checkpoint_count(run_dir) >= target or proc.poll() is not None,  # noqa: B023
+                   90, f"the run to store {target} records")
         assert proc.poll() is None, "the run ended before its kill: lower the targets"
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
-        # a new process cannot know the Retry-After its predecessor was told: restart after the longest
-        # wait the simulators give (as a supervisor's restart delay would), so any violation is real
-        time.sleep(max(RETRY_AFTER_S, RPM_WINDOW_S))
+        # a new process cannot know the Retry-After its predecessor was told: restart once every wait the
+        # simulators gave has ended (as a supervisor's restart delay would), so any violation is real
+        wait_until(lambda: all(s.stats()["retry_after_left_s"] == 0 for s in sims.values()),
+                   10 * max(RETRY_AFTER_S, RPM_WINDOW_S), "the simulators' Retry-After waits to end", interval=0.01)
         ck = read_checkpoints(run_dir)
         kills.append({"target": target, "generations": len(ck.records("generations")),
                       "judgments": len(ck.records("judgments"))})

@@ -50,6 +50,7 @@ from reliability_support import (
 
 from arena_engine.config import config_from_dict
 from arena_engine.pipeline import ArenaResults, run_arena
+from tests.waiting import serves
 
 KEY_ENV = "KATAN_TEST_KEY"  # llm-katan answers 401 without an Authorization header
 
@@ -83,13 +84,8 @@ def katan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Katan]:
                 env={**os.environ, "HOME": str(home)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             procs.append(proc)
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while proc.poll() is None and time.monotonic() < deadline:
-                try:
-                    get_json(f"{base}/health")
-                    return base
-                except OSError:
-                    time.sleep(0.05)
+            if serves(proc, lambda: get_json(f"{base}/health"), 30):  # noqa: B023
+                return base
             proc.kill()
             _, err = proc.communicate()
             last_error = err.decode(errors="replace")[-2000:]

@@ -15,7 +15,6 @@ import importlib.util
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from reliability_support import dataset, free_port, get_json, read_checkpoints
 
 from arena_engine.config import config_from_dict
 from arena_engine.pipeline import Arena, ArenaResults
+from tests.waiting import serves
 
 GOOD = "GOOD ANSWER: careful, complete and correct."
 RULES: dict[str, Any] = {
@@ -61,14 +61,7 @@ def fakellm(tmp: Path) -> Iterator[str]:
                                  str(port), "--config", str(config)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                get_json(f"{base}/_fakellm/stats")
-                break
-            except OSError:
-                time.sleep(0.1)
-        if proc.poll() is None and time.monotonic() < deadline:
+        if serves(proc, lambda: get_json(f"{base}/_fakellm/stats"), 60, interval=0.1):  # noqa: B023
             break
         proc.kill()
         _, err = proc.communicate()
