@@ -24,8 +24,8 @@ from arena_engine.rating._bradley_terry import (
     _sigmoid,
     cholesky,
     cholesky_solve,
-    outside_component,
 )
+from arena_engine.rating._connected import outside_component
 from arena_engine.rating._length_fast import RIDGE
 from arena_engine.rating._random import below, new_state
 

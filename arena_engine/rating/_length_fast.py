@@ -22,8 +22,9 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from arena_engine.rating._bradley_terry import cholesky, cholesky_solve, outside_component
+from arena_engine.rating._bradley_terry import cholesky, cholesky_solve
 from arena_engine.rating._canonical import _mix
+from arena_engine.rating._connected import outside_component
 from arena_engine.rating._random import below, new_state
 
 F64 = npt.NDArray[np.float64]
