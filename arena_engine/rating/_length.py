@@ -7,7 +7,7 @@ its answers were as long as its opponent's. One slope phi is shared by every mod
 property of the judge. phi carries a weak ridge penalty (RIDGE) so that data a length rule separates
 perfectly still gives a finite fit. Intervals: the cluster-robust sandwich (and the default score
 interval on it), or the cluster bootstrap (queries drawn with replacement), one linearised Newton
-step per round from the full fit (_length_fast.one_step_bootstrap; rounds where a model leaves the
+step per round from the full fit (_length_one_step.one_step_bootstrap; rounds where a model leaves the
 baseline's component, and data whose fit needs virtual ties, are refitted exactly by lc_bootstrap).
 """
 
@@ -24,8 +24,8 @@ from arena_engine.rating._bradley_terry import (
     _sigmoid,
     cholesky,
     cholesky_solve,
-    outside_component,
 )
+from arena_engine.rating._connected import outside_component
 from arena_engine.rating._length_fast import RIDGE
 from arena_engine.rating._random import below, new_state
 
@@ -225,15 +225,15 @@ def _games(
 ) -> tuple[I64, I64, I64, I64, F64, F64, F64]:
     """Games with a pair as (ptr over clusters, pair, s2, w, length feature x, wins and weighted games
     per pair): clusters in content order, games within a cluster by (pair, s2, w, x)."""
-    from arena_engine.rating import _length_fast as fast
+    from arena_engine.rating import _length_layout as layout
 
-    ptr, rec, hashes = fast.lc_layout(
+    ptr, rec, hashes = layout.lc_layout(
         a, o, battles.pair, battles.cluster, battles.n_clusters, np.ascontiguousarray(lengths, np.float64),
         battles.pi, strong_weight,
     )
     # clusters in content order; equal hashes mean equal content, so any order among them will do
     position = np.argsort(hashes).astype(np.int64)
-    return fast.in_content_order(ptr, position, rec, battles.pi.size)
+    return layout.in_content_order(ptr, position, rec, battles.pi.size)
 
 
 def rate_length_controlled(
@@ -249,6 +249,7 @@ def rate_length_controlled(
 ) -> tuple[F64, F64 | None, F64 | None]:
     """(strengths, bootstrap strengths or None, standard errors or None), natural-log units."""
     from arena_engine.rating import _length_fast as fast
+    from arena_engine.rating import _length_one_step as one_step
     from arena_engine.rating._bradley_terry import fit as bt_fit
 
     k, base = battles.k, battles.base
@@ -277,14 +278,14 @@ def rate_length_controlled(
     from arena_engine.rating._threads import in_threads
 
     gi, gj = pi[gp], pj[gp]
-    eptr, epair, sums, flags = fast.entry_sums(ptr, gp, gx, gs2, gw, pi, pj, theta, k, base)
-    pptr, ecluster, psums, pflags = fast.by_pair_entries(eptr, epair, sums, flags, pi.size)
+    eptr, epair, sums, flags = one_step.entry_sums(ptr, gp, gx, gs2, gw, pi, pj, theta, k, base)
+    pptr, ecluster, psums, pflags = one_step.by_pair_entries(eptr, epair, sums, flags, pi.size)
     n_clusters = ptr.size - 1
 
     def rounds_of(lo: int, hi: int) -> F64:
         if outside.any():  # the fit leans on virtual ties: no one-step expansion around it, refit all
             return lc_bootstrap(ptr, gp, gi, gj, gx, gs2, gw, pi, pj, k, base, seeds[lo:hi], theta, np.zeros((0, 0)))
-        out, refit = fast.one_step_bootstrap(
+        out, refit = one_step.one_step_bootstrap(
             n_clusters, pptr, ecluster, psums, pflags, pi, pj, k, base, theta, seeds[lo:hi]
         )
         redo = np.flatnonzero(refit)

@@ -1,17 +1,14 @@
-"""Fast kernels of length-controlled Bradley-Terry (see _length for the model).
+"""Fast kernels of length-controlled Bradley-Terry (see _length for the model): the fit.
 
-- `lc_layout`: games of the scope grouped by cluster, clusters in content order (the content hash of
-  _canonical over (pair, s2, w, length difference seen from the pair's first model)), all in one
-  numba pass plus one argsort of the cluster hashes (instead of a five-key lexsort of the rows).
+The games come laid out by `_length_layout`; the linearised bootstrap around this fit is
+`_length_one_step`.
+
+- `by_pair`: the games regrouped by pair, with a virtual tie for each model outside the baseline's
+  component.
 - `grouped_fit`: Newton's method over games grouped by pair. Within a pair d = beta_a - beta_b +
   phi x, so one pass gives log-likelihood, gradient and information from five sums per pair; the
   line search reuses the pass at the accepted point, so an iteration costs one pass over the games.
-- `one_step_bootstrap`: the linearised cluster bootstrap. A round reweights the clusters with
-  multinomial counts and takes one Newton step from the full-data fit, with the resampled gradient
-  and information built from per-(cluster, pair) sums fixed at the full-data fit. The error against
-  a refit is O(1/n) where the spread of the rounds is O(1/sqrt(n)) (see docs/rating.md). A round
-  in which some model leaves the baseline's strongly connected component (the refit would need a
-  virtual tie) is refitted exactly instead.
+- `lc_meat`: the clusters' score outer products for the sandwich interval.
 """
 
 from __future__ import annotations
@@ -22,9 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from arena_engine.rating._bradley_terry import cholesky, cholesky_solve, outside_component
-from arena_engine.rating._canonical import _mix
-from arena_engine.rating._random import below, new_state
+from arena_engine.rating._bradley_terry import cholesky, cholesky_solve
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -36,133 +31,6 @@ RIDGE = 1e-3  # penalty phi^2 * RIDGE / 2 on the length slope (shared with _leng
 NEWTON_TOL = 1e-12
 MAX_ITER = 100
 THIRD_DERIVATIVE = 1.0 / (6.0 * math.sqrt(3.0))  # max over d of |sigma (1 - sigma) (1 - 2 sigma)|
-
-
-@njit(cache=True, inline="always")
-def _before(p1: int, s1: int, w1: int, x1: float, p2: int, s2: int, w2: int, x2: float) -> bool:  # pragma: no cover
-    if p1 != p2:
-        return p1 < p2
-    if s1 != s2:
-        return s1 < s2
-    if w1 != w2:
-        return w1 < w2
-    return x1 < x2
-
-
-@njit(cache=True)
-def lc_layout(
-    a: I64, o: I8, pair: I32, cluster: I32, n_clusters: int, lengths: F64, pi: I64, strong_weight: int
-) -> tuple[I64, F64, U64]:  # pragma: no cover - numba
-    """Games (rows with a pair) grouped by cluster code, within a cluster sorted by (pair, s2, w, dx).
-
-    Returns (ptr over clusters, records [pair, s2, w, dx, raw difference len_A - len_B] as float64
-    rows (one cache line per game for the reordering that follows), cluster hashes); s2 and dx are
-    seen from the pair's first model (dx = +-(len_A - len_B))."""
-    start = np.zeros(n_clusters + 1, np.int64)
-    for r in range(a.size):
-        if pair[r] >= 0:
-            start[cluster[r] + 1] += 1
-    for c in range(n_clusters):
-        start[c + 1] += start[c]
-    n = start[n_clusters]
-    fill = start[:-1].copy()
-    gp = np.empty(n, np.int64)
-    gs2 = np.empty(n, np.int64)
-    gw = np.empty(n, np.int64)
-    dx = np.empty(n, np.float64)
-    raw = np.empty(n, np.float64)
-    for r in range(a.size):
-        p = pair[r]
-        if p < 0:
-            continue
-        t = fill[cluster[r]]
-        fill[cluster[r]] += 1
-        oc = int(o[r])
-        w = strong_weight if abs(oc) == 2 else 1
-        sign = 1 if oc > 0 else (0 if oc == 0 else -1)
-        s2a = (sign + 1) * w
-        diff = lengths[r, 0] - lengths[r, 1]
-        a_is_i = a[r] == pi[p]
-        gp[t] = p
-        gw[t] = w
-        gs2[t] = s2a if a_is_i else 2 * w - s2a
-        dx[t] = diff if a_is_i else -diff
-        raw[t] = diff
-    for t in range(n):
-        dx[t] += 0.0  # -0.0 becomes 0.0: equal differences hash alike
-    bits = dx.view(np.uint64)
-    hashes = np.empty(n_clusters, np.uint64)
-    for c in range(n_clusters):
-        lo = start[c]
-        for t in range(lo + 1, start[c + 1]):  # insertion sort: clusters hold few games
-            p, s, w, x, y = gp[t], gs2[t], gw[t], dx[t], raw[t]
-            u = t
-            while u > lo and _before(p, s, w, x, gp[u - 1], gs2[u - 1], gw[u - 1], dx[u - 1]):
-                gp[u], gs2[u], gw[u], dx[u], raw[u] = gp[u - 1], gs2[u - 1], gw[u - 1], dx[u - 1], raw[u - 1]
-                u -= 1
-            gp[u], gs2[u], gw[u], dx[u], raw[u] = p, s, w, x, y
-        h = np.uint64(start[c + 1] - lo)
-        for t in range(lo, start[c + 1]):
-            h = _mix(h, np.uint64(gp[t]))
-            h = _mix(h, np.uint64(gs2[t]))
-            h = _mix(h, np.uint64(gw[t]))
-            h = _mix(h, bits[t])
-        hashes[c] = h
-    rec = np.empty((n, 5))
-    for t in range(n):
-        rec[t, 0] = gp[t]
-        rec[t, 1] = gs2[t]
-        rec[t, 2] = gw[t]
-        rec[t, 3] = dx[t]
-        rec[t, 4] = raw[t]
-    return start, rec, hashes
-
-
-@njit(cache=True)
-def _in_content_order(
-    ptr: I64, position: I64, rec: F64, n_pairs: int
-) -> tuple[I64, I64, I64, I64, F64, float, F64, F64]:  # pragma: no cover - numba
-    n = rec.shape[0]
-    new_ptr = np.zeros(position.size + 1, np.int64)
-    ogp = np.empty(n, np.int64)
-    os2 = np.empty(n, np.int64)
-    ow = np.empty(n, np.int64)
-    odx = np.empty(n)
-    oraw = np.empty(n)
-    win = np.zeros(n_pairs)
-    games = np.zeros(n_pairs)
-    u = 0
-    for c in range(position.size):
-        src = position[c]
-        for t in range(ptr[src], ptr[src + 1]):
-            p = int(rec[t, 0])
-            ogp[u] = p
-            os2[u] = int(rec[t, 1])
-            ow[u] = int(rec[t, 2])
-            odx[u] = rec[t, 3]
-            oraw[u] = rec[t, 4]
-            win[p] += 0.5 * rec[t, 1]
-            games[p] += rec[t, 2]
-            u += 1
-        new_ptr[c + 1] = u
-    total = 0.0
-    for t in range(n):
-        total += oraw[t]
-    mean = total / n if n else 0.0
-    ss = 0.0
-    for t in range(n):
-        ss += (oraw[t] - mean) * (oraw[t] - mean)
-    spread = math.sqrt(ss / n) if n else 0.0
-    return new_ptr, ogp, os2, ow, odx, spread, win, games
-
-
-def in_content_order(ptr: I64, position: I64, rec: F64, n_pairs: int) -> tuple[I64, I64, I64, I64, F64, F64, F64]:
-    """Clusters laid out in `position` order (position -> cluster), the length feature
-    x = tanh(dx / sd(raw)) (sd over the games in that order: the same bits in any row order), and
-    pair totals. Returns (ptr, pair, s2, w, x, wins per pair, weighted games per pair)."""
-    new_ptr, ogp, os2, ow, odx, spread, win, games = _in_content_order(ptr, position, rec, n_pairs)
-    gx = np.tanh(odx / spread) if spread > 0 else np.zeros(odx.size)
-    return new_ptr, ogp, os2, ow, gx, win, games
 
 
 @njit(cache=True)
@@ -212,7 +80,7 @@ def by_pair(
 
 
 @njit(cache=True, inline="always")
-def _free_index(m: int, base: int) -> int:  # pragma: no cover - numba
+def free_index(m: int, base: int) -> int:  # pragma: no cover - numba
     if m == base:
         return -1
     return m - 1 if m > base else m
@@ -232,8 +100,8 @@ def grouped_pass(
     grad[k - 1] = -RIDGE * phi
     hess[k - 1, k - 1] = RIDGE
     for g in range(ga.size):
-        ia = _free_index(ga[g], base)
-        ib = _free_index(gb[g], base)
+        ia = free_index(ga[g], base)
+        ib = free_index(gb[g], base)
         d0 = 0.0
         if ia >= 0:
             d0 += theta[ia]
@@ -349,8 +217,8 @@ def lc_meat(
         for m in range(k):
             score[m] = 0.0
         for g in range(ptr[c], ptr[c + 1]):
-            ia = _free_index(pi[gp[g]], base)
-            ib = _free_index(pj[gp[g]], base)
+            ia = free_index(pi[gp[g]], base)
+            ib = free_index(pj[gp[g]], base)
             r = resid[where[g]]
             score[k - 1] += r * gx[g]
             if ia >= 0:
@@ -368,159 +236,3 @@ def lc_meat(
                 v = touched[s2]
                 meat[u, v] += score[u] * score[v]
     return meat
-
-
-@njit(cache=True)
-def entry_sums(
-    ptr: I64, gp: I64, gx: F64, gs2: I64, gw: I64, pi: I64, pj: I64, theta: F64, k: int, base: int
-) -> tuple[I64, I64, F64, I64]:  # pragma: no cover - numba
-    """Per (cluster, pair) entry at theta: (entry ptr over clusters, entry pair, sums rows
-    [r, r x, h, h x, h x^2], flags: 1 if the pair's first model won (part of) a game, 2 if its
-    second did); games of a cluster are sorted by pair (lc_layout)."""
-    n_clusters = ptr.size - 1
-    eptr = np.zeros(n_clusters + 1, np.int64)
-    for c in range(n_clusters):
-        cnt = 0
-        for g in range(ptr[c], ptr[c + 1]):
-            if g == ptr[c] or gp[g] != gp[g - 1]:
-                cnt += 1
-        eptr[c + 1] = eptr[c] + cnt
-    m = eptr[n_clusters]
-    epair = np.empty(m, np.int64)
-    sums = np.zeros((m, 5))
-    flags = np.zeros(m, np.int64)
-    phi = theta[k - 1]
-    e = -1
-    for c in range(n_clusters):
-        for g in range(ptr[c], ptr[c + 1]):
-            if g == ptr[c] or gp[g] != gp[g - 1]:
-                e += 1
-                epair[e] = gp[g]
-            ia = _free_index(pi[gp[g]], base)
-            ib = _free_index(pj[gp[g]], base)
-            xv = gx[g]
-            d = phi * xv
-            if ia >= 0:
-                d += theta[ia]
-            if ib >= 0:
-                d -= theta[ib]
-            if d >= 0.0:
-                p = 1.0 / (1.0 + math.exp(-d))
-            else:
-                ex = math.exp(d)
-                p = ex / (1.0 + ex)
-            wv = 0.5 * gs2[g]
-            nv = float(gw[g])
-            r = wv - nv * p
-            h = nv * p * (1.0 - p)
-            sums[e, 0] += r
-            sums[e, 1] += r * xv
-            sums[e, 2] += h
-            sums[e, 3] += h * xv
-            sums[e, 4] += h * xv * xv
-            if gs2[g] > 0:
-                flags[e] |= 1
-            if gs2[g] < 2 * gw[g]:
-                flags[e] |= 2
-    return eptr, epair, sums, flags
-
-
-def by_pair_entries(eptr: I64, epair: I64, sums: F64, flags: I64, n_pairs: int) -> tuple[I64, I64, F64, I64]:
-    """Entries regrouped by pair (stable): (ptr over pairs, entry's cluster, sums, flags)."""
-    cluster = np.repeat(np.arange(eptr.size - 1, dtype=np.int64), np.diff(eptr))
-    order = np.argsort(epair, kind="stable")
-    ptr = np.zeros(n_pairs + 1, np.int64)
-    np.cumsum(np.bincount(epair, minlength=n_pairs), out=ptr[1:])
-    return ptr, cluster[order], np.ascontiguousarray(sums[order]), flags[order]
-
-
-@njit(cache=True, nogil=True)
-def one_step_bootstrap(
-    n_clusters: int, pptr: I64, ecluster: I64, sums: F64, flags: I64, pi: I64, pj: I64, k: int, base: int,
-    theta_hat: F64, seeds: npt.NDArray[np.uint32],
-) -> tuple[F64, npt.NDArray[np.bool_]]:  # pragma: no cover - numba
-    """Per round: clusters drawn as in _length.lc_bootstrap (same seeds, same draws), the resampled
-    gradient and information at theta_hat from the entry sums (grouped by pair: pptr, ecluster),
-    theta_hat + one Newton step. Returns (rows = rounds, whether the round needs an exact refit:
-    a model outside the baseline's component)."""
-    n_pairs = pi.size
-    out = np.empty((seeds.size, k))
-    refit = np.zeros(seeds.size, np.bool_)
-    tot = np.zeros((n_pairs, 5))
-    counts = np.zeros(n_clusters)
-    seen = np.zeros(n_pairs, np.int64)
-    win = np.empty(n_pairs)
-    n = np.empty(n_pairs)
-    phi = theta_hat[k - 1]
-    for r in range(seeds.size):
-        state = new_state(seeds[r])
-        counts[:] = 0.0
-        for _ in range(n_clusters):
-            counts[below(state, n_clusters)] += 1.0
-        for p in range(n_pairs):
-            t0 = t1 = t2 = t3 = t4 = 0.0
-            f = 0
-            for e in range(pptr[p], pptr[p + 1]):
-                w = counts[ecluster[e]]  # no branch on w > 0: a third are 0, unpredictably
-                t0 += w * sums[e, 0]
-                t1 += w * sums[e, 1]
-                t2 += w * sums[e, 2]
-                t3 += w * sums[e, 3]
-                t4 += w * sums[e, 4]
-            tot[p, 0] = t0
-            tot[p, 1] = t1
-            tot[p, 2] = t2
-            tot[p, 3] = t3
-            tot[p, 4] = t4
-            # whether each side still has a win: scan the pair's entries with such a win until one
-            # was drawn (about 1.6 looks each; or-ing flags inside the loop above costs 4x the loop)
-            for bit in (1, 2):
-                for e in range(pptr[p], pptr[p + 1]):
-                    if flags[e] & bit and counts[ecluster[e]] > 0.0:
-                        f |= bit
-                        break
-            seen[p] = f
-        bad = False
-        every_pair_both_ways = True
-        for p in range(n_pairs):
-            if seen[p] != 3:
-                every_pair_both_ways = False
-        # the full data are strongly connected (the caller checks), so if every pair still has wins
-        # both ways the round is too; else ask the component search
-        if not every_pair_both_ways:
-            for p in range(n_pairs):  # only whether each side has won matters to the component
-                win[p] = 1.0 if seen[p] & 1 else 0.0
-                n[p] = win[p] + (1.0 if seen[p] & 2 else 0.0)
-            outside = outside_component(pi, pj, win, n, k, base)
-            for m in range(k):
-                if outside[m]:
-                    bad = True
-        if bad:
-            refit[r] = True
-            continue
-        grad = np.zeros(k)
-        hess = np.zeros((k, k))
-        grad[k - 1] = -RIDGE * phi
-        hess[k - 1, k - 1] = RIDGE
-        for p in range(n_pairs):
-            ia = _free_index(pi[p], base)
-            ib = _free_index(pj[p], base)
-            grad[k - 1] += tot[p, 1]
-            hess[k - 1, k - 1] += tot[p, 4]
-            if ia >= 0:
-                grad[ia] += tot[p, 0]
-                hess[ia, ia] += tot[p, 2]
-                hess[ia, k - 1] += tot[p, 3]
-                hess[k - 1, ia] += tot[p, 3]
-            if ib >= 0:
-                grad[ib] -= tot[p, 0]
-                hess[ib, ib] += tot[p, 2]
-                hess[ib, k - 1] -= tot[p, 3]
-                hess[k - 1, ib] -= tot[p, 3]
-            if ia >= 0 and ib >= 0:
-                hess[ia, ib] -= tot[p, 2]
-                hess[ib, ia] -= tot[p, 2]
-        step = cholesky_solve(cholesky(hess), grad)
-        for m in range(k):
-            out[r, m] = theta_hat[m] + step[m]
-    return out, refit

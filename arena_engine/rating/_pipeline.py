@@ -21,7 +21,9 @@ from arena_engine.rating._aggregate import (
     queries_per_model,
     unit_cells,
 )
+from arena_engine.rating._bt_bootstrap import cluster_bootstrap, star_bootstrap
 from arena_engine.rating._canonical import by_content, content_order, reorder
+from arena_engine.rating._connected import outside_component
 from arena_engine.rating._score import score_bounds, t_quantile
 from arena_engine.rating._threads import in_threads
 from arena_engine.rating.results import ELO_BASE, ELO_SCALE
@@ -67,7 +69,7 @@ def _flags(battles: Battles, s2p: I64, wp: I64) -> tuple[list[tuple[str, ...]], 
     if battles.is_star:  # a candidate fails Zermelo's condition only by winning or losing everything
         outside = (wins2 == 0) | (wins2 == 2 * played)
     else:
-        outside = bt.outside_component(pi, pj, 0.5 * s2p.astype(np.float64), wp.astype(np.float64), k, base)
+        outside = outside_component(pi, pj, 0.5 * s2p.astype(np.float64), wp.astype(np.float64), k, base)
     flags: list[tuple[str, ...]] = []
     for m in range(k):
         if m == base:
@@ -113,7 +115,7 @@ def _general_point(battles: Battles, s2p: I64, wp: I64) -> tuple[F64, F64]:
     win = 0.5 * s2p.astype(np.float64)
     n = wp.astype(np.float64)
     beta = bt.fit(battles.pi, battles.pj, win, n, k, base, np.zeros(k), np.zeros((0, 0)))
-    outside = bt.outside_component(battles.pi, battles.pj, win, n, k, base)
+    outside = outside_component(battles.pi, battles.pj, win, n, k, base)
     chol = np.zeros((0, 0))
     if k > 1 and not outside.any():
         chol = bt.cholesky(bt.hessian(battles.pi, battles.pj, n, beta, k, base))
@@ -129,7 +131,7 @@ def _star_samples(battles: Battles, cells: Cells, seed: int, rounds: int) -> F64
     order = np.lexsort((np.arange(cells.count.size), cells.count, pair_of_cell)).astype(np.int64)
     pair_seeds = model_seeds[cand]
     logits = in_threads(
-        lambda lo, hi: bt.star_bootstrap(
+        lambda lo, hi: star_bootstrap(
             cells.ptr[lo : hi + 1], cells.s2, cells.w, cells.count, order, pair_seeds[lo:hi], rounds
         ),
         cand.size,
@@ -301,7 +303,7 @@ def rate(
         else:
             empty = np.zeros(1, np.int64), np.zeros(0, np.int64)
             samples = in_threads(
-                lambda lo, hi: bt.cluster_bootstrap(
+                lambda lo, hi: cluster_bootstrap(
                     empty[0], empty[1], empty[1], empty[1], cells.ptr, cells.s2, cells.w, cells.count,
                     battles.pi, battles.pj, k, base, seeds[lo:hi], beta, chol,
                 ),
@@ -314,7 +316,7 @@ def rate(
     else:
         listed, cells = _split_single_entry_clusters(_content_ordered(battles))
         samples = in_threads(
-            lambda lo, hi: bt.cluster_bootstrap(
+            lambda lo, hi: cluster_bootstrap(
                 *listed, cells.ptr, cells.s2, cells.w, cells.count, battles.pi, battles.pj, k, base,
                 seeds[lo:hi], beta, chol,
             ),

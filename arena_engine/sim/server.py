@@ -20,58 +20,15 @@ import orjson
 from aiohttp import web
 
 from arena_engine.errors import ConfigError
-from arena_engine.sim.answers import candidate_answer, last_user_text, message_text
 from arena_engine.sim.batches import BatchStats, SimBatches
+from arena_engine.sim.completion import chat_completion, validate_chat
 from arena_engine.sim.config import Latency, SimConfig, SimModel
 from arena_engine.sim.draws import digest64, normal, uniforms
-from arena_engine.sim.judging import Judge, render_bad_verdict, render_verdict
+from arena_engine.sim.faults import MALFORMED_BODY, dribble, drop, hang, no_choices
+from arena_engine.sim.judging import Judge
 from arena_engine.sim.ratelimit import SlidingWindowLimit
+from arena_engine.sim.responses import JSON, error_response, retry_headers
 from arena_engine.sim.stats import SimStats
-
-_JSON = "application/json"
-_MAX_N = 128
-_HANG_POLL_S = 0.05
-# A 200 whose body is cut off mid-string: valid HTTP, invalid JSON.
-_MALFORMED_BODY = (
-    b'{"id": "chatcmpl-sim", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assi'
-)
-
-
-def _error(
-    status: int,
-    message: str,
-    type_: str,
-    code: str | None = None,
-    param: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> web.Response:
-    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    return web.Response(status=status, body=orjson.dumps(body), content_type=_JSON, headers=headers)
-
-
-def _format_seconds(wait: float) -> str:
-    """Retry-After in seconds: an integer when whole, else a decimal rounded up to the millisecond."""
-    ms = math.ceil(wait * 1000.0 - 1e-9)
-    return str(ms // 1000) if ms % 1000 == 0 else f"{ms / 1000:.3f}"
-
-
-def _retry_headers(wait: float, fmt: str) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    if fmt in ("seconds", "both"):
-        headers["Retry-After"] = _format_seconds(wait)
-    if fmt in ("ms", "both"):
-        headers["retry-after-ms"] = str(math.ceil(wait * 1000.0 - 1e-9))
-    return headers
-
-
-def _drop(request: web.Request) -> None:
-    """Drop the connection without an answer."""
-    if request.transport is not None:
-        request.transport.abort()
-
-
-def _estimate_tokens(text: str) -> int:
-    return len(text) // 4 + 1
 
 
 class _Simulator:
@@ -105,11 +62,11 @@ class _Simulator:
     # -- routes -------------------------------------------------------------------------------------
 
     async def list_models(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._models_body, content_type=_JSON)
+        return web.Response(body=self._models_body, content_type=JSON)
 
     async def get_stats(self, request: web.Request) -> web.Response:
         times = request.query.get("times", "") not in ("", "0", "false")
-        return web.Response(body=orjson.dumps(self.snapshot(times=times)), content_type=_JSON)
+        return web.Response(body=orjson.dumps(self.snapshot(times=times)), content_type=JSON)
 
     def snapshot(self, *, times: bool = False) -> dict[str, Any]:
         return {**self.stats.snapshot(times=times), "batches": self.batches.stats.snapshot()}
@@ -117,7 +74,7 @@ class _Simulator:
     async def post_reset(self, request: web.Request) -> web.Response:
         self.stats.reset()
         self.batches.stats = BatchStats()
-        return web.Response(body=b'{"ok": true}', content_type=_JSON)
+        return web.Response(body=b'{"ok": true}', content_type=JSON)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -126,17 +83,17 @@ class _Simulator:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             data = None
-        problem, param = _validate(data)
+        problem, param = validate_chat(data)
         if problem is not None:
             self.stats.arrive(None, body_key)
             self.stats.done(body_key, "400")
-            return _error(400, problem, "invalid_request_error", None, param)
+            return error_response(400, problem, "invalid_request_error", None, param)
         name = data["model"]
         model = self.models.get(name)
         if model is None:
             self.stats.arrive(None, body_key)
             self.stats.done(body_key, "404")
-            return _error(
+            return error_response(
                 404,
                 f"The model `{name}` does not exist.",
                 "invalid_request_error",
@@ -175,12 +132,12 @@ class _Simulator:
             if wait > 0.0:
                 self.stats.fault("rpm_429")
                 self.stats.told_to_wait(body_key, wait)
-                return "429", _error(
+                return "429", error_response(
                     429,
                     f"Rate limit reached for requests ({config.rpm_limit:g} per minute). Retry later.",
                     "requests",
                     "rate_limit_exceeded",
-                    headers=_retry_headers(wait, "both"),
+                    headers=retry_headers(wait, "both"),
                 )
         u_fault, u_latency, u_bad, u_form = uniforms(config.seed, body_key, occurrence, 4)
         fault = None
@@ -195,12 +152,12 @@ class _Simulator:
             faults = config.faults
             if faults.retry_after != "none":
                 self.stats.told_to_wait(body_key, faults.retry_after_s)
-            return "429", _error(
+            return "429", error_response(
                 429,
                 "Rate limit reached (simulated). Please retry after a while.",
                 "requests",
                 "rate_limit_exceeded",
-                headers=_retry_headers(faults.retry_after_s, faults.retry_after),
+                headers=retry_headers(faults.retry_after_s, faults.retry_after),
             )
         lat = self.latency[model.name]
         delay = lat.seconds if lat.kind == "fixed" else lat.seconds * math.exp(lat.sigma * normal(u_latency))
@@ -209,75 +166,25 @@ class _Simulator:
         if fault is not None:
             self.stats.fault(fault)
             if fault in ("500", "502", "503"):
-                return fault, _error(int(fault), f"Simulated server error {fault}.", "server_error")
+                return fault, error_response(int(fault), f"Simulated server error {fault}.", "server_error")
             if fault == "reset":
-                _drop(request)
+                drop(request)
                 return "reset", web.Response(status=500)
             if fault == "hang":
                 outcome[0] = "hang_abandoned"
-                if await self._hang(request, config.faults.hang_seconds):
-                    _drop(request)  # the client left or the server is closing: no answer
+                if await hang(request, config.faults.hang_seconds, self.closing):
+                    drop(request)  # the client left or the server is closing: no answer
                     return "hang_abandoned", web.Response(status=504)
             elif fault in ("stall", "trickle"):
                 response = self._completion(data, model, body_key, occurrence, u_bad, u_form, broken)
-                return await self._dribble(request, response, fault, outcome)
+                return await dribble(request, response, fault, outcome, config.faults, self.closing)
             elif fault == "malformed":
                 broken.append(True)
-                return "200", web.Response(body=_MALFORMED_BODY, content_type=_JSON)
+                return "200", web.Response(body=MALFORMED_BODY, content_type=JSON)
             elif fault == "no_choices":
                 broken.append(True)
-                body = {
-                    "id": f"chatcmpl-sim-{body_key:016x}-{occurrence}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model.name,
-                    "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-                }
-                return "200", web.Response(body=orjson.dumps(body), content_type=_JSON)
+                return "200", no_choices(model, body_key, occurrence)
         return "200", self._completion(data, model, body_key, occurrence, u_bad, u_form, broken)
-
-    async def _dribble(
-        self, request: web.Request, response: web.Response, fault: str, outcome: list[str]
-    ) -> tuple[str, web.StreamResponse]:
-        """Send `response` slowly: "trickle" spreads the body over trickle_seconds in 10 pieces; "stall"
-        sends the headers and half the body, then nothing for hang_seconds (then drops the connection)."""
-        body = response.body
-        assert isinstance(body, bytes)
-        stream = web.StreamResponse(status=response.status, headers={"Content-Type": _JSON})
-        stream.content_length = len(body)
-        await stream.prepare(request)
-        faults = self.config.faults
-        if fault == "stall":
-            outcome[0] = "stall_abandoned"
-            await stream.write(body[: len(body) // 2])
-            await self._hang(request, faults.hang_seconds)
-            _drop(request)
-            raise asyncio.CancelledError  # the answer is never finished; the runner logs nothing for this
-        pieces = 10
-        step = -(-len(body) // pieces)
-        for i in range(0, len(body), step):
-            await stream.write(body[i : i + step])
-            await asyncio.sleep(faults.trickle_seconds / pieces)
-        await stream.write_eof()
-        return "200", stream
-
-    async def _hang(self, request: web.Request, seconds: float) -> bool:
-        """Sleep `seconds` or until the client goes away / the server shuts down; True if abandoned."""
-        # Server shutdown wakes the wait at once; a client leaving cancels the handler when the runner has
-        # handler_cancellation (ours do), else the transport poll notices it, backing off to one check a second.
-        deadline = time.monotonic() + seconds
-        poll = _HANG_POLL_S
-        while True:
-            transport = request.transport
-            if transport is None or transport.is_closing() or self.closing.is_set():
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(poll, left)):
-                    await self.closing.wait()
-            poll = min(2 * poll, 1.0)
 
     def _completion(
         self,
@@ -289,92 +196,10 @@ class _Simulator:
         u_form: float,
         broken: list[bool],
     ) -> web.Response:
-        config = self.config
-        messages = data["messages"]
-        n = data.get("n") or 1
-        contents: list[str] = []
-        if model.judge:
-            prompt = last_user_text(messages)
-            rf = data.get("response_format")
-            if isinstance(rf, dict) and rf.get("type") in ("json_schema", "json_object"):
-                as_json = True
-            elif config.verdict_format == "mixed":
-                as_json = u_form < 0.5
-            else:
-                as_json = config.verdict_format == "json"
-            bad = config.faults.rate_bad_verdict > 0 and u_bad < config.faults.rate_bad_verdict
-            if bad:
-                self.stats.fault("bad_verdict")
-                broken.append(True)
-            for i in range(n):
-                if bad:
-                    contents.append(render_bad_verdict(u_form, as_json))
-                else:
-                    label = self.judge.verdict(prompt, body_key + i, model)
-                    contents.append(render_verdict(label, as_json))
-        else:
-            seed = data.get("seed")
-            if not isinstance(seed, int) or isinstance(seed, bool):
-                seed = config.seed
-            for i in range(n):
-                contents.append(candidate_answer(model.tag or model.name, model.quality, messages, seed, i))
-        max_tokens = data.get("max_tokens") or data.get("max_completion_tokens")
-        choices = []
-        completion_tokens = 0
-        for i, content in enumerate(contents):
-            finish = "stop"
-            tokens = _estimate_tokens(content)
-            if isinstance(max_tokens, int) and 0 < max_tokens < tokens:
-                content = content[: 4 * max_tokens]
-                tokens = max_tokens
-                finish = "length"
-            completion_tokens += tokens
-            choices.append(
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": content},
-                    "logprobs": None,
-                    "finish_reason": finish,
-                }
-            )
-        prompt_tokens = sum(_estimate_tokens(message_text(m.get("content"))) + 3 for m in messages)
-        body = {
-            "id": f"chatcmpl-sim-{body_key:016x}-{occurrence}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model.name,
-            "system_fingerprint": "arena-engine-sim",
-            "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
-        return web.Response(body=orjson.dumps(body), content_type=_JSON)
-
-
-def _validate(data: Any) -> tuple[str | None, str | None]:
-    """(problem, param) for a chat request body that cannot be served, else (None, None)."""
-    if not isinstance(data, dict):
-        return "The request body must be a JSON object.", None
-    if not isinstance(data.get("model"), str):
-        return "`model` is required and must be a string.", "model"
-    messages = data.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return "`messages` is required and must be a non-empty list.", "messages"
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            return f"messages[{i}] must be an object with a string `role`.", f"messages[{i}]"
-        content = m.get("content")
-        if content is not None and not isinstance(content, str | list):
-            return f"messages[{i}].content must be a string or a list of parts.", f"messages[{i}].content"
-    n = data.get("n")
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= _MAX_N):
-        return f"`n` must be an integer from 1 to {_MAX_N}.", "n"
-    if data.get("stream"):
-        return "Streaming is not supported by the simulator; send stream=false.", "stream"
-    return None, None
+        """One completion (`batches.Completer`): built by `completion.chat_completion`."""
+        return chat_completion(
+            self.config, self.judge, self.stats, data, model, body_key, occurrence, u_bad, u_form, broken
+        )
 
 
 SIM_KEY = web.AppKey("arena_engine_sim", _Simulator)

@@ -30,6 +30,7 @@ Guarantees:
 """
 
 from arena_engine.store.keys import content_key
-from arena_engine.store.runstore import CHECKPOINT_DIR, CorruptLine, RunStore, TornTail
+from arena_engine.store.repair import CorruptLine, TornTail
+from arena_engine.store.runstore import CHECKPOINT_DIR, RunStore
 
 __all__ = ["CHECKPOINT_DIR", "CorruptLine", "RunStore", "TornTail", "content_key"]

@@ -3,108 +3,40 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
-import re
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import numpy as np
 import orjson
 
 from arena_engine.errors import CheckpointError
-from arena_engine.store import sidecar
-from arena_engine.store.frame import KEY_SIZE, body_of, encode_record, frame, key_of, parse_line
-from arena_engine.store.index import KeyIndex, Location
-from arena_engine.store.scan import (
-    BAD,
-    ENTRY,
-    LEN_MASK,
-    NOKEY,
-    Entries,
-    join_key,
-    make_entries,
-    rows_for_keys,
-    scan,
-    split_key,
+from arena_engine.store.frame import KEY_SIZE, encode_record, frame
+from arena_engine.store.index import Location
+from arena_engine.store.kindfile import (
+    KIND_PATTERN,
+    Fsync,
+    KindFile,
+    append_line,
+    iter_items,
+    load_kind_file,
+    new_kind_file,
+    read_body,
 )
+from arena_engine.store.lock import release_lock, take_lock
+from arena_engine.store.repair import CorruptLine, TornTail
+from arena_engine.store.scan import LEN_MASK, rows_for_keys
 
 logger = logging.getLogger("arena_engine.store")
 
 DEFAULT_FSYNC_INTERVAL = 1.0
 DEFAULT_FSYNC_EVERY = 1000
 CHECKPOINT_DIR = "checkpoints"
-LOCK_NAME = ".lock"
-KIND_PATTERN = re.compile(r"[a-z_][a-z0-9_]*")
 MAX_LINE = int(LEN_MASK)
-
-Fsync = Callable[[int], None]
-
-
-@dataclass(frozen=True, slots=True)
-class CorruptLine:
-    """A checkpoint line that could not be read as a record.
-
-    ``key`` is set when the line's key could still be read; ``superseded`` when a valid record with
-    that key exists elsewhere in the file (nothing is lost then).
-    """
-
-    path: Path
-    line: int
-    reason: str
-    key: bytes | None = None
-    superseded: bool = False
-
-    def __str__(self) -> str:
-        where = f"{self.path}:{self.line}: {self.reason}"
-        if self.key is None:
-            return f"{where}; skipped (its key is unreadable: if it held a finished request, that request will be sent again)"
-        if self.superseded:
-            return f"{where}; skipped (key {self.key.hex()} has a valid record elsewhere, nothing is lost)"
-        return (
-            f"{where}; skipped: the stored result for key {self.key.hex()} is unreadable, "
-            "so that request will be sent again"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class TornTail:
-    """The unterminated end of a checkpoint file (an interrupted write), repaired on open."""
-
-    path: Path
-    line: int
-    size: int
-    completed: bool  # it was a whole record lacking only its newline, which was added
-
-    def __str__(self) -> str:
-        if self.completed:
-            return f"{self.path}:{self.line}: last record lacked its newline (interrupted write); added it"
-        return (
-            f"{self.path}:{self.line}: torn last line ({self.size} bytes, no newline) left by an "
-            "interrupted write; truncated it (it was never acknowledged as stored)"
-        )
-
-
-@dataclass(slots=True)
-class _Kind:
-    """One kind's checkpoint file, its index and its sidecar."""
-
-    path: Path
-    fd: int
-    end: int  # bytes of whole lines; every append lands here (O_APPEND, and we hold the lock)
-    lines: int  # number of the last whole line
-    index: KeyIndex
-    side: sidecar.SidecarWriter | None  # None in a read-only store
-    pending: deque[tuple[bytes, Location]] = field(default_factory=deque)  # not yet in the sidecar
-    side_stale: bool = False  # the sidecar lists a record found damaged: emptied, next open rescans
-    unreadable: dict[bytes, CorruptLine] = field(default_factory=dict)
 
 
 class RunStore:
@@ -142,7 +74,7 @@ class RunStore:
         self.full_scan = full_scan
         self.readonly = readonly
         self._fsync = fsync
-        self._kinds: dict[str, _Kind] = {}
+        self._kinds: dict[str, KindFile] = {}
         self._lock_fd: int | None = None
         self._open = False
         # What open() found and repaired.
@@ -261,8 +193,9 @@ class RunStore:
         loc = k.index.find(key)
         if loc is None:
             return None
-        body = self._read(k, key, loc)
+        body = read_body(k, loc)
         if body is None:
+            self._unreadable_now(k, key, loc[2])
             return None
         rec: dict[str, Any] = orjson.loads(body)
         return rec
@@ -272,7 +205,7 @@ class RunStore:
         k = self._kind(kind)
         if k is None:
             return iter(())
-        return self._iter_items(k, *k.index.locations())
+        return iter_items(k, *k.index.locations(), self._unreadable_now)
 
     def records(self, kind: str) -> Iterator[dict[str, Any]]:
         """Every readable record of ``kind`` stored at the call, in file order, one per key."""
@@ -315,7 +248,7 @@ class RunStore:
         line = frame(key, encode_record(record))
         if len(line) > MAX_LINE:
             raise CheckpointError(f"record for key {key.hex()} is {len(line)} bytes; the limit is 1 GiB")
-        self._append(k, line)
+        append_line(k, line)
         off = k.end
         k.end += len(line)
         k.lines += 1
@@ -339,67 +272,23 @@ class RunStore:
 
     # ------------------------------------------------------------------ internals: files
 
-    def _kind(self, kind: str) -> _Kind | None:
+    def _kind(self, kind: str) -> KindFile | None:
         if not self._open:
             raise CheckpointError(f"run store {self.run_dir} is not open; call open() or use `with`")
         return self._kinds.get(kind)
 
-    def _new_kind(self, kind: str) -> _Kind:
+    def _new_kind(self, kind: str) -> KindFile:
         if not self._open:
             raise CheckpointError(f"run store {self.run_dir} is not open; call open() or use `with`")
         if not KIND_PATTERN.fullmatch(kind):
             raise ValueError(f"checkpoint kind must match [a-z_][a-z0-9_]*, got {kind!r}")
         path = self.run_dir / CHECKPOINT_DIR / f"{kind}.jsonl"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        side = sidecar.SidecarWriter(path.with_suffix(".idx"))
-        side.reset(np.empty(0, ENTRY))
+        k = new_kind_file(path)
         self._fsync_dir(path.parent)
-        k = _Kind(path, fd, 0, 0, KeyIndex(), side)
         self._kinds[kind] = k
         return k
 
-    def _append(self, k: _Kind, line: bytes) -> None:
-        try:
-            n = os.write(k.fd, line)
-            while n < len(line):  # a short write: disk full, or a signal mid-way
-                n += os.write(k.fd, line[n:])
-        except OSError as exc:
-            # Never leave half a line behind: the next line would be glued to it.
-            with contextlib.suppress(OSError):
-                os.ftruncate(k.fd, k.end)
-            raise CheckpointError(f"cannot append to {k.path}: {exc.strerror or exc}") from exc
-
-    def _read(self, k: _Kind, key: bytes, loc: Location) -> bytes | None:
-        off, ln, line = loc
-        body = body_of(os.pread(k.fd, ln, off))
-        if body is None:
-            self._unreadable_now(k, key, line)
-        return body
-
-    def _iter_items(
-        self, k: _Kind, offs: np.ndarray, lens: np.ndarray, lines: np.ndarray
-    ) -> Iterator[tuple[bytes, dict[str, Any]]]:
-        with open(k.path, "rb", buffering=1 << 20) as fh:
-            pos = 0
-            step = 65536
-            for i in range(0, len(offs), step):
-                part = slice(i, i + step)
-                for off, ln, line in zip(
-                    offs[part].tolist(), lens[part].tolist(), lines[part].tolist(), strict=True
-                ):
-                    if off != pos:
-                        fh.seek(off)
-                    data = fh.read(ln)
-                    pos = off + ln
-                    body = body_of(data)
-                    key = key_of(data)
-                    if body is None or key is None:
-                        if key is not None:
-                            self._unreadable_now(k, key, line)
-                        continue
-                    yield key, orjson.loads(body)
-
-    def _unreadable_now(self, k: _Kind, key: bytes, line: int) -> None:
+    def _unreadable_now(self, k: KindFile, key: bytes, line: int) -> None:
         k.index.kill(key)
         # The sidecar still calls that line a record; empty it so the next open scans the file, which
         # tells the damaged line from the copy that will be stored again.
@@ -413,106 +302,6 @@ class RunStore:
         self.corrupt += 1
         self.corrupt_lines.append(c)
         logger.warning("%s", c)
-
-    # ------------------------------------------------------------------ internals: open-time scan
-
-    def _load(self, path: Path) -> _Kind:
-        if self.readonly:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        else:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
-        side: sidecar.SidecarWriter | None = None
-        try:
-            size = os.fstat(fd).st_size
-            idx_path = path.with_suffix(".idx")
-            known = None if self.full_scan else sidecar.load(idx_path, fd, size)
-            if known is None:
-                known = np.empty(0, ENTRY)
-                fresh = True
-            else:
-                fresh = False
-            start = int(known["off"][-1] + (known["len"][-1] & LEN_MASK)) if len(known) else 0
-            first_line = int(known["line"][-1]) + 1 if len(known) else 1
-            found = scan(fd, start, first_line)
-            end, lines = found.end, found.lines
-            tail_rows = found.entries
-            if self.readonly:  # a torn tail is a writer's business: leave it out
-                rows = np.concatenate([known, tail_rows]) if len(tail_rows) else known
-                k = _Kind(path, fd, end, lines, KeyIndex(), None)
-                self._index_rows(k, rows)
-                return k
-            if found.torn is not None:
-                end, lines, extra = self._repair_tail(fd, path, found.torn, lines)
-                if len(extra):
-                    tail_rows = np.concatenate([tail_rows, extra])
-            if len(tail_rows) or fresh:
-                self._fsync(fd)  # the sidecar may only describe durable lines
-            side = sidecar.SidecarWriter(idx_path)
-            if fresh:
-                side.reset(tail_rows)
-            else:
-                side.keep(len(known))
-                side.append(tail_rows)
-            rows = np.concatenate([known, tail_rows]) if len(tail_rows) else known
-            k = _Kind(path, fd, end, lines, KeyIndex(), side)
-            self._index_rows(k, rows)
-            return k
-        except BaseException:
-            if side is not None:
-                side.close()
-            os.close(fd)
-            raise
-
-    def _index_rows(self, k: _Kind, rows: Entries) -> None:
-        flags = rows["len"] & BAD
-        valid = rows[flags == 0]
-        dups = k.index.build(valid)
-        if dups:
-            self.duplicates += dups
-            logger.warning(
-                "%s: %d repeated record(s) of a stored key; the first of each is used", k.path, dups
-            )
-        for i in np.flatnonzero(flags).tolist():
-            row = rows[i]
-            line = int(row["line"])
-            if i + 1 < len(rows) and int(rows[i + 1]["line"]) == line:
-                reason = "damaged text before a valid record on the same line (the record is kept)"
-            elif row["len"] & NOKEY:
-                reason = "damaged line (not a readable checkpoint record)"
-            else:
-                reason = "damaged record (bad frame or checksum)"
-            if row["len"] & NOKEY:
-                c = CorruptLine(k.path, line, reason)
-            else:
-                key = join_key(int(row["hi"]), int(row["lo"]))
-                present = k.index.find(key) is not None
-                c = CorruptLine(k.path, line, reason, key, superseded=present)
-                if not present:
-                    k.unreadable[key] = c
-            self.corrupt += 1
-            self.corrupt_lines.append(c)
-            logger.warning("%s", c)
-
-    def _repair_tail(
-        self, fd: int, path: Path, torn: tuple[int, bytes], lines: int
-    ) -> tuple[int, int, Entries]:
-        off, tail = torn
-        parsed = parse_line(tail)
-        if parsed is not None:
-            os.write(fd, b"\n")
-            hi, lo = split_key(parsed[0])
-            extra = make_entries([(hi, lo, off, len(tail) + 1, lines + 1)])
-            info = TornTail(path, lines + 1, len(tail), completed=True)
-            end, lines = off + len(tail) + 1, lines + 1
-        else:
-            os.ftruncate(fd, off)
-            extra = np.empty(0, ENTRY)
-            info = TornTail(path, lines + 1, len(tail), completed=False)
-            end = off
-        self._fsync(fd)
-        self.torn.append(info)
-        logger.warning("%s", info)
-        return end, lines, extra
 
     # ------------------------------------------------------------------ internals: fsync
 
@@ -571,44 +360,22 @@ class RunStore:
         finally:
             os.close(fd)
 
-    # ------------------------------------------------------------------ internals: lock
+    def _load(self, path: Path) -> KindFile:
+        k, found = load_kind_file(path, readonly=self.readonly, full_scan=self.full_scan, fsync=self._fsync)
+        if found.torn is not None:
+            self.torn.append(found.torn)
+        self.duplicates += found.repeated
+        self.corrupt += len(found.corrupt_lines)
+        self.corrupt_lines.extend(found.corrupt_lines)
+        return k
 
     def _take_lock(self) -> None:
-        path = self.run_dir / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if self.readonly else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-            os.close(fd)
-            # a writer leaves its pid in the lock file; readers (a distributed run's workers) do not
-            who = f"process {holder}" if holder else "the workers of a distributed run (--backend ray)"
-            raise CheckpointError(
-                f"run folder {self.run_dir} is in use by {who}; wait for it to finish or stop "
-                "it, or start over in a new folder (--fresh)"
-            ) from None
-        except OSError as exc:
-            os.close(fd)
-            raise CheckpointError(f"cannot lock run folder {self.run_dir}: {exc.strerror or exc}") from exc
-        if self.readonly:
-            self._lock_fd = fd
-            return
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except OSError:  # a full disk: do not keep the lock of a store that failed to open
-            os.close(fd)
-            raise
-        self._lock_fd = fd
+        self._lock_fd = take_lock(self.run_dir, readonly=self.readonly)
 
     def _release_lock(self) -> None:
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
-            if not self.readonly:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            release_lock(fd, readonly=self.readonly)
 
     def _close_files(self) -> None:
         kinds, self._kinds = self._kinds, {}
