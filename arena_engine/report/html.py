@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from ..battles import Battle
+from ..battles import Battle, excluded_games
 from ..datasets import iter_queries
 from ..errors import ArenaError
 from ..identity import GENERATIONS, JUDGMENTS
@@ -165,7 +165,7 @@ def battle_data(results: ArenaResults, store: RunStore | None = None) -> dict[st
     references = _references(results) if store is not None else {}
     scored: dict[tuple[str, str], int] = {}  # (answer, reference) -> index into ref_scores
     reasons = {(g.dataset, g.subset, g.query_id, g.candidate, g.opponent, g.candidate_is_a): g.reason
-               for g in results.games if g.outcome is None}
+               for g in excluded_games(results.games)}
     source = _TextSource(store, results.battles) if store is not None else None
     for b in results.battles:
         t1 = t2 = None

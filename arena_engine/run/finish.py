@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import runlog
-from ..battles import Game
+from ..battles import Game, any_excluded
 from ..from_store import complete, tally_from_store
 from ..identity import GENERATIONS
 from ..progress import StageProgress
@@ -117,7 +117,7 @@ def nothing_left(ctx: RunContext, tally: Tally) -> bool:
     ask again, and (--retry-excluded) no unparseable verdict."""
     if tally.missing or tally.failures:
         return False
-    return not (ctx.retry_excluded and any(g.outcome is None for g in tally.games))
+    return not (ctx.retry_excluded and any_excluded(tally.games))
 
 
 def show_reused(ctx: RunContext, tally: Tally) -> None:

@@ -1,0 +1,337 @@
+"""A run's games as compact columns (:class:`GameColumns`) and the battles they make (:class:`BattleColumns`).
+
+400,000 :class:`~arena_engine.battles.Game` objects cost ~1.3 s to build and ~200 bytes each; the same
+games as columns are int32 codes into one small string table (dataset, subset, query id, candidate,
+opponent, reason, judge; -1 = None), a bool ``candidate_is_a``, an int8 ``outcome``
+(:data:`NO_OUTCOME` = None, excluded) and the judgment keys as fixed 32-byte hex (``S32``; any other
+key and they stay Python strings). Both classes are sequences (of ``Game`` / ``Battle``, made when an
+element is asked for), so every public API that hands games out keeps its types; the hot paths
+(:func:`arena_engine.battles.combine`, ``ValidColumns.of``, :func:`arena_engine.reliability.diagnose_scopes`,
+the results' sort, the reports' counts) take the columns as they are, giving exactly what they give
+for the same games as objects (``tests/test_game_columns.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, overload
+
+import numpy as np
+
+from .battles import Battle, Game, _natural
+from .judge import consistent, sample_score
+
+NO_OUTCOME = -128  # int8 stand-in for an excluded game's None outcome
+KEY_BYTES = 32  # a judgment key: the hex of a 16-byte content key
+_CODES = ("dataset", "subset", "query_id", "candidate", "opponent", "reason", "judge")
+
+
+class Strings:
+    """A string table being filled: ``code(x)`` gives x's index (None: -1)."""
+
+    def __init__(self, items: Iterable[str] = ()) -> None:
+        self.index: dict[str, int] = {}
+        for s in items:
+            self.index.setdefault(s, len(self.index))
+
+    def code(self, x: str | None) -> int:
+        return -1 if x is None else self.index.setdefault(x, len(self.index))
+
+    @property
+    def items(self) -> tuple[str, ...]:
+        return tuple(self.index)
+
+
+def _keys_column(keys: Sequence[str | None]) -> np.ndarray:
+    """Judgment keys as ``S32`` (b"" = None) when every key is 32 ASCII characters; else an object array."""
+    if all(k is None or (len(k) == KEY_BYTES and k.isascii()) for k in keys):
+        return np.array([b"" if k is None else k.encode("ascii") for k in keys], dtype=f"S{KEY_BYTES}")
+    out = np.empty(len(keys), dtype=object)
+    out[:] = list(keys)
+    return out
+
+
+def _keys_list(keys: np.ndarray) -> list[str | None]:
+    if keys.dtype == object:
+        return list(keys.tolist())
+    return [k.decode("ascii") if k else None for k in keys.tolist()]
+
+
+class GameColumns(Sequence[Game]):
+    """Games as columns (the module docstring); indexing or iterating gives ``Game`` objects."""
+
+    __slots__ = (
+        "_table",
+        "candidate",
+        "candidate_is_a",
+        "dataset",
+        "judge",
+        "judgment_key",
+        "opponent",
+        "outcome",
+        "query_id",
+        "reason",
+        "strings",
+        "subset",
+    )
+
+    def __init__(self, strings: Sequence[str], *, dataset: np.ndarray, subset: np.ndarray, query_id: np.ndarray,
+                 candidate: np.ndarray, opponent: np.ndarray, reason: np.ndarray, judge: np.ndarray,
+                 candidate_is_a: np.ndarray, outcome: np.ndarray, judgment_key: np.ndarray) -> None:
+        self.strings = tuple(strings)
+        self.dataset, self.subset, self.query_id = dataset, subset, query_id
+        self.candidate, self.opponent, self.reason, self.judge = candidate, opponent, reason, judge
+        self.candidate_is_a, self.outcome, self.judgment_key = candidate_is_a, outcome, judgment_key
+        n = len(outcome)
+        if any(len(getattr(self, c)) != n for c in (*_CODES, "candidate_is_a", "judgment_key")):
+            raise ValueError("games columns of different lengths")
+        for c in _CODES:
+            col = getattr(self, c)
+            if n and (int(col.min()) < -1 or int(col.max()) >= len(self.strings)):
+                raise ValueError(f"games column {c!r} does not fit the string table")
+        if n and (outcome.dtype != np.int8 or int(outcome.max()) > 2
+                  or (int(outcome.min()) < -2 and bool(np.any((outcome < -2) & (outcome != NO_OUTCOME))))):
+            raise ValueError("an outcome is out of range")
+        self._table: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ making
+    @classmethod
+    def of(cls, games: Iterable[Game]) -> GameColumns:
+        """The columns of ``games`` (columns already are returned as they are)."""
+        if isinstance(games, GameColumns):
+            return games
+        games = list(games)
+        s = Strings()
+        code = s.code
+        cols = {c: np.fromiter((code(getattr(g, c)) for g in games), np.int32, len(games)) for c in _CODES}
+        return cls(s.items, **cols,
+                   candidate_is_a=np.fromiter((g.candidate_is_a for g in games), np.bool_, len(games)),
+                   outcome=np.fromiter((NO_OUTCOME if g.outcome is None else g.outcome for g in games), np.int8,
+                                       len(games)),
+                   judgment_key=_keys_column([g.judgment_key for g in games]))
+
+    def take(self, rows: np.ndarray) -> GameColumns:
+        """The games of ``rows`` (indices or a mask), in that order."""
+        return GameColumns(self.strings, **{c: getattr(self, c)[rows] for c in _CODES},
+                           candidate_is_a=self.candidate_is_a[rows], outcome=self.outcome[rows],
+                           judgment_key=self.judgment_key[rows])
+
+    # ------------------------------------------------------------------ as a sequence of games
+    def table(self) -> np.ndarray:
+        """The string table as an object array whose index -1 is None."""
+        if self._table is None:
+            t = np.empty(len(self.strings) + 1, dtype=object)
+            t[:-1] = self.strings
+            self._table = t
+        return self._table
+
+    def texts(self, column: str) -> list[str | None]:
+        out: list[str | None] = self.table()[getattr(self, column)].tolist()
+        return out
+
+    def outcomes(self) -> list[int | None]:
+        return [None if o == NO_OUTCOME else o for o in self.outcome.tolist()]
+
+    def __len__(self) -> int:
+        return len(self.outcome)
+
+    @overload
+    def __getitem__(self, i: int) -> Game: ...
+    @overload
+    def __getitem__(self, i: slice) -> GameColumns: ...
+    def __getitem__(self, i: int | slice) -> Game | GameColumns:
+        if isinstance(i, slice):
+            return self.take(np.arange(len(self))[i])
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError("game index out of range")
+        return next(iter(self.take(np.asarray([i % n]))))
+
+    def __iter__(self) -> Iterator[Game]:
+        return iter(list(map(Game, *(self.texts(c) for c in _CODES[:5]), self.candidate_is_a.tolist(),
+                             self.outcomes(), self.texts("reason"), _keys_list(self.judgment_key),
+                             self.texts("judge"))))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)) or len(other) != len(self):
+            return False if isinstance(other, Sequence) else NotImplemented
+        return all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<GameColumns: {len(self)} games>"
+
+    # ------------------------------------------------------------------ what the hot paths need
+    def rank(self) -> np.ndarray:
+        """Each string's rank in Python's order of the table's strings (equal strings: equal ranks)."""
+        order = sorted(range(len(self.strings)), key=self.strings.__getitem__)
+        rank = np.empty(len(self.strings) + 1, np.int64)  # index -1: None, below every string
+        rank[np.asarray(order, np.int64)] = np.arange(len(order))
+        rank[-1] = -1
+        return rank
+
+    def sorted_by_game_order(self) -> GameColumns:
+        """``sorted(games, key=results.game_order)``: (dataset, subset, candidate, opponent, query id, not
+        candidate_is_a), stable."""
+        r = self.rank()
+        order = np.lexsort((~self.candidate_is_a, r[self.query_id], r[self.opponent], r[self.candidate],
+                            r[self.subset], r[self.dataset]))
+        if np.array_equal(order, np.arange(len(order))):
+            return self
+        return self.take(order)
+
+    def valid(self) -> np.ndarray:
+        return np.asarray(self.outcome != NO_OUTCOME)
+
+    def where_codes(self, rows: np.ndarray | None = None) -> tuple[list[tuple[str, str]], np.ndarray]:
+        """The (dataset, subset) pairs of the games of ``rows`` (a mask; None: all) in first-seen order, and
+        each of those games' code into them."""
+        d = self.dataset if rows is None else self.dataset[rows]
+        s = self.subset if rows is None else self.subset[rows]
+        return first_seen_codes(self, (d, s))
+
+    def excluded_games(self) -> list[Game]:
+        """The excluded games as objects, in order (few: a run's excluded share is small)."""
+        return list(self.take(np.flatnonzero(~self.valid())))
+
+
+def _dense(col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct values, each row's index into them)."""
+    values, inverse = np.unique(col, return_inverse=True)
+    return values, inverse.reshape(-1).astype(np.int64)
+
+
+def combined_key(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """One int64 per row that is equal exactly when every part is (dense codes in mixed radix; rows of
+    a 2-D array when the radix would overflow)."""
+    n = len(parts[0]) if parts else 0
+    key = np.zeros(n, np.int64)
+    size = 1
+    for p in parts:
+        _, inv = _dense(p)
+        radix = int(inv.max()) + 1 if n else 1
+        if size * radix >= 1 << 62:
+            stacked = np.stack([_dense(q)[1] for q in parts], axis=1)
+            _, inv2 = np.unique(stacked, axis=0, return_inverse=True)
+            return inv2.reshape(-1).astype(np.int64)
+        key = key * radix + inv
+        size *= radix
+    return key
+
+
+def first_seen(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group rows by ``key``: (each group's first row, in first-seen order; each row's group number in
+    that order)."""
+    if len(key) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inverse.reshape(-1)]
+
+
+def first_seen_codes(games: GameColumns, parts: Sequence[np.ndarray]) -> tuple[list[tuple[str, str]], np.ndarray]:
+    rows, code = first_seen(combined_key(parts))
+    strings = games.strings
+    return [tuple(strings[int(p[r])] for p in parts) for r in rows], code  # type: ignore[misc]
+
+
+def last_per_group(group: np.ndarray, rows: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group, the last of ``rows`` (ascending row numbers) that falls in it; -1 where none does."""
+    out = np.full(n_groups, -1, np.int64)
+    if len(rows):
+        rev = rows[::-1]
+        _, at = np.unique(group[rev], return_index=True)
+        out[group[rev[at]]] = rev[at]
+    return out
+
+
+class BattleColumns(Sequence[Battle]):
+    """:func:`arena_engine.battles.combine` of game columns: each battle's games as rows of ``games``
+    (-1: no such game), in the battles' order; indexing or iterating gives ``Battle`` objects."""
+
+    __slots__ = ("_cache", "first_row", "games", "second_row")
+
+    def __init__(self, games: GameColumns, first_row: np.ndarray, second_row: np.ndarray) -> None:
+        self.games, self.first_row, self.second_row = games, first_row, second_row
+        self._cache: list[Battle] | None = None
+
+    def _row(self) -> np.ndarray:
+        return np.where(self.first_row >= 0, self.first_row, self.second_row)
+
+    def outcome_pair(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each battle's outcomes as A and as B (:data:`NO_OUTCOME` where a game is missing or excluded)."""
+        out = np.append(self.games.outcome, np.int8(NO_OUTCOME))  # row -1: missing
+        return out[self.first_row], out[self.second_row]
+
+    def __len__(self) -> int:
+        return len(self.first_row)
+
+    def _all(self) -> list[Battle]:
+        if self._cache is None:
+            g = self.games
+            row = self._row()
+            table = g.table()
+            text: Callable[[str], list[Any]] = lambda c: table[getattr(g, c)[row]].tolist()  # noqa: E731
+            o1, o2 = self.outcome_pair()
+            first = [None if o == NO_OUTCOME else o for o in o1.tolist()]
+            second = [None if o == NO_OUTCOME else o for o in o2.tolist()]
+            keys = _keys_list(g.judgment_key)
+            keys.append(None)
+            k1 = [keys[i] for i in self.first_row.tolist()]
+            k2 = [keys[i] for i in self.second_row.tolist()]
+            self._cache = [Battle(d, s, q, c, o, a, b, sample_score(a, b), consistent(a, b), (x, y), j)
+                           for d, s, q, c, o, a, b, x, y, j in zip(
+                               text("dataset"), text("subset"), text("query_id"), text("candidate"),
+                               text("opponent"), first, second, k1, k2, text("judge"), strict=True)]
+        return self._cache
+
+    @overload
+    def __getitem__(self, i: int) -> Battle: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Battle]: ...
+    def __getitem__(self, i: int | slice) -> Battle | list[Battle]:
+        return self._all()[i]
+
+    def __iter__(self) -> Iterator[Battle]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<BattleColumns: {len(self)} battles>"
+
+
+def combine_columns(g: GameColumns) -> BattleColumns:
+    """:func:`arena_engine.battles.combine` of columns (the same battles, in the same order)."""
+    n = len(g)
+    group_of, group = first_seen(combined_key((g.dataset, g.subset, g.query_id, g.candidate, g.opponent, g.judge)))
+    nb = len(group_of)
+    rows = np.arange(n, dtype=np.int64)
+    first_row = last_per_group(group, rows[g.candidate_is_a], nb)
+    second_row = last_per_group(group, rows[~g.candidate_is_a], nb)
+    r = g.rank()
+    # natural order of the query ids: (0, int) for digits, (1, text) otherwise; equal keys, equal ranks
+    qids = sorted({int(q) for q in np.unique(g.query_id[group_of]).tolist()}, key=lambda q: _natural(g.strings[q]))
+    nat = np.zeros(len(g.strings) + 1, np.int64)
+    prev: object = None
+    k = -1
+    for q in qids:
+        key = _natural(g.strings[q])
+        if key != prev:
+            k += 1
+            prev = key
+        nat[q] = k
+    judge = g.judge[group_of]
+    empty = g.strings.index("") if "" in g.strings else -1
+    judge_rank = r[np.where(judge < 0, empty, judge)] if empty >= 0 else r[judge]
+    order = np.lexsort((np.arange(nb), judge_rank, nat[g.query_id[group_of]], r[g.opponent[group_of]],
+                        r[g.candidate[group_of]], r[g.subset[group_of]], r[g.dataset[group_of]]))
+    return BattleColumns(g, first_row[order], second_row[order])
