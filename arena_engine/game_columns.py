@@ -13,6 +13,7 @@ for the same games as objects (``tests/test_game_columns.py``).
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, overload
 
@@ -335,3 +336,88 @@ def combine_columns(g: GameColumns) -> BattleColumns:
     order = np.lexsort((np.arange(nb), judge_rank, nat[g.query_id[group_of]], r[g.opponent[group_of]],
                         r[g.candidate[group_of]], r[g.subset[group_of]], r[g.dataset[group_of]]))
     return BattleColumns(g, first_row[order], second_row[order])
+
+
+class GameBuilder:
+    """Games appended one by one (a run's, a walk's) into columns: ~60 bytes a game instead of a
+    ``Game`` object's ~250. :meth:`build` gives the :class:`GameColumns`; iterating gives the games."""
+
+    def __init__(self) -> None:
+        self._strings = Strings()
+        self._codes = {c: array("i") for c in _CODES}
+        self._is_a = bytearray()
+        self._outcome = array("b")
+        self._keys = bytearray()  # KEY_BYTES per game, zeros: no key
+        self._odd_keys: list[str | None] | None = None  # every key, once one is not 32 ASCII characters
+
+    def append(self, g: Game) -> None:
+        code = self._strings.code
+        for c, col in self._codes.items():
+            col.append(code(getattr(g, c)))
+        self._is_a.append(g.candidate_is_a)
+        self._outcome.append(NO_OUTCOME if g.outcome is None else g.outcome)
+        k = g.judgment_key
+        if self._odd_keys is None and (k is None or (len(k) == KEY_BYTES and k.isascii())):
+            self._keys += b"\0" * KEY_BYTES if k is None else k.encode("ascii")
+            return
+        if self._odd_keys is None:
+            self._odd_keys = _keys_list(self._fixed_keys())
+            self._keys = bytearray()
+        self._odd_keys.append(k)
+
+    def extend(self, games: Iterable[Game]) -> None:
+        for g in games:
+            self.append(g)
+
+    def _fixed_keys(self) -> np.ndarray:
+        return np.frombuffer(bytes(self._keys), dtype=f"S{KEY_BYTES}").copy()
+
+    def __len__(self) -> int:
+        return len(self._outcome)
+
+    def __iter__(self) -> Iterator[Game]:
+        return iter(self.build())
+
+    def build(self) -> GameColumns:
+        if self._odd_keys is None:
+            keys = self._fixed_keys()
+        else:
+            keys = np.empty(len(self._odd_keys), dtype=object)
+            keys[:] = self._odd_keys
+        return GameColumns(self._strings.items,
+                           **{c: np.frombuffer(col, dtype=np.int32).copy() if len(col) else np.zeros(0, np.int32)
+                              for c, col in self._codes.items()},
+                           candidate_is_a=np.frombuffer(bytes(self._is_a), dtype=np.bool_).copy(),
+                           outcome=np.frombuffer(self._outcome, dtype=np.int8).copy() if len(self._outcome)
+                           else np.zeros(0, np.int8),
+                           judgment_key=keys)
+
+
+def columns_of(games: Iterable[Game]) -> Sequence[Game]:
+    """What a tally holds: a builder's columns; a list (or columns) as it is."""
+    if isinstance(games, GameBuilder):
+        return games.build()
+    return games if isinstance(games, Sequence) else list(games)
+
+
+def same_games(a: Iterable[Game], b: Iterable[Game]) -> bool:
+    """Whether two collections hold the same games (equal as ``Game`` objects), in any order."""
+    x, y = GameColumns.of(columns_of(a)), GameColumns.of(columns_of(b))
+    if len(x) != len(y):
+        return False
+    table = Strings(x.strings)
+    to_x = np.asarray([table.code(s) + 1 for s in x.strings] + [0], np.int64)  # -1 (None) -> 0
+    to_y = np.asarray([table.code(s) + 1 for s in y.strings] + [0], np.int64)
+    kx, ky = x.judgment_key, y.judgment_key
+    if kx.dtype == object or ky.dtype == object:  # None -> "", a key k -> "k" + k
+        kx = np.asarray(["" if k is None else "k" + k for k in _keys_list(kx)], dtype=object)
+        ky = np.asarray(["" if k is None else "k" + k for k in _keys_list(ky)], dtype=object)
+    _, keys = np.unique(np.concatenate([kx, ky]), return_inverse=True)
+    keys = keys.reshape(-1)
+
+    def rows(g: GameColumns, to: np.ndarray, k: np.ndarray) -> np.ndarray:
+        m = np.stack([*(to[getattr(g, c)] for c in _CODES), g.candidate_is_a.astype(np.int64),
+                      g.outcome.astype(np.int64), k], axis=1)
+        return m[np.lexsort(m.T[::-1])]
+
+    return bool(np.array_equal(rows(x, to_x, keys[:len(x)]), rows(y, to_y, keys[len(x):])))

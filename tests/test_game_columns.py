@@ -74,3 +74,24 @@ def test_keys_that_are_not_fixed_hex_stay_strings() -> None:
     games = [Game("d", "s", "1", "a", "base", True, 1, None, "short"), Game("d", "s", "1", "a", "base", False, None)]
     cols = GameColumns.of(games)
     assert cols.judgment_key.dtype == object and list(cols) == games
+
+
+def test_a_builder_holds_the_games_appended() -> None:
+    from dataclasses import replace
+
+    from arena_engine.game_columns import GameBuilder, same_games
+
+    games = _games(11)
+    b = GameBuilder()
+    b.extend(games[:50])
+    b.append(replace(games[50], judgment_key="not a fixed key"))  # from here on the keys are kept as strings
+    b.extend(games[51:])
+    want = [*games[:50], replace(games[50], judgment_key="not a fixed key"), *games[51:]]
+    assert list(b.build()) == want and len(b) == len(want)
+    fixed = GameBuilder()
+    fixed.extend(games)
+    assert fixed.build().judgment_key.dtype != object and list(fixed.build()) == games
+    assert same_games(fixed, list(reversed(games))) and same_games(games, GameColumns.of(games).sorted_by_game_order())
+    assert not same_games(games, want) and not same_games(games, games[1:])
+    assert not same_games([replace(games[0], judge=None)], [replace(games[0], judge="")])
+    assert len(GameBuilder().build()) == 0 and same_games(GameBuilder(), [])

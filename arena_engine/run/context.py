@@ -16,6 +16,7 @@ from ..client import RETRY_BUDGET_EXHAUSTED, ChatClient, ChatResult
 from ..config import RunConfig
 from ..datasets import Query
 from ..from_store import FAILURES, judge_slots
+from ..game_columns import GameBuilder
 from ..identity import model_identity
 from ..inflight import InFlight
 from ..progress import StageProgress
@@ -60,7 +61,7 @@ class RunContext:
         self.finished = anyio.Event()
         self.started = time.monotonic()
         # what the results count
-        self.games: list[Game] = []
+        self.games: GameBuilder | list[Game] = GameBuilder()  # columns; an adaptive run's GameLog
         self.stop: AdaptiveRun | None = None  # [arena.stop]: set once the queries are counted
         self.game_log: GameLog | None = None  # an adaptive run's games, also kept per query until it is done
         self.usage: dict[str, EndpointUsage] = {}
