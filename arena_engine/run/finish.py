@@ -22,7 +22,7 @@ from ..runlog import RunHistory
 from ..snapshot import ItemsDigest
 from ..snapshot import eligible as snapshot_eligible
 from ..store import RunStore
-from .context import RunContext
+from .context import ReferenceQueue, RunContext
 
 
 class RunLog:
@@ -54,7 +54,7 @@ def results(ctx: RunContext) -> ArenaResults:
     seen = ItemsDigest()
 
     def items() -> Iterator[tuple[str, str, str, str, str]]:  # read one by one while the metrics are scored
-        queued, ctx.reference_items = ctx.reference_items, []
+        queued, ctx.reference_items = ctx.reference_items, ReferenceQueue()
         for model, dataset, subset, key, reference in queued:
             rec = store.get(GENERATIONS, key)
             if rec is not None:
