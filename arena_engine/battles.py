@@ -187,10 +187,10 @@ class ValidColumns:
 
         index = {m: i for i, m in enumerate(models)}
         lookup = np.full(len(games.strings) + 1, -1, np.int64)
-        for code, s in enumerate(games.strings):
-            if s in index:
-                lookup[code] = index[s]
         rows = np.flatnonzero(games.valid())
+        for code in np.unique(np.concatenate([games.candidate[rows], games.opponent[rows]])).tolist():
+            if games.strings[code] in index:
+                lookup[code] = index[games.strings[code]]
         subsets, sub = games.where_codes(rows)
         cand, opp = lookup[games.candidate[rows]], lookup[games.opponent[rows]]
         if np.any(cand < 0) or np.any(opp < 0):

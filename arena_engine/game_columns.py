@@ -62,7 +62,9 @@ class GameColumns(Sequence[Game]):
     """Games as columns (the module docstring); indexing or iterating gives ``Game`` objects."""
 
     __slots__ = (
+        "_rank",
         "_table",
+        "_wheres",
         "candidate",
         "candidate_is_a",
         "dataset",
@@ -72,6 +74,7 @@ class GameColumns(Sequence[Game]):
         "outcome",
         "query_id",
         "reason",
+        "sorted",
         "strings",
         "subset",
     )
@@ -94,6 +97,10 @@ class GameColumns(Sequence[Game]):
                   or (int(outcome.min()) < -2 and bool(np.any((outcome < -2) & (outcome != NO_OUTCOME))))):
             raise ValueError("an outcome is out of range")
         self._table: np.ndarray | None = None
+        self._rank: np.ndarray | None = None
+        self._wheres: tuple[list[tuple[str, str]], np.ndarray] | None = None
+        #: in results.game_order (sorted_by_game_order's): a battle's games of one judge are then adjacent
+        self.sorted = False
 
     # ------------------------------------------------------------------ making
     @classmethod
@@ -113,9 +120,11 @@ class GameColumns(Sequence[Game]):
 
     def take(self, rows: np.ndarray) -> GameColumns:
         """The games of ``rows`` (indices or a mask), in that order."""
-        return GameColumns(self.strings, **{c: getattr(self, c)[rows] for c in _CODES},
-                           candidate_is_a=self.candidate_is_a[rows], outcome=self.outcome[rows],
-                           judgment_key=self.judgment_key[rows])
+        out = GameColumns(self.strings, **{c: getattr(self, c)[rows] for c in _CODES},
+                          candidate_is_a=self.candidate_is_a[rows], outcome=self.outcome[rows],
+                          judgment_key=self.judgment_key[rows])
+        out._table, out._rank = self._table, self._rank  # the same string table
+        return out
 
     # ------------------------------------------------------------------ as a sequence of games
     def table(self) -> np.ndarray:
@@ -166,11 +175,13 @@ class GameColumns(Sequence[Game]):
     # ------------------------------------------------------------------ what the hot paths need
     def rank(self) -> np.ndarray:
         """Each string's rank in Python's order of the table's strings (equal strings: equal ranks)."""
-        order = sorted(range(len(self.strings)), key=self.strings.__getitem__)
-        rank = np.empty(len(self.strings) + 1, np.int64)  # index -1: None, below every string
-        rank[np.asarray(order, np.int64)] = np.arange(len(order))
-        rank[-1] = -1
-        return rank
+        if self._rank is None:
+            order = sorted(range(len(self.strings)), key=self.strings.__getitem__)
+            rank = np.empty(len(self.strings) + 1, np.int64)  # index -1: None, below every string
+            rank[np.asarray(order, np.int64)] = np.arange(len(order))
+            rank[-1] = -1
+            self._rank = rank
+        return self._rank
 
     def sorted_by_game_order(self) -> GameColumns:
         """``sorted(games, key=results.game_order)``: (dataset, subset, candidate, opponent, query id, not
@@ -178,9 +189,9 @@ class GameColumns(Sequence[Game]):
         r = self.rank()
         order = np.lexsort((~self.candidate_is_a, r[self.query_id], r[self.opponent], r[self.candidate],
                             r[self.subset], r[self.dataset]))
-        if np.array_equal(order, np.arange(len(order))):
-            return self
-        return self.take(order)
+        out = self if np.array_equal(order, np.arange(len(order))) else self.take(order)
+        out.sorted = True
+        return out
 
     def valid(self) -> np.ndarray:
         return np.asarray(self.outcome != NO_OUTCOME)
@@ -188,9 +199,11 @@ class GameColumns(Sequence[Game]):
     def where_codes(self, rows: np.ndarray | None = None) -> tuple[list[tuple[str, str]], np.ndarray]:
         """The (dataset, subset) pairs of the games of ``rows`` (a mask; None: all) in first-seen order, and
         each of those games' code into them."""
-        d = self.dataset if rows is None else self.dataset[rows]
-        s = self.subset if rows is None else self.subset[rows]
-        return first_seen_codes(self, (d, s))
+        if rows is None:
+            if self._wheres is None:
+                self._wheres = first_seen_codes(self, (self.dataset, self.subset))
+            return self._wheres
+        return first_seen_codes(self, (self.dataset[rows], self.subset[rows]))
 
     def excluded_games(self) -> list[Game]:
         """The excluded games as objects, in order (few: a run's excluded share is small)."""
@@ -310,26 +323,57 @@ class BattleColumns(Sequence[Battle]):
         return f"<BattleColumns: {len(self)} battles>"
 
 
-def combine_columns(g: GameColumns) -> BattleColumns:
-    """:func:`arena_engine.battles.combine` of columns (the same battles, in the same order)."""
-    n = len(g)
-    group_of, group = first_seen(combined_key((g.dataset, g.subset, g.query_id, g.candidate, g.opponent, g.judge)))
-    nb = len(group_of)
-    rows = np.arange(n, dtype=np.int64)
-    first_row = last_per_group(group, rows[g.candidate_is_a], nb)
-    second_row = last_per_group(group, rows[~g.candidate_is_a], nb)
-    r = g.rank()
-    # natural order of the query ids: (0, int) for digits, (1, text) otherwise; equal keys, equal ranks
-    qids = sorted({int(q) for q in np.unique(g.query_id[group_of]).tolist()}, key=lambda q: _natural(g.strings[q]))
+def battle_groups(g: GameColumns, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`first_seen` of the games' battles (dataset, subset, query, candidate, opponent, judge), of
+    all games or of ``rows`` (ascending indices). Games sorted by the results' order with one judge hold
+    each battle's games next to each other: groups are then runs of equal keys, found without a sort."""
+    cols = [getattr(g, c) if rows is None else getattr(g, c)[rows]
+            for c in ("dataset", "subset", "query_id", "candidate", "opponent", "judge")]
+    n = len(cols[0])
+    if g.sorted and n and not bool(np.any(g.judge != g.judge[0])):
+        same = np.ones(n - 1, np.bool_)
+        for c in cols[:5]:
+            same &= c[1:] == c[:-1]
+        starts = np.concatenate([np.ones(1, np.bool_), ~same])
+        return np.flatnonzero(starts), np.cumsum(starts) - 1
+    return first_seen(combined_key(cols))
+
+
+def natural_rank(g: GameColumns, codes: np.ndarray) -> np.ndarray:
+    """Per string code (of ``codes``, the query ids), its rank in ``battles._natural`` order: (0, int)
+    for digits, (1, text) otherwise; equal keys, equal ranks."""
     nat = np.zeros(len(g.strings) + 1, np.int64)
+    texts = [g.strings[q] for q in codes.tolist()]
+    digits = np.fromiter((t.isdigit() for t in texts), np.bool_, len(texts))
+    if all(len(t) <= 18 and t.isascii() for t, d in zip(texts, digits.tolist(), strict=True) if d):
+        values = np.fromiter((int(t) if d else 0 for t, d in zip(texts, digits.tolist(), strict=True)), np.int64,
+                             len(texts))
+        _, by_value = np.unique(values[digits], return_inverse=True)
+        nat[codes[digits]] = by_value.reshape(-1)
+        base = int(by_value.max()) + 1 if len(by_value) else 0
+        nat[codes[~digits]] = base + g.rank()[codes[~digits]]  # texts keep their order, after every number
+        return nat
     prev: object = None
     k = -1
-    for q in qids:
+    for q in sorted(codes.tolist(), key=lambda q: _natural(g.strings[q])):
         key = _natural(g.strings[q])
         if key != prev:
             k += 1
             prev = key
         nat[q] = k
+    return nat
+
+
+def combine_columns(g: GameColumns) -> BattleColumns:
+    """:func:`arena_engine.battles.combine` of columns (the same battles, in the same order)."""
+    n = len(g)
+    group_of, group = battle_groups(g)
+    nb = len(group_of)
+    rows = np.arange(n, dtype=np.int64)
+    first_row = last_per_group(group, rows[g.candidate_is_a], nb)
+    second_row = last_per_group(group, rows[~g.candidate_is_a], nb)
+    r = g.rank()
+    nat = natural_rank(g, np.unique(g.query_id[group_of]))
     judge = g.judge[group_of]
     empty = g.strings.index("") if "" in g.strings else -1
     judge_rank = r[np.where(judge < 0, empty, judge)] if empty >= 0 else r[judge]

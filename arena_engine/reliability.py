@@ -305,7 +305,7 @@ def _diagnose_columns(g: GameColumns) -> dict[ScopeKey, BoardDiagnostics]:
     """:func:`diagnose_scopes` of columns: the same sums, the same orders (as the loop's docstring says)."""
     import numpy as np
 
-    from .game_columns import combined_key, first_seen, last_per_group
+    from .game_columns import battle_groups, last_per_group
 
     tallies: dict[ScopeKey, _Tally] = {}
     wheres, wcode = g.where_codes()
@@ -332,8 +332,7 @@ def _diagnose_columns(g: GameColumns) -> dict[ScopeKey, BoardDiagnostics]:
             t.a_wins += a_wins[w]
             t.b_wins += b_wins[w]
     rows = np.flatnonzero(valid)  # the battles of the rated games, in the order their first rated game comes
-    group_of, group = first_seen(combined_key(
-        (g.dataset[rows], g.subset[rows], g.query_id[rows], g.candidate[rows], g.opponent[rows], g.judge[rows])))
+    group_of, group = battle_groups(g, rows)
     nb = len(group_of)
     local = np.arange(len(rows), dtype=np.int64)
     is_a = g.candidate_is_a[rows]

@@ -95,3 +95,14 @@ def test_a_builder_holds_the_games_appended() -> None:
     assert not same_games(games, want) and not same_games(games, games[1:])
     assert not same_games([replace(games[0], judge=None)], [replace(games[0], judge="")])
     assert len(GameBuilder().build()) == 0 and same_games(GameBuilder(), [])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sorted_columns_of_one_judge_give_what_the_objects_give(seed: int) -> None:
+    from dataclasses import replace
+
+    games = sorted((replace(g, judge=None) for g in _games(seed)), key=game_order)
+    cols = GameColumns.of(games).sorted_by_game_order()
+    assert cols.sorted and list(cols) == games
+    assert combine(cols) == combine(games) and diagnose_scopes(cols) == diagnose_scopes(games)
+    assert position_consistency(combine(cols)) == position_consistency(combine(games))
