@@ -22,6 +22,7 @@ import numpy as np
 from .battles import Battle, Game, _natural
 from .judge import consistent, sample_score
 
+CHUNK = 8192  # battles made into objects at once while iterating
 NO_OUTCOME = -128  # int8 stand-in for an excluded game's None outcome
 KEY_BYTES = 32  # a judgment key: the hex of a 16-byte content key
 _CODES = ("dataset", "subset", "query_id", "candidate", "opponent", "reason", "judge")
@@ -266,11 +267,10 @@ class BattleColumns(Sequence[Battle]):
     """:func:`arena_engine.battles.combine` of game columns: each battle's games as rows of ``games``
     (-1: no such game), in the battles' order; indexing or iterating gives ``Battle`` objects."""
 
-    __slots__ = ("_cache", "first_row", "games", "second_row")
+    __slots__ = ("first_row", "games", "second_row")
 
     def __init__(self, games: GameColumns, first_row: np.ndarray, second_row: np.ndarray) -> None:
         self.games, self.first_row, self.second_row = games, first_row, second_row
-        self._cache: list[Battle] | None = None
 
     def _row(self) -> np.ndarray:
         return np.where(self.first_row >= 0, self.first_row, self.second_row)
@@ -283,34 +283,45 @@ class BattleColumns(Sequence[Battle]):
     def __len__(self) -> int:
         return len(self.first_row)
 
-    def _all(self) -> list[Battle]:
-        if self._cache is None:
-            g = self.games
-            row = self._row()
-            table = g.table()
-            text: Callable[[str], list[Any]] = lambda c: table[getattr(g, c)[row]].tolist()  # noqa: E731
-            o1, o2 = self.outcome_pair()
-            first = [None if o == NO_OUTCOME else o for o in o1.tolist()]
-            second = [None if o == NO_OUTCOME else o for o in o2.tolist()]
-            keys = _keys_list(g.judgment_key)
-            keys.append(None)
-            k1 = [keys[i] for i in self.first_row.tolist()]
-            k2 = [keys[i] for i in self.second_row.tolist()]
-            self._cache = [Battle(d, s, q, c, o, a, b, sample_score(a, b), consistent(a, b), (x, y), j)
-                           for d, s, q, c, o, a, b, x, y, j in zip(
-                               text("dataset"), text("subset"), text("query_id"), text("candidate"),
-                               text("opponent"), first, second, k1, k2, text("judge"), strict=True)]
-        return self._cache
+    def _battles(self, start: int, end: int) -> list[Battle]:
+        """Battles [start, end) as objects."""
+        g = self.games
+        f, s = self.first_row[start:end], self.second_row[start:end]
+        row = np.where(f >= 0, f, s)
+        table = g.table()
+        text: Callable[[str], list[Any]] = lambda c: table[getattr(g, c)[row]].tolist()  # noqa: E731
+        out = np.append(g.outcome, np.int8(NO_OUTCOME))  # row -1: missing
+        first = [None if o == NO_OUTCOME else o for o in out[f].tolist()]
+        second = [None if o == NO_OUTCOME else o for o in out[s].tolist()]
+        keys = g.judgment_key
+        none = np.zeros(1, dtype=keys.dtype) if keys.dtype != object else np.array([None], dtype=object)
+        k1 = _keys_list(np.concatenate([keys, none])[f])
+        k2 = _keys_list(np.concatenate([keys, none])[s])
+        return [Battle(d, su, q, c, o, a, b, sample_score(a, b), consistent(a, b), (x, y), j)
+                for d, su, q, c, o, a, b, x, y, j in zip(
+                    text("dataset"), text("subset"), text("query_id"), text("candidate"), text("opponent"),
+                    first, second, k1, k2, text("judge"), strict=True)]
 
     @overload
     def __getitem__(self, i: int) -> Battle: ...
     @overload
     def __getitem__(self, i: slice) -> list[Battle]: ...
     def __getitem__(self, i: int | slice) -> Battle | list[Battle]:
-        return self._all()[i]
+        n = len(self)
+        if isinstance(i, slice):
+            start, stop, step = i.indices(n)
+            if step == 1:
+                return self._battles(start, max(start, stop))
+            return [self[j] for j in range(start, stop, step)]
+        if not -n <= i < n:
+            raise IndexError("battle index out of range")
+        return self._battles(i % n, i % n + 1)[0]
 
     def __iter__(self) -> Iterator[Battle]:
-        return iter(self._all())
+        """The battles as objects, made :data:`CHUNK` at a time (none kept: a big run's 200k battles
+        would be ~40 MB of objects)."""
+        for start in range(0, len(self), CHUNK):
+            yield from self._battles(start, min(len(self), start + CHUNK))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
