@@ -12,11 +12,15 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import FailureReason, failure_reason
 from .judge import consistent, sample_score
+
+if TYPE_CHECKING:
+    from .game_columns import GameColumns
 
 
 class ExclusionReason(StrEnum):
@@ -76,7 +80,11 @@ class Battle:
 
 
 def combine(games: Iterable[Game]) -> list[Battle]:
-    """Pair each battle's two games (either may be missing or excluded)."""
+    """Pair each battle's two games (either may be missing or excluded); of columns, battle columns."""
+    from .game_columns import GameColumns, combine_columns
+
+    if isinstance(games, GameColumns):
+        return combine_columns(games)  # type: ignore[return-value]  # a Sequence[Battle]
     by_battle: dict[tuple[str, str, str, str, str, str | None], list[Game | None]] = {}
     for g in games:
         slot = by_battle.setdefault((g.dataset, g.subset, g.query_id, g.candidate, g.opponent, g.judge), [None, None])
@@ -155,6 +163,10 @@ class ValidColumns:
 
     @classmethod
     def of(cls, games: Sequence[Game], models: Sequence[str]) -> ValidColumns:
+        from .game_columns import GameColumns
+
+        if isinstance(games, GameColumns):
+            return cls._of_columns(games, models)
         index = {m: i for i, m in enumerate(models)}
         subsets: dict[tuple[str, str], int] = {}
         clusters: dict[tuple[str, str, str], int] = {}
@@ -168,6 +180,24 @@ class ValidColumns:
             cand[i], opp[i], is_a[i], out[i] = index[g.candidate], index[g.opponent], g.candidate_is_a, g.outcome
             q[i] = clusters.setdefault((g.dataset, g.subset, g.query_id), len(clusters))
         return cls(tuple(models), tuple(subsets), sub, cand, opp, is_a, out, q)
+
+    @classmethod
+    def _of_columns(cls, games: GameColumns, models: Sequence[str]) -> ValidColumns:
+        from .game_columns import combined_key, first_seen
+
+        index = {m: i for i, m in enumerate(models)}
+        lookup = np.full(len(games.strings) + 1, -1, np.int64)
+        rows = np.flatnonzero(games.valid())
+        for code in np.unique(np.concatenate([games.candidate[rows], games.opponent[rows]])).tolist():
+            if games.strings[code] in index:
+                lookup[code] = index[games.strings[code]]
+        subsets, sub = games.where_codes(rows)
+        cand, opp = lookup[games.candidate[rows]], lookup[games.opponent[rows]]
+        if np.any(cand < 0) or np.any(opp < 0):
+            raise KeyError("a game's model is not one of the models")
+        _, q = first_seen(combined_key((games.dataset[rows], games.subset[rows], games.query_id[rows])))
+        return cls(tuple(models), tuple(subsets), sub, cand, opp, games.candidate_is_a[rows].copy(),
+                   games.outcome[rows].copy(), q)
 
     def mask(self, dataset: str | None, subset: str | None) -> np.ndarray:
         """Rows of the overall scope (both None), of one dataset, or of one subset."""
@@ -206,7 +236,7 @@ class ExclusionCounts:
 def exclusions(games: Iterable[Game]) -> dict[tuple[str, str], ExclusionCounts]:
     """Excluded games per (dataset, subset), with their reasons."""
     counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-    for g in games:
+    for g in excluded_games(games):
         if g.outcome is None:
             counts[(g.dataset, g.subset)][reason_kind(g.reason)] += 1
     return {k: ExclusionCounts(sum(c.values()), dict(c)) for k, c in counts.items()}
@@ -222,8 +252,49 @@ def reason_kind(reason: str | None) -> str:
     return reason.split(":", 1)[0].strip()
 
 
+def excluded_games(games: Iterable[Game]) -> list[Game]:
+    """The excluded games, in order (of columns: without making the rated games' objects)."""
+    from .game_columns import GameColumns
+
+    if isinstance(games, GameColumns):
+        return games.excluded_games()
+    return [g for g in games if g.outcome is None]
+
+
+def any_excluded(games: Iterable[Game]) -> bool:
+    from .game_columns import GameColumns
+
+    if isinstance(games, GameColumns):
+        return not bool(games.valid().all())
+    return any(g.outcome is None for g in games)
+
+
+def games_per_subset(games: Iterable[Game]) -> Counter[tuple[str, str]]:
+    """How many games each (dataset, subset) has."""
+    from .game_columns import GameColumns
+
+    if isinstance(games, GameColumns):
+        wheres, code = games.where_codes()
+        return Counter(dict(zip(wheres, np.bincount(code, minlength=len(wheres)).tolist(), strict=True)))
+    return Counter((g.dataset, g.subset) for g in games)
+
+
 def position_consistency(battles: Iterable[Battle]) -> dict[str, float]:
     """Share of battles whose two games agree, per candidate (battles with an excluded game left out)."""
+    from .game_columns import NO_OUTCOME, BattleColumns
+
+    if isinstance(battles, BattleColumns):
+        o1, o2 = battles.outcome_pair()
+        both = np.flatnonzero((o1 != NO_OUTCOME) & (o2 != NO_OUTCOME))
+        same = np.sign(o1[both]) == np.sign(o2[both])
+        g = battles.games
+        cand = g.candidate[np.where(battles.first_row >= 0, battles.first_row, battles.second_row)[both]]
+        names, order = np.unique(cand, return_index=True)
+        out: dict[str, float] = {}
+        for code in names[np.argsort(order, kind="stable")].tolist():
+            mine = cand == code
+            out[g.strings[code]] = int(same[mine].sum()) / int(mine.sum())
+        return out
     agree: Counter[str] = Counter()
     total: Counter[str] = Counter()
     for b in battles:
@@ -235,6 +306,14 @@ def position_consistency(battles: Iterable[Battle]) -> dict[str, float]:
 
 def position_bias(games: Iterable[Game]) -> float | None:
     """How often assistant A wins minus how often B wins, over valid decisive games (0 = unbiased)."""
+    from .game_columns import NO_OUTCOME, GameColumns
+
+    if isinstance(games, GameColumns):
+        o, is_a = games.outcome, games.candidate_is_a
+        decisive = (o != NO_OUTCOME) & (o != 0)
+        a = int(np.count_nonzero(decisive & ((o > 0) == is_a)))
+        n = int(np.count_nonzero(decisive))
+        return None if n == 0 else (a - (n - a)) / n
     a_wins = b_wins = 0
     for g in games:
         if g.outcome is None or g.outcome == 0:

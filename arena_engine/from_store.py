@@ -20,6 +20,7 @@ from . import runlog, snapshot
 from .battles import ExclusionReason, Game
 from .config import JudgeConfig, ModelConfig, RunConfig
 from .datasets import Query, iter_queries
+from .game_columns import GameBuilder, columns_of
 from .identity import (
     GENERATIONS,
     JUDGMENTS,
@@ -190,7 +191,7 @@ class _Walk:
         self.cascade = bool(cfg.panel.cascade) and self.tagged
         self.identities = {m.name: model_identity(cfg, m) for m in cfg.models}
         self.legacy = {kind: holds_legacy(store, kind) for kind in (GENERATIONS, JUDGMENTS)}
-        self.games: list[Game] = []
+        self.games: GameBuilder | list[Game] = GameBuilder()  # columns; an adaptive run's GameLog
         self.usage = {m.name: EndpointUsage(m.name) for m in cfg.models}
         self.usage.update({s.role: EndpointUsage(s.cfg.name) for s in self.slots})
         self.failures = self.missing = 0
@@ -226,7 +227,7 @@ class _Walk:
                     stop.done(q, log.take((q.dataset, q.subset, q.id)))
                 k += 1
             stopping = stop.summary()
-        return Tally(list(self.games), self.usage, self.failures, self.missing, self.references, queries,
+        return Tally(columns_of(self.games), self.usage, self.failures, self.missing, self.references, queries,
                      time.monotonic(), stopping=stopping, history=RunHistory())
 
     def _judgment_failures(self) -> dict[tuple[Any, ...], str]:

@@ -184,9 +184,14 @@ def _mean_board(scope: Scope, boards: Sequence[Board], baseline: str, method: st
 
 def leaderboards(games: Sequence[Game], models: Sequence[str], baseline: str, cfg: RatingConfig, seed: int) -> list[Board]:
     """OVERALL, then one board per dataset, then one per subset, in first-seen order."""
+    from .game_columns import GameColumns
+
     subsets: dict[tuple[str, str], None] = {}
-    for g in games:
-        subsets.setdefault((g.dataset, g.subset), None)
+    if isinstance(games, GameColumns):
+        subsets = dict.fromkeys(games.where_codes()[0])
+    else:
+        for g in games:
+            subsets.setdefault((g.dataset, g.subset), None)
     datasets = list(dict.fromkeys(d for d, _ in subsets))
     diag = diagnose_scopes(games)
     cols = ValidColumns.of(games, models)

@@ -125,7 +125,9 @@ def cascade_games(games: Iterable[Game], cascade: Sequence[str]) -> list[Game]:
 def rated_games(games: Sequence[Game], panel: PanelConfig, judges: Sequence[str]) -> list[Game]:
     """The games the combined leaderboards rate (``each`` has none combined: the caller rates per judge)."""
     if len(judges) <= 1:
-        return list(games)
+        from .game_columns import GameColumns
+
+        return games if isinstance(games, GameColumns) else list(games)  # type: ignore[return-value]
     if panel.cascade:
         return cascade_games(games, panel.cascade)
     if panel.combine == "majority":

@@ -25,8 +25,12 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from .battles import Game, reason_kind
+
+if TYPE_CHECKING:
+    from .game_columns import GameColumns
 
 ScopeKey = tuple[str | None, str | None]  # (dataset, subset): (None, None) = OVERALL, (d, None) = dataset d
 
@@ -215,8 +219,12 @@ def diagnose_scopes(games: Iterable[Game]) -> dict[ScopeKey, BoardDiagnostics]:
     The counts are summed per subset and then added to the subset's dataset and to OVERALL (sums do not
     depend on order); what is ordered (the excluded reasons as they first come, the models in the
     order their first battle names them) is kept in the order of the games, as one pass per scope
-    would give it.
+    would give it. Of game columns, the same figures are counted by numpy (:func:`_diagnose_columns`).
     """
+    from .game_columns import GameColumns
+
+    if isinstance(games, GameColumns):
+        return _diagnose_columns(games)
     tallies: dict[ScopeKey, _Tally] = {}
     by_subset: dict[tuple[str, str], list[_Tally]] = {}
     counts: dict[tuple[str, str], list[int]] = {}  # games, A wins, B wins
@@ -288,6 +296,96 @@ def diagnose_scopes(games: Iterable[Game]) -> dict[ScopeKey, BoardDiagnostics]:
                     firsts[m] = at
     for t in tallies.values():  # the models in the order their first battle in the scope names them
         order = first_seen.get(id(t))
+        if order:
+            t.seen = Counter({m: t.seen[m] for m in sorted(order, key=order.__getitem__)})
+    return {k: t.diagnostics() for k, t in tallies.items()}
+
+
+def _diagnose_columns(g: GameColumns) -> dict[ScopeKey, BoardDiagnostics]:
+    """:func:`diagnose_scopes` of columns: the same sums, the same orders (as the loop's docstring says)."""
+    import numpy as np
+
+    from .game_columns import battle_groups, last_per_group
+
+    tallies: dict[ScopeKey, _Tally] = {}
+    wheres, wcode = g.where_codes()
+    scopes = []
+    for dataset, subset in wheres:
+        keys: tuple[ScopeKey, ...] = ((None, None), (dataset, None), (dataset, subset))
+        scopes.append([tallies.setdefault(k, _Tally()) for k in keys])
+    by_subset = dict(zip(wheres, scopes, strict=True))
+    for e in g.excluded_games():
+        kind = reason_kind(e.reason)
+        for t in by_subset[(e.dataset, e.subset)]:
+            t.excluded[kind] += 1
+    nw = len(wheres)
+    valid = g.valid()
+    o = g.outcome.astype(np.int64)
+    decisive = valid & (o != 0)
+    a_side = (o > 0) == g.candidate_is_a
+    n_games = np.bincount(wcode, minlength=nw).tolist()
+    a_wins = np.bincount(wcode[decisive & a_side], minlength=nw).tolist()
+    b_wins = np.bincount(wcode[decisive & ~a_side], minlength=nw).tolist()
+    for w, ts in enumerate(scopes):
+        for t in ts:
+            t.games += n_games[w]
+            t.a_wins += a_wins[w]
+            t.b_wins += b_wins[w]
+    rows = np.flatnonzero(valid)  # the battles of the rated games, in the order their first rated game comes
+    group_of, group = battle_groups(g, rows)
+    nb = len(group_of)
+    local = np.arange(len(rows), dtype=np.int64)
+    is_a = g.candidate_is_a[rows]
+    first = last_per_group(group, local[is_a], nb)
+    second = last_per_group(group, local[~is_a], nb)
+    done = np.flatnonzero((first >= 0) & (second >= 0))  # battle numbers i whose two orders were rated
+    if len(done) == 0:
+        return {k: t.diagnostics() for k, t in tallies.items()}
+    ov = o[rows]
+    s1, s2 = np.sign(ov[first[done]]), np.sign(ov[second[done]])
+    at = rows[group_of[done]]
+    bw, cand, opp = wcode[at], g.candidate[at].astype(np.int64), g.opponent[at].astype(np.int64)
+    both = np.bincount(bw, minlength=nw).tolist()
+    agree = np.bincount(bw[s1 == s2], minlength=nw).tolist()
+    lean_a = np.bincount(bw[s1 > s2], minlength=nw).tolist()
+    lean_b = np.bincount(bw[s1 < s2], minlength=nw).tolist()
+    won, lost = (s1 > 0) & (s2 > 0), (s1 < 0) & (s2 < 0)
+    width = len(g.strings) + 1
+
+    def per_model(w: np.ndarray, m: np.ndarray) -> dict[int, Counter[str]]:
+        keys, counts = np.unique(w * width + m, return_counts=True)
+        out: dict[int, Counter[str]] = {}
+        for k, c in zip(keys.tolist(), counts.tolist(), strict=True):
+            out.setdefault(k // width, Counter())[g.strings[k % width]] = c
+        return out
+
+    seen = per_model(np.concatenate([bw, bw]), np.concatenate([cand, opp]))
+    wins = per_model(np.concatenate([bw[won], bw[lost]]), np.concatenate([cand[won], opp[lost]]))
+    losses = per_model(np.concatenate([bw[lost], bw[won]]), np.concatenate([cand[lost], opp[won]]))
+    # each model's first appearance per subset: 2i as a candidate, 2i + 1 as an opponent of battle i
+    pos = np.concatenate([2 * done, 2 * done + 1])
+    wm = np.concatenate([bw, bw]) * width + np.concatenate([cand, opp])
+    by_pos = np.argsort(pos, kind="stable")
+    codes, at_first = np.unique(wm[by_pos], return_index=True)
+    firsts: dict[int, dict[str, int]] = {}
+    for k, p in zip(codes.tolist(), pos[by_pos][at_first].tolist(), strict=True):
+        firsts.setdefault(k // width, {})[g.strings[k % width]] = p
+    first_seen_at: dict[int, dict[str, int]] = {}
+    for w in sorted(seen):
+        for t in scopes[w]:
+            t.both += both[w]
+            t.agree += agree[w]
+            t.lean_a += lean_a[w]
+            t.lean_b += lean_b[w]
+            t.seen.update(seen[w])
+            t.won.update(wins.get(w, Counter()))
+            t.lost.update(losses.get(w, Counter()))
+            mine = first_seen_at.setdefault(id(t), {})
+            for m, p in firsts[w].items():
+                if p < mine.get(m, p + 1):
+                    mine[m] = p
+    for t in tallies.values():
+        order = first_seen_at.get(id(t))
         if order:
             t.seen = Counter({m: t.seen[m] for m in sorted(order, key=order.__getitem__)})
     return {k: t.diagnostics() for k, t in tallies.items()}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from dataclasses import replace as _replace
 from pathlib import Path
@@ -20,6 +20,7 @@ import numpy as np
 
 from .battles import Battle, Game, combine
 from .config import RunConfig
+from .game_columns import GameColumns
 from .panel import battles_seen, judge_games, rated_games
 from .roles import JUDGE, is_judge_role
 from .runlog import RunHistory
@@ -61,8 +62,8 @@ class MetricSums:
 class ArenaResults:
     config: RunConfig
     run_dir: Path
-    games: list[Game]
-    battles: list[Battle]
+    games: Sequence[Game]  # a list, or (results of a snapshot) GameColumns: a sequence of Game
+    battles: Sequence[Battle]  # a list, or BattleColumns
     boards: list[Board]
     usage: dict[str, EndpointUsage]
     failures: int
@@ -74,7 +75,7 @@ class ArenaResults:
     failure_lines: list[str] = field(default_factory=list)  # per endpoint and kind of failure, with counts
     history: RunHistory = field(default_factory=RunHistory)
     panel: PanelResults | None = None  # several judges, or human labels to compare the judge with
-    all_games: list[Game] | None = None  # with a panel: every judge's games (``games`` holds the rated ones)
+    all_games: Sequence[Game] | None = None  # with a panel: every judge's games (``games`` holds the rated ones)
     stopping: StopSummary | None = None  # [arena.stop]: which candidates stopped early, and their intervals
     #: digest of the inputs these results were computed from, when a results snapshot vouches for them
     #: (arena_engine.snapshot.inputs_digest): the report reuses the battle browser it made from the same inputs
@@ -104,7 +105,7 @@ class ArenaResults:
 class Tally:
     """What a run's walk over its queries gathered, before the boards are rated."""
 
-    games: list[Game]
+    games: Sequence[Game]  # a list, or a snapshot's GameColumns
     usage: dict[str, EndpointUsage]
     failures: int
     missing: int
@@ -168,9 +169,15 @@ def assemble(cfg: RunConfig, run_dir: Path, tally: Tally) -> ArenaResults:
     judges = [j.name for j in cfg.panel_judges]
     tagged = len(judges) > 1  # games say which judge made them
     metric_sums = tally.metric_sums if tally.metric_sums is not None else reference_metrics(tally.reference_items)
-    games = sorted(tally.games, key=game_order)
+    games: Sequence[Game]
+    if isinstance(tally.games, GameColumns):  # a snapshot's: sorted by numpy, no game objects made
+        games = tally.games.sorted_by_game_order()
+        if tagged or cfg.panel.human_labels:
+            games = list(games)  # panels' figures walk game objects
+    else:
+        games = sorted(tally.games, key=game_order)
     names = [m.name for m in cfg.models]
-    panel = panel_results(cfg, games, names) if tagged or cfg.panel.human_labels else None
+    panel = panel_results(cfg, list(games), names) if tagged or cfg.panel.human_labels else None
     all_games = games
     if panel is not None and panel.combine == "each":
         boards = [b for j in panel.judges for b in panel.boards[j]]

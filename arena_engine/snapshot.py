@@ -30,6 +30,8 @@ also depends on state kept elsewhere); they always walk.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import dataclasses
 import hashlib
@@ -43,19 +45,19 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .battles import Game
 from .config import RunConfig
+from .game_columns import _CODES, KEY_BYTES, GameColumns
 from .identity import judge_identity, model_identity
 from .judge import DEFAULT_SYSTEM_PROMPT
-from .results import MetricSums, Tally, game_order
+from .results import MetricSums, Tally
 from .usage import EndpointUsage
 from .version import __version__
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_FILE = "results.snapshot"
-SCHEMA = 1
-MAGIC = b"arena-engine results snapshot 1\n"
+SCHEMA = 2  # 2: the games as columns (base64 of little-endian arrays), not a JSON list per field
+MAGIC = b"arena-engine results snapshot 2\n"
 #: a file whose mtime or ctime is this close to the moment its state was taken also gets a content digest
 RACY_NS = 3_000_000_000
 _CHECKPOINTS = "checkpoints"
@@ -176,24 +178,32 @@ class ItemsDigest:
 _USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(EndpointUsage) if f.name not in ("name", "latencies"))
 
 
+def _b64(a: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
+
+
+def _unb64(text: str, dtype: str, n: int) -> np.ndarray:
+    out = np.frombuffer(base64.b64decode(text, validate=True), dtype=dtype)
+    if len(out) != n:
+        raise ValueError("games columns of different lengths")
+    return out
+
+
 def _encode(tally: Tally, sums: Mapping[tuple[str, str, str], MetricSums]) -> dict[str, Any]:
-    strings: dict[str, int] = {}
-
-    def s(x: str | None) -> int:
-        return -1 if x is None else strings.setdefault(x, len(strings))
-
-    g = sorted(tally.games, key=game_order)  # as assemble sorts them (stable: sorting again keeps the order)
-    games = {
-        "dataset": [s(x.dataset) for x in g], "subset": [s(x.subset) for x in g],
-        "query_id": [s(x.query_id) for x in g], "candidate": [s(x.candidate) for x in g],
-        "opponent": [s(x.opponent) for x in g], "candidate_is_a": [x.candidate_is_a for x in g],
-        "outcome": [x.outcome for x in g], "reason": [s(x.reason) for x in g],
-        "judgment_key": [x.judgment_key for x in g], "judge": [s(x.judge) for x in g],
-    }
+    # as assemble sorts them (stable: sorting again keeps the order); columns, never a list per game
+    g = GameColumns.of(tally.games).sorted_by_game_order()
+    columns: dict[str, Any] = {c: _b64(getattr(g, c).astype("<i4")) for c in _CODES}
+    columns["candidate_is_a"] = _b64(g.candidate_is_a.astype(np.uint8))
+    columns["outcome"] = _b64(g.outcome.astype(np.int8))
+    if g.judgment_key.dtype == object:
+        columns["judgment_key"] = g.judgment_key.tolist()
+    else:  # fixed 32 bytes each, one ASCII string; the rows without a key listed apart
+        columns["judgment_key"] = g.judgment_key.astype(f"S{KEY_BYTES}").tobytes().decode("ascii")
+        columns["no_key"] = np.flatnonzero(g.judgment_key == b"").tolist()
     usage = [[role, u.name, [getattr(u, f) for f in _USAGE_FIELDS], u.latencies.tolist()]
              for role, u in tally.usage.items()]
     return {
-        "strings": list(strings), "games": games, "usage": usage, "failures": tally.failures,
+        "strings": list(g.strings), "n": len(g), "games": columns, "usage": usage, "failures": tally.failures,
         "missing": tally.missing, "queries": [[d, sub, n] for (d, sub), n in tally.queries.items()],
         "failure_lines": list(tally.failure_lines),
         "metric_sums": [[*k, v.n, list(v.sums.items())] for k, v in sums.items()],
@@ -202,24 +212,31 @@ def _encode(tally: Tally, sums: Mapping[tuple[str, str, str], MetricSums]) -> di
 
 def _decode(body: Mapping[str, Any], started: float) -> Tally:
     strings = body["strings"]
-    table = np.empty(len(strings) + 1, dtype=object)  # index -1: None
-    table[:-1] = strings
     if not all(isinstance(x, str) for x in strings):
         raise ValueError("a string of the table is not a string")
-    g = body["games"]
-    n = len(g["dataset"])
-
-    def col(name: str) -> list[Any]:
-        idx = np.asarray(g[name], dtype=np.int64)
-        if len(idx) != n or (n and (idx.min() < -1 or idx.max() >= len(strings))):
-            raise ValueError(f"games column {name!r} does not fit the string table")
-        out: list[Any] = table[idx].tolist()
-        return out
-
-    games = list(map(Game, col("dataset"), col("subset"), col("query_id"), col("candidate"), col("opponent"),
-                     g["candidate_is_a"], g["outcome"], col("reason"), g["judgment_key"], col("judge")))
-    if len(games) != n or len(g["candidate_is_a"]) != n or len(g["outcome"]) != n or len(g["judgment_key"]) != n:
-        raise ValueError("games columns of different lengths")
+    n = int(body["n"])
+    c = body["games"]
+    is_a = _unb64(c["candidate_is_a"], "u1", n)
+    if n and int(is_a.max()) > 1:
+        raise ValueError("candidate_is_a is not a bool")
+    raw_keys = c["judgment_key"]
+    keys: np.ndarray
+    if isinstance(raw_keys, str):
+        keys = np.frombuffer(raw_keys.encode("ascii"), dtype=f"S{KEY_BYTES}").copy()
+        if len(keys) != n:
+            raise ValueError("judgment keys do not fit the games")
+        none = np.asarray(c["no_key"], dtype=np.int64)
+        if len(none) and (int(none.min()) < 0 or int(none.max()) >= n):
+            raise ValueError("a row without a key is out of range")
+        keys[none] = b""
+    else:
+        if len(raw_keys) != n or not all(k is None or isinstance(k, str) for k in raw_keys):
+            raise ValueError("judgment keys do not fit the games")
+        keys = np.empty(n, dtype=object)
+        keys[:] = raw_keys
+    games = GameColumns(strings, **{x: _unb64(c[x], "<i4", n).astype(np.int32) for x in _CODES},
+                        candidate_is_a=is_a.astype(np.bool_), outcome=_unb64(c["outcome"], "i1", n).astype(np.int8),
+                        judgment_key=keys)
     usage: dict[str, EndpointUsage] = {}
     for role, name, values, latencies in body["usage"]:
         u = EndpointUsage(str(name), **dict(zip(_USAGE_FIELDS, values, strict=True)))
@@ -304,6 +321,7 @@ def load(run_dir: Path, cfg: RunConfig, started: float) -> Tally | None:
         tally = _decode(doc["tally"], started)
         tally.inputs = inputs_digest(saved)
         return tally
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError, AttributeError,
+            binascii.Error) as exc:
         log.info("%s: unreadable (%s); ignored", path, exc)
         return None

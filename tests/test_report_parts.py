@@ -119,3 +119,18 @@ def test_a_smaller_rerun_removes_the_parts_it_no_longer_needs(demo: Demo) -> Non
     assert not folder.exists() and '"parts"' not in html
     csp = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', html)
     assert csp and "file:" not in csp[1] and "'self'" not in csp[1]  # one page: no script from anywhere else
+
+
+@pytest.mark.parametrize("inline", [INLINE, 1000])
+def test_parts_made_one_at_a_time_are_those_of_the_whole_browser(demo: Demo, inline: int) -> None:  # noqa: F811
+    """The parts written as they are made (int64 columns, scores rounded per row) are the files that
+    splitting the whole browser's lists gives, byte for byte; a browser without parts is unchanged."""
+    from arena_engine.report.html import battle_data, iter_browser
+    from arena_engine.report.parts import part_script, split_battles
+
+    with RunStore(demo.run_dir) as store:
+        head, parts = split_battles(battle_data(demo.results, store), inline=inline, part_size=PART)
+        files = {p["src"]: part_script(i + 1, part) for i, (p, part) in enumerate(zip(head.get("parts", []), parts, strict=True))}
+        streamed_head, streamed = iter_browser(demo.results, store, inline=inline, part_size=PART)
+        assert orjson.dumps(streamed_head) == orjson.dumps(head)
+        assert dict(streamed) == files

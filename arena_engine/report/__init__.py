@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from ..results import ArenaResults
 from ..runfolder import REPORT_DIR
 from ..snapshot import file_digest, read_sealed, write_sealed
 from ..store import CHECKPOINT_DIR, RunStore
-from .html import DATA_SCHEMA, browser_files, render_html, report_html
+from .html import DATA_SCHEMA, iter_browser, render_html, report_html
 from .json_report import report_dict, write_json
 from .parts import INLINE_BATTLES, PART_BATTLES, PARTS_DIR
 from .tables import leaderboard_text, parse_leaderboard, report_table
@@ -71,13 +72,12 @@ def _write_reports(results: ArenaResults, store: RunStore | None, out: Path, inl
     head = _kept_browser(out, key)
     if head is None:
         if store is not None or not (results.run_dir / CHECKPOINT_DIR).is_dir():
-            head, parts = browser_files(results, store, inline=inline, part_size=part_size)
+            head, digests = _write_browser(out, results, store, inline, part_size)
         else:
             with RunStore(results.run_dir) as own:
-                head, parts = browser_files(results, own, inline=inline, part_size=part_size)
-        _write_parts(out, parts)
+                head, digests = _write_browser(out, results, own, inline, part_size)
         if key is not None:
-            _keep_browser(out, key, head, parts)
+            _keep_browser(out, key, head, digests)
         else:
             with contextlib.suppress(OSError):
                 (out / BROWSER_CACHE).unlink()
@@ -126,21 +126,37 @@ def _kept_browser(out: Path, key: str | None) -> dict[str, Any] | None:
         return None
 
 
-def _keep_browser(out: Path, key: str, head: dict[str, Any], parts: dict[str, str]) -> None:
-    digests = {rel: hashlib.blake2b(text.encode(), digest_size=16).hexdigest() for rel, text in parts.items()}
+def _write_browser(out: Path, results: ArenaResults, store: RunStore | None, inline: int,
+                   part_size: int) -> tuple[dict[str, Any], dict[str, str]]:
+    """Write the battle parts beside report.html one at a time (a big run's ~70 MB of parts are never
+    held at once); the page's battle data and each part's digest."""
+    head, parts = iter_browser(results, store, inline=inline, part_size=part_size)
+    digests: dict[str, str] = {}
+
+    def written() -> Iterator[tuple[str, str]]:
+        for rel, text in parts:
+            digests[rel] = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+            yield rel, text
+
+    _write_parts(out, [p["src"] for p in head.get("parts", [])], written())
+    return head, digests
+
+
+def _keep_browser(out: Path, key: str, head: dict[str, Any], digests: dict[str, str]) -> None:
     write_sealed(out / BROWSER_CACHE, _BROWSER_MAGIC, orjson.dumps({"key": key, "head": head, "parts": digests}))
 
 
-def _write_parts(out: Path, parts: dict[str, str]) -> None:
-    """Replace the battle parts beside report.html with ``parts`` (stale ones of a bigger run removed)."""
+def _write_parts(out: Path, names: list[str], parts: Iterable[tuple[str, str]]) -> None:
+    """Replace the battle parts beside report.html with ``parts`` ((relative path, text), the paths
+    ``names``), written as they come (stale ones of a bigger run removed first)."""
     folder = out / PARTS_DIR
     for old in folder.glob("part-*.js") if folder.is_dir() else ():
-        if f"{PARTS_DIR}/{old.name}" not in parts:
+        if f"{PARTS_DIR}/{old.name}" not in names:
             old.unlink()
-    if parts:
+    if names:
         folder.mkdir(exist_ok=True)
-    for rel, text in parts.items():
+    for rel, text in parts:
         _write_text(out / rel, text)
-    if folder.is_dir() and not parts:
+    if folder.is_dir() and not names:
         with contextlib.suppress(OSError):
             folder.rmdir()

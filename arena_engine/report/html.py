@@ -21,14 +21,16 @@ import base64
 import hashlib
 import html
 import re
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, overload
 
+import numpy as np
 import orjson
 
-from ..battles import Battle
+from ..battles import Battle, excluded_games
 from ..datasets import iter_queries
 from ..errors import ArenaError
 from ..identity import GENERATIONS, JUDGMENTS
@@ -37,7 +39,7 @@ from ..metrics import METRIC_NAMES, sample_metrics_batch
 from ..results import ArenaResults
 from ..store import RunStore
 from .json_report import report_dict
-from .parts import INLINE_BATTLES, PART_BATTLES, part_script, split_battles
+from .parts import INLINE_BATTLES, PART_BATTLES, iter_split, part_script
 
 __all__ = ["BATTLE_COLUMNS", "DATA_SCHEMA", "NO_OUTCOME", "battle_data", "browser_files", "embed_json", "page_data",
            "render_html", "report_files", "report_html"]
@@ -103,24 +105,25 @@ class _TextSource:
 
     def __init__(self, store: RunStore, battles: Iterable[Battle]) -> None:
         self.store = store
-        wanted = {k for b in battles for k in b.keys if k}
+        # keys as bytes, not hex (half the memory of a big run's tables); _key gives None for what no
+        # record's key.hex() could be, so every lookup finds what the hex lookup found
+        wanted = {_key(k) for b in battles for k in b.keys if k} - {None}
         # judgment key -> (candidate-as-A generation key, as-B generation key, the judge's text)
-        self.judgments: dict[str, tuple[str | None, str | None, str | None]] = {}
+        self.judgments: dict[bytes, tuple[bytes | None, bytes | None, str | None]] = {}
         for key, rec in store.items(JUDGMENTS):
-            h = key.hex()
-            if h in wanted:
+            if key in wanted:
                 text = rec.get("reasoning") if rec.get("verdict") is not None else rec.get("raw")
-                self.judgments[h] = (_str(rec.get("a_key")), _str(rec.get("b_key")), _str(text))
+                self.judgments[key] = (_key(rec.get("a_key")), _key(rec.get("b_key")), _str(text))
         wanted = {k for a, b, _ in self.judgments.values() for k in (a, b) if k}
-        self.generations: dict[str, tuple[str | None, str | None]] = {}  # key -> (question, answer)
+        self.generations: dict[bytes, tuple[str | None, str | None]] = {}  # key -> (question, answer)
         for key, rec in store.items(GENERATIONS):
-            h = key.hex()
-            if h in wanted:
-                self.generations[h] = (_str(rec.get("question")), _str(rec.get("answer")))
+            if key in wanted:
+                self.generations[key] = (_str(rec.get("question")), _str(rec.get("answer")))
         self._by_query: dict[tuple[str, str, str, str], dict[str, Any]] | None = None
 
     def game(self, judgment_key: str | None, candidate_is_a: bool) -> _GameTexts | None:
-        j = self.judgments.get(judgment_key) if judgment_key else None
+        k = _key(judgment_key)
+        j = self.judgments.get(k) if k else None
         if j is None:
             return None
         a = self.generations.get(j[0]) if j[0] else None
@@ -141,6 +144,17 @@ class _TextSource:
         return self._by_query.get((model, dataset, subset, query_id))
 
 
+def _key(x: object) -> bytes | None:
+    """A record key's bytes from its hex (None for anything ``bytes.hex`` would not have written)."""
+    if not isinstance(x, str) or not x:
+        return None
+    try:
+        b = bytes.fromhex(x)
+    except ValueError:
+        return None
+    return b if b.hex() == x else None
+
+
 def _str(x: object) -> str | None:
     return x if isinstance(x, str) else None
 
@@ -149,23 +163,24 @@ def _answer(rec: dict[str, Any] | None) -> str | None:
     return None if rec is None else _str(rec.get("answer"))
 
 
-def battle_data(results: ArenaResults, store: RunStore | None = None) -> dict[str, Any]:
+def battle_data(results: ArenaResults, store: RunStore | None = None, *, arrays: bool = False) -> dict[str, Any]:
     """The battle browser's data: a string table, models, subsets and one integer column per field.
 
     Texts come from ``store`` (an open :class:`RunStore` of the run folder); without it the battles
-    are listed with their verdicts but without questions, answers or reasoning.
+    are listed with their verdicts but without questions, answers or reasoning. ``arrays``: the columns
+    and ``text_ids`` as integer arrays, not lists (8 bytes a value instead of a Python int's ~36).
     """
     strings = _Strings()
     add = strings.add
     models: dict[str, int] = {}
     subsets: dict[tuple[str, str], int] = {}
-    cols: dict[str, list[int]] = {c: [] for c in BATTLE_COLUMNS}
+    cols: dict[str, Any] = {c: array("q") if arrays else [] for c in BATTLE_COLUMNS}
     (c_sub, c_cand, c_opp, c_qid, c_q, c_ac, c_ao, c_s, c_o1, c_o2, c_r1, c_r2, c_x1, c_x2,
      c_ref, c_mc, c_mo) = cols.values()
     references = _references(results) if store is not None else {}
     scored: dict[tuple[str, str], int] = {}  # (answer, reference) -> index into ref_scores
     reasons = {(g.dataset, g.subset, g.query_id, g.candidate, g.opponent, g.candidate_is_a): g.reason
-               for g in results.games if g.outcome is None}
+               for g in excluded_games(results.games)}
     source = _TextSource(store, results.battles) if store is not None else None
     for b in results.battles:
         t1 = t2 = None
@@ -204,7 +219,11 @@ def battle_data(results: ArenaResults, store: RunStore | None = None) -> dict[st
                 column.append(NONE)
             else:
                 column.append(scored.setdefault((answer, reference), len(scored)))
-    text_ids = sorted({i for c in _TEXT_COLUMNS for i in cols[c]} - {NONE})
+    if arrays:
+        ids = np.unique(np.concatenate([np.frombuffer(cols[c], dtype=np.int64) for c in _TEXT_COLUMNS]))
+        text_ids: Any = ids[ids != NONE]
+    else:
+        text_ids = sorted({i for c in _TEXT_COLUMNS for i in cols[c]} - {NONE})
     return {
         "schema": DATA_SCHEMA,
         "texts": store is not None,
@@ -216,7 +235,7 @@ def battle_data(results: ArenaResults, store: RunStore | None = None) -> dict[st
         "text_ids": text_ids,
         "n": len(results.battles),
         "metric_names": list(METRIC_NAMES),
-        "ref_scores": _score(scored),
+        "ref_scores": _score(scored, lazy=arrays),
     }
 
 
@@ -235,13 +254,36 @@ def _references(results: ArenaResults) -> dict[tuple[str, str, str], str]:
     return out
 
 
-def _score(pairs: dict[tuple[str, str], int]) -> list[list[float]]:
-    """ROUGE/BLEU of each (answer, reference) pair, in index order, rounded to 4 places."""
+def _score(pairs: dict[tuple[str, str], int], *, lazy: bool = False) -> Sequence[list[float]]:
+    """ROUGE/BLEU of each (answer, reference) pair, in index order, rounded to 4 places (``lazy``: each
+    row rounded when it is read, so a big run's scores stay one float64 array, not lists of floats)."""
     if not pairs:
         return []
     ordered = sorted(pairs, key=pairs.__getitem__)
     scores = sample_metrics_batch([a for a, _ in ordered], [r for _, r in ordered])
+    del ordered
+    if lazy:
+        return RoundedScores(scores)
     return [[round(float(x), 4) for x in row] for row in scores]
+
+
+class RoundedScores(Sequence[list[float]]):
+    """Rows of per-pair metrics, each rounded to 4 places as it is read (as :func:`_score` rounds them)."""
+
+    def __init__(self, scores: np.ndarray) -> None:
+        self.scores = scores
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @overload
+    def __getitem__(self, i: int) -> list[float]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[list[float]]: ...
+    def __getitem__(self, i: int | slice) -> list[float] | list[list[float]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return [round(x, 4) for x in self.scores[i].tolist()]
 
 
 def _reason(reasons: dict[tuple[str, str, str, str, str, bool], str | None], b: Battle, candidate_is_a: bool) -> str:
@@ -329,9 +371,16 @@ def browser_files(results: ArenaResults, store: RunStore | None = None, *, inlin
     """The battle browser of ``report.html``: the page's battle data (the first ``inline`` battles) and
     the part files beside it (relative path -> text). It depends on the games, the checkpoints' texts
     and the datasets' references, never on the ratings."""
-    head, parts = split_battles(battle_data(results, store), inline=inline, part_size=part_size)
-    files = {p["src"]: part_script(i + 1, part) for i, (p, part) in enumerate(zip(head.get("parts", []), parts, strict=True))}
-    return head, files
+    head, parts = iter_browser(results, store, inline=inline, part_size=part_size)
+    return head, dict(parts)
+
+
+def iter_browser(results: ArenaResults, store: RunStore | None = None, *, inline: int = INLINE_BATTLES,
+                 part_size: int = PART_BATTLES) -> tuple[dict[str, Any], Iterator[tuple[str, str]]]:
+    """:func:`browser_files` with the part files made one at a time ((relative path, text), in order),
+    so that a writer holds one part's text at once."""
+    head, parts = iter_split(battle_data(results, store, arrays=True), inline=inline, part_size=part_size)
+    return head, ((p["src"], part_script(i + 1, part)) for i, (p, part) in enumerate(zip(head.get("parts", []), parts, strict=True)))
 
 
 def report_html(results: ArenaResults, store: RunStore | None = None, *,

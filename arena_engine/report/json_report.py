@@ -4,14 +4,13 @@ diagnostics, tokens, cost and latency, for scripts and for the HTML report."""
 from __future__ import annotations
 
 import os
-from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from ..battles import exclusions, position_bias, position_consistency
+from ..battles import excluded_games, exclusions, games_per_subset, position_bias, position_consistency
 from ..leaderboard import Board, gate_failures, reliability_warnings
 from ..reliability import (
     MAX_EXCLUDED_SHARE,
@@ -123,7 +122,7 @@ def report_dict(results: ArenaResults) -> dict[str, Any]:
     cfg = results.config
     endpoints = endpoints_dict(results)
     excluded = exclusions(results.games)
-    games_in = Counter((g.dataset, g.subset) for g in results.games)  # one pass, not one per subset
+    games_in = games_per_subset(results.games)  # one pass, not one per subset
     per_subset = []
     for (dataset, subset), n in results.queries.items():
         ex = excluded.get((dataset, subset))
@@ -154,7 +153,7 @@ def report_dict(results: ArenaResults) -> dict[str, Any]:
             "judge": cfg.judge.name,
             "position_consistency": position_consistency(results.battles),
             "position_bias": position_bias(results.games),
-            "excluded": sum(1 for g in results.games if g.outcome is None),
+            "excluded": len(excluded_games(results.games)),
         },
         "reference_metrics": [
             {"model": m, "dataset": d, "subset": s, "num": results.reference_counts.get((m, d, s), 0), "scores": v}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import gzip
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ import orjson
 
 from ..errors import ArgumentError
 
-__all__ = ["INLINE_BATTLES", "PARTS_DIR", "PART_BATTLES", "part_name", "part_script", "split_battles"]
+__all__ = ["INLINE_BATTLES", "PARTS_DIR", "PART_BATTLES", "iter_split", "part_name", "part_script", "split_battles"]
 
 #: battles kept in the page itself; the rest go to parts
 INLINE_BATTLES = 5000
@@ -81,9 +81,23 @@ def split_battles(data: dict[str, Any], *, inline: int = INLINE_BATTLES,
 
     A browser of at most ``inline`` battles is returned unchanged with no parts.
     """
+    head, parts = iter_split(data, inline=inline, part_size=part_size)
+    return head, list(parts)
+
+
+def iter_split(data: dict[str, Any], *, inline: int = INLINE_BATTLES,
+               part_size: int = PART_BATTLES) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+    """:func:`split_battles` with the parts' slices made one at a time, as they are asked for (a big
+    run's parts are written one by one, never all held at once). ``data``'s columns and ``text_ids``
+    may be lists or integer arrays; a browser returned unchanged has them as lists."""
     n = int(data["n"])
     if n <= inline:
-        return data, []
+        if (any(not isinstance(v, list) for v in data["columns"].values()) or not isinstance(data["text_ids"], list)
+                or not isinstance(data["ref_scores"], list)):
+            data = {**data, "columns": {c: np.asarray(v, dtype=np.int64).tolist() for c, v in data["columns"].items()},
+                    "text_ids": np.asarray(data["text_ids"], dtype=np.int64).tolist(),
+                    "ref_scores": list(data["ref_scores"])}
+        return data, iter(())
     if inline < 1 or part_size < 1:
         raise ArgumentError("write_reports: inline and part_size must be >= 1")
     cols = {c: np.asarray(v, dtype=np.int64) for c, v in data["columns"].items()}
@@ -91,9 +105,9 @@ def split_battles(data: dict[str, Any], *, inline: int = INLINE_BATTLES,
     head = {k: v for k, v in data.items() if k not in ("strings", "columns", "text_ids", "ref_scores", "n")}
     head.update(_slice(data, cols, 0, inline, text_ids))
     head["total"] = n
-    parts = [_slice(data, cols, s, min(n, s + part_size), text_ids) for s in range(inline, n, part_size)]
-    head["parts"] = [{"src": part_name(i + 1), "n": p["n"]} for i, p in enumerate(parts)]
-    return head, parts
+    starts = range(inline, n, part_size)
+    head["parts"] = [{"src": part_name(i + 1), "n": min(n, s + part_size) - s} for i, s in enumerate(starts)]
+    return head, (_slice(data, cols, s, min(n, s + part_size), text_ids) for s in starts)
 
 
 def part_script(index: int, part: dict[str, Any]) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from array import array
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -16,6 +18,7 @@ from ..client import RETRY_BUDGET_EXHAUSTED, ChatClient, ChatResult
 from ..config import RunConfig
 from ..datasets import Query
 from ..from_store import FAILURES, judge_slots
+from ..game_columns import GameBuilder
 from ..identity import model_identity
 from ..inflight import InFlight
 from ..progress import StageProgress
@@ -33,6 +36,47 @@ if TYPE_CHECKING:
 
 # the name users filter on in their logging config (and the one releases up to 0.4 used): kept as it was
 log = logging.getLogger("arena_engine.pipeline")
+
+
+class ReferenceQueue:
+    """The answers to score against their references after the run, as (model, dataset, subset, answer
+    key, reference): the groups and the references as codes (one query's reference is every model's),
+    the keys in one bytearray, so a 100k-query run holds ~30 bytes an answer instead of a tuple's ~150."""
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[str, str, str], int] = {}
+        self._refs: dict[str, int] = {}
+        self._group = array("i")
+        self._ref = array("i")
+        self._keys = bytearray()
+        self._key_size = 0
+        self._odd: dict[int, bytes] = {}  # keys of another length, by row
+
+    def append(self, item: tuple[str, str, str, bytes, str]) -> None:
+        model, dataset, subset, key, reference = item
+        self._group.append(self._groups.setdefault((model, dataset, subset), len(self._groups)))
+        self._ref.append(self._refs.setdefault(reference, len(self._refs)))
+        if not self._key_size:
+            self._key_size = len(key) or -1
+        if len(key) == self._key_size:
+            self._keys += key
+        else:
+            self._odd[len(self._group) - 1] = key
+            self._keys += b"\0" * max(self._key_size, 0)
+
+    def __len__(self) -> int:
+        return len(self._group)
+
+    def __iter__(self) -> Iterator[tuple[str, str, str, bytes, str]]:
+        groups, refs, size = list(self._groups), list(self._refs), max(self._key_size, 0)
+        for i, (g, r) in enumerate(zip(self._group, self._ref, strict=True)):
+            key = self._odd.get(i)
+            if key is None:
+                key = bytes(self._keys[i * size:(i + 1) * size])
+            yield (*groups[g], key, refs[r])
+
+    def clear(self) -> None:
+        self.__init__()  # type: ignore[misc]
 
 
 class RunContext:
@@ -60,7 +104,7 @@ class RunContext:
         self.finished = anyio.Event()
         self.started = time.monotonic()
         # what the results count
-        self.games: list[Game] = []
+        self.games: GameBuilder | list[Game] = GameBuilder()  # columns; an adaptive run's GameLog
         self.stop: AdaptiveRun | None = None  # [arena.stop]: set once the queries are counted
         self.game_log: GameLog | None = None  # an adaptive run's games, also kept per query until it is done
         self.usage: dict[str, EndpointUsage] = {}
@@ -70,7 +114,7 @@ class RunContext:
         self.missing = 0
         self.deferred = 0  # requests this pass handed to a batch instead of answering
         self.deferred_battles: set[tuple[str, str, str, str, str]] = set()
-        self.reference_items: list[tuple[str, str, str, bytes, str]] = []  # (model, dataset, subset, key, ref)
+        self.reference_items = ReferenceQueue()  # (model, dataset, subset, key, reference) of each answer
         self.scored: tuple[ItemsDigest, dict[tuple[str, str, str], MetricSums]] = (ItemsDigest(), {})
         self.failure_kinds: dict[tuple[str, str, str], int] = {}
         self.skipped: dict[tuple[str, str], int] = {}  # (model, why) -> requests not sent

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import runlog
-from ..battles import Game
+from ..battles import any_excluded
 from ..from_store import complete, tally_from_store
+from ..game_columns import columns_of, same_games
 from ..identity import GENERATIONS
 from ..progress import StageProgress
 from ..results import ArenaResults, Tally, assemble, reference_metrics
@@ -21,12 +22,7 @@ from ..runlog import RunHistory
 from ..snapshot import ItemsDigest
 from ..snapshot import eligible as snapshot_eligible
 from ..store import RunStore
-from .context import RunContext
-
-
-def _game_order(g: Game) -> tuple[Any, ...]:
-    return (g.dataset, g.subset, g.candidate, g.opponent, g.query_id, g.candidate_is_a, g.judge or "", g.outcome
-            if g.outcome is not None else 9, g.reason or "", g.judgment_key or "")
+from .context import ReferenceQueue, RunContext
 
 
 class RunLog:
@@ -58,7 +54,7 @@ def results(ctx: RunContext) -> ArenaResults:
     seen = ItemsDigest()
 
     def items() -> Iterator[tuple[str, str, str, str, str]]:  # read one by one while the metrics are scored
-        queued, ctx.reference_items = ctx.reference_items, []
+        queued, ctx.reference_items = ctx.reference_items, ReferenceQueue()
         for model, dataset, subset, key, reference in queued:
             rec = store.get(GENERATIONS, key)
             if rec is not None:
@@ -70,7 +66,9 @@ def results(ctx: RunContext) -> ArenaResults:
     history = runlog.history(ctx.config.output_dir) if isinstance(store, RunStore) else RunHistory()
     sums = reference_metrics(items())
     ctx.scored = (seen, sums)
-    tally = Tally(ctx.games, ctx.usage, ctx.failures, ctx.missing, (), ctx.queries, ctx.started,
+    games = columns_of(ctx.games)
+    ctx.games = games  # type: ignore[assignment]  # columns now: the builder's arrays freed
+    tally = Tally(games, ctx.usage, ctx.failures, ctx.missing, (), ctx.queries, ctx.started,
                   ctx.failure_summary(), history, ctx.stop.summary() if ctx.stop is not None else None,
                   metric_sums=sums)
     return assemble(ctx.config, ctx.config.output_dir, tally)
@@ -101,7 +99,7 @@ def save_snapshot(ctx: RunContext) -> str | None:
             tally.metric_sums = sums
         complete(store, ctx.config, tally)
     # the run's results are those of the snapshot's inputs when its games are the walk's
-    return tally.inputs if sorted(tally.games, key=_game_order) == sorted(ctx.games, key=_game_order) else None
+    return tally.inputs if same_games(tally.games, ctx.games) else None
 
 
 def may_be_finished(ctx: RunContext) -> bool:
@@ -117,7 +115,7 @@ def nothing_left(ctx: RunContext, tally: Tally) -> bool:
     ask again, and (--retry-excluded) no unparseable verdict."""
     if tally.missing or tally.failures:
         return False
-    return not (ctx.retry_excluded and any(g.outcome is None for g in tally.games))
+    return not (ctx.retry_excluded and any_excluded(tally.games))
 
 
 def show_reused(ctx: RunContext, tally: Tally) -> None:
