@@ -172,10 +172,15 @@ class ChatClient:
         return text
 
     async def chat(
-        self, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any] | None = None
+        self, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any] | None = None, *,
+        needed: Callable[[], str | None] | None = None,
     ) -> ChatResult:
         """Send one chat completion request, retrying as the policy allows; never raises for HTTP or
-        network failures (see `ChatResult.error`). Cancellation propagates."""
+        network failures (see `ChatResult.error`). Cancellation propagates.
+
+        ``needed`` (the caller's): asked once the request has its slot, before each attempt is sent;
+        a reason means its answer can no longer be used (an endpoint it would be judged with is down),
+        and the request ends unsent with ``error`` ``"not_needed: <reason>"``."""
         session = self._session
         limiter = self._limiter
         if session is None or limiter is None:
@@ -223,6 +228,13 @@ class ChatClient:
                 if limiter.probing:
                     limiter.end_probe()
                 return self._failure(f"{ENDPOINT_DOWN}: {health.cause}", status, latency, attempt - 1, start, finish)
+            why = needed() if needed is not None else None
+            if why is not None:  # the caller can no longer use its answer: not sent, not a failure here
+                limiter.release(ticket, sent=False)
+                if limiter.probing:
+                    limiter.end_probe()
+                return ChatResult(None, (), finish, 0, 0, latency, attempt - 1, status,
+                                  f"{FailureReason.NOT_NEEDED}: {why}", clock() - start)
             if limiter.probing:
                 limiter.probe_sent()
             if learned != shapes.learned:  # a request ahead of this one found what the endpoint refuses

@@ -69,6 +69,7 @@ class FailureReason(StrEnum):
     ENDPOINT_DOWN = "endpoint_down"  # "endpoint_down: <cause>": the endpoint's circuit is open (health)
     BATCH_FAILED = "batch_failed"  # "batch_failed: <reason> (tried n times)": a batch request given up
     DEFERRED = "deferred_to_batch"  # queued for the next batch (not a failure of the run)
+    NOT_NEEDED = "not_needed"  # "not_needed: <why>": dropped before sending, its answer could not be used
     OTHER = "error"  # anything else
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -120,7 +120,8 @@ class BatchChat:
         # the role too: two configured models with the same model id and URL are asked separately, as live
         return content_key({"batch": self.endpoint.api_url, "role": self.role, "body": body})
 
-    async def chat(self, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any] | None = None) -> ChatResult:
+    async def chat(self, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any] | None = None, *,
+                   needed: Callable[[], str | None] | None = None) -> ChatResult:
         body: dict[str, Any] = {"model": self.endpoint.model, "messages": messages}  # as ChatClient builds it
         body.update(self.endpoint.extra_body)
         if params:

@@ -10,16 +10,19 @@ pass). The query workers do not know which they hold.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any, Protocol
 
 from ..batch.session import DEFERRED
 from ..config import ModelConfig
 from ..datasets import Query
+from ..errors import FailureReason
 from ..from_store import count_record, import_record
 from ..identity import GENERATIONS, Request, find_generation, generation_request
 from .context import RunContext
 
 Answer = dict[str, Any]
+NOT_NEEDED = f"{FailureReason.NOT_NEEDED}: "
 
 
 class AnswerSource(Protocol):
@@ -86,10 +89,7 @@ class EndpointAnswers:
                 break
             down = ctx.endpoint_down(name)
             if down is not None:  # its answer could not be judged: do not pay for it
-                ctx.skipped[(name, down)] = ctx.skipped.get((name, down), 0) + 1
-                ctx.missing += 1
-                stage.done += 1
-                stage.failed += 1
+                self._skip(down)
                 return None
             busy = ctx.in_flight.claim(key)
             if busy is None:
@@ -116,13 +116,24 @@ class EndpointAnswers:
             ctx.reference_items.append((name, q.dataset, q.subset, key, q.reference))
         return {**rec, "key": key.hex()}
 
+    def _skip(self, why: str) -> None:
+        """The answer is not asked for: the endpoint it would be judged with is down."""
+        ctx, name = self.ctx, self.m.name
+        ctx.skipped[(name, why)] = ctx.skipped.get((name, why), 0) + 1
+        ctx.missing += 1
+        ctx.stages[name].done += 1
+        ctx.stages[name].failed += 1
+
     async def _send(self, q: Query, req: Request) -> Answer | None:
         ctx, m = self.ctx, self.m
         stage, usage = ctx.stages[m.name], ctx.usage[m.name]
         ctx.sending.set()
-        result = await ctx.clients[m.name].chat(req.messages, req.params)
+        result = await ctx.clients[m.name].chat(req.messages, req.params, needed=partial(ctx.endpoint_down, m.name))
         if result.error == DEFERRED:  # queued for the endpoint's next batch: this query waits for a later pass
             ctx.deferred += 1
+            return None
+        if result.error is not None and result.error.startswith(NOT_NEEDED):  # it went down while this waited
+            self._skip(result.error[len(NOT_NEEDED):])
             return None
         ctx.account(usage, result)
         if not result.ok or result.content is None:
