@@ -11,77 +11,21 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import FailureReason, failure_reason
+from .battle_columns import BattleColumns, combine_columns
+from .column_keys import combined_key, first_seen
+from .game_columns import NO_OUTCOME, GameColumns
+from .games import Battle as Battle  # the value types live in games.py; importable here too
+from .games import ExclusionReason as ExclusionReason
+from .games import Game as Game
+from .games import natural_key, reason_kind
 from .judge import consistent, sample_score
-
-if TYPE_CHECKING:
-    from .game_columns import GameColumns
-
-
-class ExclusionReason(StrEnum):
-    """Why a game is excluded from the rating: the kind its ``Game.reason`` starts with (the values are
-    those strings, as the reports and ``report.json``'s ``excluded_reasons`` have always shown them)."""
-
-    UNPARSEABLE_VERDICT = "unparseable verdict"  # "unparseable verdict: <the VerdictError's message>"
-    JUDGE_REQUEST_FAILED = "judge request failed"  # "judge request failed: <the request's error>"
-    NO_ANSWER = "no answer"  # "no answer: <the model whose answer is missing>"
-    NOT_JUDGED_YET = "not judged yet"  # an offline report of an unfinished run
-    NO_IMPORTED_VERDICT = "no verdict in the imported judgment"  # Arena-Hard judgments: a null score
-    NO_IMPORTED_PREFERENCE = "no preference in the imported annotation"  # AlpacaEval: a null preference
-    UNKNOWN = "unknown"  # no reason given, or one of none of these kinds
-
-
-@dataclass(frozen=True, slots=True)
-class Game:
-    dataset: str
-    subset: str
-    query_id: str
-    candidate: str
-    opponent: str
-    candidate_is_a: bool
-    outcome: int | None  # from the candidate's side: 2 strong win .. -2 strong loss; None = excluded
-    reason: str | None = None  # why the game is excluded (unparseable verdict, request failed, ...)
-    judgment_key: str | None = None  # hex content key of the judgment record
-    judge: str | None = None  # the judge's name when a run has several judges (None: the one judge)
-
-    @property
-    def excluded_because(self) -> ExclusionReason | None:
-        """Why the game is excluded, typed (None for a rated game); ``reason`` has the details."""
-        if self.outcome is not None:
-            return None
-        return _EXCLUSIONS.get(reason_kind(self.reason), ExclusionReason.UNKNOWN)
-
-    @property
-    def request_failure(self) -> FailureReason | None:
-        """For a game excluded because its judge request failed, that failure's typed reason."""
-        if self.excluded_because is not ExclusionReason.JUDGE_REQUEST_FAILED or self.reason is None:
-            return None
-        return failure_reason(self.reason.split(":", 1)[1].strip() if ":" in self.reason else "")
-
-
-@dataclass(frozen=True, slots=True)
-class Battle:
-    dataset: str
-    subset: str
-    query_id: str
-    candidate: str
-    opponent: str
-    first: int | None  # candidate as A
-    second: int | None  # candidate as B
-    score: float | None
-    consistent: bool | None
-    keys: tuple[str | None, str | None]
-    judge: str | None = None  # as Game.judge
 
 
 def combine(games: Iterable[Game]) -> list[Battle]:
     """Pair each battle's two games (either may be missing or excluded); of columns, battle columns."""
-    from .game_columns import GameColumns, combine_columns
 
     if isinstance(games, GameColumns):
         return combine_columns(games)  # type: ignore[return-value]  # a Sequence[Battle]
@@ -100,12 +44,8 @@ def combine(games: Iterable[Game]) -> list[Battle]:
             )
         )
     del by_battle  # freed before the sort builds its keys (a large run's end peak)
-    out.sort(key=lambda b: (b.dataset, b.subset, b.candidate, b.opponent, _natural(b.query_id), b.judge or ""))
+    out.sort(key=lambda b: (b.dataset, b.subset, b.candidate, b.opponent, natural_key(b.query_id), b.judge or ""))
     return out
-
-
-def _natural(qid: str) -> tuple[int, int | str]:
-    return (0, int(qid)) if qid.isdigit() else (1, qid)
 
 
 @dataclass(frozen=True)
@@ -163,7 +103,6 @@ class ValidColumns:
 
     @classmethod
     def of(cls, games: Sequence[Game], models: Sequence[str]) -> ValidColumns:
-        from .game_columns import GameColumns
 
         if isinstance(games, GameColumns):
             return cls._of_columns(games, models)
@@ -183,7 +122,6 @@ class ValidColumns:
 
     @classmethod
     def _of_columns(cls, games: GameColumns, models: Sequence[str]) -> ValidColumns:
-        from .game_columns import combined_key, first_seen
 
         index = {m: i for i, m in enumerate(models)}
         lookup = np.full(len(games.strings) + 1, -1, np.int64)
@@ -242,19 +180,8 @@ def exclusions(games: Iterable[Game]) -> dict[tuple[str, str], ExclusionCounts]:
     return {k: ExclusionCounts(sum(c.values()), dict(c)) for k, c in counts.items()}
 
 
-_EXCLUSIONS = {r.value: r for r in ExclusionReason}
-
-
-def reason_kind(reason: str | None) -> str:
-    """Group reasons by their kind ("unparseable verdict: no label" -> "unparseable verdict")."""
-    if not reason:
-        return "unknown"
-    return reason.split(":", 1)[0].strip()
-
-
 def excluded_games(games: Iterable[Game]) -> list[Game]:
     """The excluded games, in order (of columns: without making the rated games' objects)."""
-    from .game_columns import GameColumns
 
     if isinstance(games, GameColumns):
         return games.excluded_games()
@@ -262,7 +189,6 @@ def excluded_games(games: Iterable[Game]) -> list[Game]:
 
 
 def any_excluded(games: Iterable[Game]) -> bool:
-    from .game_columns import GameColumns
 
     if isinstance(games, GameColumns):
         return not bool(games.valid().all())
@@ -271,7 +197,6 @@ def any_excluded(games: Iterable[Game]) -> bool:
 
 def games_per_subset(games: Iterable[Game]) -> Counter[tuple[str, str]]:
     """How many games each (dataset, subset) has."""
-    from .game_columns import GameColumns
 
     if isinstance(games, GameColumns):
         wheres, code = games.where_codes()
@@ -281,7 +206,6 @@ def games_per_subset(games: Iterable[Game]) -> Counter[tuple[str, str]]:
 
 def position_consistency(battles: Iterable[Battle]) -> dict[str, float]:
     """Share of battles whose two games agree, per candidate (battles with an excluded game left out)."""
-    from .game_columns import NO_OUTCOME, BattleColumns
 
     if isinstance(battles, BattleColumns):
         o1, o2 = battles.outcome_pair()
@@ -306,7 +230,6 @@ def position_consistency(battles: Iterable[Battle]) -> dict[str, float]:
 
 def position_bias(games: Iterable[Game]) -> float | None:
     """How often assistant A wins minus how often B wins, over valid decisive games (0 = unbiased)."""
-    from .game_columns import NO_OUTCOME, GameColumns
 
     if isinstance(games, GameColumns):
         o, is_a = games.outcome, games.candidate_is_a

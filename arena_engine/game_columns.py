@@ -1,4 +1,4 @@
-"""A run's games as compact columns (:class:`GameColumns`) and the battles they make (:class:`BattleColumns`).
+"""A run's games as compact columns (:class:`GameColumns`; the battles they make: ``battle_columns``).
 
 400,000 :class:`~arena_engine.battles.Game` objects cost ~1.3 s to build and ~200 bytes each; the same
 games as columns are int32 codes into one small string table (dataset, subset, query id, candidate,
@@ -14,13 +14,13 @@ for the same games as objects (``tests/test_game_columns.py``).
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, overload
+from collections.abc import Iterable, Iterator, Sequence
+from typing import overload
 
 import numpy as np
 
-from .battles import Battle, Game, _natural
-from .judge import consistent, sample_score
+from .column_keys import combined_key, first_seen
+from .games import Game
 
 CHUNK = 8192  # battles made into objects at once while iterating
 NO_OUTCOME = -128  # int8 stand-in for an excluded game's None outcome
@@ -53,7 +53,7 @@ def _keys_column(keys: Sequence[str | None]) -> np.ndarray:
     return out
 
 
-def _keys_list(keys: np.ndarray) -> list[str | None]:
+def keys_list(keys: np.ndarray) -> list[str | None]:
     if keys.dtype == object:
         return list(keys.tolist())
     return [k.decode("ascii") if k else None for k in keys.tolist()]
@@ -160,7 +160,7 @@ class GameColumns(Sequence[Game]):
 
     def __iter__(self) -> Iterator[Game]:
         return iter(list(map(Game, *(self.texts(c) for c in _CODES[:5]), self.candidate_is_a.tolist(),
-                             self.outcomes(), self.texts("reason"), _keys_list(self.judgment_key),
+                             self.outcomes(), self.texts("reason"), keys_list(self.judgment_key),
                              self.texts("judge"))))
 
     def __eq__(self, other: object) -> bool:
@@ -211,186 +211,10 @@ class GameColumns(Sequence[Game]):
         return list(self.take(np.flatnonzero(~self.valid())))
 
 
-def _dense(col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(the distinct values, each row's index into them)."""
-    values, inverse = np.unique(col, return_inverse=True)
-    return values, inverse.reshape(-1).astype(np.int64)
-
-
-def combined_key(parts: Sequence[np.ndarray]) -> np.ndarray:
-    """One int64 per row that is equal exactly when every part is (dense codes in mixed radix; rows of
-    a 2-D array when the radix would overflow)."""
-    n = len(parts[0]) if parts else 0
-    key = np.zeros(n, np.int64)
-    size = 1
-    for p in parts:
-        _, inv = _dense(p)
-        radix = int(inv.max()) + 1 if n else 1
-        if size * radix >= 1 << 62:
-            stacked = np.stack([_dense(q)[1] for q in parts], axis=1)
-            _, inv2 = np.unique(stacked, axis=0, return_inverse=True)
-            return inv2.reshape(-1).astype(np.int64)
-        key = key * radix + inv
-        size *= radix
-    return key
-
-
-def first_seen(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Group rows by ``key``: (each group's first row, in first-seen order; each row's group number in
-    that order)."""
-    if len(key) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order))
-    return first[order], rank[inverse.reshape(-1)]
-
-
 def first_seen_codes(games: GameColumns, parts: Sequence[np.ndarray]) -> tuple[list[tuple[str, str]], np.ndarray]:
     rows, code = first_seen(combined_key(parts))
     strings = games.strings
     return [tuple(strings[int(p[r])] for p in parts) for r in rows], code  # type: ignore[misc]
-
-
-def last_per_group(group: np.ndarray, rows: np.ndarray, n_groups: int) -> np.ndarray:
-    """Per group, the last of ``rows`` (ascending row numbers) that falls in it; -1 where none does."""
-    out = np.full(n_groups, -1, np.int64)
-    if len(rows):
-        rev = rows[::-1]
-        _, at = np.unique(group[rev], return_index=True)
-        out[group[rev[at]]] = rev[at]
-    return out
-
-
-class BattleColumns(Sequence[Battle]):
-    """:func:`arena_engine.battles.combine` of game columns: each battle's games as rows of ``games``
-    (-1: no such game), in the battles' order; indexing or iterating gives ``Battle`` objects."""
-
-    __slots__ = ("first_row", "games", "second_row")
-
-    def __init__(self, games: GameColumns, first_row: np.ndarray, second_row: np.ndarray) -> None:
-        self.games, self.first_row, self.second_row = games, first_row, second_row
-
-    def _row(self) -> np.ndarray:
-        return np.where(self.first_row >= 0, self.first_row, self.second_row)
-
-    def outcome_pair(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each battle's outcomes as A and as B (:data:`NO_OUTCOME` where a game is missing or excluded)."""
-        out = np.append(self.games.outcome, np.int8(NO_OUTCOME))  # row -1: missing
-        return out[self.first_row], out[self.second_row]
-
-    def __len__(self) -> int:
-        return len(self.first_row)
-
-    def _battles(self, start: int, end: int) -> list[Battle]:
-        """Battles [start, end) as objects."""
-        g = self.games
-        f, s = self.first_row[start:end], self.second_row[start:end]
-        row = np.where(f >= 0, f, s)
-        table = g.table()
-        text: Callable[[str], list[Any]] = lambda c: table[getattr(g, c)[row]].tolist()  # noqa: E731
-        out = np.append(g.outcome, np.int8(NO_OUTCOME))  # row -1: missing
-        first = [None if o == NO_OUTCOME else o for o in out[f].tolist()]
-        second = [None if o == NO_OUTCOME else o for o in out[s].tolist()]
-        keys = g.judgment_key
-        none = np.zeros(1, dtype=keys.dtype) if keys.dtype != object else np.array([None], dtype=object)
-        k1 = _keys_list(np.concatenate([keys, none])[f])
-        k2 = _keys_list(np.concatenate([keys, none])[s])
-        return [Battle(d, su, q, c, o, a, b, sample_score(a, b), consistent(a, b), (x, y), j)
-                for d, su, q, c, o, a, b, x, y, j in zip(
-                    text("dataset"), text("subset"), text("query_id"), text("candidate"), text("opponent"),
-                    first, second, k1, k2, text("judge"), strict=True)]
-
-    @overload
-    def __getitem__(self, i: int) -> Battle: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[Battle]: ...
-    def __getitem__(self, i: int | slice) -> Battle | list[Battle]:
-        n = len(self)
-        if isinstance(i, slice):
-            start, stop, step = i.indices(n)
-            if step == 1:
-                return self._battles(start, max(start, stop))
-            return [self[j] for j in range(start, stop, step)]
-        if not -n <= i < n:
-            raise IndexError("battle index out of range")
-        return self._battles(i % n, i % n + 1)[0]
-
-    def __iter__(self) -> Iterator[Battle]:
-        """The battles as objects, made :data:`CHUNK` at a time (none kept: a big run's 200k battles
-        would be ~40 MB of objects)."""
-        for start in range(0, len(self), CHUNK):
-            yield from self._battles(start, min(len(self), start + CHUNK))
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
-            return NotImplemented
-        return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"<BattleColumns: {len(self)} battles>"
-
-
-def battle_groups(g: GameColumns, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`first_seen` of the games' battles (dataset, subset, query, candidate, opponent, judge), of
-    all games or of ``rows`` (ascending indices). Games sorted by the results' order with one judge hold
-    each battle's games next to each other: groups are then runs of equal keys, found without a sort."""
-    cols = [getattr(g, c) if rows is None else getattr(g, c)[rows]
-            for c in ("dataset", "subset", "query_id", "candidate", "opponent", "judge")]
-    n = len(cols[0])
-    if g.sorted and n and not bool(np.any(g.judge != g.judge[0])):
-        same = np.ones(n - 1, np.bool_)
-        for c in cols[:5]:
-            same &= c[1:] == c[:-1]
-        starts = np.concatenate([np.ones(1, np.bool_), ~same])
-        return np.flatnonzero(starts), np.cumsum(starts) - 1
-    return first_seen(combined_key(cols))
-
-
-def natural_rank(g: GameColumns, codes: np.ndarray) -> np.ndarray:
-    """Per string code (of ``codes``, the query ids), its rank in ``battles._natural`` order: (0, int)
-    for digits, (1, text) otherwise; equal keys, equal ranks."""
-    nat = np.zeros(len(g.strings) + 1, np.int64)
-    texts = [g.strings[q] for q in codes.tolist()]
-    digits = np.fromiter((t.isdigit() for t in texts), np.bool_, len(texts))
-    if all(len(t) <= 18 and t.isascii() for t, d in zip(texts, digits.tolist(), strict=True) if d):
-        values = np.fromiter((int(t) if d else 0 for t, d in zip(texts, digits.tolist(), strict=True)), np.int64,
-                             len(texts))
-        _, by_value = np.unique(values[digits], return_inverse=True)
-        nat[codes[digits]] = by_value.reshape(-1)
-        base = int(by_value.max()) + 1 if len(by_value) else 0
-        nat[codes[~digits]] = base + g.rank()[codes[~digits]]  # texts keep their order, after every number
-        return nat
-    prev: object = None
-    k = -1
-    for q in sorted(codes.tolist(), key=lambda q: _natural(g.strings[q])):
-        key = _natural(g.strings[q])
-        if key != prev:
-            k += 1
-            prev = key
-        nat[q] = k
-    return nat
-
-
-def combine_columns(g: GameColumns) -> BattleColumns:
-    """:func:`arena_engine.battles.combine` of columns (the same battles, in the same order)."""
-    n = len(g)
-    group_of, group = battle_groups(g)
-    nb = len(group_of)
-    rows = np.arange(n, dtype=np.int64)
-    first_row = last_per_group(group, rows[g.candidate_is_a], nb)
-    second_row = last_per_group(group, rows[~g.candidate_is_a], nb)
-    r = g.rank()
-    nat = natural_rank(g, np.unique(g.query_id[group_of]))
-    judge = g.judge[group_of]
-    empty = g.strings.index("") if "" in g.strings else -1
-    judge_rank = r[np.where(judge < 0, empty, judge)] if empty >= 0 else r[judge]
-    order = np.lexsort((np.arange(nb), judge_rank, nat[g.query_id[group_of]], r[g.opponent[group_of]],
-                        r[g.candidate[group_of]], r[g.subset[group_of]], r[g.dataset[group_of]]))
-    return BattleColumns(g, first_row[order], second_row[order])
 
 
 class GameBuilder:
@@ -416,7 +240,7 @@ class GameBuilder:
             self._keys += b"\0" * KEY_BYTES if k is None else k.encode("ascii")
             return
         if self._odd_keys is None:
-            self._odd_keys = _keys_list(self._fixed_keys())
+            self._odd_keys = keys_list(self._fixed_keys())
             self._keys = bytearray()
         self._odd_keys.append(k)
 
@@ -465,8 +289,8 @@ def same_games(a: Iterable[Game], b: Iterable[Game]) -> bool:
     to_y = np.asarray([table.code(s) + 1 for s in y.strings] + [0], np.int64)
     kx, ky = x.judgment_key, y.judgment_key
     if kx.dtype == object or ky.dtype == object:  # None -> "", a key k -> "k" + k
-        kx = np.asarray(["" if k is None else "k" + k for k in _keys_list(kx)], dtype=object)
-        ky = np.asarray(["" if k is None else "k" + k for k in _keys_list(ky)], dtype=object)
+        kx = np.asarray(["" if k is None else "k" + k for k in keys_list(kx)], dtype=object)
+        ky = np.asarray(["" if k is None else "k" + k for k in keys_list(ky)], dtype=object)
     _, keys = np.unique(np.concatenate([kx, ky]), return_inverse=True)
     keys = keys.reshape(-1)
 
