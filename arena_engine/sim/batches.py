@@ -7,7 +7,7 @@ Routes (mounted by `arena_engine.sim.server.make_app`): `POST /v1/files` (multip
 
 A batch moves validating -> in_progress -> finalizing -> completed over `SimConfig.batch_seconds` of
 real time (the 24 h window compressed; `SimModel.batch_seconds` sets it per model). Each row is answered by the same code as a live request
-(`Completer._completion`, implemented by `arena_engine.sim.server`), so a batch's answers and verdicts equal the live ones for the same body.
+(`completion.chat_completion`, as `arena_engine.sim.server` does), so a batch's answers and verdicts equal the live ones for the same body.
 A row fails (`faults.rate_batch_error`, status 500 in the output file) or is left unfinished
 (`faults.rate_batch_expire`: the batch ends `expired`, the row is in the error file with
 `batch_expired`), drawn from the seed and the row's custom_id, so a resubmitted row draws again.
@@ -21,35 +21,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from aiohttp import web
 
-from arena_engine.sim.config import SimConfig, SimModel
+from arena_engine.sim.completion import Completer, complete
 from arena_engine.sim.draws import digest64, uniforms
 from arena_engine.sim.message_batches import SimMessageBatches
-
-
-class Completer(Protocol):
-    """What a batch needs from the simulator: its config, its models and one live completion.
-
-    `arena_engine.sim.server` implements it; naming it here keeps the import one way (server → batches).
-    """
-
-    config: SimConfig
-    models: dict[str, SimModel]
-
-    def _completion(
-        self,
-        data: dict[str, Any],
-        model: SimModel,
-        body_key: int,
-        occurrence: int,
-        u_bad: float,
-        u_form: float,
-        broken: list[bool],
-    ) -> web.Response: ...
 
 _JSON = "application/json"
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -328,7 +307,7 @@ class SimBatches:
                 raw = orjson.dumps(body)  # the bytes a live client sends: the same draws as live
                 body_key = digest64(raw)
                 u_bad, u_form = uniforms(cfg.seed, body_key, 0, 4)[2:]
-                http = self.sim._completion(body, model, body_key, 0, u_bad, u_form, [])
+                http = complete(self.sim, body, model, body_key, u_bad, u_form)
                 assert isinstance(http.body, bytes)
                 resp = {"status_code": 200, "request_id": cid, "body": orjson.loads(http.body)}
                 counts["completed"] += 1
@@ -345,3 +324,4 @@ class SimBatches:
             b["status"], b["expired_at"] = "expired", now
         else:
             b["status"], b["completed_at"] = "completed", now
+

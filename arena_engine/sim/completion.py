@@ -1,14 +1,14 @@
 """What the simulator answers to a chat request it serves: the request checked, then the completion.
 
 Candidates answer with `answers.candidate_answer`; a judge model renders `judging.Judge`'s verdict.
-The live route (`server`) and the batch routes (through `batches.Completer`) both build their
-completions here.
+The live route (`server`) and the batch routes (`complete`, given the simulator as a `Completer`) both
+build their completions here.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -124,3 +124,23 @@ def chat_completion(
         },
     }
     return web.Response(body=orjson.dumps(body), content_type=JSON)
+
+
+class Completer(Protocol):
+    """What a batch needs of the simulator to answer a row as the live route would
+    (`completion.chat_completion`): its config, models, judge and stats.
+
+    `arena_engine.sim.server` implements it; naming it here keeps the imports one way (server → batches →
+    completion).
+    """
+
+    config: SimConfig
+    models: dict[str, SimModel]
+    judge: Judge
+    stats: SimStats
+
+
+def complete(sim: Completer, body: dict[str, Any], model: SimModel, body_key: int, u_bad: float,
+             u_form: float) -> web.Response:
+    """A batch row's completion: the live route's for the same body, as its first occurrence."""
+    return chat_completion(sim.config, sim.judge, sim.stats, body, model, body_key, 0, u_bad, u_form, [])

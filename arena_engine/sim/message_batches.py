@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
+from arena_engine.sim.completion import complete
 from arena_engine.sim.draws import digest64, uniforms
 
 
@@ -252,7 +253,7 @@ class SimMessageBatches:
         raw = orjson.dumps(body)  # the bytes a live client sends for this chat body: the same draws as live
         body_key = digest64(raw)
         u_bad, u_form = uniforms(sim.config.seed, body_key, 0, 4)[2:]
-        http = sim._completion(body, model, body_key, 0, u_bad, u_form, [])
+        http = complete(sim, body, model, body_key, u_bad, u_form)
         assert isinstance(http.body, bytes)
         chat = orjson.loads(http.body)
         choice = chat["choices"][0]

@@ -176,7 +176,8 @@ class _Simulator:
                     drop(request)  # the client left or the server is closing: no answer
                     return "hang_abandoned", web.Response(status=504)
             elif fault in ("stall", "trickle"):
-                response = self._completion(data, model, body_key, occurrence, u_bad, u_form, broken)
+                response = chat_completion(self.config, self.judge, self.stats, data, model, body_key, occurrence, u_bad, u_form,
+                                       broken)
                 return await dribble(request, response, fault, outcome, config.faults, self.closing)
             elif fault == "malformed":
                 broken.append(True)
@@ -184,22 +185,8 @@ class _Simulator:
             elif fault == "no_choices":
                 broken.append(True)
                 return "200", no_choices(model, body_key, occurrence)
-        return "200", self._completion(data, model, body_key, occurrence, u_bad, u_form, broken)
-
-    def _completion(
-        self,
-        data: dict[str, Any],
-        model: SimModel,
-        body_key: int,
-        occurrence: int,
-        u_bad: float,
-        u_form: float,
-        broken: list[bool],
-    ) -> web.Response:
-        """One completion (`batches.Completer`): built by `completion.chat_completion`."""
-        return chat_completion(
-            self.config, self.judge, self.stats, data, model, body_key, occurrence, u_bad, u_form, broken
-        )
+        return "200", chat_completion(self.config, self.judge, self.stats, data, model, body_key, occurrence, u_bad, u_form,
+                                       broken)
 
 
 SIM_KEY = web.AppKey("arena_engine_sim", _Simulator)
