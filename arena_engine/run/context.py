@@ -17,7 +17,7 @@ import anyio
 from ..client import RETRY_BUDGET_EXHAUSTED, ChatClient, ChatResult
 from ..config import RunConfig
 from ..datasets import Query
-from ..from_store import FAILURES, judge_slots
+from ..from_store import FAILURES, JudgeSlot, judge_slots
 from ..game_columns import GameBuilder
 from ..identity import model_identity
 from ..inflight import InFlight
@@ -138,7 +138,7 @@ class RunContext:
         """The judge name a game carries (None with one judge, so that path is unchanged)."""
         return slot_name if self.tag_judge else None
 
-    def first_judges(self) -> list[Any]:
+    def first_judges(self) -> list[JudgeSlot]:
         """The judges every battle reaches: a cascade's first, else all of them."""
         return self.order[:1] if self.cascade else self.order
 
